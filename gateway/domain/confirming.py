@@ -1,0 +1,157 @@
+"""Confirming: group counted units into confirmations per (machine, order, operation).
+
+A ``Pending`` collects the units counted for one order operation on one machine since
+its last confirmation, together with the range of counter positions they came from.
+``due`` says whether a rule fires (every N units, every T seconds with units pending);
+order changes and shutdown are decided by the caller, who passes the trigger to
+``confirm``. ``confirm`` turns a Pending into a ``Confirmation`` whose id is a hash of
+the machine and the position ranges, so the same slice of production always gets the
+same id and a replay after a crash can be recognised.
+
+Units of the ``scrap`` counter are scrap; units of any other counter are yield.
+Pure: the wall clock is passed in as ``now``; nothing here reads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal
+
+from gateway.domain.records import Confirmation, Increment, Position
+
+SCRAP_COUNTER = "scrap"
+
+Positions = tuple[tuple[str, Position], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmRule:
+    every_units: int | None = None
+    every_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """Units counted for one order operation and not yet confirmed."""
+
+    machine: str
+    order: str
+    operation: str
+    yield_qty: Decimal
+    scrap_qty: Decimal
+    start: Positions  # per counter: position before the first counted increment
+    end: Positions  # per counter: position after the last counted increment
+    first_source_time: datetime
+    last_source_time: datetime
+    opened_at: datetime  # when the first units arrived (wall clock, for every_seconds)
+
+    @property
+    def units(self) -> Decimal:
+        return self.yield_qty + self.scrap_qty
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.machine, self.order, self.operation)
+
+
+def accumulate(
+    pending: Pending | None,
+    increment: Increment,
+    units: Decimal,
+    *,
+    order: str,
+    operation: str,
+    now: datetime,
+) -> Pending:
+    """Add one increment's units to the pending of (machine, order, operation)."""
+    is_scrap = increment.counter == SCRAP_COUNTER
+    if pending is None:
+        return Pending(
+            machine=increment.machine,
+            order=order,
+            operation=operation,
+            yield_qty=Decimal(0) if is_scrap else units,
+            scrap_qty=units if is_scrap else Decimal(0),
+            start=((increment.counter, increment.start),),
+            end=((increment.counter, increment.end),),
+            first_source_time=increment.source_time,
+            last_source_time=increment.source_time,
+            opened_at=now,
+        )
+    if (pending.machine, pending.order, pending.operation) != (increment.machine, order, operation):
+        raise ValueError(f"increment of {increment.machine}/{order}/{operation} added to {pending.key}")
+    return replace(
+        pending,
+        yield_qty=pending.yield_qty + (Decimal(0) if is_scrap else units),
+        scrap_qty=pending.scrap_qty + (units if is_scrap else Decimal(0)),
+        start=_keep_first(pending.start, increment.counter, increment.start),
+        end=_set(pending.end, increment.counter, increment.end),
+        first_source_time=min(pending.first_source_time, increment.source_time),
+        last_source_time=max(pending.last_source_time, increment.source_time),
+    )
+
+
+def due(pending: Pending | None, rule: ConfirmRule, now: datetime) -> str | None:
+    """The rule that fires for this pending now, if any."""
+    if pending is None or pending.units <= 0:
+        return None
+    if rule.every_units is not None and pending.units >= rule.every_units:
+        return "every_units"
+    if rule.every_seconds is not None and (now - pending.opened_at).total_seconds() >= rule.every_seconds:
+        return "every_seconds"
+    return None
+
+
+def confirm(pending: Pending, trigger: str, uom: str) -> Confirmation:
+    """The confirmation of everything pending; its id depends only on what it covers."""
+    return Confirmation(
+        id=confirmation_id(pending.machine, pending.start, pending.end),
+        machine=pending.machine,
+        order=pending.order,
+        operation=pending.operation,
+        yield_qty=pending.yield_qty,
+        scrap_qty=pending.scrap_qty,
+        uom=uom,
+        start=pending.start,
+        end=pending.end,
+        first_source_time=pending.first_source_time,
+        last_source_time=pending.last_source_time,
+        trigger=trigger,
+    )
+
+
+def confirmation_id(machine: str, start: Positions, end: Positions) -> str:
+    """Deterministic id: counter position ranges never overlap, so neither do ids."""
+    ranges = ",".join(f"{c}={s}..{e}" for (c, s), (_, e) in zip(start, end, strict=True))
+    digest = hashlib.sha256(f"{machine}|{ranges}".encode()).hexdigest()[:20]
+    return f"C-{digest}"
+
+
+def format_positions(positions: Positions) -> str:
+    """Text form used by the ledger: ``good=0:120,scrap=1:4``."""
+    return ",".join(f"{counter}={pos}" for counter, pos in positions)
+
+
+def parse_positions(text: str) -> Positions:
+    if not text:
+        return ()
+    out = []
+    for part in text.split(","):
+        counter, pos = part.split("=")
+        epoch, raw = pos.split(":")
+        out.append((counter, Position(int(epoch), int(raw))))
+    return tuple(out)
+
+
+def _keep_first(positions: Positions, counter: str, pos: Position) -> Positions:
+    if any(c == counter for c, _ in positions):
+        return positions
+    return _set(positions, counter, pos)
+
+
+def _set(positions: Positions, counter: str, pos: Position) -> Positions:
+    kept = {c: p for c, p in positions}
+    kept[counter] = pos
+    return tuple(sorted(kept.items()))

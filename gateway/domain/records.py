@@ -1,0 +1,352 @@
+"""The immutable records the gateway reasons about.
+
+Data model, from the shop floor up:
+
+* A ``CounterReading`` is one value a PLC reported for one counter of one machine,
+  with the PLC's own timestamp and the OPC UA / Modbus quality.
+* A counter's position is ``(epoch, raw)``: ``raw`` is what the PLC shows and ``epoch``
+  goes up by one at every rollover or reset the gateway observes. Positions only ever
+  increase, so a range of positions names a slice of production exactly once.
+* An ``Increment`` is the number of counts between two positions; ``units`` is counts
+  times units per cycle, in the produced material's unit of measure.
+* A ``Confirmation`` reports yield and scrap for one (machine, order, operation) over a
+  range of positions; its id is derived from that range, so replaying the same range
+  yields the same id.
+* Master data (``Material``, ``WorkCenter``, ``ProductionOrder`` with its component
+  and operation snapshot) is what backflush planning needs; a ``BackflushPlan`` is the
+  list of postings one confirmation causes.
+
+Every quantity and amount is a ``decimal.Decimal`` with its unit of measure next to it;
+no float is ever stored here. This module holds records only: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+
+
+class Quality(enum.Enum):
+    """OPC UA status class of a value; Modbus reads are GOOD or BAD."""
+
+    GOOD = "good"
+    UNCERTAIN = "uncertain"
+    BAD = "bad"
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a counter stands: ``epoch`` counts observed rollovers and resets."""
+
+    epoch: int
+    raw: int
+
+    def __str__(self) -> str:
+        return f"{self.epoch}:{self.raw}"
+
+
+@dataclass(frozen=True, slots=True)
+class CounterSpec:
+    """How to interpret one counter tag (from the mapping)."""
+
+    machine: str
+    counter: str  # "good" or "scrap"
+    width_bits: int  # 16, 32 or 64
+    units_per_count: int = 1
+    # A decrease is a rollover only if the wrapped delta is at most this many counts.
+    rollover_window: int | None = None
+    # A delta above this many counts is held for an operator's decision.
+    max_counts_per_reading: int | None = None
+
+    @property
+    def modulus(self) -> int:
+        return 1 << self.width_bits
+
+    @property
+    def effective_rollover_window(self) -> int:
+        return self.rollover_window if self.rollover_window is not None else self.modulus // 16
+
+
+@dataclass(frozen=True, slots=True)
+class CounterReading:
+    """One value of one counter as the PLC reported it."""
+
+    machine: str
+    counter: str
+    value: int | None  # None when the PLC sent no usable number
+    source_time: datetime
+    quality: Quality = Quality.GOOD
+    received_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CounterState:
+    """What the gateway last accepted from a counter; persisted with every commit."""
+
+    machine: str
+    counter: str
+    position: Position
+    source_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Increment:
+    """Counts between two positions of one counter."""
+
+    machine: str
+    counter: str
+    counts: int
+    start: Position
+    end: Position
+    source_time: datetime
+
+
+class AnomalyKind(enum.Enum):
+    RESET = "reset"  # counter went down: units between last reading and reset unknown
+    IMPLAUSIBLE = "implausible"  # delta above plausibility limit, held for a decision
+    UNKNOWN_ORDER = "unknown_order"  # units kept pending until the order is known
+    BAD_VALUE = "bad_value"  # wrong type / negative / out of range
+    WORK_CENTER_MISMATCH = "work_center"  # the order's operation runs on another work center
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    """Something the gateway will not guess about; kept for a person to decide."""
+
+    machine: str
+    counter: str | None
+    kind: AnomalyKind
+    detail: str
+    source_time: datetime
+    start: Position | None = None
+    end: Position | None = None
+    counts_held: int = 0  # counts not posted because of this anomaly
+
+
+# --- confirmations -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    """Yield and scrap reported for one order operation, over a range of positions."""
+
+    id: str
+    machine: str
+    order: str
+    operation: str
+    yield_qty: Decimal
+    scrap_qty: Decimal
+    uom: str
+    start: tuple[tuple[str, Position], ...]  # per counter, sorted by counter name
+    end: tuple[tuple[str, Position], ...]
+    first_source_time: datetime
+    last_source_time: datetime
+    trigger: str  # every_units | every_seconds | order_change | shutdown
+
+    @property
+    def consumed_qty(self) -> Decimal:
+        return self.yield_qty + self.scrap_qty
+
+
+# --- master data ---------------------------------------------------------------------
+
+
+class FlushingRule(enum.Enum):
+    OPERATION = "operation"
+    ORDER_COMPLETION = "order_completion"
+    MANUAL = "manual"
+
+
+@dataclass(frozen=True, slots=True)
+class Material:
+    id: str
+    description: str
+    uom: str
+    decimals: int  # quantities of this material are rounded to this many places
+    lot_tracked: bool = False
+    negative_stock_allowed: bool = False  # never for lot-tracked materials: an issue names real lots
+    lot_selection: str = "fifo"  # fifo: oldest receipt first; fefo: earliest expiry first
+
+
+@dataclass(frozen=True, slots=True)
+class WorkCenter:
+    id: str
+    description: str
+    labor_rate: Decimal  # currency per labor hour
+    machine_rate: Decimal  # currency per machine hour
+    overhead_pct_of_labor: Decimal  # overhead cost = labor cost × pct / 100
+    currency: str
+    supply_location: str  # default line-side location components are flushed from
+
+
+@dataclass(frozen=True, slots=True)
+class OrderComponent:
+    """One BOM line, as snapshotted into the order at release."""
+
+    item: str  # BOM item number, e.g. "0010"
+    material: str
+    qty_per_base: Decimal  # component quantity per `base_qty` of the header material
+    scrap_pct: Decimal  # component scrap, planned on top
+    flushing: FlushingRule
+    operation: str  # routing operation that consumes it
+    supply_location: str
+    flushing_source: str = ""  # where the effective rule came from: BOM item, work center, material
+    rework: bool = False  # issued only by a rework adjustment, never by a confirmation
+
+
+@dataclass(frozen=True, slots=True)
+class OrderOperation:
+    """One routing operation, as snapshotted into the order at release."""
+
+    operation: str  # e.g. "0010"
+    work_center: str
+    setup_hours: Decimal  # once per order operation
+    machine_hours_per_base: Decimal
+    labor_hours_per_base: Decimal
+    final: bool = False  # goods receipt is posted at the final operation
+
+
+@dataclass(frozen=True, slots=True)
+class ProductionOrder:
+    number: str
+    material: str  # what it makes
+    quantity: Decimal
+    base_qty: Decimal  # BOM and routing quantities are per this many units
+    receipt_location: str
+    components: tuple[OrderComponent, ...] = ()
+    operations: tuple[OrderOperation, ...] = ()
+    status: str = "released"
+    produced_lot: str = ""  # default: one produced lot per order, named like the order
+
+    def operation(self, op: str) -> OrderOperation | None:
+        return next((o for o in self.operations if o.operation == op), None)
+
+    @property
+    def output_lot(self) -> str:
+        return self.produced_lot or self.number
+
+
+# --- postings ----------------------------------------------------------------------
+
+
+class MovementKind(enum.Enum):
+    """Goods movement kinds; the value is the SAP movement type users know."""
+
+    GOODS_ISSUE = "261"
+    GOODS_ISSUE_REVERSAL = "262"
+    GOODS_RECEIPT = "101"
+    GOODS_RECEIPT_REVERSAL = "102"
+    SCRAP = "551"
+    OPENING_STOCK = "561"
+    OTHER_RECEIPT = "501"  # receipt without an order, e.g. line-side replenishment
+    COUNT_GAIN = "701"  # physical count found more than the book
+    COUNT_LOSS = "702"  # physical count found less than the book
+
+
+@dataclass(frozen=True, slots=True)
+class GoodsMovement:
+    """Stock change of one material at one location; `qty` is signed (+in, −out)."""
+
+    kind: MovementKind
+    material: str
+    location: str
+    qty: Decimal
+    uom: str
+    lot: str = ""
+    bom_item: str = ""  # which order component, for issues
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityPosting:
+    operation: str
+    work_center: str
+    activity: str  # setup | machine | labor | overhead
+    hours: Decimal
+    cost: Decimal
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class BackflushError:
+    """A posting that could not be made; goes to the error queue, never dropped."""
+
+    material: str
+    location: str
+    missing_qty: Decimal
+    uom: str
+    reason: str
+    bom_item: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class NotBackflushed:
+    """A component the plan deliberately did not issue (manual / order completion)."""
+
+    material: str
+    qty: Decimal
+    uom: str
+    rule: FlushingRule
+    bom_item: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GenealogyEdge:
+    """``qty`` of a component lot went into a produced lot (where-used / where-from)."""
+
+    component: str
+    component_lot: str
+    qty: Decimal
+    uom: str
+    product: str
+    product_lot: str
+
+
+@dataclass(frozen=True, slots=True)
+class BackflushPlan:
+    confirmation_id: str
+    movements: tuple[GoodsMovement, ...] = ()
+    activities: tuple[ActivityPosting, ...] = ()
+    errors: tuple[BackflushError, ...] = ()
+    not_backflushed: tuple[NotBackflushed, ...] = ()
+    genealogy: tuple[GenealogyEdge, ...] = ()
+    # What this plan adds to the order's running plan totals, per key (``item:0010``,
+    # ``0010:machine:hours``…): issued + queued + deferred, hours and cost.
+    planned: tuple[tuple[str, Decimal], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OperationProgress:
+    """Cumulative quantities confirmed for one order operation (drives remainder carry)."""
+
+    order: str
+    operation: str
+    yield_qty: Decimal = Decimal(0)
+    scrap_qty: Decimal = Decimal(0)
+
+    @property
+    def consumed_qty(self) -> Decimal:
+        return self.yield_qty + self.scrap_qty
+
+
+@dataclass(frozen=True, slots=True)
+class LotStock:
+    """Stock of one lot at one location (lot "" for materials without lots)."""
+
+    lot: str
+    qty: Decimal
+    received_at: datetime | None = None
+    expires_on: date | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StockView:
+    """Stock per (material, location), lot by lot, at planning time."""
+
+    lots: dict[tuple[str, str], tuple[LotStock, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, available: dict[tuple[str, str], Decimal]) -> StockView:
+        """Stock of materials without lots."""
+        return cls({key: (LotStock("", qty),) for key, qty in available.items()})

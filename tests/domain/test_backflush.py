@@ -1,0 +1,158 @@
+"""Backflush planning: quantities, remainder carry, rules, stock shortfalls, activities."""
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from decimal import Decimal as D
+from fractions import Fraction
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.domain.backflush import plan, quantize
+from gateway.domain.records import (
+    Confirmation,
+    FlushingRule,
+    Material,
+    MovementKind,
+    OperationProgress,
+    OrderComponent,
+    OrderOperation,
+    ProductionOrder,
+    StockView,
+    WorkCenter,
+)
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+MATERIALS = {
+    m.id: m
+    for m in [
+        Material("FG", "finished", "PC", 0),
+        Material("COIL", "coil", "KG", 3),
+        Material("WIRE", "wire", "M", 2),
+        Material("GAS", "gas", "L", 1, negative_stock_allowed=True),
+        Material("LABEL", "label", "PC", 0),
+    ]
+}
+WCS = {"WC1": WorkCenter("WC1", "press", D("40"), D("80"), D("150"), "EUR", "LS1")}
+
+
+def order(components=(), final=True, setup=D("0.5"), machine=D("0.2"), labor=D("0.1"), base=D(100)):
+    return ProductionOrder(
+        "1000123", "FG", D(1000), base, "FG-01",
+        components=tuple(components),
+        operations=(OrderOperation("0010", "WC1", setup, machine, labor, final=final),),
+    )
+
+
+def comp(material, qty, scrap="0", rule=FlushingRule.OPERATION, item="0010"):
+    return OrderComponent(item, material, D(qty), D(scrap), rule, "0010", "LS1")
+
+
+def conf(y, s=0, i=0):
+    return Confirmation(f"C{i}", "M1", "1000123", "0010", D(y), D(s), "PC", (), (), T0, T0, "every_units")
+
+
+PLENTY = StockView.of({(m, "LS1"): D(10**9) for m in MATERIALS})
+
+
+def issues(p):
+    return {m.material: -m.qty for m in p.movements if m.kind is MovementKind.GOODS_ISSUE}
+
+
+def test_component_quantity_with_scrap_and_goods_receipt():
+    o = order([comp("COIL", "12.5", scrap="2")])
+    p = plan(conf(196, 4), o, OperationProgress("1000123", "0010"), MATERIALS, WCS, PLENTY)
+    # 200 consumed × 12.5/100 × 1.02 = 25.5 kg
+    assert issues(p) == {"COIL": D("25.500")}
+    receipts = [m for m in p.movements if m.kind is MovementKind.GOODS_RECEIPT]
+    assert [(r.material, r.qty, r.location) for r in receipts] == [("FG", D(196), "FG-01")]
+
+
+def test_no_goods_receipt_before_the_final_operation():
+    p = plan(conf(10), order(final=False), OperationProgress("1000123", "0010"), MATERIALS, WCS, PLENTY)
+    assert not [m for m in p.movements if m.kind is MovementKind.GOODS_RECEIPT]
+
+
+def test_ten_thousand_confirmations_of_one_unit_at_one_third_issue_the_rounded_total():
+    o = order([comp("COIL", "1", item="0010"), comp("LABEL", "1", item="0020")], base=D(3))
+    total = {"COIL": D(0), "LABEL": D(0)}
+    progress = OperationProgress("1000123", "0010")
+    for i in range(10_000):
+        p = plan(conf(1, i=i), o, progress, MATERIALS, WCS, PLENTY)
+        for material, qty in issues(p).items():
+            total[material] += qty
+        progress = replace(progress, yield_qty=progress.yield_qty + 1)
+    assert total == {"COIL": D("3333.333"), "LABEL": D(3333)}
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    qty=st.decimals(min_value=D("0.001"), max_value=D(50), places=3),
+    scrap=st.decimals(min_value=D(0), max_value=D(20), places=1),
+    batches=st.lists(st.integers(1, 500), min_size=1, max_size=40),
+)
+def test_cumulative_issue_equals_rounded_cumulative_plan(qty, scrap, batches):
+    o = order([comp("COIL", qty, scrap=scrap)], base=D(7))
+    progress = OperationProgress("1000123", "0010")
+    issued = D(0)
+    cost = D(0)
+    for i, n in enumerate(batches):
+        p = plan(conf(n, i=i), o, progress, MATERIALS, WCS, PLENTY)
+        issued += issues(p).get("COIL", D(0))
+        cost += sum(a.cost for a in p.activities)
+        progress = replace(progress, yield_qty=progress.yield_qty + n)
+    total = sum(batches)
+    exact = Fraction(total) * Fraction(qty) / 7 * (1 + Fraction(scrap) / 100)
+    assert issued == quantize(exact, 3)
+    once = plan(conf(total), o, OperationProgress("1000123", "0010"), MATERIALS, WCS, PLENTY)
+    assert cost == sum(a.cost for a in once.activities)
+
+
+def test_manual_and_order_completion_components_are_not_issued_but_reported():
+    o = order([comp("LABEL", "100", rule=FlushingRule.MANUAL, item="0010"),
+               comp("WIRE", "5", rule=FlushingRule.ORDER_COMPLETION, item="0020")])
+    p = plan(conf(10), o, OperationProgress("1000123", "0010"), MATERIALS, WCS, PLENTY)
+    assert issues(p) == {}
+    assert {(n.material, n.qty, n.rule) for n in p.not_backflushed} == {
+        ("LABEL", D(10), FlushingRule.MANUAL), ("WIRE", D("0.50"), FlushingRule.ORDER_COMPLETION)}
+
+
+def test_short_stock_issues_what_is_there_and_queues_the_rest():
+    o = order([comp("COIL", "10")])
+    p = plan(conf(100), o, OperationProgress("1000123", "0010"), MATERIALS, WCS, StockView.of({("COIL", "LS1"): D("4")}))
+    assert issues(p) == {"COIL": D("4")}
+    [err] = p.errors
+    assert (err.material, err.missing_qty) == ("COIL", D("6.000"))
+    assert "gateway stock receive" in err.reason and "gateway errors reprocess" in err.reason
+
+
+def test_two_bom_lines_of_one_material_share_the_stock():
+    o = order([comp("COIL", "3", item="0010"), comp("COIL", "3", item="0020")])
+    p = plan(conf(100), o, OperationProgress("1000123", "0010"), MATERIALS, WCS, StockView.of({("COIL", "LS1"): D("4")}))
+    assert sum(-m.qty for m in p.movements if m.kind is MovementKind.GOODS_ISSUE) == D(4)
+    assert sum(e.missing_qty for e in p.errors) == D(2)
+
+
+def test_negative_stock_allowed_posts_negative():
+    o = order([comp("GAS", "40")])
+    p = plan(conf(100), o, OperationProgress("1000123", "0010"), MATERIALS, WCS, StockView())
+    assert issues(p) == {"GAS": D("40.0")} and not p.errors
+
+
+def test_activities_setup_once_then_per_unit_with_overhead():
+    o = order()
+    first = plan(conf(100), o, OperationProgress("1000123", "0010"), MATERIALS, WCS, PLENTY)
+    acts = {a.activity: (a.hours, a.cost) for a in first.activities}
+    assert acts["setup"] == (D("0.5000"), D("20.00"))
+    assert acts["machine"] == (D("0.2000"), D("16.00"))
+    assert acts["labor"] == (D("0.1000"), D("4.00"))
+    assert acts["overhead"] == (D("0.0000"), D("36.00"))  # (20 + 4) × 150 %
+    second = plan(conf(100, i=1), o, OperationProgress("1000123", "0010", D(100)), MATERIALS, WCS, PLENTY)
+    assert "setup" not in {a.activity for a in second.activities}
+
+
+def test_unknown_operation_is_refused():
+    c = replace(conf(1), operation="0099")
+    with pytest.raises(ValueError, match="no operation 0099"):
+        plan(c, order(), OperationProgress("1000123", "0099"), MATERIALS, WCS, PLENTY)

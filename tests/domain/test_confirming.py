@@ -1,0 +1,60 @@
+"""Grouping increments into confirmations, and the deterministic id."""
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.domain.confirming import (
+    ConfirmRule,
+    accumulate,
+    confirm,
+    due,
+    format_positions,
+    parse_positions,
+)
+from gateway.domain.records import Increment, Position
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def inc(counter, start, end, t=0):
+    return Increment("M1", counter, end - start, Position(0, start), Position(0, end), T0 + timedelta(seconds=t))
+
+
+def acc(pending, increment, units, t=0):
+    return accumulate(pending, increment, Decimal(units), order="1000123", operation="0010", now=T0 + timedelta(seconds=t))
+
+
+def test_yield_and_scrap_accumulate_with_their_ranges():
+    p = acc(None, inc("good", 0, 10), 40)
+    p = acc(p, inc("scrap", 5, 6), 4)
+    p = acc(p, inc("good", 10, 12), 8)
+    assert (p.yield_qty, p.scrap_qty) == (Decimal(48), Decimal(4))
+    assert dict(p.start) == {"good": Position(0, 0), "scrap": Position(0, 5)}
+    assert dict(p.end) == {"good": Position(0, 12), "scrap": Position(0, 6)}
+    c = confirm(p, "every_units", "PC")
+    assert c.consumed_qty == Decimal(52) and c.uom == "PC"
+
+
+def test_rules_fire_on_units_and_on_time_only_with_units_pending():
+    rule = ConfirmRule(every_units=100, every_seconds=60)
+    assert due(None, rule, T0) is None
+    p = acc(None, inc("good", 0, 99), 99)
+    assert due(p, rule, T0 + timedelta(seconds=59)) is None
+    assert due(p, rule, T0 + timedelta(seconds=60)) == "every_seconds"
+    assert due(acc(p, inc("good", 99, 100), 1), rule, T0) == "every_units"
+
+
+def test_same_ranges_same_id_and_different_ranges_different_id():
+    a = confirm(acc(None, inc("good", 0, 10), 10), "shutdown", "PC")
+    b = confirm(acc(None, inc("good", 0, 10), 10, t=99), "every_units", "PC")
+    c = confirm(acc(None, inc("good", 10, 20), 10), "shutdown", "PC")
+    assert a.id == b.id != c.id
+
+
+@given(st.lists(st.tuples(st.sampled_from(["good", "scrap"]), st.integers(0, 3), st.integers(0, 2**32 - 1)), max_size=3, unique_by=lambda x: x[0]))
+def test_positions_text_round_trip(items):
+    positions = tuple(sorted((c, Position(e, r)) for c, e, r in items))
+    assert parse_positions(format_positions(positions)) == positions
