@@ -1,0 +1,158 @@
+"""Deciding open anomalies: list them, accept (post the held units) or reject them.
+
+An IMPLAUSIBLE anomaly holds the units of a counter jump the gateway would not believe
+(more than ``plausibility.max_units_per_reading`` in one reading). A person decides:
+
+* accept: the held units are posted as ONE confirmation (with its backflush) of the
+  order operation that was running when they were counted, in the same transaction
+  that marks the anomaly decided. Its id is derived from the held counter range, which
+  no other confirmation covers, so even a replay cannot post it twice.
+* reject: the units are written off as not produced; nothing is posted.
+
+The order is not stored on the anomaly (the writer records it without one); it is the
+order of the confirmation or pending units adjacent to the held range on the same
+counter: the one that ends where the jump starts, else the one that starts where the
+jump ends, else the machine's current order.
+
+This module must never change an anomaly that is not open, decide one twice, or post
+anything outside the decision's transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import Connection, Engine, insert, select, update
+
+from gateway.domain.confirming import accumulate, confirm, parse_positions
+from gateway.domain.records import Increment, Position
+from gateway.ledger import schema as t
+from gateway.ledger.masters import MasterCache
+from gateway.ledger.writer import post_confirmation
+
+DECIDABLE = ("implausible",)
+
+
+class DecisionRefused(Exception):
+    """The decision cannot be taken; the message says why, in one line."""
+
+
+@dataclass(frozen=True)
+class AnomalyView:
+    id: int
+    machine: str
+    counter: str | None
+    kind: str
+    status: str
+    units_held: Decimal
+    source_time: datetime
+    detail: str
+    decision: str | None = None
+    confirmation_id: str | None = None
+
+
+def list_anomalies(engine: Engine, *, include_decided: bool = False) -> list[AnomalyView]:
+    a, d = t.anomalies, t.anomaly_decisions
+    query = select(a, d.c.decision, d.c.confirmation_id).outerjoin(d, d.c.anomaly_id == a.c.id).order_by(a.c.id)
+    if not include_decided:
+        query = query.where(a.c.status == "open")
+    with engine.connect() as conn:
+        return [AnomalyView(r.id, r.machine, r.counter, r.kind, r.status, r.units_held, r.source_time, r.detail,
+                            r.decision, r.confirmation_id) for r in conn.execute(query)]
+
+
+def _open_anomaly(conn: Connection, anomaly_id: int):
+    row = conn.execute(select(t.anomalies).where(t.anomalies.c.id == anomaly_id)).first()
+    if row is None:
+        raise DecisionRefused(f"no anomaly {anomaly_id} (see `gateway anomalies list --all`)")
+    decided = conn.execute(select(t.anomaly_decisions).where(t.anomaly_decisions.c.anomaly_id == anomaly_id)).first()
+    if decided is not None:
+        raise DecisionRefused(f"anomaly {anomaly_id} was already {decided.decision} at "
+                              f"{decided.decided_at:%Y-%m-%d %H:%M:%S} UTC; a decision is final")
+    if row.status != "open":
+        raise DecisionRefused(f"anomaly {anomaly_id} ({row.kind}) is information only; there is nothing to decide")
+    if row.kind not in DECIDABLE:
+        raise DecisionRefused(f"anomaly {anomaly_id} is of kind {row.kind}; only {', '.join(DECIDABLE)} can be decided")
+    return row
+
+
+def _position(text: str | None) -> Position | None:
+    if not text:
+        return None
+    epoch, raw = text.split(":")
+    return Position(int(epoch), int(raw))
+
+
+def _running_order(conn: Connection, row, start: Position, end: Position) -> tuple[str, str] | None:
+    """(order, operation) the held units belong to: see the module docstring."""
+    found = []
+    for table in (t.confirmations, t.pending_units):
+        for r in conn.execute(select(table).where(table.c.machine == row.machine)):
+            starts, ends = dict(parse_positions(r.start_pos)), dict(parse_positions(r.end_pos))
+            if ends.get(row.counter) == start:
+                found.append((0, r.order_no, r.operation))
+            elif starts.get(row.counter) == end:
+                found.append((1, r.order_no, r.operation))
+    if found:
+        _, order, operation = min(found)
+        return order, operation
+    return None
+
+
+def _uom(conn: Connection, order: str) -> str | None:
+    po, m = t.production_orders, t.materials
+    r = conn.execute(select(m.c.uom).join(po, po.c.material == m.c.id).where(po.c.number == order)).first()
+    return None if r is None else r.uom
+
+
+def accept(engine: Engine, anomaly_id: int, *, reason: str = "", order: str | None = None,
+           operation: str | None = None) -> tuple[str, str, Decimal]:
+    """Post the held units; returns (confirmation id, order, units). One transaction."""
+    now = t.utcnow()
+    with engine.begin() as conn:
+        row = _open_anomaly(conn, anomaly_id)
+        start, end = _position(row.start_pos), _position(row.end_pos)
+        if start is None or end is None or not row.counter:
+            raise DecisionRefused(f"anomaly {anomaly_id} has no counter range to post")
+        if order is None:
+            running = _running_order(conn, row, start, end)
+            if running is None:
+                raise DecisionRefused(f"anomaly {anomaly_id}: no confirmation of {row.machine} next to the held "
+                                      "range tells which order was running; give it with --order and --operation")
+            order, operation = running[0], operation or running[1]
+        if not operation:
+            raise DecisionRefused("give the operation with --operation")
+        uom = _uom(conn, order)
+        if uom is None:
+            raise DecisionRefused(f"order {order!r} is not in the master data; load it first")
+        increment = Increment(row.machine, row.counter, row.counts_held, start, end, row.source_time)
+        pending = accumulate(None, increment, row.units_held, order=order, operation=operation, now=now)
+        confirmation = confirm(pending, "anomaly_accepted", uom)
+        if not post_confirmation(conn, confirmation, MasterCache(), now):
+            raise DecisionRefused(f"confirmation {confirmation.id} of anomaly {anomaly_id} is already posted")
+        _decide(conn, anomaly_id, "accepted", reason, now, confirmation.id, order, operation)
+    return confirmation.id, order, row.units_held
+
+
+def reject(engine: Engine, anomaly_id: int, *, reason: str = "") -> Decimal:
+    """Write the held units off; returns how many. Nothing is posted."""
+    now = t.utcnow()
+    with engine.begin() as conn:
+        row = _open_anomaly(conn, anomaly_id)
+        _decide(conn, anomaly_id, "rejected", reason, now, None, None, None)
+    return row.units_held
+
+
+def _decide(conn: Connection, anomaly_id: int, decision: str, reason: str, now: datetime,
+            confirmation_id: str | None, order: str | None, operation: str | None) -> None:
+    # The insert fails on the primary key if another decision won the race: the caller's
+    # transaction then rolls back, posting included.
+    conn.execute(insert(t.anomaly_decisions), [{
+        "anomaly_id": anomaly_id, "decision": decision, "reason": reason, "confirmation_id": confirmation_id,
+        "order_no": order, "operation": operation, "decided_at": now}])
+    done = conn.execute(update(t.anomalies).where(t.anomalies.c.id == anomaly_id, t.anomalies.c.status == "open")
+                        .values(status=decision))
+    if done.rowcount != 1:
+        raise DecisionRefused(f"anomaly {anomaly_id} was decided meanwhile")

@@ -1,0 +1,204 @@
+"""Master data in the ledger: storing a loaded master-data file, reading it back as records.
+
+``store_masterdata`` writes materials, work centers, order snapshots (BOM + routing
+copied into the order, as ERPs do at release) and opening stock in ONE transaction:
+bad master data is refused whole before anything is written. Loading the same file
+again changes nothing: opening stock is posted once per material/location/lot, and an
+order that has confirmations keeps its snapshot (a changed one is refused).
+
+``MasterCache`` gives the writer domain records; it reloads an order it has not seen,
+so orders loaded while the service runs are found.
+"""
+
+from __future__ import annotations
+
+from time import monotonic
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, time
+from decimal import Decimal
+
+from sqlalchemy import Connection, Engine, delete, insert, select
+
+from gateway.domain.records import (
+    FlushingRule,
+    GoodsMovement,
+    Material,
+    MovementKind,
+    OrderComponent,
+    OrderOperation,
+    ProductionOrder,
+    WorkCenter,
+)
+from gateway.ledger import schema as t
+from gateway.ledger.sql import ensure_lot, upsert, write_movements
+
+
+class MasterDataConflict(Exception):
+    """The master data contradicts what the ledger already holds."""
+
+
+@dataclass
+class StoreReport:
+    materials: int = 0
+    work_centers: int = 0
+    orders_new: int = 0
+    orders_unchanged: int = 0
+    orders_updated: int = 0
+    stock_posted: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+class MasterCache:
+    """Domain records read from the ledger, cached for the writer thread.
+
+    Forgotten every ``ttl_s`` seconds, so master data loaded while the service runs
+    (new rates, a changed material) is used from then on.
+    """
+
+    def __init__(self, ttl_s: float = 10.0) -> None:
+        self._ttl_s = ttl_s
+        self._loaded_at = monotonic()
+        self._orders: dict[str, ProductionOrder] = {}
+        self._materials: dict[str, Material] | None = None
+        self._work_centers: dict[str, WorkCenter] | None = None
+
+    def _expire(self) -> None:
+        if monotonic() - self._loaded_at > self._ttl_s:
+            self._orders, self._materials, self._work_centers = {}, None, None
+            self._loaded_at = monotonic()
+
+    def order(self, conn: Connection, number: str) -> ProductionOrder | None:
+        self._expire()
+        if number not in self._orders:
+            found = read_order(conn, number)
+            if found is None:
+                return None
+            self._orders[number] = found
+            self._materials = self._work_centers = None  # new order, maybe new materials
+        return self._orders[number]
+
+    def materials(self, conn: Connection) -> dict[str, Material]:
+        if self._materials is None:
+            self._materials = read_materials(conn)
+        return self._materials
+
+    def work_centers(self, conn: Connection) -> dict[str, WorkCenter]:
+        if self._work_centers is None:
+            self._work_centers = read_work_centers(conn)
+        return self._work_centers
+
+
+def read_materials(conn: Connection) -> dict[str, Material]:
+    return {
+        r.id: Material(r.id, r.description, r.uom, r.decimals, r.lot_tracked, r.negative_stock_allowed,
+                       r.lot_selection)
+        for r in conn.execute(select(t.materials))
+    }
+
+
+def read_work_centers(conn: Connection) -> dict[str, WorkCenter]:
+    return {
+        r.id: WorkCenter(r.id, r.description, r.labor_rate, r.machine_rate, r.overhead_pct_of_labor,
+                         r.currency, r.supply_location)
+        for r in conn.execute(select(t.work_centers))
+    }
+
+
+def read_order(conn: Connection, number: str) -> ProductionOrder | None:
+    head = conn.execute(select(t.production_orders).where(t.production_orders.c.number == number)).first()
+    if head is None:
+        return None
+    comps = conn.execute(select(t.order_components).where(t.order_components.c.order_no == number)
+                         .order_by(t.order_components.c.item)).all()
+    ops = conn.execute(select(t.order_operations).where(t.order_operations.c.order_no == number)
+                       .order_by(t.order_operations.c.operation)).all()
+    return ProductionOrder(
+        number=head.number, material=head.material, quantity=head.quantity, base_qty=head.base_qty,
+        receipt_location=head.receipt_location, status=head.status, produced_lot=head.produced_lot,
+        components=tuple(
+            OrderComponent(c.item, c.material, c.qty_per_base, c.scrap_pct, FlushingRule(c.flushing),
+                           c.operation, c.supply_location, c.flushing_source, c.rework) for c in comps),
+        operations=tuple(
+            OrderOperation(o.operation, o.work_center, o.setup_hours, o.machine_hours_per_base,
+                           o.labor_hours_per_base, o.final) for o in ops),
+    )
+
+
+def store_masterdata(engine: Engine, domain, stock_rows) -> StoreReport:
+    """Write master data (``gateway.masterdata.load.to_domain`` output) atomically."""
+    report = StoreReport()
+    now = t.utcnow()
+    with engine.begin() as conn:
+        upsert(conn, t.materials, [
+            {"id": m.id, "description": m.description, "uom": m.uom, "decimals": m.decimals,
+             "lot_tracked": m.lot_tracked, "negative_stock_allowed": m.negative_stock_allowed,
+             "lot_selection": m.lot_selection}
+            for m in domain.materials.values()], ["id"])
+        report.materials = len(domain.materials)
+        upsert(conn, t.work_centers, [
+            {"id": w.id, "description": w.description, "labor_rate": w.labor_rate, "machine_rate": w.machine_rate,
+             "overhead_pct_of_labor": w.overhead_pct_of_labor, "currency": w.currency,
+             "supply_location": w.supply_location}
+            for w in domain.work_centers.values()], ["id"])
+        report.work_centers = len(domain.work_centers)
+        for order in domain.orders.values():
+            _store_order(conn, order, report)
+        for s in stock_rows:
+            _post_opening_stock(conn, s, domain.materials[s.material], report, now)
+    return report
+
+
+def _store_order(conn: Connection, order: ProductionOrder, report: StoreReport) -> None:
+    existing = read_order(conn, order.number)
+    if existing is not None and _canonical(existing) == _canonical(order):
+        report.orders_unchanged += 1
+        return
+    if existing is not None:
+        started = conn.execute(select(t.order_progress.c.order_no).where(
+            t.order_progress.c.order_no == order.number)).first()
+        if started:
+            raise MasterDataConflict(
+                f"order {order.number} already has confirmations; its BOM/routing snapshot cannot change. "
+                "Create a new order number for the changed BOM or routing.")
+        for table in (t.order_components, t.order_operations):
+            conn.execute(delete(table).where(table.c.order_no == order.number))
+        conn.execute(delete(t.production_orders).where(t.production_orders.c.number == order.number))
+        report.orders_updated += 1
+    else:
+        report.orders_new += 1
+    conn.execute(insert(t.production_orders), [{
+        "number": order.number, "material": order.material, "quantity": order.quantity,
+        "base_qty": order.base_qty, "receipt_location": order.receipt_location, "status": order.status,
+        "produced_lot": order.produced_lot}])
+    if order.components:
+        conn.execute(insert(t.order_components), [{
+            "order_no": order.number, "item": c.item, "material": c.material, "qty_per_base": c.qty_per_base,
+            "scrap_pct": c.scrap_pct, "flushing": c.flushing.value, "flushing_source": c.flushing_source,
+            "operation": c.operation,
+            "supply_location": c.supply_location, "rework": c.rework} for c in order.components])
+    conn.execute(insert(t.order_operations), [{
+        "order_no": order.number, "operation": o.operation, "work_center": o.work_center,
+        "setup_hours": o.setup_hours, "machine_hours_per_base": o.machine_hours_per_base,
+        "labor_hours_per_base": o.labor_hours_per_base, "final": o.final} for o in order.operations])
+
+
+def _canonical(order: ProductionOrder) -> ProductionOrder:
+    """The snapshot without the file's line order, which does not change what it means."""
+    return replace(order, components=tuple(sorted(order.components, key=lambda c: c.item)),
+                   operations=tuple(sorted(order.operations, key=lambda o: o.operation)))
+
+
+def _post_opening_stock(conn: Connection, s, material: Material, report: StoreReport, now) -> None:
+    lot = s.lot or ""
+    gm = t.goods_movements.c
+    already = conn.execute(select(gm.id).where(
+        gm.kind == MovementKind.OPENING_STOCK.value, gm.material == s.material,
+        gm.location == s.location, gm.lot == lot)).first()
+    if already:
+        report.notes.append(f"opening stock of {s.material} at {s.location} already posted; skipped")
+        return
+    received = datetime.combine(s.received_on, time(), UTC) if s.received_on else now
+    ensure_lot(conn, s.material, lot, received, expires_on=s.expires_on)
+    write_movements(conn, None, None, [GoodsMovement(
+        MovementKind.OPENING_STOCK, s.material, s.location, Decimal(s.quantity), material.uom, lot=lot)], now)
+    report.stock_posted += 1

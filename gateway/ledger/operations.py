@@ -1,0 +1,370 @@
+"""Operations a person starts from the CLI: receive stock, reprocess the error queue, trace lots.
+
+Each write runs in one transaction of its own, next to the service's writer (SQLite
+serialises writers with ``BEGIN IMMEDIATE``; on PostgreSQL the stock rows are locked
+while planned against), and uses the same functions the writer uses, so a posting made
+here looks exactly like one made by backflush.
+
+Reprocessing is idempotent: an error item is resolved by what it issues, so running
+it twice posts nothing twice.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+
+from sqlalchemy import Connection, Engine, insert, select, update
+
+from gateway.domain.adjustments import give_back, returns_from_issues
+from gateway.domain.backflush import StockLeft, issue_component, plan
+from gateway.domain.confirming import parse_positions
+from gateway.domain.records import (
+    ActivityPosting,
+    BackflushError,
+    Confirmation,
+    FlushingRule,
+    GenealogyEdge,
+    GoodsMovement,
+    MovementKind,
+    NotBackflushed,
+    OperationProgress,
+    StockView,
+)
+from gateway.domain.reversal import Posted, reverse
+from gateway.ledger import schema as t
+from gateway.ledger.masters import MasterCache, read_materials, read_order, read_work_centers
+from gateway.ledger.sql import ensure_lot, issued_to_order, read_stock, write_movements
+from gateway.ledger.writer import (
+    add_carry,
+    add_progress,
+    backflush,
+    cannot_plan,
+    read_carry,
+    read_progress,
+    write_activities,
+    write_deferred,
+    write_errors,
+    write_genealogy,
+)
+
+
+class OperationRefused(Exception):
+    """The request contradicts the ledger; nothing was written. The message says why."""
+
+
+# -- stock receipt --------------------------------------------------------------------
+
+
+def stock_material(conn: Connection, material: str, qty: Decimal, lot: str, *, verb: str = "kept"):
+    """The material row of a stock movement a person asks for, or why it cannot be booked:
+    unknown material, a lot missing (lot-tracked) or given (not lot-tracked), more
+    decimals than the material is ``verb`` in."""
+    m = conn.execute(select(t.materials).where(t.materials.c.id == material)).first()
+    if m is None:
+        raise OperationRefused(f"unknown material {material!r}; load it with `gateway masterdata load`")
+    if m.lot_tracked and not lot:
+        raise OperationRefused(f"{material} is lot-tracked: give the lot with --lot")
+    if not m.lot_tracked and lot:
+        raise OperationRefused(f"{material} is not lot-tracked: leave out --lot")
+    if qty.as_tuple().exponent < -m.decimals:
+        raise OperationRefused(f"{material} is {verb} in {m.decimals} decimal(s) of {m.uom}; got {qty}")
+    return m
+
+
+def receive_stock(engine: Engine, material: str, qty: Decimal, location: str, *, lot: str = "",
+                  expires_on: date | None = None, now: datetime | None = None) -> None:
+    """Goods receipt without an order (movement 501), e.g. line-side replenishment."""
+    now = now or t.utcnow()
+    if qty <= 0:
+        raise OperationRefused(f"quantity must be positive, got {qty}")
+    with engine.begin() as conn:
+        m = stock_material(conn, material, qty, lot)
+        ensure_lot(conn, material, lot, now, expires_on=expires_on)
+        write_movements(conn, None, None, [GoodsMovement(MovementKind.OTHER_RECEIPT, material, location, qty,
+                                                         m.uom, lot=lot)], now)
+
+
+# -- error queue ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ErrorItem:
+    id: int
+    created_at: datetime
+    order: str
+    confirmation_id: str
+    material: str
+    location: str
+    missing_qty: Decimal
+    uom: str
+    reason: str
+    status: str
+    attempts: int
+
+
+def list_errors(engine: Engine, *, include_closed: bool = False) -> list[ErrorItem]:
+    q = select(t.error_queue).order_by(t.error_queue.c.id)
+    if not include_closed:
+        q = q.where(t.error_queue.c.status == "open")
+    with engine.connect() as conn:
+        return [ErrorItem(r.id, r.created_at, r.order_no, r.confirmation_id, r.material, r.location,
+                          r.missing_qty, r.uom, r.reason, r.status, r.attempts) for r in conn.execute(q)]
+
+
+@dataclass
+class ReprocessResult:
+    resolved: list[int]
+    still_open: list[tuple[int, str]]  # id, why
+
+
+def reprocess_errors(engine: Engine, ids: list[int] | None = None, *, now: datetime | None = None) -> ReprocessResult:
+    """Retry open error items (all, or the given ids) against today's stock and master data."""
+    now = now or t.utcnow()
+    result = ReprocessResult([], [])
+    with engine.begin() as conn:
+        q = select(t.error_queue).where(t.error_queue.c.status == "open").order_by(t.error_queue.c.id)
+        if ids:
+            q = q.where(t.error_queue.c.id.in_(ids))
+            found = {r.id for r in conn.execute(q)}
+            unknown = sorted(set(ids) - found)
+            if unknown:
+                raise OperationRefused(f"no open error item with id {', '.join(map(str, unknown))} "
+                                       "(see `gateway errors list --all`)")
+        masters = MasterCache()
+        for row in conn.execute(q).all():
+            left, why = _reprocess_one(conn, row, masters, now)
+            if left == 0:
+                result.resolved.append(row.id)
+            else:
+                result.still_open.append((row.id, why))
+            conn.execute(update(t.error_queue).where(t.error_queue.c.id == row.id).values(
+                missing_qty=left, attempts=row.attempts + 1,
+                status="resolved" if left == 0 else "open", resolved_at=now if left == 0 else None,
+                reason=row.reason if left == 0 else why))
+    return result
+
+
+def _reprocess_one(conn: Connection, row, masters: MasterCache, now: datetime) -> tuple[Decimal, str]:
+    if not row.material:  # a whole confirmation could not be planned: plan it now, if it can be
+        confirmation = read_confirmation(conn, row.confirmation_id)
+        refusal = cannot_plan(conn, confirmation, masters)
+        if refusal:
+            return row.missing_qty, refusal
+        backflush(conn, confirmation, masters, now)
+        return Decimal(0), ""
+    order = masters.order(conn, row.order_no)
+    material = masters.materials(conn)[row.material]
+    stock = StockLeft(read_stock(conn, {(row.material, row.location)}))
+    issued = issue_component(row.missing_qty, material, row.location, row.bom_item, order, stock, now.date())
+    write_movements(conn, row.confirmation_id, order.number, issued.movements, now)
+    write_genealogy(conn, row.confirmation_id, order.number, issued.genealogy, now)
+    if issued.errors:
+        return issued.errors[0].missing_qty, issued.errors[0].reason
+    return Decimal(0), ""
+
+
+def read_confirmation(conn: Connection, confirmation_id: str) -> Confirmation:
+    r = conn.execute(select(t.confirmations).where(t.confirmations.c.id == confirmation_id)).one()
+    return Confirmation(r.id, r.machine, r.order_no, r.operation, r.yield_qty, r.scrap_qty, r.uom,
+                        parse_positions(r.start_pos), parse_positions(r.end_pos), r.first_source_time,
+                        r.last_source_time, r.trigger)
+
+
+# -- genealogy ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TraceLine:
+    depth: int
+    material: str
+    lot: str
+    qty: Decimal
+    uom: str
+
+
+def trace(engine: Engine, lot: str, *, material: str | None = None, direction: str = "back") -> list[TraceLine]:
+    """Where-from (``back``: the component lots in a lot) or where-used (``forward``), all levels."""
+    edges: dict[tuple[str, str], dict[tuple[str, str], tuple[Decimal, str]]] = defaultdict(dict)
+    with engine.connect() as conn:
+        for e in conn.execute(select(t.genealogy)):
+            src, dst = ((e.product, e.product_lot), (e.component, e.component_lot)) if direction == "back" \
+                else ((e.component, e.component_lot), (e.product, e.product_lot))
+            qty, _ = edges[src].get(dst, (Decimal(0), e.uom))
+            edges[src][dst] = (qty + e.qty, e.uom)
+    starts = [key for key in edges if key[1] == lot and (material is None or key[0] == material)]
+    lines: list[TraceLine] = []
+
+    def walk(node: tuple[str, str], depth: int, seen: frozenset) -> None:
+        for (m, l), (qty, uom) in sorted(edges.get(node, {}).items()):
+            if qty == 0 or (m, l) in seen:  # fully reversed, or a cycle in bad data
+                continue
+            lines.append(TraceLine(depth, m, l, qty, uom))
+            walk((m, l), depth + 1, seen | {(m, l)})
+
+    for start in starts:
+        lines.append(TraceLine(0, start[0], start[1], Decimal(0), ""))
+        walk(start, 1, frozenset({start}))
+    return lines
+
+
+# -- reversal ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReversalResult:
+    reversal_id: str
+    movements: int
+    forced: bool
+
+
+def reverse_confirmation(engine: Engine, confirmation_id: str, reason: str, *, force_reason: str | None = None,
+                         now: datetime | None = None) -> ReversalResult:
+    """Post the exact inverse of a confirmation, linked to it; refused if it cannot be undone."""
+    now = now or t.utcnow()
+    if not reason.strip():
+        raise OperationRefused("give a reason for the reversal (--reason)")
+    with engine.begin() as conn:
+        row = conn.execute(select(t.confirmations).where(t.confirmations.c.id == confirmation_id)).first()
+        if row is None:
+            raise OperationRefused(f"no confirmation {confirmation_id}")
+        done = conn.execute(select(t.reversals).where(t.reversals.c.confirmation_id == confirmation_id)).first()
+        if done is not None:
+            raise OperationRefused(f"confirmation {confirmation_id} was already reversed by {done.id} "
+                                   f"on {done.created_at:%Y-%m-%d %H:%M} ({done.reason})")
+        posted = read_posted(conn, confirmation_id)
+        used = consumed_output(conn, posted)
+        if used and not force_reason:
+            raise OperationRefused(f"{'; '.join(used)}: reversing would take back goods that are no longer "
+                                   "there. Use --force WHY to reverse anyway; WHY is recorded")
+        result = reverse(posted)
+        doc = f"R-{confirmation_id}"
+        write_movements(conn, doc, row.order_no, result.movements, now)
+        write_activities(conn, doc, row.order_no, result.activities, now)
+        write_genealogy(conn, doc, row.order_no, result.genealogy, now)
+        write_deferred(conn, doc, row.order_no, result.deferred)
+        conn.execute(update(t.error_queue).where(t.error_queue.c.confirmation_id == confirmation_id,
+                                                 t.error_queue.c.status == "open")
+                     .values(status="cancelled", resolved_at=now))
+        add_progress(conn, row.order_no, row.operation, -row.yield_qty, -row.scrap_qty)
+        add_carry(conn, row.order_no, read_carry(conn, row.order_no), result.carry)
+        _true_up_rounding(conn, row.order_no, row.operation, doc, now)
+        conn.execute(insert(t.reversals), [{"id": doc, "confirmation_id": confirmation_id, "reason": reason,
+                                            "forced": bool(used), "force_reason": force_reason if used else None,
+                                            "created_at": now}])
+    return ReversalResult(doc, len(result.movements), bool(used))
+
+
+def _true_up_rounding(conn: Connection, order_no: str, operation: str, doc: str, now: datetime) -> None:
+    """Bring the order's totals back to the rounded plan for what stays confirmed.
+
+    Rounding carries part of a confirmation's share into later ones (three confirmations
+    of ⅓ kg at whole kilograms post 0, 0, 1). Taking one back exactly can therefore leave
+    the order a rounding unit over or under the plan for the quantity that remains. The
+    difference is posted here, in the reversal's own document, as an extra issue or a
+    return to the lots most recently issued; when nothing was carried it is zero.
+    """
+    order = read_order(conn, order_no)
+    materials, work_centers = read_materials(conn), read_work_centers(conn)
+    progress = read_progress(conn, order_no, operation)
+    carry = read_carry(conn, order_no)
+    whole = Confirmation("true-up", "", order_no, operation, progress.yield_qty, progress.scrap_qty, "",
+                         (), (), now, now, "true-up")
+    target = dict(plan(whole, order, OperationProgress(order_no, operation), materials, work_centers,
+                       StockView(), carry={}).planned)
+    keys = set(target) | {k for k in carry if k.startswith(f"{operation}:")} | {
+        f"item:{c.item}" for c in order.components if c.operation == operation and not c.rework}
+    deltas = {k: target.get(k, Decimal(0)) - carry.get(k, Decimal(0)) for k in keys}
+    deltas = {k: d for k, d in deltas.items() if d}
+    for component in order.components:
+        delta = deltas.get(f"item:{component.item}")
+        if delta:
+            _true_up_component(conn, order, component, materials[component.material], delta, doc, now)
+    activities = defaultdict(lambda: [Decimal(0), Decimal(0)])
+    for key, delta in deltas.items():
+        if not key.startswith("item:"):
+            _, activity, measure = key.split(":")
+            activities[activity][0 if measure == "hours" else 1] += delta
+    wc = work_centers[order.operation(operation).work_center]
+    write_activities(conn, doc, order_no, [ActivityPosting(operation, wc.id, a, h, c, wc.currency)
+                                           for a, (h, c) in sorted(activities.items())], now)
+    add_carry(conn, order_no, carry, sorted(deltas.items()))
+
+
+def _true_up_component(conn: Connection, order, component, material, delta: Decimal, doc: str, now: datetime) -> None:
+    if component.flushing is not FlushingRule.OPERATION:
+        write_deferred(conn, doc, order.number, [NotBackflushed(material.id, delta, material.uom, component.flushing,
+                                                                component.item)])
+    elif delta > 0:
+        issued = issue_component(delta, material, component.supply_location, component.item, order,
+                                 StockLeft(read_stock(conn, {(material.id, component.supply_location)})), now.date())
+        write_movements(conn, doc, order.number, issued.movements, now)
+        write_genealogy(conn, doc, order.number, issued.genealogy, now)
+        write_errors(conn, doc, order.number, issued.errors, now)
+    else:
+        excess = _unqueue(conn, order.number, component.item, -delta, now)  # not issued yet: just plan less
+        if excess:
+            back = give_back(order, material, component.item, returns_from_issues(
+                excess, issued_to_order(conn, order.number, component.item, material.id)))
+            write_movements(conn, doc, order.number, back.movements, now)
+            write_genealogy(conn, doc, order.number, back.genealogy, now)
+
+
+def _unqueue(conn: Connection, order_no: str, item: str, qty: Decimal, now: datetime) -> Decimal:
+    """Lower the open error items of an order component by up to ``qty``; what is left over."""
+    eq = t.error_queue.c
+    for row in conn.execute(select(t.error_queue).where(eq.order_no == order_no, eq.bom_item == item,
+                                                        eq.status == "open").order_by(eq.id.desc())).all():
+        if qty == 0:
+            break
+        take = min(qty, row.missing_qty)
+        left = row.missing_qty - take
+        conn.execute(update(t.error_queue).where(eq.id == row.id).values(
+            missing_qty=left, status="open" if left else "cancelled", resolved_at=None if left else now))
+        qty -= take
+    return qty
+
+
+def read_posted(conn: Connection, document: str) -> Posted:
+    """Everything one document posted, as domain records."""
+    gm, ap, ge, dc, eq = t.goods_movements.c, t.activity_postings.c, t.genealogy.c, t.deferred_components.c, t.error_queue.c
+    return Posted(
+        movements=tuple(GoodsMovement(MovementKind(r.kind), r.material, r.location, r.qty, r.uom, r.lot, r.bom_item)
+                        for r in conn.execute(select(t.goods_movements).where(gm.confirmation_id == document)
+                                              .order_by(gm.id))),
+        activities=tuple(ActivityPosting(r.operation, r.work_center, r.activity, r.hours, r.cost, r.currency)
+                         for r in conn.execute(select(t.activity_postings).where(ap.confirmation_id == document)
+                                               .order_by(ap.id))),
+        genealogy=tuple(GenealogyEdge(r.component, r.component_lot, r.qty, r.uom, r.product, r.product_lot)
+                        for r in conn.execute(select(t.genealogy).where(ge.confirmation_id == document)
+                                              .order_by(ge.id))),
+        deferred=tuple(NotBackflushed(r.material, r.qty, r.uom, FlushingRule(r.rule), r.bom_item)
+                       for r in conn.execute(select(t.deferred_components).where(dc.confirmation_id == document)
+                                             .order_by(dc.id))),
+        open_errors=tuple(BackflushError(r.material, r.location, r.missing_qty, r.uom, r.reason, r.bom_item)
+                          for r in conn.execute(select(t.error_queue).where(eq.confirmation_id == document,
+                                                                           eq.status == "open"))
+                          if r.material),
+    )
+
+
+def consumed_output(conn: Connection, posted: Posted) -> list[str]:
+    """Why the goods this document received can no longer be taken back, if they cannot."""
+    problems = []
+    for m in posted.movements:
+        if m.kind is not MovementKind.GOODS_RECEIPT:
+            continue
+        on_hand = conn.execute(select(t.stock.c.qty).where(
+            t.stock.c.material == m.material, t.stock.c.location == m.location, t.stock.c.lot == m.lot)).scalar()
+        if (on_hand or Decimal(0)) < m.qty:
+            problems.append(f"only {on_hand or 0} of the {m.qty} {m.uom} {m.material} received "
+                            f"{'in lot ' + m.lot + ' ' if m.lot else ''}are still at {m.location}")
+        if m.lot:
+            used = sum((r.qty for r in conn.execute(select(t.genealogy.c.qty).where(
+                t.genealogy.c.component == m.material, t.genealogy.c.component_lot == m.lot))), Decimal(0))
+            if used > 0:
+                problems.append(f"lot {m.lot} of {m.material} went into other lots ({used} {m.uom}; "
+                                f"`gateway trace {m.lot} --forward`)")
+    return problems

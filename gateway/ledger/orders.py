@@ -1,0 +1,212 @@
+"""Production orders in the ledger: what they consumed, manual issues, completion.
+
+Every posting carries the document that made it, and the document's prefix says what
+kind it is, so variance can be told apart without another column:
+
+============  ==========================================================
+``C-…``       a machine confirmation (backflush)
+``R-C-…``     the reversal of a confirmation
+``O-<order>`` order completion: the accrued ``order_completion`` components
+``M-…``       a manual goods issue to the order (``gateway stock issue``)
+``A-…``       an adjustment (scrap, rework, substitution, over/under consumption)
+``R-A-…``     the reversal of a scrap adjustment (it is a confirmation): adjusted
+============  ==========================================================
+
+A material issued for a BOM item whose material it is not (a substitute) is listed
+among the extra lines under that item, never added into the item's own quantities:
+the two may not even share a unit of measure.
+
+Completing an order issues its accrued WIP components from stock (shortages go to the
+error queue like any backflush), closes it, and reports per component: planned,
+backflushed, manually issued and adjusted. Counting on a completed order is held as an
+anomaly by the service; nothing is posted to it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import Connection, Engine, select, update
+
+from gateway.domain.backflush import StockLeft, issue_component
+from gateway.domain.records import (
+    FlushingRule,
+    GenealogyEdge,
+    GoodsMovement,
+    MovementKind,
+    NotBackflushed,
+    ProductionOrder,
+)
+from gateway.ledger import schema as t
+from gateway.ledger.masters import read_materials, read_order
+from gateway.ledger.operations import OperationRefused, stock_material
+from gateway.ledger.sql import read_stock, write_movements
+from gateway.ledger.writer import read_carry, read_progress, write_deferred, write_errors, write_genealogy
+
+
+def document_kind(document: str | None) -> str:
+    """backflushed | manual | adjusted | stock, from the document prefix (module table)."""
+    if not document:
+        return "stock"
+    if document.startswith("R-"):  # a reversal counts where what it reverses counted
+        return "adjusted" if document.startswith("R-A-") else "backflushed"
+    return {"C": "backflushed", "O": "backflushed", "M": "manual", "A": "adjusted"}.get(document[0], "stock")
+
+
+@dataclass
+class ComponentLine:
+    item: str
+    material: str
+    uom: str
+    rule: str
+    rule_source: str
+    operation: str
+    planned: Decimal = Decimal(0)  # for the quantity confirmed so far
+    backflushed: Decimal = Decimal(0)
+    manual: Decimal = Decimal(0)
+    adjusted: Decimal = Decimal(0)
+    wip: Decimal = Decimal(0)  # accrued, waiting for completion
+    open_errors: Decimal = Decimal(0)
+
+    @property
+    def issued(self) -> Decimal:
+        return self.backflushed + self.manual + self.adjusted
+
+    @property
+    def variance(self) -> Decimal:
+        """Issued minus planned: positive is over-consumption."""
+        return self.issued - self.planned
+
+
+@dataclass
+class OrderView:
+    order: ProductionOrder
+    progress: dict[str, tuple[Decimal, Decimal]]  # operation → (yield, scrap)
+    received: Decimal
+    components: list[ComponentLine] = field(default_factory=list)
+    extra: list[ComponentLine] = field(default_factory=list)  # issued materials not in the BOM
+
+
+def order_view(engine: Engine, number: str) -> OrderView:
+    with engine.connect() as conn:
+        return _view(conn, _order(conn, number))
+
+
+def _order(conn: Connection, number: str) -> ProductionOrder:
+    order = read_order(conn, number)
+    if order is None:
+        raise OperationRefused(f"no order {number}; load it with `gateway masterdata load`")
+    return order
+
+
+def _view(conn: Connection, order: ProductionOrder) -> OrderView:
+    materials = read_materials(conn)
+    carry = read_carry(conn, order.number)
+    lines = {c.item: ComponentLine(c.item, c.material, materials[c.material].uom, c.flushing.value,
+                                   c.flushing_source, c.operation, planned=carry.get(f"item:{c.item}", Decimal(0)))
+             for c in order.components}
+    by_material = {c.material: c.item for c in order.components}
+    extra: dict[tuple[str, str], ComponentLine] = {}
+    received = Decimal(0)
+    for m in conn.execute(select(t.goods_movements).where(t.goods_movements.c.order_no == order.number)):
+        if m.kind in ("101", "102"):
+            received += m.qty
+            continue
+        if m.kind not in ("261", "262"):
+            continue
+        item = m.bom_item or by_material.get(m.material)
+        line = lines.get(item) if item else None
+        if line is None or line.material != m.material:
+            line = _extra_line(extra, line, m)
+        kind = document_kind(m.confirmation_id)
+        if kind != "stock":
+            setattr(line, kind, getattr(line, kind) - m.qty)  # issues are negative movements
+    for d in conn.execute(select(t.deferred_components).where(t.deferred_components.c.order_no == order.number)):
+        if d.rule == FlushingRule.ORDER_COMPLETION.value and d.bom_item in lines:
+            lines[d.bom_item].wip += d.qty
+    for e in conn.execute(select(t.error_queue).where(t.error_queue.c.order_no == order.number,
+                                                      t.error_queue.c.status == "open")):
+        if e.bom_item in lines:
+            lines[e.bom_item].open_errors += e.missing_qty
+    progress = {}
+    for op in order.operations:
+        p = read_progress(conn, order.number, op.operation)
+        progress[op.operation] = (p.yield_qty, p.scrap_qty)
+    return OrderView(order, progress, received, list(lines.values()), list(extra.values()))
+
+
+def _extra_line(extra: dict[tuple[str, str], ComponentLine], item: ComponentLine | None, m) -> ComponentLine:
+    """The line of a material that is not its BOM item's: a substitute for that item, or not in the BOM."""
+    if item is None:
+        return extra.setdefault(("", m.material), ComponentLine("", m.material, m.uom, "not in BOM", "", ""))
+    return extra.setdefault((item.item, m.material), ComponentLine(
+        item.item, m.material, m.uom, f"substitute for {item.material}", "", item.operation))
+
+
+# -- completion -------------------------------------------------------------------------
+
+
+def complete_order(engine: Engine, number: str, *, now: datetime | None = None) -> OrderView:
+    """Issue the accrued order-completion components, close the order, return its variance."""
+    now = now or t.utcnow()
+    doc = f"O-{number}"
+    with engine.begin() as conn:
+        order = _order(conn, number)
+        if order.status != "released":
+            raise OperationRefused(f"order {number} is {order.status} already")
+        materials = read_materials(conn)
+        wip: dict[str, Decimal] = defaultdict(Decimal)
+        for d in conn.execute(select(t.deferred_components).where(
+                t.deferred_components.c.order_no == number,
+                t.deferred_components.c.rule == FlushingRule.ORDER_COMPLETION.value)):
+            wip[d.bom_item] += d.qty
+        for component in order.components:
+            qty = wip.get(component.item, Decimal(0))
+            if qty <= 0:
+                continue
+            material = materials[component.material]
+            location = component.supply_location
+            issued = issue_component(qty, material, location, component.item, order,
+                                     StockLeft(read_stock(conn, {(material.id, location)})), now.date())
+            write_movements(conn, doc, number, issued.movements, now)
+            write_genealogy(conn, doc, number, issued.genealogy, now)
+            write_errors(conn, doc, number, issued.errors, now)
+            # The accrual is used up, issued or queued: WIP nets to zero.
+            write_deferred(conn, doc, number, [NotBackflushed(material.id, -qty, material.uom,
+                                                              FlushingRule.ORDER_COMPLETION, component.item)])
+        conn.execute(update(t.production_orders).where(t.production_orders.c.number == number)
+                     .values(status="completed"))
+        return _view(conn, read_order(conn, number))
+
+
+# -- manual issue -----------------------------------------------------------------------
+
+
+def issue_manually(engine: Engine, material: str, qty: Decimal, order_no: str, location: str, *,
+                   lot: str = "", now: datetime | None = None) -> str:
+    """A person issues a component to an order (e.g. one with flushing rule ``manual``)."""
+    now = now or t.utcnow()
+    if qty <= 0:
+        raise OperationRefused(f"quantity must be positive, got {qty}")
+    doc = f"M-{uuid.uuid4().hex[:12]}"
+    with engine.begin() as conn:
+        order = _order(conn, order_no)
+        if order.status != "released":
+            raise OperationRefused(f"order {order_no} is {order.status}; no more issues to it")
+        m = stock_material(conn, material, qty, lot)
+        have = sum((r.qty for r in conn.execute(select(t.stock.c.qty).where(
+            t.stock.c.material == material, t.stock.c.location == location, t.stock.c.lot == lot)
+            .with_for_update())), Decimal(0))
+        if have < qty and not (m.negative_stock_allowed and not m.lot_tracked):
+            raise OperationRefused(f"only {have} {m.uom} of {material}{' lot ' + lot if lot else ''} at {location}")
+        item = next((c.item for c in order.components if c.material == material), "")
+        write_movements(conn, doc, order_no, [GoodsMovement(MovementKind.GOODS_ISSUE, material, location, -qty,
+                                                            m.uom, lot=lot, bom_item=item)], now)
+        if lot:
+            write_genealogy(conn, doc, order_no, [GenealogyEdge(material, lot, qty, m.uom, order.material,
+                                                                order.output_lot)], now)
+    return doc

@@ -1,0 +1,454 @@
+"""Ledger tables (SQLAlchemy Core) and the engine they live in.
+
+The ledger is the system of record: master data snapshots, stock, every goods
+movement and activity posting, confirmations, the counter state the gateway resumes
+from, units counted but not yet confirmed, anomalies and the error queue.
+
+Two rules hold for every table:
+* Quantities and money are exact. SQLite has no decimal type (SQLAlchemy would go
+  through float), so ``Dec`` stores them as text there and as NUMERIC on PostgreSQL.
+* History is appended, never edited: movements and postings are only inserted; a
+  correction is a new, linked row (reversal / adjustment).
+
+SQLite runs in WAL mode with ``synchronous=FULL`` and every transaction starts with
+``BEGIN IMMEDIATE`` so the one writer never deadlocks with a reader upgrading its lock.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.types import TypeDecorator
+
+from gateway.clock import utcnow  # noqa: F401 — the ledger's clock, called as schema.utcnow()
+
+
+class Dec(TypeDecorator):
+    """Exact Decimal: NUMERIC on PostgreSQL, text on SQLite (never float)."""
+
+    impl = String(48)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect):
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(Numeric(38, 12, asdecimal=True))
+        return dialect.type_descriptor(String(48))
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if not isinstance(value, Decimal):
+            raise TypeError(f"ledger quantities must be Decimal, got {type(value).__name__}")
+        return value if dialect.name == "postgresql" else format(value, "f")
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return tidy(value if isinstance(value, Decimal) else Decimal(value))
+
+
+def tidy(value: Decimal) -> Decimal:
+    """Same value without the column's trailing zeros (NUMERIC(38,12) gives 6.000000000000)."""
+    n = value.normalize()
+    return n.quantize(Decimal(1)) if n.as_tuple().exponent > 0 else n
+
+
+class UInt64(TypeDecorator):
+    """Counter values up to 2^64 − 1: NUMERIC(20) on PostgreSQL, text on SQLite."""
+
+    impl = String(20)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect):
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(Numeric(20, 0, asdecimal=True))
+        return dialect.type_descriptor(String(20))
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        return Decimal(int(value)) if dialect.name == "postgresql" else str(int(value))
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else int(value)
+
+
+class UtcDateTime(TypeDecorator):
+    """Aware UTC datetimes in, aware UTC datetimes out, on every database."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the ledger; use UTC-aware times")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+
+def _id() -> Column:
+    return Column("id", Integer, primary_key=True, autoincrement=True)
+
+
+materials = Table(
+    "materials", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("description", Text, nullable=False, default=""),
+    Column("uom", String(8), nullable=False),
+    Column("decimals", Integer, nullable=False),
+    Column("lot_tracked", Boolean, nullable=False),
+    Column("negative_stock_allowed", Boolean, nullable=False),
+    Column("lot_selection", String(4), nullable=False, default="fifo"),
+)
+
+lots = Table(
+    "lots", metadata,
+    Column("material", String(64), primary_key=True),
+    Column("lot", String(64), primary_key=True),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("expires_on", Date),
+    Column("produced_by_order", String(64)),  # set for lots this gateway received from an order
+)
+
+genealogy = Table(
+    "genealogy", metadata,
+    _id(),
+    Column("confirmation_id", String(40), index=True),
+    Column("order_no", String(64), nullable=False, index=True),
+    Column("component", String(64), nullable=False),
+    Column("component_lot", String(64), nullable=False, index=True),
+    Column("qty", Dec, nullable=False),  # negative on a reversal
+    Column("uom", String(8), nullable=False),
+    Column("product", String(64), nullable=False),
+    Column("product_lot", String(64), nullable=False, index=True),
+    Column("posted_at", UtcDateTime, nullable=False),
+)
+
+work_centers = Table(
+    "work_centers", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("description", Text, nullable=False, default=""),
+    Column("labor_rate", Dec, nullable=False),
+    Column("machine_rate", Dec, nullable=False),
+    Column("overhead_pct_of_labor", Dec, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("supply_location", String(64), nullable=False),
+)
+
+production_orders = Table(
+    "production_orders", metadata,
+    Column("number", String(64), primary_key=True),
+    Column("material", String(64), nullable=False),
+    Column("quantity", Dec, nullable=False),
+    Column("base_qty", Dec, nullable=False),
+    Column("receipt_location", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("produced_lot", String(64), nullable=False, default=""),
+)
+
+order_components = Table(
+    "order_components", metadata,
+    Column("order_no", String(64), primary_key=True),
+    Column("item", String(64), primary_key=True),
+    Column("material", String(64), nullable=False),
+    Column("qty_per_base", Dec, nullable=False),
+    Column("scrap_pct", Dec, nullable=False),
+    Column("flushing", String(20), nullable=False),
+    Column("flushing_source", String(80), nullable=False, default=""),
+    Column("operation", String(64), nullable=False),
+    Column("supply_location", String(64), nullable=False),
+    Column("rework", Boolean, nullable=False, default=False),
+)
+
+order_operations = Table(
+    "order_operations", metadata,
+    Column("order_no", String(64), primary_key=True),
+    Column("operation", String(64), primary_key=True),
+    Column("work_center", String(64), nullable=False),
+    Column("setup_hours", Dec, nullable=False),
+    Column("machine_hours_per_base", Dec, nullable=False),
+    Column("labor_hours_per_base", Dec, nullable=False),
+    Column("final", Boolean, nullable=False),
+)
+
+stock = Table(
+    "stock", metadata,
+    Column("material", String(64), primary_key=True),
+    Column("location", String(64), primary_key=True),
+    Column("lot", String(64), primary_key=True, default=""),
+    Column("qty", Dec, nullable=False),
+)
+
+goods_movements = Table(
+    "goods_movements", metadata,
+    _id(),
+    Column("confirmation_id", String(40), index=True),
+    Column("order_no", String(64), index=True),
+    Column("kind", String(4), nullable=False),
+    Column("material", String(64), nullable=False, index=True),
+    Column("location", String(64), nullable=False),
+    Column("lot", String(64), nullable=False, default=""),
+    Column("qty", Dec, nullable=False),
+    Column("uom", String(8), nullable=False),
+    Column("bom_item", String(64), nullable=False, default=""),
+    Column("posted_at", UtcDateTime, nullable=False),
+)
+
+activity_postings = Table(
+    "activity_postings", metadata,
+    _id(),
+    Column("confirmation_id", String(40), nullable=False, index=True),
+    Column("order_no", String(64), nullable=False),
+    Column("operation", String(64), nullable=False),
+    Column("work_center", String(64), nullable=False),
+    Column("activity", String(16), nullable=False),
+    Column("hours", Dec, nullable=False),
+    Column("cost", Dec, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("posted_at", UtcDateTime, nullable=False),
+)
+
+confirmations = Table(
+    "confirmations", metadata,
+    Column("id", String(40), primary_key=True),
+    Column("machine", String(64), nullable=False, index=True),
+    Column("order_no", String(64), nullable=False, index=True),
+    Column("operation", String(64), nullable=False),
+    Column("yield_qty", Dec, nullable=False),
+    Column("scrap_qty", Dec, nullable=False),
+    Column("uom", String(8), nullable=False),
+    Column("start_pos", Text, nullable=False),
+    Column("end_pos", Text, nullable=False),
+    Column("first_source_time", UtcDateTime, nullable=False),
+    Column("last_source_time", UtcDateTime, nullable=False),
+    Column("trigger", String(20), nullable=False),
+    Column("posted_at", UtcDateTime, nullable=False),
+)
+
+deferred_components = Table(
+    "deferred_components", metadata,
+    _id(),
+    Column("confirmation_id", String(40), nullable=False, index=True),
+    Column("order_no", String(64), nullable=False, index=True),
+    Column("bom_item", String(64), nullable=False),
+    Column("material", String(64), nullable=False),
+    Column("qty", Dec, nullable=False),
+    Column("uom", String(8), nullable=False),
+    Column("rule", String(20), nullable=False),
+)
+
+error_queue = Table(
+    "error_queue", metadata,
+    _id(),
+    Column("confirmation_id", String(40), nullable=False, index=True),
+    Column("order_no", String(64), nullable=False),
+    Column("bom_item", String(64), nullable=False, default=""),
+    Column("material", String(64), nullable=False),
+    Column("location", String(64), nullable=False),
+    Column("missing_qty", Dec, nullable=False),
+    Column("uom", String(8), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("status", String(12), nullable=False, default="open"),  # open | resolved | cancelled
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("resolved_at", UtcDateTime),
+    Column("attempts", Integer, nullable=False, default=0),
+)
+
+anomalies = Table(
+    "anomalies", metadata,
+    _id(),
+    Column("machine", String(64), nullable=False, index=True),
+    Column("counter", String(32)),
+    Column("kind", String(20), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("start_pos", String(64)),
+    Column("end_pos", String(64)),
+    Column("counts_held", UInt64, nullable=False, default=0),
+    Column("units_held", Dec, nullable=False),
+    Column("source_time", UtcDateTime, nullable=False),
+    # open: needs a decision; recorded: information only (e.g. a PLC reset);
+    # accepted / rejected: decided (see anomaly_decisions)
+    Column("status", String(12), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+# A person's decision on an open anomaly. The anomaly id is the key, so an anomaly is
+# decided at most once even if two operators decide at the same moment.
+anomaly_decisions = Table(
+    "anomaly_decisions", metadata,
+    Column("anomaly_id", Integer, primary_key=True),
+    Column("decision", String(12), nullable=False),  # accepted | rejected
+    Column("reason", Text, nullable=False),
+    Column("confirmation_id", String(40)),  # what accepting posted
+    Column("order_no", String(64)),
+    Column("operation", String(64)),
+    Column("decided_at", UtcDateTime, nullable=False),
+)
+
+counter_states = Table(
+    "counter_states", metadata,
+    Column("machine", String(64), primary_key=True),
+    Column("counter", String(32), primary_key=True),
+    Column("epoch", Integer, nullable=False),
+    Column("raw", UInt64, nullable=False),
+    Column("source_time", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+pending_units = Table(
+    "pending_units", metadata,
+    Column("machine", String(64), primary_key=True),
+    Column("order_no", String(64), primary_key=True),
+    Column("operation", String(64), primary_key=True),
+    Column("yield_qty", Dec, nullable=False),
+    Column("scrap_qty", Dec, nullable=False),
+    Column("start_pos", Text, nullable=False),
+    Column("end_pos", Text, nullable=False),
+    Column("first_source_time", UtcDateTime, nullable=False),
+    Column("last_source_time", UtcDateTime, nullable=False),
+    Column("opened_at", UtcDateTime, nullable=False),
+)
+
+machine_states = Table(
+    "machine_states", metadata,
+    Column("machine", String(64), primary_key=True),
+    Column("order_no", String(64), nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+order_progress = Table(
+    "order_progress", metadata,
+    Column("order_no", String(64), primary_key=True),
+    Column("operation", String(64), primary_key=True),
+    Column("yield_qty", Dec, nullable=False),
+    Column("scrap_qty", Dec, nullable=False),
+)
+
+
+reversals = Table(
+    "reversals", metadata,
+    Column("id", String(44), primary_key=True),  # "R-" + confirmation id; postings carry it
+    Column("confirmation_id", String(40), nullable=False, unique=True),
+    Column("reason", Text, nullable=False),
+    Column("forced", Boolean, nullable=False, default=False),
+    Column("force_reason", Text),  # why a reversal went ahead although its produced lot was used
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+adjustments = Table(
+    "adjustments", metadata,
+    Column("id", String(40), primary_key=True),  # "A-…"; postings carry it as confirmation_id
+    Column("order_no", String(64), nullable=False, index=True),
+    Column("operation", String(64)),
+    Column("kind", String(16), nullable=False),  # scrap | rework | substitution | consumption
+    Column("reason_code", String(32), nullable=False),
+    Column("note", Text, nullable=False, default=""),
+    Column("material", String(64), index=True),  # the material mainly affected, if one
+    Column("qty", Dec, nullable=False),
+    Column("uom", String(8), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+order_carry = Table(
+    "order_carry", metadata,
+    # Cumulative planned quantity per order and plan key (component item, activity
+    # hours/cost): the next confirmation posts round(plan) minus this, so rounding
+    # never drifts, even after reversals.
+    Column("order_no", String(64), primary_key=True),
+    Column("key", String(80), primary_key=True),
+    Column("planned", Dec, nullable=False),
+)
+
+stock_counts = Table(
+    "stock_counts", metadata,
+    _id(),
+    Column("material", String(64), nullable=False, index=True),
+    Column("location", String(64), nullable=False),
+    Column("lot", String(64), nullable=False, default=""),
+    Column("book_qty", Dec, nullable=False),
+    Column("counted_qty", Dec, nullable=False),
+    Column("uom", String(8), nullable=False),
+    Column("counted_at", UtcDateTime, nullable=False),
+)
+
+
+dead_letters = Table(
+    "dead_letters", metadata,
+    # Changes the database refused for their content; kept whole, with the error.
+    _id(),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("error", Text, nullable=False),
+    Column("content", Text, nullable=False),
+    Column("status", String(12), nullable=False, default="open"),
+)
+
+
+SQLITE_BUSY_TIMEOUT_S = 3.0
+
+
+def normalise_url(url: str) -> str:
+    """Accept the URLs people type; the writer is synchronous, so PostgreSQL uses psycopg."""
+    if "://" not in url:  # a bare path means a SQLite file
+        return f"sqlite:///{url}"
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() != "psycopg":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def open_engine(url: str, *, create: bool = True) -> Engine:
+    """Engine for the ledger at ``url``; creates the tables unless told not to."""
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        # A short busy wait: a lock held longer becomes a failed commit, which the writer
+        # retries with backoff and reports (log + health) instead of waiting in silence.
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+        _configure_sqlite(engine)
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    if create:
+        metadata.create_all(engine)
+    return engine
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):
+        dbapi_conn.isolation_level = None  # let SQLAlchemy's BEGIN below decide
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+

@@ -1,0 +1,476 @@
+"""The one ledger writer: group-commits counter state, confirmations and their postings.
+
+The service hands the writer ``Commit`` objects (what changed in memory: counter
+states, pending units, confirmations, anomalies). A single thread drains everything
+queued, merges it into one ``Commit`` and writes it in ONE transaction with the
+synchronous driver; the event loop never waits on a disk.
+
+Why this is exactly-once: every transaction contains, for every machine it touches,
+the counter position *and* everything counted up to that position (as confirmations
+with their postings, as pending units, or as anomalies). After a crash the gateway
+resumes from the last committed position; the PLC's cumulative counter covers the
+rest. A confirmation already in the ledger (same deterministic id) is not posted again.
+
+With ``stats`` (``gateway run --stats FILE``) the writer appends one JSON line per
+committed transaction — when it began and committed, how many counter changes it covered,
+the oldest and newest PLC source time among them and each one's age at commit,
+confirmations and counter states written — so a benchmark can measure commit rates and
+latency from outside the process. Without it a ``Commit`` only counts its changes and keeps
+their oldest and newest source time; nothing is written.
+
+If the database is unreachable or locked, the writer keeps what is queued, retries with
+backoff and reports it in ``health``. If the database refuses a change for what it
+contains (a constraint, a value too long), the writer commits the queued changes one by
+one and sets the refused one aside in ``dead_letters`` with the error, so one bad value
+never stops every machine. Nothing is dropped.
+
+Backflush planning runs here, inside the transaction, so the stock and progress it
+plans against are exactly the ones it commits against.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import queue
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+import structlog
+from sqlalchemy import Connection, Engine, bindparam, delete, insert, select
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+
+from gateway.domain.backflush import plan
+from gateway.domain.confirming import Pending, format_positions
+from gateway.domain.records import (
+    Anomaly,
+    AnomalyKind,
+    BackflushPlan,
+    Confirmation,
+    CounterState,
+    OperationProgress,
+)
+from gateway.ledger import schema as t
+from gateway.ledger.masters import MasterCache
+from gateway.ledger.sql import read_stock, upsert, write_movements
+
+log = structlog.get_logger("gateway.ledger")
+
+PendingKey = tuple[str, str, str]
+
+
+@dataclass
+class Commit:
+    """Changes to make durable together. ``pendings[key] = None`` clears that pending."""
+
+    counter_states: dict[tuple[str, str], CounterState] = field(default_factory=dict)
+    pendings: dict[PendingKey, Pending | None] = field(default_factory=dict)
+    machine_orders: dict[str, str] = field(default_factory=dict)
+    confirmations: list[Confirmation] = field(default_factory=list)
+    anomalies: list[tuple[Anomaly, Decimal]] = field(default_factory=list)  # with units held
+    # For --stats only: counter changes covered, and their oldest/newest PLC source time
+    # (a merged commit keeps one state per counter, so the older times are kept here).
+    readings: int = 0
+    oldest_source: datetime | None = None
+    newest_source: datetime | None = None
+    source_times: list[datetime] | None = None  # every change's source time; only with --stats
+
+    def merge(self, later: Commit) -> None:
+        self.readings += later.readings
+        if later.source_times:
+            if self.source_times is None:
+                self.source_times = []
+            self.source_times.extend(later.source_times)
+        if later.oldest_source is not None and (self.oldest_source is None or later.oldest_source < self.oldest_source):
+            self.oldest_source = later.oldest_source
+        if later.newest_source is not None and (self.newest_source is None or later.newest_source > self.newest_source):
+            self.newest_source = later.newest_source
+        self.counter_states.update(later.counter_states)
+        self.pendings.update(later.pendings)
+        self.machine_orders.update(later.machine_orders)
+        self.confirmations.extend(later.confirmations)
+        self.anomalies.extend(later.anomalies)
+
+    def __bool__(self) -> bool:
+        return bool(self.counter_states or self.pendings or self.machine_orders or self.confirmations or self.anomalies)
+
+
+@dataclass
+class WriterHealth:
+    transactions: int = 0
+    confirmations: int = 0
+    replays_skipped: int = 0
+    dead_letters: int = 0
+    failing_since: datetime | None = None
+    last_error: str | None = None
+    retries: int = 0
+    queued_confirmations: int = 0  # waiting for the database while it fails
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors that go away by themselves: the database is down, restarting or locked."""
+    return isinstance(exc, OperationalError | InterfaceError | DisconnectionError | TimeoutError | ConnectionError)
+
+
+class LedgerWriter:
+    """Single writer thread; ``submit`` never blocks the caller."""
+
+    def __init__(self, engine: Engine, *, retry_min_s: float = 0.2, retry_max_s: float = 15.0,
+                 stats: str | None = None) -> None:
+        self._engine = engine
+        # Line-buffered: a benchmark reads it while the gateway runs, and after a kill.
+        self._stats = open(stats, "a", buffering=1, encoding="utf-8") if stats else None  # noqa: SIM115
+        self._queue: queue.SimpleQueue[Commit | concurrent.futures.Future | None] = queue.SimpleQueue()
+        self._masters = MasterCache()
+        self._retry = (retry_min_s, retry_max_s)
+        self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+        self.health = WriterHealth()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def recording(self) -> bool:
+        """True with ``stats``: the service then lists every change's source time in its commits."""
+        return self._stats is not None
+
+    def submit(self, commit: Commit) -> None:
+        if commit:
+            self._queue.put(commit)
+
+    def barrier(self) -> concurrent.futures.Future:
+        """A future that completes once everything submitted before it is committed."""
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        self._queue.put(fut)
+        return fut
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Commit what is queued, then stop. False if it did not finish in time."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    # -- the thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            commits, waiters, stopping = self._drain(block=True)
+            while commits:
+                try:
+                    self._commit(_merged(commits))
+                    commits = []
+                except Exception as exc:  # noqa: BLE001 — sorted below; nothing is dropped
+                    if not is_transient(exc):
+                        commits = self._isolate(commits, exc)
+                        continue
+                    self._failed(exc, commits)
+                    more, more_waiters, stop_now = self._drain(block=False)
+                    commits += more
+                    waiters += more_waiters
+                    stopping = stopping or stop_now
+            for w in waiters:
+                w.set_result(None)
+
+    def _drain(self, *, block: bool) -> tuple[list[Commit], list[concurrent.futures.Future], bool]:
+        commits: list[Commit] = []
+        waiters: list[concurrent.futures.Future] = []
+        stopping = False
+        try:
+            item = self._queue.get() if block else self._queue.get_nowait()
+            while True:
+                if item is None:
+                    stopping = True
+                elif isinstance(item, concurrent.futures.Future):
+                    waiters.append(item)
+                else:
+                    commits.append(item)
+                item = self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        return commits, waiters, stopping
+
+    def _isolate(self, commits: list[Commit], exc: Exception) -> list[Commit]:
+        """A commit the database refuses for its content: write the others, set it aside.
+
+        Commits are tried one by one, in order; the ones that fail alone are kept in
+        ``dead_letters`` with the error. Returns what is left if the database went away
+        meanwhile (to be retried whole), else nothing.
+        """
+        log.error("ledger_commit_refused", error=_short(exc), commits=len(commits),
+                  hint="committing one by one to find the refused change")
+        for i, commit in enumerate(commits):
+            try:
+                self._commit(commit)
+            except Exception as single:  # noqa: BLE001
+                if is_transient(single):
+                    return commits[i:]
+                self._dead_letter(commit, single)
+        return []
+
+    def _dead_letter(self, commit: Commit, exc: Exception) -> None:
+        content = describe(commit)
+        log.error("ledger_dead_letter", error=_short(exc), content=content,
+                  hint="the change is kept in the dead_letters table; fix the cause and repost it")
+        with self._engine.begin() as conn:
+            conn.execute(insert(t.dead_letters), [{"created_at": t.utcnow(), "error": _short(exc),
+                                                   "content": content}])
+        self.health.dead_letters += 1
+
+    def _failed(self, exc: Exception, commits: list[Commit]) -> None:
+        h = self.health
+        h.retries += 1
+        h.failing_since = h.failing_since or t.utcnow()
+        h.last_error = _short(exc)
+        h.queued_confirmations = sum(len(c.confirmations) for c in commits)
+        lo, hi = self._retry
+        delay = min(hi, lo * 2 ** min(h.retries, 16)) * random.uniform(0.8, 1.2)
+        log.error(
+            "ledger_commit_failed",
+            error=h.last_error,
+            retry_in_s=round(delay, 2),
+            failing_for_s=round((t.utcnow() - h.failing_since).total_seconds(), 1),
+            queued_confirmations=h.queued_confirmations,
+            hint="counting continues in memory; check that the database is reachable and not locked",
+        )
+        time.sleep(delay)
+
+    def _commit(self, batch: Commit) -> None:
+        began = time.time() if self._stats is not None else 0.0
+        with self._engine.begin() as conn:
+            posted = apply(conn, batch, self._masters)
+        h = self.health
+        if h.failing_since is not None:
+            log.info("ledger_recovered", after_retries=h.retries)
+        h.transactions += 1
+        h.confirmations += posted
+        h.replays_skipped += len(batch.confirmations) - posted
+        h.failing_since, h.retries, h.queued_confirmations = None, 0, 0
+        if self._stats is not None:
+            done = time.time()
+            self._stats.write(json.dumps({
+                "ages_ms": sorted(round(1000 * (done - st.timestamp())) for st in batch.source_times or ()),
+                "began_at": began, "committed_at": done, "readings": batch.readings,
+                "oldest_source": batch.oldest_source.timestamp() if batch.oldest_source else None,
+                "newest_source": batch.newest_source.timestamp() if batch.newest_source else None,
+                "confirmations": posted, "counter_states": len(batch.counter_states),
+            }) + "\n")
+
+
+def _merged(commits: list[Commit]) -> Commit:
+    if len(commits) == 1:
+        return commits[0]
+    merged = Commit()
+    for c in commits:
+        merged.merge(c)
+    return merged
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"[:500]
+
+
+def describe(commit: Commit) -> str:
+    """A readable, complete account of a commit, for the dead-letter table and the log."""
+    parts = [f"confirmation {c.id} machine={c.machine} order={c.order} op={c.operation} yield={c.yield_qty} "
+             f"scrap={c.scrap_qty} {c.uom} range={format_positions(c.start)}..{format_positions(c.end)}"
+             for c in commit.confirmations]
+    parts += [f"counter {m}/{k} at {s.position}" for (m, k), s in commit.counter_states.items()]
+    parts += [f"pending {key} = {p.units if p else 'cleared'}" for key, p in commit.pendings.items()]
+    parts += [f"machine {m} order={o!r}" for m, o in commit.machine_orders.items()]
+    parts += [f"anomaly {a.machine}/{a.counter} {a.kind.value}: {a.detail}" for a, _ in commit.anomalies]
+    return "\n".join(parts)
+
+
+# -- one transaction ------------------------------------------------------------------
+
+
+def apply(conn: Connection, batch: Commit, masters: MasterCache) -> int:
+    """Write ``batch`` on ``conn`` (inside the caller's transaction); how many confirmations were new."""
+    now = t.utcnow()
+    posted = 0
+    for confirmation in batch.confirmations:
+        posted += post_confirmation(conn, confirmation, masters, now)
+    if batch.anomalies:
+        conn.execute(insert(t.anomalies), [_anomaly_row(a, units, now) for a, units in batch.anomalies])
+    upsert(conn, t.counter_states, [
+        {"machine": s.machine, "counter": s.counter, "epoch": s.position.epoch, "raw": s.position.raw,
+         "source_time": s.source_time, "updated_at": now}
+        for s in batch.counter_states.values()
+    ], ["machine", "counter"])
+    upsert(conn, t.pending_units, [_pending_row(p) for p in batch.pendings.values() if p is not None],
+           ["machine", "order_no", "operation"])
+    for (machine, order, operation), p in batch.pendings.items():
+        if p is None:
+            conn.execute(delete(t.pending_units).where(
+                t.pending_units.c.machine == machine, t.pending_units.c.order_no == order,
+                t.pending_units.c.operation == operation))
+    upsert(conn, t.machine_states, [
+        {"machine": m, "order_no": o, "updated_at": now} for m, o in batch.machine_orders.items()
+    ], ["machine"])
+    return posted
+
+
+def post_confirmation(conn: Connection, c: Confirmation, masters: MasterCache, now: datetime) -> bool:
+    """Insert a confirmation and its postings; False if it was already there (a replay)."""
+    if conn.execute(_CONFIRMATION_EXISTS, {"id": c.id}).first():
+        log.warning("confirmation_replay_skipped", confirmation_id=c.id, machine=c.machine, order=c.order)
+        return False
+    conn.execute(insert(t.confirmations), [{
+        "id": c.id, "machine": c.machine, "order_no": c.order, "operation": c.operation,
+        "yield_qty": c.yield_qty, "scrap_qty": c.scrap_qty, "uom": c.uom,
+        "start_pos": format_positions(c.start), "end_pos": format_positions(c.end),
+        "first_source_time": c.first_source_time, "last_source_time": c.last_source_time,
+        "trigger": c.trigger, "posted_at": now,
+    }])
+    refusal = cannot_plan(conn, c, masters)
+    if refusal:
+        # The confirmation stands; what could not be planned waits in the error queue.
+        conn.execute(insert(t.error_queue), [{
+            "confirmation_id": c.id, "order_no": c.order, "material": "", "location": "",
+            "missing_qty": c.consumed_qty, "uom": c.uom, "status": "open", "created_at": now,
+            "reason": refusal}])
+        log.warning("confirmation_not_planned", confirmation_id=c.id, machine=c.machine, order=c.order, reason=refusal)
+        return True
+    backflush(conn, c, masters, now)
+    return True
+
+
+def cannot_plan(conn: Connection, c: Confirmation, masters: MasterCache) -> str | None:
+    """Why a confirmation cannot be backflushed now, if it cannot."""
+    order = masters.order(conn, c.order)
+    if order is None or order.operation(c.operation) is None:
+        return (f"order {c.order} operation {c.operation} is not in the master data; "
+                "load it (`gateway masterdata load`), then `gateway errors reprocess`")
+    status = conn.execute(_STATUS, {"order": c.order}).scalar()
+    if status != "released":
+        return f"order {c.order} is {status}; nothing is posted to it (reverse or re-assign the confirmation)"
+    return None
+
+
+def backflush(conn: Connection, c: Confirmation, masters: MasterCache, now: datetime) -> BackflushPlan:
+    """Plan and write the postings of a stored confirmation (``cannot_plan`` said it can)."""
+    order = masters.order(conn, c.order)
+    progress = read_progress(conn, c.order, c.operation)
+    locations = {(k.material, k.supply_location) for k in order.components if k.operation == c.operation}
+    materials = masters.materials(conn)
+    carry = read_carry(conn, c.order)
+    result = plan(c, order, progress, materials, masters.work_centers(conn), read_stock(conn, locations), carry)
+    write_plan(conn, c, order.number, result, now)
+    add_progress(conn, c.order, c.operation, c.yield_qty, c.scrap_qty, current=progress)
+    add_carry(conn, c.order, carry, result.planned)
+    log.info(
+        "confirmation_posted", confirmation_id=c.id, machine=c.machine, order=c.order, operation=c.operation,
+        yield_qty=str(c.yield_qty), scrap_qty=str(c.scrap_qty), trigger=c.trigger,
+        movements=len(result.movements), activities=len(result.activities), errors=len(result.errors),
+    )
+    return result
+
+
+def write_plan(conn: Connection, c: Confirmation, order_no: str, p: BackflushPlan, now: datetime) -> None:
+    """Write a plan's postings (movements with stock, activities, errors, WIP, genealogy)."""
+    write_movements(conn, c.id, order_no, p.movements, now)
+    write_genealogy(conn, c.id, order_no, p.genealogy, now)
+    write_activities(conn, c.id, order_no, p.activities, now)
+    write_deferred(conn, c.id, order_no, p.not_backflushed)
+    write_errors(conn, c.id, order_no, p.errors, now)
+
+
+def write_errors(conn: Connection, document: str, order_no: str, errors, now: datetime) -> None:
+    """Postings that could not be made go to the error queue, never away."""
+    if errors:
+        conn.execute(insert(t.error_queue), [{
+            "confirmation_id": document, "order_no": order_no, "bom_item": e.bom_item, "material": e.material,
+            "location": e.location, "missing_qty": e.missing_qty, "uom": e.uom, "reason": e.reason,
+            "status": "open", "created_at": now} for e in errors])
+        for e in errors:
+            log.warning("backflush_error_queued", document=document, order=order_no, material=e.material,
+                        missing=str(e.missing_qty), reason=e.reason)
+
+
+def write_genealogy(conn: Connection, document: str, order_no: str, edges, now: datetime) -> None:
+    if edges:
+        conn.execute(insert(t.genealogy), [{
+            "confirmation_id": document, "order_no": order_no, "component": g.component,
+            "component_lot": g.component_lot, "qty": g.qty, "uom": g.uom, "product": g.product,
+            "product_lot": g.product_lot, "posted_at": now} for g in edges])
+
+
+def write_activities(conn: Connection, document: str, order_no: str, activities, now: datetime) -> None:
+    if activities:
+        conn.execute(insert(t.activity_postings), [{
+            "confirmation_id": document, "order_no": order_no, "operation": a.operation,
+            "work_center": a.work_center, "activity": a.activity, "hours": a.hours, "cost": a.cost,
+            "currency": a.currency, "posted_at": now} for a in activities])
+
+
+def write_deferred(conn: Connection, document: str, order_no: str, items) -> None:
+    if items:
+        conn.execute(insert(t.deferred_components), [{
+            "confirmation_id": document, "order_no": order_no, "bom_item": n.bom_item, "material": n.material,
+            "qty": n.qty, "uom": n.uom, "rule": n.rule.value} for n in items])
+
+
+def add_progress(conn: Connection, order: str, operation: str, yield_qty: Decimal, scrap_qty: Decimal, *,
+                 current: OperationProgress | None = None) -> None:
+    """Cumulative confirmed quantities of an order operation (negative deltas on reversal).
+
+    ``current``: the progress this transaction already read (saves reading it again).
+    """
+    p = current or read_progress(conn, order, operation)
+    upsert(conn, t.order_progress, [{"order_no": order, "operation": operation,
+                                     "yield_qty": p.yield_qty + yield_qty, "scrap_qty": p.scrap_qty + scrap_qty}],
+           ["order_no", "operation"])
+
+
+# Run for every confirmation: built once, with bound parameters (building costs more CPU
+# than SQLite takes to run them).
+# Locked for the transaction (PostgreSQL), so the writer and a CLI adjustment or reversal
+# of the same order cannot both plan from the same totals.
+_CARRY = select(t.order_carry).where(t.order_carry.c.order_no == bindparam("order")).with_for_update()
+_PROGRESS = select(t.order_progress).where(t.order_progress.c.order_no == bindparam("order"),
+                                          t.order_progress.c.operation == bindparam("operation")).with_for_update()
+_STATUS = select(t.production_orders.c.status).where(t.production_orders.c.number == bindparam("order"))
+_CONFIRMATION_EXISTS = select(t.confirmations.c.id).where(t.confirmations.c.id == bindparam("id"))
+
+
+def read_carry(conn: Connection, order: str) -> dict[str, Decimal]:
+    rows = conn.execute(_CARRY, {"order": order})
+    return {r.key: r.planned for r in rows}
+
+
+def add_carry(conn: Connection, order: str, carry: dict[str, Decimal], deltas) -> None:
+    upsert(conn, t.order_carry, [{"order_no": order, "key": key, "planned": carry.get(key, Decimal(0)) + qty}
+                                 for key, qty in deltas], ["order_no", "key"])
+
+
+def read_progress(conn: Connection, order: str, operation: str) -> OperationProgress:
+    row = conn.execute(_PROGRESS, {"order": order, "operation": operation}).first()
+    if row is None:
+        return OperationProgress(order, operation)
+    return OperationProgress(order, operation, row.yield_qty, row.scrap_qty)
+
+
+def _pending_row(p: Pending) -> dict:
+    return {
+        "machine": p.machine, "order_no": p.order, "operation": p.operation,
+        "yield_qty": p.yield_qty, "scrap_qty": p.scrap_qty,
+        "start_pos": format_positions(p.start), "end_pos": format_positions(p.end),
+        "first_source_time": p.first_source_time, "last_source_time": p.last_source_time,
+        "opened_at": p.opened_at,
+    }
+
+
+def _anomaly_row(a: Anomaly, units_held: Decimal, now: datetime) -> dict:
+    needs_decision = a.kind in (AnomalyKind.IMPLAUSIBLE,)
+    return {
+        "machine": a.machine, "counter": a.counter, "kind": a.kind.value, "detail": a.detail,
+        "start_pos": str(a.start) if a.start else None, "end_pos": str(a.end) if a.end else None,
+        "counts_held": a.counts_held, "units_held": units_held, "source_time": a.source_time,
+        "status": "open" if needs_decision else "recorded", "created_at": now,
+    }

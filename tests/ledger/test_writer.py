@@ -1,0 +1,179 @@
+"""The ledger writer against real databases: atomic commits, replays, outages."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal as D
+
+from sqlalchemy import func, select
+
+from gateway.domain.confirming import accumulate, confirm
+from gateway.domain.records import (
+    CounterState,
+    FlushingRule,
+    Increment,
+    Material,
+    OrderComponent,
+    OrderOperation,
+    Position,
+    ProductionOrder,
+    WorkCenter,
+)
+from gateway.ledger import schema as t
+from gateway.ledger.masters import store_masterdata
+from gateway.ledger.queries import resume_state, summary
+from gateway.ledger.schema import open_engine
+from gateway.ledger.writer import Commit, LedgerWriter, apply
+from gateway.ledger.masters import MasterCache
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class _Master:
+    materials = {
+        "FG": Material("FG", "product", "PC", 0),
+        "COIL": Material("COIL", "coil", "KG", 3),
+    }
+    work_centers = {"WC1": WorkCenter("WC1", "press", D("40"), D("80"), D("100"), "EUR", "LS1")}
+    orders = {
+        "1000123": ProductionOrder(
+            "1000123", "FG", D(1000), D(100), "FG-01",
+            components=(OrderComponent("0010", "COIL", D("12.5"), D("2"), FlushingRule.OPERATION, "0010", "LS1"),),
+            operations=(OrderOperation("0010", "WC1", D("0.5"), D("0.2"), D("0.1"), final=True),),
+        )
+    }
+
+
+class _Stock:
+    def __init__(self, material, location, quantity, lot=""):
+        self.material, self.location, self.quantity, self.lot = material, location, quantity, lot
+        self.received_on = self.expires_on = None
+
+
+def _engine(url, stock=D(1000)):
+    engine = open_engine(url)
+    store_masterdata(engine, _Master, [_Stock("COIL", "LS1", stock)])
+    return engine
+
+
+def _confirmation(start, end, t_=T0):
+    inc = Increment("M1", "good", end - start, Position(0, start), Position(0, end), t_)
+    p = accumulate(None, inc, D(end - start), order="1000123", operation="0010", now=t_)
+    return p, confirm(p, "every_units", "PC")
+
+
+def test_confirmation_state_and_postings_commit_together(ledger_url):
+    engine = _engine(ledger_url)
+    pending, c = _confirmation(0, 200)
+    state = CounterState("M1", "good", Position(0, 200), T0)
+    with engine.begin() as conn:
+        apply(conn, Commit(counter_states={("M1", "good"): state}, confirmations=[c]), MasterCache())
+    s = summary(engine)
+    assert s.machines["M1"].confirmed_yield == 200
+    assert s.issued[("COIL", "KG")] == D("25.5")  # 200 × 12.5/100 × 1.02
+    assert s.received[("FG", "PC")] == 200
+    assert s.stock[("COIL", "LS1", "", "KG")] == D("974.5")
+    assert resume_state(engine).counter_states[("M1", "good")].position == Position(0, 200)
+
+
+def test_a_replayed_confirmation_posts_nothing_twice(ledger_url):
+    engine = _engine(ledger_url)
+    _, c = _confirmation(0, 100)
+    for _ in range(2):
+        with engine.begin() as conn:
+            apply(conn, Commit(confirmations=[c]), MasterCache())
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(t.confirmations)).scalar() == 1
+        assert conn.execute(select(func.count()).select_from(t.goods_movements)
+                            .where(t.goods_movements.c.kind == "261")).scalar() == 1
+
+
+def test_failed_transaction_leaves_nothing_half_written(ledger_url):
+    engine = _engine(ledger_url)
+    _, c = _confirmation(0, 100)
+    bad_state = CounterState("M1", "good", Position(0, 100), datetime(2026, 1, 1))  # naive: refused
+    try:
+        with engine.begin() as conn:
+            apply(conn, Commit(counter_states={("M1", "good"): bad_state}, confirmations=[c]), MasterCache())
+    except Exception:
+        pass
+    s = summary(engine)
+    assert "M1" not in s.machines and s.issued == {}
+    assert resume_state(engine).counter_states == {}
+
+
+def test_short_stock_goes_to_the_error_queue_and_the_confirmation_stands(ledger_url):
+    engine = _engine(ledger_url, stock=D("10"))
+    _, c = _confirmation(0, 200)
+    with engine.begin() as conn:
+        apply(conn, Commit(confirmations=[c]), MasterCache())
+    s = summary(engine)
+    assert s.machines["M1"].confirmed_yield == 200
+    assert s.issued[("COIL", "KG")] == D("10")
+    assert s.open_errors == 1
+    with engine.connect() as conn:
+        err = conn.execute(select(t.error_queue)).one()
+    assert err.missing_qty == D("15.5") and "reprocess" in err.reason
+
+
+def test_unknown_order_confirmation_is_kept_with_an_error(ledger_url):
+    engine = _engine(ledger_url)
+    _, c = _confirmation(0, 5)
+    from dataclasses import replace
+    c = replace(c, order="999")
+    with engine.begin() as conn:
+        apply(conn, Commit(confirmations=[c]), MasterCache())
+    assert summary(engine).open_errors == 1
+
+
+def test_writer_retries_while_the_database_is_locked_then_commits_everything(tmp_path):
+    """Another writer holds SQLite's lock: commits wait and retry, nothing is lost."""
+    url = f"sqlite:///{tmp_path / 'l.sqlite'}"
+    engine = _engine(url)
+    locker = open_engine(url).raw_connection()
+    locker.execute("BEGIN IMMEDIATE")
+    slow = open_engine(url, create=False)
+    from sqlalchemy import event
+
+    @event.listens_for(slow, "connect")
+    def _short_timeout(dbapi_conn, _):
+        dbapi_conn.execute("PRAGMA busy_timeout=50")
+
+    writer = LedgerWriter(slow, retry_min_s=0.05, retry_max_s=0.2)
+    writer.start()
+    for i in range(5):
+        _, c = _confirmation(i * 10, i * 10 + 10)
+        writer.submit(Commit(confirmations=[c], counter_states={
+            ("M1", "good"): CounterState("M1", "good", Position(0, i * 10 + 10), T0)}))
+    import time
+    deadline = time.monotonic() + 5
+    while writer.health.retries < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert writer.health.retries >= 2 and writer.health.last_error
+    locker.rollback()
+    locker.close()
+    writer.barrier().result(timeout=10)
+    assert writer.stop(timeout=10)
+    s = summary(engine)
+    assert s.machines["M1"].confirmations == 5 and s.machines["M1"].confirmed_yield == 50
+    assert resume_state(engine).counter_states[("M1", "good")].position == Position(0, 50)
+
+
+def test_a_change_the_database_refuses_is_set_aside_and_the_rest_is_committed(ledger_url):
+    """One bad value must not stop every machine: it goes to dead_letters, the others commit."""
+    engine = _engine(ledger_url)
+    writer = LedgerWriter(engine, retry_min_s=0.01, retry_max_s=0.05)
+    _, first = _confirmation(0, 10)
+    _, last = _confirmation(10, 20)
+    bad = CounterState("M2", "good", Position(0, 5), datetime(2026, 1, 1))  # naive time: refused
+    writer.submit(Commit(confirmations=[first]))
+    writer.submit(Commit(counter_states={("M2", "good"): bad}))
+    writer.submit(Commit(confirmations=[last]))
+    writer.start()
+    writer.barrier().result(timeout=20)
+    assert writer.stop(timeout=10)
+    assert summary(engine).machines["M1"].confirmations == 2
+    assert writer.health.dead_letters == 1
+    with engine.connect() as conn:
+        [row] = conn.execute(select(t.dead_letters)).all()
+    assert "counter M2/good at 0:5" in row.content and "naive" in row.error
