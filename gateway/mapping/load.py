@@ -1,0 +1,196 @@
+"""Load the tag-mapping file, refusing it with every problem found, each at file:line.
+
+For: ``load_mapping`` (what the service runs on) and ``read_mapping`` (the same check,
+keeping the valid part, for ``validate_mapping``). Beyond the schema in
+``gateway.mapping.model`` it checks what needs the whole file: a machine's source must be
+defined; a tag must be written for its source's protocol (a ``node`` on a Modbus source
+or a ``register`` on an OPC UA source is refused); no PLC node and no Modbus register may
+feed two counters — it would count the same parts twice — so overlapping register ranges
+on one unit are refused; and a Modbus tag must fit in one read of its source.
+
+Must never: return a mapping with any problem in it, stop at the first problem, or touch
+a PLC, the master data or the ledger (references to master data are
+``gateway.mapping.validate``'s).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from gateway.mapping.model import (
+    CounterTag,
+    Machine,
+    Mapping,
+    ModbusCounterTag,
+    ModbusOrderTag,
+    ModbusSource,
+    OrderTag,
+)
+from gateway.yamldoc import FileError, Loaded, Loc, YamlDoc, dotted, read_model, repeats, show, unknown
+
+
+def load_mapping(path: str | os.PathLike[str]) -> Mapping:
+    """The mapping in ``path``; raises InputFileError listing every problem."""
+    return read_mapping(path).require()
+
+
+def read_mapping(path: str | os.PathLike[str]) -> Loaded[Mapping]:
+    """Every problem in the file, and the part of it that is valid."""
+    return read_model(path, Mapping, _whole_file_errors)
+
+
+def _whole_file_errors(doc: YamlDoc, mapping: Mapping) -> list[FileError]:
+    return (
+        _unknown_sources(doc, mapping)
+        + _wrong_protocol(doc, mapping)
+        + _shared_nodes(doc, mapping)
+        + _modbus_layout(doc, mapping)
+    )
+
+
+def _unknown_sources(doc: YamlDoc, mapping: Mapping) -> list[FileError]:
+    # Names from the file, not the valid part: a broken source is reported on its own.
+    sources = doc.keys_at(("sources",))
+    return [
+        doc.error(("machines", name, "source"), unknown("source", m.source, sources))
+        for name, m in mapping.machines.items()
+        if m.source not in sources
+    ]
+
+
+def _shared_nodes(doc: YamlDoc, mapping: Mapping) -> list[FileError]:
+    """A node read as two counters, or as a counter and an order tag, on one source.
+
+    Several machines may share one order-number tag (a line running one order); a
+    counter node must be a single machine's single counter.
+    """
+    errors = []
+    for (source, node), loc, first in repeats(_nodes(mapping)):
+        if loc[2] == first[2] == "order":
+            continue
+        where = f"{dotted(first[:-1])} (line {doc.line(first)})"
+        errors.append(doc.error(loc, f"node {show(node)} of source '{source}' is already used at {where}"))
+    return errors
+
+
+def _nodes(mapping: Mapping) -> Iterator[tuple[tuple[str, str], Loc]]:
+    for name, machine, loc, tag in _tags(mapping):
+        if isinstance(tag, (CounterTag, OrderTag)):
+            yield (machine.source, tag.node.strip()), loc + ("node",)
+
+
+Tag = CounterTag | OrderTag | ModbusCounterTag | ModbusOrderTag
+
+
+def _tags(mapping: Mapping) -> Iterator[tuple[str, Machine, Loc, Tag]]:
+    """Every tag with its machine and place; counters first, so that an order tag
+    that repeats a counter is the one reported."""
+    for name, machine in mapping.machines.items():
+        for counter, tag in _counters(machine):
+            yield name, machine, ("machines", name, "counters", counter), tag
+    for name, machine in mapping.machines.items():
+        if not isinstance(machine.order, str):
+            yield name, machine, ("machines", name, "order"), machine.order
+
+
+def _counters(machine: Machine) -> Iterator[tuple[str, CounterTag | ModbusCounterTag]]:
+    yield "good", machine.counters.good
+    if machine.counters.scrap is not None:
+        yield "scrap", machine.counters.scrap
+
+
+def _wrong_protocol(doc: YamlDoc, mapping: Mapping) -> list[FileError]:
+    """A tag written for the other protocol than its source speaks."""
+    errors = []
+    for _, machine, loc, tag in _tags(mapping):
+        source = mapping.sources.get(machine.source)
+        if source is None:
+            continue  # reported as an unknown source
+        if source.protocol == "modbus" and isinstance(tag, (CounterTag, OrderTag)):
+            errors.append(doc.error(loc + ("node",), (
+                f"source '{machine.source}' is a Modbus source: write this tag as "
+                "{register: …, type: …}, not as an OPC UA node")))
+        elif source.protocol == "opcua" and isinstance(tag, (ModbusCounterTag, ModbusOrderTag)):
+            errors.append(doc.error(loc + ("register",), (
+                f"source '{machine.source}' is an OPC UA source: write this tag as {{node: …}}, "
+                "not as a Modbus register")))
+    return errors
+
+
+@dataclass(frozen=True)
+class _Span:
+    """The registers one Modbus tag occupies, and where the tag is written."""
+
+    first: int
+    last: int
+    loc: Loc
+    source: str
+    tag: ModbusCounterTag | ModbusOrderTag
+
+    def text(self) -> str:
+        what = f"register {self.first}" if self.first == self.last else f"registers {self.first}..{self.last}"
+        return f"{self.tag.table} {what}"
+
+
+def _modbus_layout(doc: YamlDoc, mapping: Mapping) -> list[FileError]:
+    """Modbus tags that do not fit in one read, or that overlap on one unit."""
+    errors = []
+    units: dict[tuple[str, int, int, str], list[_Span]] = {}
+    for _, machine, loc, tag in _tags(mapping):
+        source = mapping.sources.get(machine.source)
+        if source is None or source.modbus is None or not isinstance(tag, (ModbusCounterTag, ModbusOrderTag)):
+            continue
+        config: ModbusSource = source.modbus
+        if tag.registers > config.max_registers_per_read:
+            key = "length" if isinstance(tag, ModbusOrderTag) and tag.type == "string" else "type"
+            errors.append(doc.error(loc + (key,), (
+                f"{tag.registers} registers do not fit in one read of source '{machine.source}' "
+                f"(max_registers_per_read: {config.max_registers_per_read})")))
+            continue
+        # Two sources may poll the same unit (e.g. at other intervals): a unit is its
+        # address, not its source's name.
+        unit = (config.host.strip().lower(), config.port, config.unit, tag.table)
+        units.setdefault(unit, []).append(_Span(tag.register, tag.register + tag.registers - 1, loc, machine.source, tag))
+    for spans in units.values():
+        errors += _overlaps(doc, spans)
+    return errors
+
+
+def _overlaps(doc: YamlDoc, spans: list[_Span]) -> list[FileError]:
+    """Each tag that overlaps a tag written before it, reported once, at itself.
+
+    Sorted by first register, the tags a span can overlap are those still "open" (their
+    last register not passed yet); with sparse layouts that set stays tiny, so thousands
+    of tags take one sweep. Machines may share one order tag (a line running one
+    order): identical order tags are one value read once, not an overlap.
+    """
+    order = {id(s): i for i, s in enumerate(spans)}  # file order: counters, then order tags
+    first_clash: dict[int, _Span] = {}  # later tag → the earliest-written tag it overlaps
+    open_spans: list[_Span] = []
+    for span in sorted(spans, key=lambda s: (s.first, order[id(s)])):
+        open_spans = [o for o in open_spans if o.last >= span.first]
+        for other in open_spans:
+            if _same_order_tag(span, other):
+                continue
+            later, earlier = (span, other) if order[id(span)] > order[id(other)] else (other, span)
+            known = first_clash.get(id(later))
+            if known is None or order[id(earlier)] < order[id(known)]:
+                first_clash[id(later)] = earlier
+        open_spans.append(span)
+    errors = []
+    for later in spans:
+        earlier = first_clash.get(id(later))
+        if earlier is None:
+            continue
+        where = f"{dotted(earlier.loc)} ({earlier.text()}"
+        where += f" of source '{earlier.source}'" if earlier.source != later.source else ""
+        verb = "overlaps" if later.first == later.last else "overlap"
+        message = f"{later.text()} {verb} {where}, line {doc.line(earlier.loc)}): a register belongs to one tag"
+        errors.append(doc.error(later.loc + ("register",), message))
+    return errors
+
+
+def _same_order_tag(a: _Span, b: _Span) -> bool:
+    return isinstance(a.tag, ModbusOrderTag) and a.tag == b.tag

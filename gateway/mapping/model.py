@@ -1,0 +1,247 @@
+"""Schema of the tag-mapping file: which PLC tags are which machine's counters.
+
+The mapping file is written by controls engineers; this schema is its reference.
+Unknown keys are refused (a typo must never silently disable a counter). Loading with
+file:line error messages is in ``gateway.mapping.load``; this module only declares shapes
+and the checks that need nothing but the file itself (a Modbus tag that runs past the
+last address, a string without a length); what needs the whole file — a tag of the
+other protocol than its source, overlapping registers — is ``load``'s.
+
+A source speaks exactly one protocol, OPC UA or Modbus TCP, and a tag is written the
+way its protocol addresses values: ``{node: …}`` for OPC UA, ``{register: …, type: …}``
+for Modbus. Which of the two a tag is follows from its keys (see ``_tag_kind``), so a
+typo in a Modbus tag is reported against the Modbus keys, not as a missing ``node``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+
+# Names in the mapping are the master data's ids (work centers, operations, orders) or
+# follow the same rules (sources, machines): text, even when written as a bare number.
+from gateway.masterdata.model import Id
+
+CounterType = Literal["uint16", "uint32", "uint64"]
+COUNTER_WIDTH_BITS = {"uint16": 16, "uint32": 32, "uint64": 64}
+
+# Modbus: registers are 16 bits; these types span this many consecutive registers
+# (the source decodes all of them; a counter is one of the unsigned ones).
+MODBUS_TYPE_REGISTERS = {
+    "int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "int64": 4, "uint64": 4, "float32": 2, "float64": 4,
+}
+# An order number is text packed two characters per register, or a whole number.
+ModbusOrderType = Literal["string", "int16", "uint16", "int32", "uint32", "int64", "uint64"]
+RegisterTable = Literal["holding", "input"]
+# big: most significant first. word_order orders the registers of a multi-register
+# value, byte_order the two bytes inside each register (see the README's example).
+Endianness = Literal["big", "little"]
+LAST_ADDRESS = 65_535
+# One Modbus read request carries at most 125 registers (the PDU limit, spec 6.3).
+MAX_REGISTERS_PER_READ = 125
+
+Register = Annotated[int, Field(ge=0, le=LAST_ADDRESS)]
+UnitsPerCycle = Annotated[int, Field(ge=1, le=100_000)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _opc_tcp(url: str) -> str:
+    if not url.startswith("opc.tcp://"):
+        raise ValueError(f"must start with opc.tcp://, got '{url}'")
+    return url
+
+
+class OpcUaSource(_Strict):
+    endpoint: Annotated[str, AfterValidator(_opc_tcp)]
+    publishing_interval_ms: Annotated[int, Field(ge=10, le=60_000)] = 100
+    # Seconds without a keep-alive or data before the connection is presumed dead.
+    watchdog_s: Annotated[float, Field(gt=0, le=600)] = 5.0
+    reconnect_min_s: Annotated[float, Field(gt=0, le=60)] = 0.5
+    reconnect_max_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    username: str | None = None
+    password: str | None = None
+    security: str | None = None  # asyncua security string, e.g. "Basic256Sha256,SignAndEncrypt,cert.der,key.pem"
+
+
+class ModbusSource(_Strict):
+    host: Annotated[str, Field(min_length=1)]
+    port: Annotated[int, Field(ge=1, le=65_535)] = 502
+    unit: Annotated[int, Field(ge=0, le=255)] = 1  # unit id (slave id) of the device behind host:port
+    poll_interval_ms: Annotated[int, Field(ge=10, le=60_000)] = 250
+    # No answer to a request within this → the connection is rebuilt (a late answer
+    # on the old one could be taken for the next request's).
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+    reconnect_min_s: Annotated[float, Field(gt=0, le=60)] = 0.5
+    reconnect_max_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    # Tags at most this many unused registers apart are read in one request: reading a
+    # few registers nobody asked for is cheaper than another round trip.
+    max_gap_registers: Annotated[int, Field(ge=0, le=MAX_REGISTERS_PER_READ - 1)] = 8
+    # Some devices answer fewer than the protocol's 125 registers per request.
+    max_registers_per_read: Annotated[int, Field(ge=1, le=MAX_REGISTERS_PER_READ)] = MAX_REGISTERS_PER_READ
+
+
+class SourceConfig(_Strict):
+    opcua: OpcUaSource | None = None
+    modbus: ModbusSource | None = None
+
+    @model_validator(mode="after")
+    def _one_protocol(self) -> SourceConfig:
+        if (self.opcua is None) == (self.modbus is None):
+            raise ValueError("give exactly one of `opcua:` or `modbus:`")
+        return self
+
+    @property
+    def protocol(self) -> Literal["opcua", "modbus"]:
+        return "opcua" if self.opcua is not None else "modbus"
+
+
+class CounterTag(_Strict):
+    """A counter on an OPC UA source."""
+
+    node: Annotated[str, Field(min_length=1)]
+    type: CounterType = "uint32"
+    # Overrides the machine's units_per_cycle for this counter.
+    units_per_cycle: UnitsPerCycle | None = None
+    # A decrease is taken for a rollover only if the wrapped delta is at most this.
+    rollover_window: Annotated[int, Field(ge=1)] | None = None
+
+
+class OrderTag(_Strict):
+    """The order-number tag on an OPC UA source."""
+
+    node: Annotated[str, Field(min_length=1)]
+
+
+def _span_check(tag: ModbusCounterTag | ModbusOrderTag) -> None:
+    last = tag.register + tag.registers - 1
+    if last > LAST_ADDRESS:
+        raise ValueError(
+            f"registers {tag.register}..{last} run past the last Modbus address {LAST_ADDRESS} "
+            f"({tag.type} takes {tag.registers} register{'s' if tag.registers > 1 else ''})"
+        )
+
+
+# A field named `register` shadows the metaclass's ABCMeta.register: pydantic warns, and
+# would take that method for the field's default unless the field says it has none
+# (`= Field()`). Instances never see metaclass methods, so `tag.register` is the field.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
+
+    class ModbusCounterTag(_Strict):
+        """A counter on a Modbus source: an unsigned integer in 1, 2 or 4 registers."""
+
+        register: Register = Field()  # 0-based, as on the wire: holding register "40101" is 100
+        table: RegisterTable = "holding"
+        # Required: the width decides how many registers are read and where the counter
+        # rolls over, and nothing on the wire says it.
+        type: CounterType
+        word_order: Endianness = "big"
+        byte_order: Endianness = "big"
+        units_per_cycle: UnitsPerCycle | None = None
+        rollover_window: Annotated[int, Field(ge=1)] | None = None
+
+        @property
+        def registers(self) -> int:
+            return MODBUS_TYPE_REGISTERS[self.type]
+
+        @model_validator(mode="after")
+        def _fits(self) -> ModbusCounterTag:
+            _span_check(self)
+            return self
+
+    class ModbusOrderTag(_Strict):
+        """The order-number tag on a Modbus source: text in ``length`` registers, or a number."""
+
+        register: Register = Field()
+        table: RegisterTable = "holding"
+        type: ModbusOrderType = "string"
+        length: Annotated[int, Field(ge=1, le=MAX_REGISTERS_PER_READ)] | None = None  # registers, strings only
+        word_order: Endianness = "big"
+        byte_order: Endianness = "big"
+
+        @property
+        def registers(self) -> int:
+            return (self.length or 0) if self.type == "string" else MODBUS_TYPE_REGISTERS[self.type]
+
+        @model_validator(mode="after")
+        def _fits(self) -> ModbusOrderTag:
+            if self.type == "string" and self.length is None:
+                raise ValueError("a string needs `length`: how many registers it spans (2 characters each)")
+            if self.type != "string" and self.length is not None:
+                raise ValueError(f"`length` is for strings only; {self.type} always takes {self.registers} register(s)")
+            if self.type == "string" and "word_order" in self.model_fields_set:
+                raise ValueError(
+                    "word_order does not apply to a string: its registers are read in address order "
+                    "(byte_order says which character of a register comes first)"
+                )
+            _span_check(self)
+            return self
+
+
+# A tag with any of these keys is a Modbus tag; otherwise an OPC UA one. Deciding by the
+# keys written (not by trying both) keeps the messages about the shape that was meant.
+_MODBUS_KEYS = frozenset({"register", "table", "length", "word_order", "byte_order"})
+
+
+def _tag_kind(opcua: type[BaseModel], modbus: type[BaseModel]) -> Any:
+    def kind(value: Any) -> str:
+        if isinstance(value, BaseModel):
+            return type(value).__name__
+        if isinstance(value, dict) and _MODBUS_KEYS & value.keys():
+            return modbus.__name__
+        return opcua.__name__
+
+    return Discriminator(kind)
+
+
+AnyCounterTag = Annotated[
+    Union[Annotated[CounterTag, Tag("CounterTag")], Annotated[ModbusCounterTag, Tag("ModbusCounterTag")]],
+    _tag_kind(CounterTag, ModbusCounterTag),
+]
+AnyOrderTag = Annotated[
+    Union[Annotated[OrderTag, Tag("OrderTag")], Annotated[ModbusOrderTag, Tag("ModbusOrderTag")]],
+    _tag_kind(OrderTag, ModbusOrderTag),
+]
+
+
+class ConfirmRule(_Strict):
+    every_units: Annotated[int, Field(ge=1)] | None = 100
+    every_seconds: Annotated[float, Field(gt=0)] | None = 60.0
+
+
+class Plausibility(_Strict):
+    # A bigger jump in one reading is held as an anomaly, not posted: a counter that jumps
+    # by billions is a PLC fault, not production. 100 000 covers a fast machine's output
+    # over a gateway outage of hours; set it per machine, or null to switch the check off.
+    max_units_per_reading: Annotated[int, Field(ge=1)] | None = 100_000
+
+
+class Counters(_Strict):
+    good: AnyCounterTag
+    scrap: AnyCounterTag | None = None
+
+
+class Machine(_Strict):
+    source: Id
+    work_center: Id
+    operation: Id = "0010"
+    units_per_cycle: Annotated[int, Field(ge=1, le=100_000)] = 1
+    counters: Counters
+    # Either a PLC tag that holds the running order number, or a fixed order number.
+    # Order numbers like 1000123 are often written unquoted; they are still names (Id).
+    order: AnyOrderTag | Id
+    confirm: ConfirmRule = ConfirmRule()
+    plausibility: Plausibility = Plausibility()
+
+
+class Mapping(_Strict):
+    # Optional master-data file (relative to the mapping) used by `gateway validate`
+    # to check references to work centers, materials and orders.
+    masterdata: str | None = None
+    sources: dict[Id, SourceConfig]
+    machines: dict[Id, Machine]

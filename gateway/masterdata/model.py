@@ -1,0 +1,139 @@
+"""Schema of the master-data file: materials, work centers, BOMs, routings, orders, stock.
+
+Master data is what backflush planning multiplies confirmed units with, so it is checked
+strictly: unknown keys, negative quantities, dangling references and duplicate ids are
+refused, all at once, with file:line messages (``gateway.masterdata.load``). Quantities
+and rates are parsed as ``Decimal`` from their text, never through float.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+
+def _exact_decimal(v: object) -> object:
+    # YAML gives 0.1 as a float; go through its shortest repr so 0.1 stays 0.1.
+    if isinstance(v, float):
+        return Decimal(repr(v))
+    if isinstance(v, int) and not isinstance(v, bool):
+        return Decimal(v)
+    return v
+
+
+# The ledger keeps 12 decimal places (PostgreSQL NUMERIC(38, 12)); 9 leave room for the
+# products of a quantity and a ratio and make both databases hold the same number.
+MAX_DECIMAL_PLACES = 9
+Qty = Annotated[Decimal, BeforeValidator(_exact_decimal),
+                Field(ge=0, allow_inf_nan=False, decimal_places=MAX_DECIMAL_PLACES)]
+PositiveQty = Annotated[Decimal, BeforeValidator(_exact_decimal),
+                        Field(gt=0, allow_inf_nan=False, decimal_places=MAX_DECIMAL_PLACES)]
+Pct = Annotated[Decimal, BeforeValidator(_exact_decimal),
+                Field(ge=0, le=1000, allow_inf_nan=False, decimal_places=MAX_DECIMAL_PLACES)]
+
+
+def _text(v: object) -> object:
+    # Ids such as order 1000123 or operation 0010 are names, even when unquoted.
+    return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+Id = Annotated[str, BeforeValidator(_text), Field(min_length=1, max_length=64)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Flushing = Literal["operation", "order_completion", "manual"]
+
+
+class MaterialDef(_Strict):
+    description: str = ""
+    uom: Annotated[str, Field(min_length=1, max_length=8)]
+    decimals: Annotated[int, Field(ge=0, le=6)] = 0
+    lot_tracked: bool = False
+    # Lots are issued oldest receipt first (fifo) or earliest expiry first (fefo).
+    lot_selection: Literal["fifo", "fefo"] = "fifo"
+    negative_stock: Literal["allowed", "refused"] = "refused"
+    flushing: Flushing | None = None  # default rule for this material in every BOM
+
+
+class WorkCenterDef(_Strict):
+    description: str = ""
+    currency: Annotated[str, Field(min_length=3, max_length=3)] = "EUR"
+    labor_rate: Qty  # per hour
+    machine_rate: Qty  # per hour
+    overhead_pct_of_labor: Pct = Decimal(0)
+    supply_location: Id
+    flushing: Flushing | None = None  # default rule for components consumed here (beats the material's)
+
+
+class BomItemDef(_Strict):
+    item: Id
+    material: Id
+    quantity: Qty  # per the BOM's base_quantity of the header material
+    scrap_pct: Pct = Decimal(0)
+    # Unset: the operation's work center's rule, else the material's, else "operation".
+    flushing: Flushing | None = None
+    operation: Id
+    supply_location: Id | None = None  # default: the operation's work center's
+    # Consumed only when the operation's output is reworked (`gateway adjust rework`),
+    # never by a confirmation.
+    rework: bool = False
+
+
+class BomDef(_Strict):
+    base_quantity: PositiveQty = Decimal(1)
+    items: list[BomItemDef]
+
+
+class RoutingOperationDef(_Strict):
+    operation: Id
+    work_center: Id
+    setup_hours: Qty = Decimal(0)
+    machine_hours: Qty = Decimal(0)  # per base_quantity
+    labor_hours: Qty = Decimal(0)  # per base_quantity
+    final: bool = False  # default: the last operation is final
+
+
+class RoutingDef(_Strict):
+    base_quantity: PositiveQty = Decimal(1)
+    operations: Annotated[list[RoutingOperationDef], Field(min_length=1)]
+
+
+class OrderDef(_Strict):
+    material: Id
+    quantity: PositiveQty
+    receipt_location: Id
+    # BOM and routing default to the ones keyed by the order's material.
+    bom: Id | None = None
+    routing: Id | None = None
+
+    @property
+    def bom_key(self) -> str:
+        return self.bom if self.bom is not None else self.material
+
+    @property
+    def routing_key(self) -> str:
+        return self.routing if self.routing is not None else self.material
+
+
+class StockDef(_Strict):
+    material: Id
+    location: Id
+    quantity: Qty
+    lot: str = ""
+    received_on: date | None = None  # orders lots for FIFO; default: the day it is loaded
+    expires_on: date | None = None  # an expired lot is never issued
+
+
+class MasterData(_Strict):
+    materials: dict[Id, MaterialDef] = {}
+    work_centers: dict[Id, WorkCenterDef] = {}
+    boms: dict[Id, BomDef] = {}
+    routings: dict[Id, RoutingDef] = {}
+    orders: dict[Id, OrderDef] = {}
+    stock: list[StockDef] = []
