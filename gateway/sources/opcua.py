@@ -1,0 +1,609 @@
+"""OPC UA source: subscribes to a PLC's counter and order tags and hands on every value.
+
+``OpcUaSource.run()`` keeps one subscription alive against one endpoint for as long as the
+gateway runs and calls ``on_batch`` with the values of each publish response. It exists so
+that every count a PLC reports reaches the consumer, across server restarts, network
+outages and servers that go silent. What real plants taught us, and how it is handled:
+
+* asyncua does not reconnect reliably and a ``Client`` reused after a lost connection can
+  hang, so every connection is a fresh ``Client``, session and subscription;
+* namespace indexes change when a server restarts, so ``nsu=`` addresses are resolved
+  against the server's namespace array on every connect;
+* a silent server can keep TCP open, so the subscription's keep-alive is watched: no data
+  and no keep-alive for ``watchdog_s`` means the connection is torn down and rebuilt
+  (asyncua's own supervisor also polls ServerStatus and reports a dead transport);
+* one bad node id must not stall the others: each monitored item's status is checked, a
+  bad one is logged once per connect and listed in ``health.bad_tags``;
+* embedded servers have small limits: monitored items are created in batches no larger
+  than the server's MaxMonitoredItemsPerCall;
+* counters must lose no increment: queue size > 1, no deadband, and each publish response
+  is delivered as one batch in source-timestamp order (each tag's own values never
+  reordered, see ``_in_time_order``).
+
+This module must never drop, merge or reorder a tag's values, never invent a value, never
+raise out of ``run()`` (except on cancellation) and never know about orders,
+confirmations or stock: it reports what the PLC said and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import heapq
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import structlog
+from asyncua import Client, ua
+from asyncua.ua.uaerrors import UaStatusCodeError
+
+from gateway.domain.records import Quality
+from gateway.mapping.model import OpcUaSource as OpcUaSourceConfig
+from gateway.sources.base import ReconnectingSource, TagSpec, TagValue
+from gateway.clock import utcnow
+
+__all__ = ["OpcUaSource", "resolve_address"]
+
+# Ten samples per item per publishing interval: a PLC that counts faster than we publish
+# still loses nothing, and a cumulative counter survives even an overflow (its last value
+# carries every count).
+QUEUE_SIZE = 10
+# Used when a server does not state MaxMonitoredItemsPerCall / MaxNodesPerRead.
+DEFAULT_ITEMS_PER_CALL = 100
+# Keep-alives are asked for three times per watchdog period, so one lost keep-alive does
+# not tear down a healthy connection.
+KEEPALIVES_PER_WATCHDOG = 3
+
+BAD_TAG_HINT = "check the node id in the mapping; `gateway validate --live MAPPING` reads every tag from the server"
+
+# Status codes that say "this tag is wrong" (mapping or server configuration), as opposed
+# to "this value is bad right now" (sensor fault, PLC in stop), which is just BAD quality.
+_TAG_ERROR_CODES = frozenset(
+    {
+        ua.StatusCodes.BadNodeIdUnknown,
+        ua.StatusCodes.BadNodeIdInvalid,
+        ua.StatusCodes.BadAttributeIdInvalid,
+        ua.StatusCodes.BadNotReadable,
+        ua.StatusCodes.BadUserAccessDenied,
+        ua.StatusCodes.BadNotSupported,
+        ua.StatusCodes.BadMonitoredItemFilterUnsupported,
+        ua.StatusCodes.BadFilterNotAllowed,
+    }
+)
+# StatusCode info bits (Part 4, 7.39.1): InfoType=DataValue plus Overflow.
+_OVERFLOW_BITS = 0x0480
+
+_NO_DEADBAND = ua.DataChangeFilter(Trigger=ua.DataChangeTrigger.StatusValue, DeadbandType=ua.DeadbandType.None_)
+
+
+def resolve_address(address: str, namespaces: Sequence[str]) -> ua.NodeId:
+    """Turn a mapping address into a NodeId valid on this server, right now.
+
+    Accepts every OPC UA node id string (``ns=2;s=…``, ``ns=2;i=…``, ``g=``, ``b=``) and
+    ``nsu=<namespace uri>;s=…``, whose index is looked up in ``namespaces`` (the server's
+    NamespaceArray, read on every connect because a restart can renumber it).
+    Raises ``ValueError`` with a message for people when the address cannot be used.
+    """
+    try:
+        parsed = ua.NodeId.from_string(address)
+    except ua.UaStringParsingError as exc:
+        raise ValueError(f"not a node id ({exc.args[0] if exc.args else exc})") from None
+    uri = getattr(parsed, "NamespaceUri", None)
+    if uri:
+        if uri not in namespaces:
+            raise ValueError(f"namespace URI {uri!r} is not on the server (it has {list(namespaces)})")
+        return ua.NodeId(parsed.Identifier, namespaces.index(uri), parsed.NodeIdType)
+    if parsed.NamespaceIndex >= len(namespaces):
+        raise ValueError(f"namespace index {parsed.NamespaceIndex} is not on the server (it has {list(namespaces)})")
+    return ua.NodeId(parsed.Identifier, parsed.NamespaceIndex, parsed.NodeIdType)
+
+
+class _Lost(Exception):
+    """The connection stopped being usable; ``hint`` tells people what to look at."""
+
+    def __init__(self, reason: str, hint: str) -> None:
+        super().__init__(reason)
+        self.hint = hint
+
+
+@dataclass
+class _Item:
+    """One monitored item: a node, and every tag (machine, role) that reads it."""
+
+    node_id: ua.NodeId
+    specs: list[TagSpec]
+
+
+@dataclass
+class _Connection:
+    """State of one connection. Callbacks are bound to it, so a late callback from an old
+    client can never mark a newer connection as lost."""
+
+    watchdog_s: float
+    lost: asyncio.Event = field(default_factory=asyncio.Event)
+    reason: _Lost | None = None
+    last_alive: float = field(default_factory=time.monotonic)
+    subscription_id: int | None = None
+    items: dict[int, _Item] = field(default_factory=dict)  # client handle → item
+    pending: list[TagValue] = field(default_factory=list)  # values of a split publish
+    last_sequence: int | None = None
+    reported: set[str] = field(default_factory=set)  # bad addresses already logged
+
+    def mark_lost(self, reason: str, hint: str) -> None:
+        if self.reason is None:
+            self.reason = _Lost(reason, hint)
+            self.lost.set()
+
+
+@dataclass(frozen=True)
+class _Limits:
+    items_per_call: int
+    nodes_per_read: int
+
+
+class OpcUaSource(ReconnectingSource):
+    """One OPC UA endpoint: keeps a subscription to ``tags`` and calls ``on_batch``.
+
+    ``on_batch`` is called from the event loop with the values of one publish response
+    (initial values after every (re)subscribe included), in source-time order. It
+    must not block; if it raises, the connection is rebuilt so that the consumer gets the
+    current values again instead of silently missing a batch.
+    """
+
+    protocol = "opcua"
+
+    def __init__(
+        self,
+        name: str,
+        config: OpcUaSourceConfig,
+        tags: Sequence[TagSpec],
+        on_batch: Callable[[list[TagValue]], None],
+        log: Any = None,
+        *,
+        request_timeout_s: float | None = None,
+    ) -> None:
+        self._endpoint_for_logs = _without_credentials(config.endpoint)
+        log = (log or structlog.get_logger(__name__)).bind(source=name, endpoint=self._endpoint_for_logs)
+        super().__init__(name, config.reconnect_min_s, config.reconnect_max_s, log)
+        self.config = config
+        self.tags = list(tags)
+        self._on_batch = on_batch
+        # A dead server must not hold any request (or shutdown) for long; a slow embedded
+        # one still needs a second or so.
+        self._request_timeout_s = request_timeout_s or min(10.0, max(1.0, config.watchdog_s))
+
+    # --- public -----------------------------------------------------------------------
+    # run() and health come from ReconnectingSource: subscribe, deliver, and rebuild the
+    # connection whenever it fails, until cancelled.
+
+    async def read_once(self) -> list[TagValue]:
+        """Connect, read every tag once, disconnect; one value per tag, in ``tags`` order.
+
+        For ``gateway validate --live``: a tag that cannot be read comes back with BAD
+        quality and ``value=None``, and ``health.bad_tags`` says why. Connection errors
+        are raised, not retried.
+        """
+        conn = _Connection(self.config.watchdog_s)
+        client = await self._connect(conn)
+        try:
+            items = await self._resolve(client, conn)
+            limits = await _read_limits(client)
+            by_tag = await self._read_items(client, conn, items, limits.nodes_per_read)
+        finally:
+            await self._close(client, conn)
+        now = utcnow()
+        unread = TagValue("", "", None, now, Quality.BAD, now)
+        return [by_tag.get(spec) or replace(unread, machine=spec.machine, role=spec.role) for spec in self.tags]
+
+    # --- one connection ---------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        """One connection from connect to loss; returns only by raising why it ended."""
+        conn = _Connection(self.config.watchdog_s)
+        client = await self._connect(conn)
+        try:
+            items = await self._resolve(client, conn)
+            await self._subscribe(client, conn, items)
+            self._connected = True
+            self._connects += 1
+            self._backoff.reset()
+            await _watch(conn)
+        finally:
+            self._connected = False
+            await self._close(client, conn)
+
+    async def _connect(self, conn: _Connection) -> Client:
+        client = Client(
+            self.config.endpoint,
+            timeout=self._request_timeout_s,
+            watchdog_intervall=self.config.watchdog_s,  # asyncua's ServerStatus probe
+            auto_reconnect=False,  # we rebuild everything ourselves, see module docstring
+        )
+        client.description = f"Backflush Gateway {self.name}"
+        # Orphaned sessions of a broken connection count against small PLC limits until
+        # they time out; an hour (asyncua's default) is far too long.
+        client.session_timeout = max(30_000, int(self.config.watchdog_s * 4_000))
+        client.connection_lost_callback = functools.partial(_on_connection_lost, conn)
+        if self.config.username:
+            client.set_user(self.config.username)
+        if self.config.password:
+            client.set_password(self.config.password)
+        try:
+            if self.config.security:
+                await client.set_security_string(self.config.security)
+            # Several round trips (hello, channel, session, activate), each with its timeout.
+            await asyncio.wait_for(client.connect(), self._request_timeout_s * 3)
+        except BaseException:
+            await self._close(client, conn)
+            raise
+        return client
+
+    async def _resolve(self, client: Client, conn: _Connection) -> list[_Item]:
+        """Group tags by the node they read, resolving ``nsu=`` against today's namespaces."""
+        namespaces = await client.get_namespace_array()
+        self._bad_tags = {}
+        items: dict[str, _Item] = {}
+        for spec in self.tags:
+            try:
+                node_id = resolve_address(spec.address, namespaces)
+            except ValueError as exc:
+                self._mark_bad(conn, [spec], str(exc))
+                continue
+            items.setdefault(node_id.to_string(), _Item(node_id, [])).specs.append(spec)
+        return list(items.values())
+
+    async def _subscribe(self, client: Client, conn: _Connection, items: list[_Item]) -> None:
+        limits = await _read_limits(client)
+        interval = float(self.config.publishing_interval_ms)
+        keepalive = max(1, math.floor(self.config.watchdog_s * 1000 / KEEPALIVES_PER_WATCHDOG / interval))
+        params = ua.CreateSubscriptionParameters(
+            RequestedPublishingInterval=interval,
+            RequestedMaxKeepAliveCount=keepalive,
+            # Spec: lifetime ≥ 3 × keep-alive. The server drops the subscription after
+            # this many intervals without a publish request (our client is gone).
+            RequestedLifetimeCount=keepalive * 10,
+            MaxNotificationsPerPublish=0,  # no limit: keep one write in one response
+            PublishingEnabled=True,
+            Priority=0,
+        )
+        # The raw service (not asyncua's Subscription) so that one publish response is
+        # one callback: asyncua's handler path splits it into one task per value and its
+        # iterator path drops values when its queue is full.
+        result = await client.uaclient.create_subscription(params, functools.partial(self._on_publish, conn))
+        conn.subscription_id = result.SubscriptionId
+        self._fit_watchdog(conn, result)
+        await self._create_items(client, conn, items, limits.items_per_call)
+        conn.last_alive = time.monotonic()
+        self._log.info(
+            "opcua.subscribed",
+            items=len(conn.items),
+            bad_tags=len(self._bad_tags),
+            publishing_interval_ms=result.RevisedPublishingInterval,
+            keepalive_s=round(result.RevisedPublishingInterval * result.RevisedMaxKeepAliveCount / 1000, 2),
+            watchdog_s=conn.watchdog_s,
+        )
+
+    def _fit_watchdog(self, conn: _Connection, result: ua.CreateSubscriptionResult) -> None:
+        """Never let the watchdog fire between two keep-alives the server promised."""
+        keepalive_s = result.RevisedPublishingInterval * result.RevisedMaxKeepAliveCount / 1000
+        needed = keepalive_s * 1.5
+        if needed > conn.watchdog_s:
+            self._log.warning(
+                "opcua.watchdog_raised",
+                watchdog_s=self.config.watchdog_s,
+                used_s=round(needed, 2),
+                server_keepalive_s=round(keepalive_s, 2),
+                hint="the server sends keep-alives less often than watchdog_s; raise watchdog_s in the mapping",
+            )
+            conn.watchdog_s = needed
+
+    async def _create_items(self, client: Client, conn: _Connection, items: list[_Item], per_call: int) -> None:
+        """Create monitored items in batches the server accepts; check each one's status."""
+        handle = 0
+        start = 0
+        while start < len(items):
+            chunk = items[start : start + per_call]
+            handles = list(range(handle + 1, handle + 1 + len(chunk)))
+            # Registered before the call: initial values can arrive before its response.
+            conn.items.update(zip(handles, chunk))
+            try:
+                request = _item_requests(conn.subscription_id, handles, chunk, self.config)
+                results = await client.uaclient.create_monitored_items(request)
+            except UaStatusCodeError as exc:
+                for h in handles:
+                    del conn.items[h]
+                if exc.code == ua.StatusCodes.BadTooManyOperations and len(chunk) > 1:
+                    per_call = max(1, len(chunk) // 2)  # the server's limit is lower than it says
+                    continue
+                raise
+            for h, item, res in zip(handles, chunk, results):
+                if not res.StatusCode.is_good():
+                    del conn.items[h]
+                    self._mark_bad(conn, item.specs, res.StatusCode.name)
+            handle += len(chunk)
+            start += len(chunk)
+
+    async def _read_items(
+        self, client: Client, conn: _Connection, items: list[_Item], per_call: int
+    ) -> dict[TagSpec, TagValue]:
+        values: dict[TagSpec, TagValue] = {}
+        for start in range(0, len(items), per_call):
+            chunk = items[start : start + per_call]
+            params = ua.ReadParameters(
+                NodesToRead=[ua.ReadValueId(NodeId=i.node_id, AttributeId=ua.AttributeIds.Value) for i in chunk],
+                TimestampsToReturn=ua.TimestampsToReturn.Both,
+            )
+            results = await client.uaclient.read(params)
+            received_at = utcnow()
+            for item, dv in zip(chunk, results):
+                values.update(zip(item.specs, self._tag_values(conn, item, dv, received_at)))
+        return values
+
+    async def _close(self, client: Client, conn: _Connection) -> None:
+        """Say goodbye if the server still listens; never wait on a dead one."""
+        client.uaclient.request_disconnect()  # stops asyncua's supervisor loops whatever happens next
+        try:
+            if conn.subscription_id is not None and conn.reason is None:
+                await asyncio.wait_for(
+                    client.uaclient.delete_subscriptions([conn.subscription_id]), self._request_timeout_s
+                )
+        except Exception as exc:  # noqa: BLE001 - the session close below deletes it too
+            self._log.debug("opcua.delete_subscription_failed", error=_describe(exc))
+        try:
+            await asyncio.wait_for(client.disconnect(), self._request_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - nothing left to save; the socket goes below
+            self._log.debug("opcua.disconnect_incomplete", error=_describe(exc))
+        finally:
+            client.uaclient.disconnect_socket()
+            # Last: the publish loop is gone now, so nothing can land in `pending` after
+            # this and the values of a split publish response are not lost.
+            self._flush_pending(conn)
+
+    def _why(self, exc: Exception) -> tuple[str, str]:
+        return _explain(exc)
+
+    # --- notifications ----------------------------------------------------------------
+
+    def _on_publish(self, conn: _Connection, result: ua.PublishResult) -> None:
+        """Called by asyncua's publish loop for every publish response, keep-alives too.
+
+        Synchronous on purpose: asyncua acknowledges the response only after this returns,
+        and nothing else runs on the loop in between.
+        """
+        conn.last_alive = time.monotonic()
+        message = result.NotificationMessage
+        received_at = utcnow()
+        for notification in message.NotificationData or ():
+            if isinstance(notification, ua.DataChangeNotification):
+                self._check_sequence(conn, message.SequenceNumber)
+                for mi in notification.MonitoredItems:
+                    conn.pending.extend(self._notification_values(conn, mi, received_at))
+            elif isinstance(notification, ua.StatusChangeNotification):
+                conn.mark_lost(
+                    f"subscription status {notification.Status.name}",
+                    "the server ended the subscription (restart, timeout or shutdown); resubscribing",
+                )
+        if not result.MoreNotifications:
+            self._flush_pending(conn)
+
+    def _notification_values(
+        self, conn: _Connection, mi: ua.MonitoredItemNotification, received_at: datetime
+    ) -> list[TagValue]:
+        item = conn.items.get(mi.ClientHandle)
+        if item is None:
+            self._log.warning("opcua.unknown_handle", handle=mi.ClientHandle)
+            return []
+        dv = mi.Value or ua.DataValue()
+        if dv.StatusCode is not None and (dv.StatusCode.value & _OVERFLOW_BITS) == _OVERFLOW_BITS:
+            for spec in item.specs:
+                self._log.warning(
+                    "opcua.queue_overflow",
+                    machine=spec.machine,
+                    role=spec.role,
+                    address=spec.address,
+                    hint="the server dropped samples between publishes; counters stay exact, "
+                    "intermediate values are lost: lower publishing_interval_ms",
+                )
+        return self._tag_values(conn, item, dv, received_at)
+
+    def _tag_values(self, conn: _Connection, item: _Item, dv: ua.DataValue, received_at: datetime) -> list[TagValue]:
+        status = dv.StatusCode or ua.StatusCode()
+        quality = _quality(status)
+        if (status.value & 0xFFFF0000) in _TAG_ERROR_CODES:
+            self._mark_bad(conn, item.specs, status.name)
+        value = dv.Value.Value if dv.Value is not None and quality is not Quality.BAD else None
+        source_time = _aware(dv.SourceTimestamp or dv.ServerTimestamp) or received_at
+        return [TagValue(s.machine, s.role, value, source_time, quality, received_at) for s in item.specs]
+
+    def _flush_pending(self, conn: _Connection) -> None:
+        if not conn.pending:
+            return
+        batch = _in_time_order(conn.pending)
+        conn.pending = []
+        self._last_data_at = batch[-1].received_at
+        try:
+            self._on_batch(batch)
+        except Exception:  # noqa: BLE001 - a consumer bug must not kill the source
+            self._log.exception("opcua.consumer_failed", values=len(batch))
+            conn.mark_lost(
+                "the consumer raised on a batch",
+                "bug in the consumer; resubscribing so it gets the current values again",
+            )
+
+    def _check_sequence(self, conn: _Connection, sequence: int) -> None:
+        # Data messages are numbered 1, 2, 3, … per subscription; a gap means the server
+        # dropped a message. Cumulative counters recover with the next value, but the
+        # intermediate values (and their timestamps) are gone, so say so.
+        if conn.last_sequence is not None and sequence not in (conn.last_sequence, conn.last_sequence + 1):
+            self._log.warning("opcua.sequence_gap", expected=conn.last_sequence + 1, got=sequence)
+        conn.last_sequence = sequence
+
+    def _mark_bad(self, conn: _Connection, specs: list[TagSpec], reason: str) -> None:
+        for spec in specs:
+            self._bad_tags[spec.address] = reason
+            if spec.address in conn.reported:
+                continue
+            conn.reported.add(spec.address)
+            self._log.error(
+                "opcua.bad_tag",
+                machine=spec.machine,
+                role=spec.role,
+                address=spec.address,
+                reason=reason,
+                hint=BAD_TAG_HINT,
+            )
+
+
+# --- helpers ------------------------------------------------------------------------
+
+
+async def _watch(conn: _Connection) -> None:
+    """Wait until the connection is lost or silent for longer than the watchdog."""
+    while conn.reason is None:
+        remaining = conn.watchdog_s - (time.monotonic() - conn.last_alive)
+        if remaining <= 0:
+            conn.mark_lost(
+                f"no data or keep-alive for {conn.watchdog_s:g}s",
+                "the server keeps the connection open but stopped publishing (PLC runtime stalled "
+                "or overloaded?); reconnecting",
+            )
+            break
+        try:
+            await asyncio.wait_for(conn.lost.wait(), remaining)
+        except TimeoutError:
+            pass
+    raise conn.reason
+
+
+def _in_time_order(values: list[TagValue]) -> list[TagValue]:
+    """Interleave the tags by source time without ever reordering one tag's values.
+
+    A plain sort would put a counter's values out of order when the PLC clock steps back
+    (NTP sync after a PLC start) between two samples, and the consumer would see a reset
+    that never happened. So each tag's values stay in the order the server queued them,
+    and only the tags are merged by timestamp; on equal timestamps the server's order wins.
+    """
+    per_tag: dict[tuple[str, str], list[TagValue]] = {}
+    for tv in values:
+        per_tag.setdefault((tv.machine, tv.role), []).append(tv)
+    return list(heapq.merge(*per_tag.values(), key=lambda tv: tv.source_time))
+
+
+async def _on_connection_lost(conn: _Connection, exc: Exception) -> None:
+    # asyncua's supervisor calls this when the socket closes or its ServerStatus probe fails.
+    conn.mark_lost(f"connection lost: {_describe(exc)}", _hint_for(exc))
+
+
+async def _read_limits(client: Client) -> _Limits:
+    """The server's operation limits; 0 or unreadable means "not stated"."""
+    ids = (
+        ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall,
+        ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead,
+    )
+    nodes = [ua.ReadValueId(NodeId=ua.NodeId(i), AttributeId=ua.AttributeIds.Value) for i in ids]
+    params = ua.ReadParameters(NodesToRead=nodes)
+    try:
+        results = await client.uaclient.read(params)
+    except UaStatusCodeError:
+        results = []
+    stated = [_positive_int(dv) for dv in results] + [None, None]
+    return _Limits(stated[0] or DEFAULT_ITEMS_PER_CALL, stated[1] or DEFAULT_ITEMS_PER_CALL)
+
+
+def _positive_int(dv: ua.DataValue) -> int | None:
+    value = dv.Value.Value if dv.Value is not None and (dv.StatusCode is None or dv.StatusCode.is_good()) else None
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def _item_requests(
+    subscription_id: int | None, handles: list[int], items: list[_Item], config: OpcUaSourceConfig
+) -> ua.CreateMonitoredItemsParameters:
+    requests = [
+        ua.MonitoredItemCreateRequest(
+            ItemToMonitor=ua.ReadValueId(NodeId=item.node_id, AttributeId=ua.AttributeIds.Value),
+            MonitoringMode=ua.MonitoringMode.Reporting,
+            RequestedParameters=ua.MonitoringParameters(
+                ClientHandle=handle,
+                SamplingInterval=float(config.publishing_interval_ms),
+                Filter=_NO_DEADBAND,  # explicit: a server default deadband would hide counts
+                QueueSize=QUEUE_SIZE,
+                # On overflow keep the older samples (the newest still replaces the last
+                # slot, per spec): the values nearest the previous reading matter most
+                # when an order change and a counter reset happen close together.
+                DiscardOldest=False,
+            ),
+        )
+        for handle, item in zip(handles, items)
+    ]
+    return ua.CreateMonitoredItemsParameters(
+        SubscriptionId=subscription_id, ItemsToCreate=requests, TimestampsToReturn=ua.TimestampsToReturn.Both
+    )
+
+
+def _quality(status: ua.StatusCode) -> Quality:
+    if status.is_good():
+        return Quality.GOOD
+    if status.is_uncertain():
+        return Quality.UNCERTAIN
+    return Quality.BAD
+
+
+def _aware(ts: datetime | None) -> datetime | None:
+    if ts is None:
+        return None
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+
+def _without_credentials(endpoint: str) -> str:
+    """The endpoint as logs may show it: ``opc.tcp://user:secret@host`` loses the userinfo."""
+    parts = urlsplit(endpoint)
+    if "@" not in parts.netloc:
+        return endpoint
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _explain(exc: Exception) -> tuple[str, str]:
+    """(error, hint) for the reconnect log line."""
+    if isinstance(exc, _Lost):
+        return str(exc), exc.hint
+    return _describe(exc), _hint_for(exc)
+
+
+_CREDENTIALS_HINT = "check username/password of this source in the mapping"
+_STATUS_HINTS = {
+    ua.StatusCodes.BadUserAccessDenied: _CREDENTIALS_HINT,
+    ua.StatusCodes.BadIdentityTokenInvalid: _CREDENTIALS_HINT,
+    ua.StatusCodes.BadIdentityTokenRejected: _CREDENTIALS_HINT,
+    ua.StatusCodes.BadSecurityChecksFailed: "check `security` in the mapping and that the server trusts "
+    "the gateway certificate",
+    ua.StatusCodes.BadCertificateUntrusted: "the server does not trust the gateway certificate yet; trust it there",
+    ua.StatusCodes.BadSecurityPolicyRejected: "the server refuses this security policy; check `security`",
+    ua.StatusCodes.BadTooManySessions: "the server's session limit is reached (other clients, or old sessions "
+    "that have not timed out yet)",
+    ua.StatusCodes.BadTooManySubscriptions: "the server's subscription limit is reached",
+}
+
+
+def _hint_for(exc: BaseException) -> str:
+    if isinstance(exc, UaStatusCodeError):
+        return _STATUS_HINTS.get(exc.code, "the server refused a request; see error")
+    if isinstance(exc, ConnectionRefusedError):
+        return "nothing listens at the endpoint: is the OPC UA server running, are host and port right?"
+    if isinstance(exc, ConnectionError):
+        return "the connection dropped (server restart or network); reconnecting"
+    if isinstance(exc, TimeoutError):
+        return "no answer in time: check the network path and firewall, or the server is overloaded"
+    if isinstance(exc, OSError):
+        return "network error: check host name, network path and that the server is running"
+    return "unexpected error; the source keeps retrying"

@@ -1,0 +1,227 @@
+"""The simulated machine: what a PLC would count, and the ground truth behind it.
+
+A ``MachineModel`` turns elapsed time into machine cycles at a configured rate, splits
+them into good and scrap cycles with a seeded random generator, and keeps two things
+apart:
+
+* the **raw counters** a PLC would show (``good_count``, ``scrap_count``): finite width,
+  they wrap at 2^W, and faults move them (reset, jump near rollover, per-job reset);
+* the **ground truth**: cycles really produced since the model was created, in total and
+  per order number, never reset and never wrapped. Tests compare what the gateway
+  confirmed against this.
+
+Reconciling the two: since the raw counters were last set to zero (or to
+``initial_count`` at creation), ``raw == (start + truth cycles + jumped) mod 2^W`` for
+each counter, where ``jumped`` is the forward distance ``jump_near_rollover`` moved it.
+
+This module is shared by every protocol simulator, so it must never do I/O, import a
+protocol library, use asyncio or read a clock: time comes in as ``advance(dt_seconds)``.
+Given the same config and the same calls it produces the same numbers, every time.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from fractions import Fraction
+
+# PackML StateCurrent values (ISA-TR88 / OPC 30050) a gateway may use as "is producing".
+PACKML_SUSPENDED = 5
+PACKML_EXECUTE = 6
+
+COUNTER_WIDTHS = (16, 32, 64)
+
+
+@dataclass(frozen=True)
+class SimMachineConfig:
+    """How one simulated machine behaves when it is created."""
+
+    name: str
+    rate_hz: float  # machine cycles per second
+    units_per_cycle: int = 1  # cavities / parts per stroke
+    scrap_ratio: float = 0.0  # probability that a cycle is scrap
+    order: str = ""  # order number shown on the order tag
+    width_bits: int = 32  # counter width: 16, 32 or 64
+    initial_count: int = 0  # raw value both counters start at (e.g. near rollover)
+    seed: int = 0
+    paused: bool = False  # start paused, e.g. a PLC that comes back from a restart in stop
+
+    def __post_init__(self) -> None:
+        # "*" addresses all machines in control commands, so it cannot name one.
+        if not self.name or self.name == "*":
+            raise ValueError(f"machine name must be non-empty and not '*', got {self.name!r}")
+        _check_rate(self.rate_hz)
+        if self.units_per_cycle < 1:
+            raise ValueError(f"{self.name}: units_per_cycle must be >= 1, got {self.units_per_cycle}")
+        if not 0.0 <= self.scrap_ratio <= 1.0:
+            raise ValueError(f"{self.name}: scrap_ratio must be in 0..1, got {self.scrap_ratio}")
+        if self.width_bits not in COUNTER_WIDTHS:
+            raise ValueError(f"{self.name}: width_bits must be one of {COUNTER_WIDTHS}, got {self.width_bits}")
+        if not 0 <= self.initial_count < self.modulus:
+            raise ValueError(
+                f"{self.name}: initial_count must be in 0..{self.modulus - 1}, got {self.initial_count}"
+            )
+
+    @property
+    def modulus(self) -> int:
+        return 1 << self.width_bits
+
+
+def _check_rate(rate_hz: float) -> None:
+    if not math.isfinite(rate_hz) or rate_hz < 0:
+        raise ValueError(f"rate must be a finite number >= 0 cycles/s, got {rate_hz!r}")
+
+
+class MachineModel:
+    """One machine's counters and ground truth; driven by ``advance`` and fault commands."""
+
+    def __init__(self, config: SimMachineConfig) -> None:
+        self.config = config
+        self._rng = random.Random(config.seed)
+        # Exact arithmetic: a float carry would drift, and "rate × elapsed time" must
+        # hold to the cycle however the time is sliced into ticks.
+        self._rate = Fraction(config.rate_hz)
+        self._carry = Fraction(0)
+        self._paused = config.paused
+        self._order = config.order
+        self._raw = {"good": config.initial_count, "scrap": config.initial_count}
+        self._truth = {"good": 0, "scrap": 0}
+        self._by_order: dict[str, dict[str, int]] = {}
+        self._jumped = {"good": 0, "scrap": 0}
+        self._resets = 0
+        self._job_resets = 0
+        self._last_reset_raw: dict[str, int] | None = None
+        self._touch_order(self._order)
+
+    # --- what a PLC shows ----------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def good_count(self) -> int:
+        return self._raw["good"]
+
+    @property
+    def scrap_count(self) -> int:
+        return self._raw["scrap"]
+
+    @property
+    def order(self) -> str:
+        return self._order
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
+    def state(self) -> int:
+        """PackML StateCurrent: Execute while producing, Suspended while paused."""
+        return PACKML_SUSPENDED if self._paused else PACKML_EXECUTE
+
+    @property
+    def rate_hz(self) -> float:
+        return float(self._rate)
+
+    # --- production ----------------------------------------------------------------
+
+    def advance(self, dt_seconds: float) -> int:
+        """Let ``dt_seconds`` pass; return how many cycles (good + scrap) were made."""
+        if not math.isfinite(dt_seconds) or dt_seconds < 0:
+            raise ValueError(f"elapsed time must be finite and >= 0, got dt_seconds={dt_seconds!r}")
+        if self._paused:
+            # Paused time earns no credit, so resuming cannot produce a burst.
+            return 0
+        self._carry += self._rate * Fraction(dt_seconds)
+        cycles = math.floor(self._carry)
+        self._carry -= cycles
+        scrap = sum(1 for _ in range(cycles) if self._rng.random() < self.config.scrap_ratio)
+        self._produce("good", cycles - scrap)
+        self._produce("scrap", scrap)
+        return cycles
+
+    def _produce(self, counter: str, cycles: int) -> None:
+        self._truth[counter] += cycles
+        self._by_order[self._order][counter] += cycles
+        self._raw[counter] = (self._raw[counter] + cycles) % self.config.modulus
+
+    # --- faults and commands -------------------------------------------------------
+
+    def pause(self) -> None:
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+
+    def set_rate(self, rate_hz: float) -> None:
+        _check_rate(rate_hz)
+        self._rate = Fraction(rate_hz)
+
+    def reset(self) -> None:
+        """Both raw counters to 0, as after a PLC restart; production is unaffected."""
+        self._last_reset_raw = dict(self._raw)
+        self._resets += 1
+        self._zero_counters()
+
+    def jump_near_rollover(self, margin: int) -> None:
+        """Set both raw counters to 2^W - margin. Not production: truth is unchanged."""
+        modulus = self.config.modulus
+        if not 1 <= margin <= modulus:
+            raise ValueError(f"margin must be in 1..{modulus} for a {self.config.width_bits}-bit counter")
+        target = modulus - margin
+        for counter, value in self._raw.items():
+            # The forward distance a counter reader sees, so raw = start + truth + jumped.
+            self._jumped[counter] += (target - value) % modulus
+            self._raw[counter] = target
+
+    def set_order(self, number: str, reset_counters: bool = False) -> None:
+        """Start making another order; with ``reset_counters`` the job counters restart
+        at 0, as EUROMAP 77 ``ResetJobCounters`` does (an expected reset, not a fault)."""
+        self._order = number
+        self._touch_order(number)
+        if reset_counters:
+            self._job_resets += 1
+            self._zero_counters()
+
+    def _zero_counters(self) -> None:
+        self._raw = {"good": 0, "scrap": 0}
+
+    def _touch_order(self, number: str) -> None:
+        self._by_order.setdefault(number, {"good": 0, "scrap": 0})
+
+    # --- ground truth --------------------------------------------------------------
+
+    def truth(self) -> dict:
+        """Everything a test needs to reconcile, as plain JSON-serialisable values."""
+        upc = self.config.units_per_cycle
+        return {
+            "machine": self.name,
+            "order": self._order,
+            "good_cycles": self._truth["good"],
+            "scrap_cycles": self._truth["scrap"],
+            "good_units": self._truth["good"] * upc,
+            "scrap_units": self._truth["scrap"] * upc,
+            "by_order": {order: _order_truth(counts, upc) for order, counts in self._by_order.items()},
+            "good_count": self._raw["good"],
+            "scrap_count": self._raw["scrap"],
+            "width_bits": self.config.width_bits,
+            "units_per_cycle": upc,
+            "rate_hz": self.rate_hz,
+            "paused": self._paused,
+            "state": self.state,
+            "resets": self._resets,
+            "last_reset_raw": None if self._last_reset_raw is None else dict(self._last_reset_raw),
+            "job_resets": self._job_resets,
+            "jumped": dict(self._jumped),
+        }
+
+
+def _order_truth(counts: dict[str, int], units_per_cycle: int) -> dict[str, int]:
+    return {
+        "good_cycles": counts["good"],
+        "scrap_cycles": counts["scrap"],
+        "good_units": counts["good"] * units_per_cycle,
+        "scrap_units": counts["scrap"] * units_per_cycle,
+    }
