@@ -1,0 +1,117 @@
+"""Commands for adjustments: ``gateway adjust scrap | rework | substitute | consumption``.
+
+Presentation only: what an adjustment posts is decided in ``gateway.ledger.adjustments``.
+A refused adjustment (bad reason code, unknown order or item, not enough stock or issued
+quantity) ends with one line on stderr and exit code 1, never a traceback, and posts
+nothing.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+import typer
+
+# Not imported from gateway.cli: under `python -m gateway.cli` that module is __main__,
+# and importing it by name would build a second command tree.
+DEFAULT_DB = "sqlite:///gateway-ledger.sqlite"
+DbOption = typer.Option(DEFAULT_DB, "--db", help="SQLAlchemy URL of the ledger (SQLite file or postgresql+psycopg://…).")
+ReasonOption = typer.Option(..., "--reason", help="Reason code: 2 to 32 of A-Z, 0-9, '_', '-' (e.g. DAMAGED).")
+NoteOption = typer.Option("", "--note", help="Free text for the audit trail.")
+
+
+def _fail(line: str) -> None:
+    typer.echo(line, err=True)
+    raise typer.Exit(1)
+
+
+def _qty(text: str, what: str = "quantity") -> Decimal:
+    try:
+        qty = Decimal(text)
+    except InvalidOperation:
+        qty = Decimal("NaN")
+    if not qty.is_finite():
+        _fail(f"bad {what} {text!r}: give a number such as 12.5")
+    return qty
+
+
+def _post(db: str, adjust, *args, **kwargs) -> None:
+    """Run one adjustment and print what it posted, or its refusal as one line."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from gateway import logs
+    from gateway.ledger.operations import OperationRefused
+    from gateway.ledger.schema import open_engine
+    from gateway.report import fmt
+
+    logs.configure(level="warning")  # the summary line below says what was posted; warnings go to stderr
+    try:
+        r = adjust(open_engine(db), *args, **kwargs)
+    except OperationRefused as exc:
+        _fail(str(exc))
+    except SQLAlchemyError as exc:
+        _fail(f"cannot write the ledger at {db}: {str(exc.orig if hasattr(exc, 'orig') else exc).splitlines()[0]}")
+    queued = f"; {r.queued} shortage(s) queued (`gateway errors list`)" if r.queued else ""
+    typer.echo(f"{r.document}: {r.kind} of {fmt(r.qty)} {r.uom} {r.material} on order {r.order}, "
+               f"{r.movements} goods movement(s){queued}")
+
+
+def _at_operation(kind: str, done: str, summary: str):
+    """``adjust scrap`` and ``adjust rework``: the same arguments, a different adjustment."""
+
+    def command(
+        order: str = typer.Argument(...),
+        quantity: str = typer.Argument(..., help=f"Units {done}, in the product's unit of measure."),
+        operation: str = typer.Option(..., "--operation", "--op", help=f"Routing operation where they were {done}."),
+        reason: str = ReasonOption, note: str = NoteOption, db: str = DbOption,
+    ) -> None:
+        from gateway.ledger import adjustments
+
+        _post(db, getattr(adjustments, kind), order, operation, _qty(quantity), reason, note)
+
+    command.__doc__ = summary
+    return command
+
+
+adjust_scrap = _at_operation("scrap", "scrapped", "Scrap reported by hand: backflushed as a confirmation of scrap "
+                             "(reverse it with `confirmations reverse`).")
+adjust_rework = _at_operation("rework", "reworked", "Rework: issues the operation's `rework` BOM items and posts "
+                              "the rework labor; no goods receipt.")
+
+
+def adjust_substitute(
+    order: str = typer.Argument(...),
+    item: str = typer.Option(..., "--item", help="BOM item whose material was replaced."),
+    with_material: str = typer.Option(..., "--with", help="The material used instead."),
+    quantity: str = typer.Option(..., "--qty", help="Quantity of the planned material to give back."),
+    with_quantity: str | None = typer.Option(None, "--with-qty", help="Quantity of the substitute (default --qty)."),
+    reason: str = ReasonOption, note: str = NoteOption, db: str = DbOption,
+) -> None:
+    """Substitution: the planned material goes back to its lots, the substitute is issued for the item."""
+    from gateway.ledger.adjustments import substitute
+
+    with_qty = None if with_quantity is None else _qty(with_quantity, "--with-qty")
+    _post(db, substitute, order, item, with_material, _qty(quantity), reason, note, with_qty=with_qty)
+
+
+def adjust_consumption(
+    order: str = typer.Argument(...),
+    item: str = typer.Option(..., "--item", help="BOM item."),
+    quantity: str = typer.Option(..., "--qty", help="+Q issues Q more (over-consumption), -Q gives Q back."),
+    reason: str = ReasonOption, note: str = NoteOption, db: str = DbOption,
+) -> None:
+    """Over- or under-consumption of one component: an extra issue, or a return to the latest lots."""
+    from gateway.ledger.adjustments import consumption
+
+    _post(db, consumption, order, item, _qty(quantity), reason, note)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``adjust`` group to the CLI."""
+    adjust_app = typer.Typer(no_args_is_help=True, help="Adjustments with a reason code: scrap, rework, "
+                             "substitution, over/under consumption. History is never edited.")
+    adjust_app.command("scrap")(adjust_scrap)
+    adjust_app.command("rework")(adjust_rework)
+    adjust_app.command("substitute")(adjust_substitute)
+    adjust_app.command("consumption")(adjust_consumption)
+    app.add_typer(adjust_app, name="adjust")

@@ -1,0 +1,344 @@
+"""The supervisor: sources → counting → confirming → one ledger writer.
+
+``Gateway`` owns, per machine, the counter states and the units pending per order
+operation. Each batch of tag values from a source is applied in order (an order-number
+change before the counter values that follow it), through the pure core, and the
+resulting changes go to the ``LedgerWriter`` as one ``Commit``. The writer commits them
+together, so what is in the ledger is always a consistent point to resume from.
+
+Units counted while the order is unknown (no order number yet, or a number that is not
+in the master data) are kept pending under that number and recorded as an anomaly;
+they are confirmed as soon as the order is known. Nothing is dropped.
+
+On shutdown the sources stop first, then every pending unit of a known order is
+confirmed (trigger ``shutdown``), then the writer commits everything queued.
+
+This module does I/O orchestration only: every number is decided in ``gateway.domain``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import structlog
+from sqlalchemy import Engine
+
+from gateway.domain.confirming import ConfirmRule, Pending, accumulate, confirm, due
+from gateway.domain.counting import advance
+from gateway.domain.records import (
+    Anomaly,
+    AnomalyKind,
+    CounterReading,
+    CounterSpec,
+    CounterState,
+    Quality,
+)
+from gateway.ledger.queries import OrderDirectory, order_directory, resume_state
+from gateway.ledger.writer import Commit, LedgerWriter
+from gateway.mapping.model import COUNTER_WIDTH_BITS, Machine, Mapping
+from gateway.sources import build_sources
+from gateway.sources.base import ORDER_ROLE, Source, TagValue
+from gateway.clock import utcnow
+
+log = structlog.get_logger("gateway.service")
+
+MAX_ORDER_LENGTH = 64  # the ledger's order-number column
+KNOWN_ORDERS_REFRESH_S = 5.0
+
+
+
+@dataclass
+class MachineRuntime:
+    """In-memory mirror of one machine's ledger state."""
+
+    name: str
+    config: Machine
+    specs: dict[str, CounterSpec]
+    rule: ConfirmRule
+    order: str = ""
+    states: dict[str, CounterState] = field(default_factory=dict)
+    pendings: dict[tuple[str, str], Pending] = field(default_factory=dict)
+    job_changed: set[str] = field(default_factory=set)
+    reported_unknown: set[str] = field(default_factory=set)
+    reported_bad: set[str] = field(default_factory=set)  # tags in a streak of bad values, reported once
+    counted_units: Decimal = Decimal(0)  # since this process started, for progress output
+    ignored: dict[str, int] = field(default_factory=dict)  # readings not counted, by why; logged at stop
+
+    @property
+    def operation(self) -> str:
+        return self.config.operation
+
+
+def counter_specs(name: str, machine: Machine) -> dict[str, CounterSpec]:
+    specs = {}
+    for counter, tag in machine.counters:
+        if tag is None:
+            continue
+        upc = tag.units_per_cycle or machine.units_per_cycle
+        max_units = machine.plausibility.max_units_per_reading
+        specs[counter] = CounterSpec(
+            machine=name, counter=counter, width_bits=COUNTER_WIDTH_BITS[tag.type], units_per_count=upc,
+            rollover_window=tag.rollover_window,
+            max_counts_per_reading=None if max_units is None else max(1, max_units // upc),
+        )
+    return specs
+
+
+async def open_ledger_when_reachable(url: str, stop: asyncio.Event, *, min_s: float = 0.5,
+                                    max_s: float = 30.0) -> Engine | None:
+    """Open (and create) the ledger, retrying with backoff while the database is down."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from gateway.ledger.schema import open_engine
+    from gateway.sources.base import Backoff
+
+    backoff = Backoff(min_s, max_s)
+    while not stop.is_set():
+        try:
+            return await asyncio.to_thread(open_engine, url)
+        except SQLAlchemyError as exc:
+            delay = backoff.next()
+            log.error("ledger_unreachable", db=url.split("@")[-1], error=str(exc).splitlines()[0],
+                      retry_in_s=round(delay, 1), hint="start the database or fix --db; nothing is counted until then")
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except TimeoutError:
+                pass
+    return None
+
+
+class Gateway:
+    def __init__(self, mapping: Mapping, engine: Engine, *, clock: Callable[[], datetime] = utcnow,
+                 stats: str | None = None) -> None:
+        self.mapping = mapping
+        self.engine = engine
+        self.clock = clock
+        self.writer = LedgerWriter(engine, stats=stats)  # stats: JSON line per transaction (benchmarks)
+        self.machines: dict[str, MachineRuntime] = {}
+        self.orders = OrderDirectory()  # units are confirmed against open orders only
+        self.sources: list[Source] = []
+        self._known_checked_at = 0.0
+        self._started = asyncio.Event()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event, *, shutdown_timeout_s: float = 30.0) -> bool:
+        """Run until ``stop`` is set; True if everything counted was committed at the end."""
+        await asyncio.to_thread(self._restore)
+        self.writer.start()
+        tasks = [asyncio.create_task(src.run(), name=f"source:{src.name}") for src in self._make_sources()]
+        ticker = asyncio.create_task(self._tick_forever(), name="confirm-timer")
+        self._started.set()
+        log.info("gateway_started", machines=len(self.machines), sources=len(tasks))
+        try:
+            await stop.wait()
+        finally:
+            for task in [*tasks, ticker]:
+                task.cancel()
+            await asyncio.gather(*tasks, ticker, return_exceptions=True)
+            self._confirm_all("shutdown")
+            done = await asyncio.to_thread(self.writer.stop, shutdown_timeout_s)
+            log.info("gateway_stopped", committed=done, **self.writer.health.__dict__,
+                     ignored_readings={m: rt.ignored for m, rt in self.machines.items() if rt.ignored})
+            if not done:
+                log.error("shutdown_timeout", last_error=self.writer.health.last_error,
+                          hint="the last changes were not committed; the units they cover are recounted from "
+                               "the PLC counters at the next start")
+        return done
+
+    def _restore(self) -> None:
+        resumed = resume_state(self.engine)
+        self.orders = order_directory(self.engine)
+        for name, cfg in self.mapping.machines.items():
+            rt = MachineRuntime(name, cfg, counter_specs(name, cfg),
+                                ConfirmRule(cfg.confirm.every_units, cfg.confirm.every_seconds))
+            rt.order = cfg.order if isinstance(cfg.order, str) else resumed.machine_orders.get(name, "")
+            rt.states = {c: s for (m, c), s in resumed.counter_states.items() if m == name}
+            rt.pendings = {(p.order, p.operation): p for k, p in resumed.pendings.items() if k[0] == name}
+            self.machines[name] = rt
+            log.info("machine_resumed", machine=name, order=rt.order or None, operation=cfg.operation,
+                     counters={c: str(s.position) for c, s in rt.states.items()},
+                     pending_units=str(sum((p.units for p in rt.pendings.values()), Decimal(0))))
+
+    def _make_sources(self) -> list[Source]:
+        self.sources = build_sources(self.mapping, self.on_batch)
+        return self.sources
+
+    async def _tick_forever(self, interval_s: float = 0.25) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            await self._refresh_known_orders()  # orders loaded or completed from the CLI meanwhile
+            self._confirm_all(None)
+
+    async def _refresh_known_orders(self) -> None:
+        if time.monotonic() - self._known_checked_at < KNOWN_ORDERS_REFRESH_S:
+            return
+        self._known_checked_at = time.monotonic()
+        try:
+            self.orders = await asyncio.to_thread(order_directory, self.engine)
+        except Exception as exc:  # noqa: BLE001 — a read; retried at the next tick
+            log.warning("known_orders_refresh_failed", error=str(exc))
+
+    # -- processing ------------------------------------------------------------------
+
+    def on_batch(self, values: list[TagValue]) -> None:
+        """Apply one batch of tag values from a source (in the order given)."""
+        commit = Commit(source_times=[] if self.writer.recording else None)
+        now = self.clock()
+        try:
+            for tv in values:
+                rt = self.machines.get(tv.machine)
+                if rt is None:
+                    continue
+                if tv.role == ORDER_ROLE:
+                    self._order_value(rt, tv, commit, now)
+                else:
+                    self._counter_value(rt, tv, commit, now)
+        finally:
+            # What was applied in memory must reach the ledger even if a later value raised.
+            self.writer.submit(commit)
+
+    def _order_value(self, rt: MachineRuntime, tv: TagValue, commit: Commit, now: datetime) -> None:
+        if tv.quality is not Quality.GOOD:
+            return
+        order = str(tv.value).strip() if isinstance(tv.value, str | int) and not isinstance(tv.value, bool) else None
+        if order is None or len(order) > MAX_ORDER_LENGTH or not order.isprintable():
+            self._bad_value(rt, tv, commit, f"order tag delivered {tv.value!r:.80}, expected an order number of "
+                            f"at most {MAX_ORDER_LENGTH} printable characters; the machine keeps order "
+                            f"{rt.order!r} — check the order tag in the PLC and the mapping")
+            return
+        rt.reported_bad.discard(tv.role)
+        if order == rt.order:
+            return
+        log.info("order_changed", machine=rt.name, order=order or None, previous=rt.order or None)
+        self._confirm_machine(rt, commit, now, trigger="order_change", only_order=rt.order)
+        rt.order = order
+        rt.job_changed = set(rt.specs)
+        commit.machine_orders[rt.name] = order
+
+    def _counter_value(self, rt: MachineRuntime, tv: TagValue, commit: Commit, now: datetime) -> None:
+        spec = rt.specs.get(tv.role)
+        if spec is None:
+            return
+        value, quality = tv.value, tv.quality
+        if quality is Quality.GOOD and (isinstance(value, bool) or not isinstance(value, int)):
+            self._bad_value(rt, tv, commit, f"counter tag delivered {type(value).__name__} {value!r:.80}, "
+                            "expected an unsigned integer; reading ignored — check the node id and type in the mapping")
+            return
+        reading = CounterReading(rt.name, tv.role, value if quality is Quality.GOOD else None,
+                                 tv.source_time, quality, tv.received_at)
+        step = advance(rt.states.get(tv.role), reading, spec, job_changed=tv.role in rt.job_changed)
+        if step.ignored and step.ignored.startswith("quality"):
+            rt.ignored[step.ignored] = rt.ignored.get(step.ignored, 0) + 1
+            return
+        rt.job_changed.discard(tv.role)
+        if step.ignored != "out_of_range":
+            rt.reported_bad.discard(tv.role)
+        if step.state is not None and step.state != rt.states.get(tv.role):
+            rt.states[tv.role] = step.state
+            commit.counter_states[(rt.name, tv.role)] = step.state
+            commit.readings += 1
+            if commit.oldest_source is None or tv.source_time < commit.oldest_source:
+                commit.oldest_source = tv.source_time
+            if commit.newest_source is None or tv.source_time > commit.newest_source:
+                commit.newest_source = tv.source_time
+            if commit.source_times is not None:
+                commit.source_times.append(tv.source_time)
+        if step.anomaly is not None and step.anomaly.kind is AnomalyKind.BAD_VALUE:
+            self._bad_value(rt, tv, commit, step.anomaly.detail)
+        elif step.anomaly is not None:
+            self._anomaly(rt, step.anomaly, commit, Decimal(step.anomaly.counts_held * spec.units_per_count))
+        if step.increment is not None and step.increment.counts > 0:
+            units = Decimal(step.increment.counts * spec.units_per_count)
+            rt.counted_units += units
+            key = (rt.order, rt.operation)
+            pending = accumulate(rt.pendings.get(key), step.increment, units,
+                                 order=rt.order, operation=rt.operation, now=now)
+            rt.pendings[key] = pending
+            commit.pendings[pending.key] = pending
+            if rt.order not in self.orders.uoms:
+                self._unknown_order(rt, tv, commit)
+            else:
+                self._check_work_center(rt, tv, commit)
+                trigger = due(pending, rt.rule, now)
+                if trigger:
+                    self._confirm(rt, key, trigger, commit)
+
+    def _bad_value(self, rt: MachineRuntime, tv: TagValue, commit: Commit, detail: str) -> None:
+        """Record the first bad value of a streak; the rest of the streak only counts."""
+        rt.ignored["bad_value"] = rt.ignored.get("bad_value", 0) + 1
+        if tv.role in rt.reported_bad:
+            return
+        rt.reported_bad.add(tv.role)
+        self._anomaly(rt, Anomaly(rt.name, tv.role, AnomalyKind.BAD_VALUE, detail, tv.source_time),
+                      commit, Decimal(0))
+
+    def _unknown_order(self, rt: MachineRuntime, tv: TagValue, commit: Commit) -> None:
+        if rt.order in rt.reported_unknown:
+            return
+        rt.reported_unknown.add(rt.order)
+        if rt.order in self.orders.closed:
+            detail = (f"order {rt.order!r} is completed; counted units are kept pending, not posted — "
+                      "put the machine on an open order")
+        else:
+            what = f"order {rt.order!r} is not in the master data" if rt.order else "no order number on the machine"
+            detail = (f"{what}; counted units are kept pending and confirmed once the order is loaded "
+                      "(`gateway masterdata load`)")
+        self._anomaly(rt, Anomaly(rt.name, None, AnomalyKind.UNKNOWN_ORDER, detail, tv.source_time),
+                      commit, Decimal(0))
+
+    def _check_work_center(self, rt: MachineRuntime, tv: TagValue, commit: Commit) -> None:
+        """Activities are costed at the routing's work center; say so once if it is not the machine's."""
+        planned = self.orders.work_centers.get((rt.order, rt.operation))
+        key = f"work center of {rt.order}"
+        if planned in (None, rt.config.work_center) or key in rt.reported_unknown:
+            return
+        rt.reported_unknown.add(key)
+        self._anomaly(rt, Anomaly(
+            rt.name, None, AnomalyKind.WORK_CENTER_MISMATCH,
+            f"operation {rt.operation} of order {rt.order} runs on {planned}, but this machine is on "
+            f"{rt.config.work_center}; units are confirmed and activities costed at {planned} — check the "
+            "machine's operation in the mapping or the order's routing", tv.source_time), commit, Decimal(0))
+
+    def _anomaly(self, rt: MachineRuntime, anomaly: Anomaly, commit: Commit, units_held: Decimal) -> None:
+        log.warning("anomaly", machine=rt.name, order=rt.order or None, operation=rt.operation,
+                    counter=anomaly.counter, kind=anomaly.kind.value, detail=anomaly.detail,
+                    units_held=str(units_held))
+        commit.anomalies.append((anomaly, units_held))
+
+    # -- confirming ------------------------------------------------------------------
+
+    def _confirm(self, rt: MachineRuntime, key: tuple[str, str], trigger: str, commit: Commit) -> None:
+        pending = rt.pendings.pop(key)
+        confirmation = confirm(pending, trigger, self.orders.uoms[pending.order])
+        commit.confirmations.append(confirmation)
+        commit.pendings[pending.key] = None
+
+    def _confirm_machine(self, rt: MachineRuntime, commit: Commit, now: datetime, *,
+                         trigger: str | None, only_order: str | None = None) -> None:
+        """Confirm what is due (``trigger=None``: by the rules) for known orders."""
+        for key, pending in list(rt.pendings.items()):
+            if pending.order not in self.orders.uoms or (only_order is not None and pending.order != only_order):
+                continue
+            why = trigger or ("order_change" if pending.order != rt.order else due(pending, rt.rule, now))
+            if why:
+                self._confirm(rt, key, why, commit)
+
+    def _confirm_all(self, trigger: str | None) -> None:
+        commit = Commit()
+        now = self.clock()
+        for rt in self.machines.values():
+            self._confirm_machine(rt, commit, now, trigger=trigger)
+        self.writer.submit(commit)
+
+    async def committed(self) -> None:
+        """Wait until everything handed to the writer so far is in the ledger."""
+        await asyncio.wrap_future(self.writer.barrier())
+
+    async def started(self) -> None:
+        await self._started.wait()
