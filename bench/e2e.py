@@ -1,0 +1,686 @@
+"""End-to-end benchmark: simulated machines → the gateway in its own process → the ledger,
+with the raw libraries' ceilings measured in the same run.
+
+Usage:
+  python bench/e2e.py --opcua 100 --rate 10 [--modbus 0] [--seconds 30] [--db URL] [--json FILE]
+  python bench/e2e.py --scaling [--seconds 20] [--append]     # the scaling table and bench/scaling.png
+
+One run: the simulators start (OPC UA machines spread over ``--sim-procs`` processes, Modbus
+machines in one process per ``--modbus-per-proc``), then (a) a raw asyncua client subscribes
+to the same counter nodes and counts notifications, and (c) a raw pymodbus client reads the
+same registers as fast as it can; then the machines pause, the master data is loaded, the
+gateway starts (``gateway run --stats``), takes its baseline, the machines run for
+``--seconds``, pause again, and the gateway catches up and stops. Then (b) the rows the
+gateway wrote are inserted again with raw SQLAlchemy Core, in as many transactions. The
+gateway's figures come from its ``--stats`` lines, the ledger and ``psutil``; every process's
+CPU is measured, the simulators' too (on 2 cores they compete with the gateway).
+
+Confirmed + pending units must equal the simulators' ground truth for every machine: a run
+that loses or doubles a unit exits 1 with the difference.
+
+It needs the ``bench`` extra (psutil, matplotlib). It only ever contacts 127.0.0.1 (and
+the PostgreSQL URL given, in a schema of its own that it drops), every run is bounded by
+``--seconds`` plus start-up and catch-up timeouts, and it kills only the processes it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import psutil
+
+from bench.machine import cpu_model  # noqa: E402
+from tests.integration.lines import spawn, wait_for  # noqa: E402
+
+RESULTS = ROOT / "bench" / "RESULTS.md"
+NS = "urn:backflush-gateway:simulator"
+ORDERS = 10
+STRIDE = 20  # Modbus machines packed: one read of 125 registers covers six machines
+
+
+# --- master data and mapping --------------------------------------------------------
+
+
+def masterdata_yaml() -> str:
+    orders = "\n".join(f'  "{9000000 + i}": {{material: PART, quantity: 1000000000, receipt_location: FG-01}}'
+                       for i in range(ORDERS))
+    return f"""materials:
+  PART:  {{description: "Bench part", uom: PC, decimals: 0}}
+  RESIN: {{description: "Bench resin", uom: KG, decimals: 3, negative_stock: allowed}}
+work_centers:
+  WC-BENCH: {{description: "Bench cell", labor_rate: 40.00, machine_rate: 60.00, overhead_pct_of_labor: 100, supply_location: LS-BENCH}}
+boms:
+  PART:
+    base_quantity: 1
+    items:
+      - {{item: "0010", material: RESIN, quantity: 0.1, operation: "0010"}}
+routings:
+  PART:
+    base_quantity: 1
+    operations:
+      - {{operation: "0010", work_center: WC-BENCH, setup_hours: 0.1, machine_hours: 0.001, labor_hours: 0.001, final: true}}
+orders:
+{orders}
+stock:
+  - {{material: RESIN, location: LS-BENCH, quantity: 1000000}}
+"""
+
+
+def order_of(i: int) -> str:
+    return str(9000000 + i % ORDERS)
+
+
+@dataclass
+class Sim:
+    kind: str  # opcua | modbus
+    port: int
+    machines: list[str]
+    control_port: int | None = None
+    proc: subprocess.Popen | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"opc.tcp://127.0.0.1:{self.port}"
+
+    def command(self, command: str) -> dict:
+        from simulators.control import sim_command_sync
+        from simulators.json_control import json_command_sync
+        if self.kind == "opcua":
+            return sim_command_sync(self.endpoint, "*", command, timeout_s=60)
+        return json_command_sync("127.0.0.1", self.control_port, "*", command, timeout_s=60)
+
+
+@dataclass
+class Plan:
+    opcua: int
+    modbus: int
+    rate: float
+    upc: int
+    seconds: float
+    publishing_ms: int
+    poll_ms: int
+    sim_procs: int
+    modbus_per_proc: int
+    db: str
+    tick: float
+    sims: list[Sim] = field(default_factory=list)
+
+
+def build_sims(plan: Plan) -> list[Sim]:
+    from tests.support import free_port
+    sims = []
+    names = [f"U{i:05d}" for i in range(plan.opcua)]
+    procs = max(1, min(plan.sim_procs, plan.opcua)) if plan.opcua else 0
+    for k in range(procs):
+        sims.append(Sim("opcua", free_port(), names[k::procs]))
+    names = [f"B{i:05d}" for i in range(plan.modbus)]
+    for k in range(0, plan.modbus, plan.modbus_per_proc):
+        sims.append(Sim("modbus", free_port(), names[k:k + plan.modbus_per_proc], control_port=free_port()))
+    return sims
+
+
+def sim_args(plan: Plan, sim: Sim) -> list[str]:
+    specs = []
+    for name in sim.machines:
+        i = int(name[1:])
+        specs += ["--machine", f"{name},rate={plan.rate:g},upc={plan.upc},scrap=0.05,order={order_of(i)},seed={i}"]
+    module = "simulators.opcua_plc" if sim.kind == "opcua" else "simulators.modbus_plc"
+    args = ["-m", module, "--port", str(sim.port), "--tick", str(plan.tick), *specs]
+    if sim.kind == "modbus":
+        args += ["--control-port", str(sim.control_port), "--stride", str(STRIDE)]
+    return args
+
+
+def mapping_yaml(plan: Plan) -> str:
+    from simulators.modbus_plc import machine_layout
+    lines = ["sources:"]
+    for k, sim in enumerate(plan.sims):
+        if sim.kind == "opcua":
+            lines.append(f'  sim{k}: {{opcua: {{endpoint: "{sim.endpoint}", publishing_interval_ms: {plan.publishing_ms}, '
+                         f"watchdog_s: 30}}}}")
+        else:
+            lines.append(f"  sim{k}: {{modbus: {{host: 127.0.0.1, port: {sim.port}, poll_interval_ms: {plan.poll_ms}, "
+                         f"timeout_s: 10}}}}")
+    lines.append("machines:")
+    for k, sim in enumerate(plan.sims):
+        for position, name in enumerate(sim.machines, start=1):
+            head = (f"  {name}: {{source: sim{k}, work_center: WC-BENCH, units_per_cycle: {plan.upc}, "
+                    f"confirm: {{every_units: {50 * plan.upc}, every_seconds: 10}}, ")
+            if sim.kind == "opcua":
+                node = f"nsu={NS};s={name}"
+                lines.append(head + f'counters: {{good: {{node: "{node}.GoodCount"}}, scrap: {{node: "{node}.ScrapCount"}}}}, '
+                             f'order: {{node: "{node}.OrderNumber"}}}}')
+            else:
+                lay = machine_layout(name, position, stride=STRIDE)
+                lines.append(head + f"counters: {{good: {{register: {lay['GoodCount'].register}, type: uint32}}, "
+                             f"scrap: {{register: {lay['ScrapCount'].register}, type: uint32}}}}, "
+                             f"order: {{register: {lay['OrderNumber'].register}, type: string, length: 10}}}}")
+    return "\n".join(lines) + "\n"
+
+
+
+
+def truth(plan: Plan) -> dict:
+    out: dict = {}
+    for sim in plan.sims:
+        out |= sim.command("truth")
+    return out
+
+
+def command_all(plan: Plan, command: str) -> None:
+    for sim in plan.sims:
+        sim.command(command)
+
+
+def cpu_seconds(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for p in procs:
+        try:
+            c = p.cpu_times()
+            total += c.user + c.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def percentile(pairs: list[tuple[float, int]], q: float) -> float:
+    """q-th percentile of values given with weights."""
+    pairs = sorted(pairs)
+    total = sum(w for _, w in pairs)
+    if not total:
+        return float("nan")
+    acc = 0
+    for value, weight in pairs:
+        acc += weight
+        if acc >= q * total:
+            return value
+    return pairs[-1][0]
+
+
+def ledger_matches(engine, plan: Plan, now: dict) -> bool:
+    from sqlalchemy import select
+
+    from gateway.ledger import schema as t
+    with engine.connect() as conn:
+        states = {(r.machine, r.counter): r.raw for r in conn.execute(select(t.counter_states))}
+    want = {(m, c): now[m][f"{c}_count"] for sim in plan.sims for m in sim.machines for c in ("good", "scrap")}
+    return states == want
+
+
+def isolated_url(db: str) -> tuple[str, object]:
+    """A URL of an empty ledger of our own, and how to drop it."""
+    if db.startswith("sqlite") or db == "sqlite":
+        folder = Path(tempfile.mkdtemp(prefix="bench-ledger-"))
+        return f"sqlite:///{folder / 'ledger.sqlite'}", lambda: shutil.rmtree(folder, ignore_errors=True)
+    from sqlalchemy import create_engine, text
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(db)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+
+    def drop() -> None:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+    sep = "&" if "?" in db else "?"
+    return f"{db}{sep}options=-csearch_path%3D{schema}", drop
+
+
+# --- ceilings -------------------------------------------------------------------------
+
+
+async def raw_opcua(endpoints: dict[str, list[str]], seconds: float, publishing_ms: int) -> dict:
+    """A bare asyncua client: subscribe to the counters, count notifications."""
+    from asyncua import Client, ua
+    count = 0
+    started = None
+
+    class Handler:
+        def datachange_notification(self, node, val, data):
+            nonlocal count
+            if started is not None:
+                count += 1
+
+    clients = []
+    for endpoint, machines in endpoints.items():
+        client = Client(endpoint, timeout=60)
+        client.session_timeout = 120_000
+        await client.connect()
+        idx = await client.get_namespace_index(NS)
+        sub = await client.create_subscription(publishing_ms, Handler())
+        nodes = [client.get_node(ua.NodeId(f"{m}.{tag}", idx)) for m in machines for tag in ("GoodCount", "ScrapCount")]
+        for i in range(0, len(nodes), 1000):
+            await sub.subscribe_data_change(nodes[i:i + 1000], queuesize=10)
+        clients.append(client)
+    await asyncio.sleep(2.0)  # initial values
+    me = psutil.Process()
+    cpu0, started = cpu_seconds([me]), time.monotonic()
+    await asyncio.sleep(seconds)
+    elapsed, got, cpu = time.monotonic() - started, count, cpu_seconds([me]) - cpu0
+    for client in clients:
+        await client.disconnect()
+    return {"notifications": got, "seconds": elapsed, "cpu_s": cpu}
+
+
+async def raw_modbus(servers: list[tuple[int, list[str]]], seconds: float) -> dict:
+    """A bare pymodbus client per server: read the same registers back to back."""
+    from pymodbus.client import AsyncModbusTcpClient
+
+    from gateway.sources.modbus_registers import ModbusTag, plan_reads
+    from simulators.modbus_plc import machine_layout
+    plans = []
+    for port, machines in servers:
+        tags = []
+        for position, name in enumerate(machines, start=1):
+            lay = machine_layout(name, position, stride=STRIDE)
+            tags += [ModbusTag(name, r, lay[k].register, lay[k].type, length=lay[k].length)
+                     for k, r in (("GoodCount", "good"), ("ScrapCount", "scrap"), ("OrderNumber", "order"))]
+        client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=10, retries=0)
+        await client.connect()
+        plans.append((client, plan_reads(tags)))
+    me = psutil.Process()
+    requests, polls = 0, 0
+    cpu0, began = cpu_seconds([me]), time.monotonic()
+    while time.monotonic() - began < seconds:
+        for client, reads in plans:
+            for read in reads:
+                response = await client.read_holding_registers(read.start, count=read.count, device_id=1)
+                assert not response.isError()
+                requests += 1
+        polls += 1
+    elapsed, cpu = time.monotonic() - began, cpu_seconds([me]) - cpu0
+    for client, _ in plans:
+        client.close()
+    return {"requests": requests, "polls": polls, "per_poll": sum(len(r) for _, r in plans), "seconds": elapsed,
+            "cpu_s": cpu}
+
+
+def raw_inserts(source_url: str, db: str, window: tuple[float, float], transactions: int, states: int) -> dict:
+    """Insert the rows the gateway wrote in the window again, with bare SQLAlchemy Core."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert, select
+
+    from gateway.ledger import schema as t
+    from gateway.ledger.schema import metadata, open_engine
+    lo, hi = (datetime.fromtimestamp(x, UTC) for x in window)
+    src = open_engine(source_url, create=False)
+    tables = (t.confirmations, t.goods_movements, t.activity_postings)
+    with src.connect() as conn:
+        rows = {tab: [dict(r._mapping) for r in conn.execute(select(tab).where(tab.c.posted_at.between(lo, hi)))]
+                for tab in tables}
+    src.dispose()
+    for tab in (t.goods_movements, t.activity_postings):
+        for r in rows[tab]:
+            r.pop("id", None)
+    any_state = {"epoch": 0, "raw": 0, "source_time": lo, "updated_at": lo, "counter": "good"}
+    rows[t.counter_states] = [dict(any_state, machine=f"m{i}") for i in range(states)]
+    url, drop = isolated_url(db)
+    try:
+        dst = open_engine(url)  # the same pragmas (WAL, synchronous=FULL) as the ledger
+        metadata.create_all(dst)
+        n = max(1, transactions)
+        chunks = [{tab: rs[i * len(rs) // n:(i + 1) * len(rs) // n] for tab, rs in rows.items()} for i in range(n)]
+        began = time.perf_counter()
+        for chunk in chunks:
+            with dst.begin() as conn:
+                for tab, rs in chunk.items():
+                    if rs:
+                        conn.execute(insert(tab), rs)
+        took = time.perf_counter() - began
+        dst.dispose()
+    finally:
+        drop()
+    return {"rows": sum(len(r) for r in rows.values()), "transactions": n, "seconds": took}
+
+
+# --- one run --------------------------------------------------------------------------
+
+
+def run(plan: Plan, ceilings: bool = True, log_dir: Path | None = None, profile: Path | None = None) -> dict:
+    from gateway.ledger.queries import summary
+    from gateway.ledger.schema import open_engine
+    work = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    log = (log_dir or work) / "processes.log"
+    plan.sims = build_sims(plan)
+    gateway = None
+    url, drop = isolated_url(plan.db)
+    out: dict = {"opcua": plan.opcua, "modbus": plan.modbus, "rate": plan.rate, "db": plan.db.split(":")[0],
+                 "seconds": plan.seconds, "publishing_ms": plan.publishing_ms, "poll_ms": plan.poll_ms,
+                 "sim_procs": sum(1 for s in plan.sims)}
+    try:
+        for sim in plan.sims:
+            sim.proc = spawn(sim_args(plan, sim), log)
+        wait_for(lambda: truth(plan), 120 + plan.opcua / 20, "the simulators")
+        sim_ps = [psutil.Process(s.proc.pid) for s in plan.sims]
+        opcua_sims = [s for s in plan.sims if s.kind == "opcua"]
+        modbus_sims = [s for s in plan.sims if s.kind == "modbus"]
+        raw_s = min(10.0, plan.seconds)
+        if ceilings and opcua_sims:
+            t0, c0 = truth(plan), cpu_seconds(sim_ps)
+            w0 = time.monotonic()
+            res = subprocess.run([sys.executable, __file__, "--raw-opcua", json.dumps(
+                {s.endpoint: s.machines for s in opcua_sims}), "--seconds", str(raw_s),
+                "--publishing-ms", str(plan.publishing_ms)], capture_output=True, text=True, timeout=600 + raw_s, check=False)
+            if res.returncode:
+                raise SystemExit(res.stderr)
+            raw = json.loads(res.stdout.strip().splitlines()[-1])
+            t1, w1 = truth(plan), time.monotonic()
+            out["raw_opcua_per_s"] = raw["notifications"] / raw["seconds"]
+            out["raw_opcua_cpu_us"] = 1e6 * raw["cpu_s"] / max(1, raw["notifications"])
+            out["raw_phase_sim_changes_per_s"] = changes(t0, t1, [m for s in opcua_sims for m in s.machines]) / (w1 - w0)
+            out["raw_phase_sim_cpu_pct"] = 100 * (cpu_seconds(sim_ps) - c0) / (w1 - w0)
+        if ceilings and modbus_sims:
+            res = subprocess.run([sys.executable, __file__, "--raw-modbus", json.dumps(
+                [(s.port, s.machines) for s in modbus_sims]), "--seconds", str(min(5.0, raw_s))],
+                capture_output=True, text=True, timeout=600, check=False)
+            if res.returncode:
+                raise SystemExit(res.stderr)
+            raw = json.loads(res.stdout.strip().splitlines()[-1])
+            out["raw_modbus_requests_per_s"] = raw["requests"] / raw["seconds"]
+            out["raw_modbus_cpu_us_per_request"] = 1e6 * raw["cpu_s"] / max(1, raw["requests"])
+            out["modbus_requests_per_poll"] = raw["per_poll"]
+
+        command_all(plan, "pause")
+        masterdata = work / "masterdata.yaml"
+        masterdata.write_text(masterdata_yaml())
+        mapping = work / "mapping.yaml"
+        mapping.write_text(mapping_yaml(plan))
+        load = subprocess.run([sys.executable, "-m", "gateway.cli", "masterdata", "load", str(masterdata), "--db", url],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+        if load.returncode:
+            raise SystemExit(load.stderr)
+        engine = open_engine(url, create=False)
+        stats = work / "stats.jsonl"
+        gateway = spawn(["-m", "gateway.cli", "run", "--mapping", str(mapping), "--db", url, "--log-json",
+                         "--stats", str(stats)], log)
+        gw = psutil.Process(gateway.pid)
+        wait_for(lambda: ledger_matches(engine, plan, truth(plan)), 120 + plan.opcua / 20, "the gateway's baseline")
+        start = truth(plan)
+        spy = None
+        if profile is not None:  # py-spy samples the gateway (all threads) while the machines run
+            spy = subprocess.Popen([shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(gateway.pid), "-d", str(int(plan.seconds)),
+                                    "-f", "raw", "-o", str(profile), "--threads", "-r", "50"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        command_all(plan, "resume")
+        began = time.time()
+        warm = began + min(3.0, plan.seconds / 5)
+        samples = []
+        cpu_at = {}
+        while time.time() < began + plan.seconds:
+            time.sleep(0.5)
+            now = time.time()
+            samples.append((now - began, gw.memory_info().rss / 2**20))
+            if "gw" not in cpu_at and now >= warm:
+                cpu_at["gw"], cpu_at["sim"], cpu_at["t"] = cpu_seconds([gw]), cpu_seconds(sim_ps), now
+        end_t = time.time()
+        if spy is not None:
+            spy.wait(60)
+        gw_cpu, sim_cpu = cpu_seconds([gw]) - cpu_at["gw"], cpu_seconds(sim_ps) - cpu_at["sim"]
+        window = (cpu_at["t"], end_t)
+        command_all(plan, "pause")
+        paused = truth(plan)
+        wait_for(lambda: ledger_matches(engine, plan, paused), 300, "the gateway to catch up")
+        out["catch_up_s"] = time.time() - end_t
+        out["peak_rss_mb"] = peak_rss_mb(gateway.pid)
+        gateway.send_signal(signal.SIGTERM)
+        if gateway.wait(120) != 0:
+            raise SystemExit("the gateway did not stop cleanly")
+        end = truth(plan)
+
+        # exactly once: every unit made since the baseline is confirmed or pending, once
+        s = summary(engine)
+        lost = {}
+        for sim in plan.sims:
+            for m in sim.machines:
+                made = (end[m]["good_units"] + end[m]["scrap_units"]) - (start[m]["good_units"] + start[m]["scrap_units"])
+                got = s.machines[m].accounted if m in s.machines else 0
+                if got != made:
+                    lost[m] = (made, str(got))
+        out["units_made"] = sum((end[m]["good_units"] + end[m]["scrap_units"]) - (start[m]["good_units"]
+                                + start[m]["scrap_units"]) for sim in plan.sims for m in sim.machines)
+        out["units_accounted"] = str(sum(x.accounted for x in s.machines.values()))
+        out["duplicates"] = s.duplicate_confirmation_ids
+        out["lost"] = lost
+
+        length = window[1] - window[0]
+        lines = [json.loads(x) for x in stats.read_text().splitlines() if x.strip()]
+        inside = [x for x in lines if window[0] <= x["committed_at"] <= window[1]]
+        readings = sum(x["readings"] for x in inside)
+        out["sim_changes_per_s"] = changes(start, paused, [m for s in plan.sims for m in s.machines]) / (end_t - began)
+        out["changes_per_s"] = readings / length
+        out["transactions_per_s"] = len(inside) / length
+        out["writer_busy_pct"] = 100 * sum(x["committed_at"] - x["began_at"] for x in inside) / length
+        ages = sorted(a for x in inside for a in x.get("ages_ms", ()))  # every change: source time → commit
+        for q in (50, 95, 99):
+            out[f"latency_p{q}_ms"] = ages[min(len(ages) - 1, int(q / 100 * len(ages)))] if ages else float("nan")
+        lat = [(x["committed_at"] - x["oldest_source"], x["readings"]) for x in inside if x["readings"]]
+        lat_lo = [(x["committed_at"] - x["newest_source"], x["readings"]) for x in inside if x["readings"]]
+        out["latency_p99_upper_ms"] = 1000 * percentile(lat, 0.99)
+        out["latency_p50_lower_ms"] = 1000 * percentile(lat_lo, 0.5)
+        out["latency_max_ms"] = 1000 * max((v for v, _ in lat), default=float("nan"))
+        out["gateway_cpu_pct"] = 100 * gw_cpu / length
+        if modbus_sims and not opcua_sims and "modbus_requests_per_poll" in out:
+            requests = out["modbus_requests_per_poll"] * length * 1000 / plan.poll_ms
+            out["gateway_cpu_us_per_modbus_request"] = 1e6 * gw_cpu / requests
+        out["sim_cpu_pct"] = 100 * sim_cpu / length
+        rss = [r for t_, r in samples if t_ >= length / 5]
+        out["rss_first_mb"], out["rss_last_mb"] = (rss[0], rss[-1]) if rss else (float("nan"),) * 2
+        out.update(ledger_rates(engine, window))
+        engine.dispose()
+        if ceilings:
+            raw = raw_inserts(url, plan.db, window, len(inside), sum(x["counter_states"] for x in inside))
+            out["raw_rows"] = raw["rows"]
+            out["raw_rows_per_s"] = raw["rows"] / raw["seconds"]
+            busy = sum(x["committed_at"] - x["began_at"] for x in inside)
+            out["gateway_rows_per_busy_s"] = raw["rows"] / busy if busy else float("nan")
+    finally:
+        for proc in [gateway, *(s.proc for s in plan.sims)]:
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        drop()
+        if log_dir is not None and (work / "stats.jsonl").exists():
+            shutil.copy(work / "stats.jsonl", log_dir / "stats.jsonl")
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def changes(a: dict, b: dict, machines: list[str]) -> int:
+    """Counter changes the simulators wrote between two truths (one per cycle at these rates)."""
+    return sum((b[m]["good_cycles"] + b[m]["scrap_cycles"]) - (a[m]["good_cycles"] + a[m]["scrap_cycles"])
+               for m in machines)
+
+
+def ledger_rates(engine, window: tuple[float, float]) -> dict:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import func, select
+
+    from gateway.ledger import schema as t
+    lo, hi = (datetime.fromtimestamp(x, UTC) for x in window)
+    with engine.connect() as conn:
+        c = t.confirmations.c
+        # Quantities are text on SQLite: summed here, exactly, not by the database.
+        rows = conn.execute(select(c.yield_qty, c.scrap_qty).where(c.posted_at.between(lo, hi))).all()
+        n, units = len(rows), sum(r.yield_qty + r.scrap_qty for r in rows)
+        postings = sum(conn.execute(select(func.count()).select_from(tab).where(tab.c.posted_at.between(lo, hi)))
+                       .scalar() for tab in (t.goods_movements, t.activity_postings))
+    length = window[1] - window[0]
+    return {"confirmations_per_s": n / length, "units_confirmed_per_s": float(units or 0) / length,
+            "postings_per_s": postings / length}
+
+
+# --- reporting ----------------------------------------------------------------------
+
+
+
+def describe(r: dict) -> str:
+    lines = [f"machines: {r['opcua']} OPC UA + {r['modbus']} Modbus at {r['rate']:g} Hz, ledger {r['db']}, "
+             f"{r['seconds']:g} s, {r['sim_procs']} simulator process(es)",
+             f"  simulators wrote {r['sim_changes_per_s']:.0f} counter changes/s using {r['sim_cpu_pct']:.0f} % CPU",
+             f"  gateway: {r['changes_per_s']:.0f} counter changes/s read and committed, "
+             f"{r['units_confirmed_per_s']:.0f} units confirmed/s, {r['confirmations_per_s']:.1f} confirmations/s, "
+             f"{r['postings_per_s']:.0f} postings/s, {r['transactions_per_s']:.1f} transactions/s "
+             f"(writer busy {r['writer_busy_pct']:.0f} %)",
+             f"  latency source time → commit: p50 {r['latency_p50_ms']:.0f} ms, p95 {r['latency_p95_ms']:.0f} ms, "
+             f"p99 {r['latency_p99_ms']:.0f} ms, max {r['latency_max_ms']:.0f} ms (every change; "
+             f"per-transaction bounds: p99 ≤ {r['latency_p99_upper_ms']:.0f} ms, p50 ≥ {r['latency_p50_lower_ms']:.0f} ms)",
+             f"  gateway CPU {r['gateway_cpu_pct']:.1f} % of one core, peak RSS {r['peak_rss_mb']:.0f} MB "
+             f"(RSS {r['rss_first_mb']:.0f} → {r['rss_last_mb']:.0f} MB over the run), catch-up {r['catch_up_s']:.1f} s"]
+    if "raw_opcua_per_s" in r:
+        lines.append(f"  ceiling (a) raw asyncua client: {r['raw_opcua_per_s']:.0f} notifications/s "
+                     f"({r['raw_opcua_cpu_us']:.0f} µs CPU each; simulators wrote "
+                     f"{r['raw_phase_sim_changes_per_s']:.0f}/s at {r['raw_phase_sim_cpu_pct']:.0f} % CPU); "
+                     + (f"gateway/raw = {r['changes_per_s'] / r['raw_opcua_per_s']:.2f}" if not r["modbus"]
+                        else "no ratio: the gateway's figure includes the Modbus machines"))
+    if "raw_rows_per_s" in r:
+        lines.append(f"  ceiling (b) raw SQLAlchemy Core: the same {r['raw_rows']} rows in as many transactions at "
+                     f"{r['raw_rows_per_s']:.0f} rows/s; the gateway's writer did {r['gateway_rows_per_busy_s']:.0f} "
+                     f"rows per busy second: gateway/raw = {r['gateway_rows_per_busy_s'] / r['raw_rows_per_s']:.2f}")
+    if "raw_modbus_requests_per_s" in r:
+        lines.append(f"  ceiling (c) raw pymodbus client: {r['raw_modbus_requests_per_s']:.0f} requests/s back to back "
+                     f"({r['raw_modbus_cpu_us_per_request']:.0f} µs CPU each, {r['modbus_requests_per_poll']} requests "
+                     f"per poll of all machines)" + (
+                         f"; the gateway spent {r['gateway_cpu_us_per_modbus_request']:.0f} µs CPU per request, "
+                         "everything included" if "gateway_cpu_us_per_modbus_request" in r else ""))
+    verdict = "OK" if not r["lost"] and not r["duplicates"] else "UNITS LOST OR DOUBLED"
+    lines.append(f"  exactly once: made {r['units_made']}, accounted {r['units_accounted']}: {verdict}")
+    return "\n".join(lines)
+
+
+SCALING = [  # (opcua, modbus, rate)
+    (10, 0, 1), (100, 0, 1), (1000, 0, 1), (5000, 0, 1), (100, 0, 10), (100, 0, 50),
+    (0, 10, 1), (0, 100, 1), (0, 1000, 1), (0, 5000, 1), (0, 100, 10), (0, 100, 50),
+]
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for proto, marker in (("opcua", "o"), ("modbus", "s")):
+        pts = [r for r in rows if r[proto] and r["rate"] == 1]
+        xs = [r[proto] for r in pts]
+        ax1.plot(xs, [r["gateway_cpu_pct"] for r in pts], marker=marker, label=f"{proto} gateway CPU %")
+        ax1.plot(xs, [r["latency_p99_ms"] / 10 for r in pts], marker=marker, linestyle="--",
+                 label=f"{proto} p99 latency (×10 ms)")
+        ax2.plot([r["sim_changes_per_s"] for r in rows if r[proto]], [r["changes_per_s"] for r in rows if r[proto]],
+                 marker=marker, linestyle="", label=f"{proto}")
+    ax1.set_xscale("log")
+    ax1.set_xlabel("machines at 1 Hz")
+    ax1.legend(fontsize=8)
+    ax1.grid(alpha=0.3)
+    top = max([r["sim_changes_per_s"] for r in rows] + [1])
+    ax2.plot([0, top], [0, top], color="grey", linewidth=0.8, label="gateway = offered")
+    ax2.set_xlabel("counter changes/s written by the simulators")
+    ax2.set_ylabel("counter changes/s committed by the gateway")
+    ax2.legend(fontsize=8)
+    ax2.grid(alpha=0.3)
+    fig.suptitle("Backflush Gateway, one process, SQLite synchronous=FULL")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def table(rows: list[dict]) -> str:
+    out = ["| machines | rate | sim writes/s (sim CPU) | gateway changes/s | raw asyncua /s (ratio) | units conf./s | "
+           "postings/s | tx/s | p50 / p95 / p99 latency | gateway CPU | peak RSS | exactly once |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        who = f"{r['opcua']} OPC UA" if r["opcua"] else f"{r['modbus']} Modbus"
+        raw = (f"{r['raw_opcua_per_s']:.0f} ({r['changes_per_s'] / r['raw_opcua_per_s']:.2f})"
+               if r.get("raw_opcua_per_s") else "–")
+        ok = "yes" if not r["lost"] and not r["duplicates"] else f"NO ({len(r['lost'])} machines)"
+        out.append(f"| {who} | {r['rate']:g} Hz | {r['sim_changes_per_s']:.0f} ({r['sim_cpu_pct']:.0f} %) | "
+                   f"{r['changes_per_s']:.0f} | {raw} | {r['units_confirmed_per_s']:.0f} | {r['postings_per_s']:.0f} | "
+                   f"{r['transactions_per_s']:.1f} | {r['latency_p50_ms']:.0f} / {r['latency_p95_ms']:.0f} / "
+                   f"{r['latency_p99_ms']:.0f} ms | {r['gateway_cpu_pct']:.1f} % | {r['peak_rss_mb']:.0f} MB | {ok} |")
+    return "\n".join(out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--opcua", type=int, default=0, help="OPC UA machines")
+    parser.add_argument("--modbus", type=int, default=0, help="Modbus machines")
+    parser.add_argument("--rate", type=float, default=1.0, help="cycles/s per machine")
+    parser.add_argument("--upc", type=int, default=1, help="units per cycle")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--db", default="sqlite", help="'sqlite' (a fresh file) or a PostgreSQL URL (a fresh schema)")
+    parser.add_argument("--publishing-ms", type=int, default=100)
+    parser.add_argument("--poll-ms", type=int, default=1000)
+    parser.add_argument("--sim-procs", type=int, default=0, help="OPC UA simulator processes (default: 1 per 500 machines)")
+    parser.add_argument("--modbus-per-proc", type=int, default=1000)
+    parser.add_argument("--tick", type=float, default=0.05, help="simulator tick (s)")
+    parser.add_argument("--no-ceilings", action="store_true")
+    parser.add_argument("--json", type=Path, help="append the run's figures as a JSON line")
+    parser.add_argument("--profile", type=Path, help="py-spy profile of the gateway (raw/collapsed stacks) to this file")
+    parser.add_argument("--keep-logs", type=Path, help="keep the processes' log and the gateway's --stats lines in this folder")
+    parser.add_argument("--scaling", action="store_true", help="run the scaling table and plot bench/scaling.png")
+    parser.add_argument("--append", action="store_true", help="append the scaling table to bench/RESULTS.md")
+    parser.add_argument("--raw-opcua", help=argparse.SUPPRESS)
+    parser.add_argument("--raw-modbus", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.raw_opcua:
+        print(json.dumps(asyncio.run(raw_opcua(json.loads(args.raw_opcua), args.seconds, args.publishing_ms))))
+        return 0
+    if args.raw_modbus:
+        print(json.dumps(asyncio.run(raw_modbus([tuple(x) for x in json.loads(args.raw_modbus)], args.seconds))))
+        return 0
+
+    def plan_for(opcua: int, modbus: int, rate: float) -> Plan:
+        procs = args.sim_procs or max(1, -(-opcua // 500))
+        return Plan(opcua, modbus, rate, args.upc, args.seconds, args.publishing_ms, args.poll_ms, procs,
+                    args.modbus_per_proc, args.db, min(args.tick, 0.5 / rate))
+
+    combos = SCALING if args.scaling else [(args.opcua, args.modbus, args.rate)]
+    rows, failed = [], False
+    for opcua, modbus, rate in combos:
+        r = run(plan_for(opcua, modbus, rate), ceilings=not args.no_ceilings, log_dir=args.keep_logs,
+                profile=args.profile)
+        print(describe(r), flush=True)
+        rows.append(r)
+        failed |= bool(r["lost"] or r["duplicates"])
+        if args.json:
+            with args.json.open("a") as f:
+                f.write(json.dumps(r) + "\n")
+    if args.scaling:
+        print(table(rows))
+        plot(rows, ROOT / "bench" / "scaling.png")
+        if args.append:
+            command = "python bench/e2e.py " + " ".join(sys.argv[1:])
+            RESULTS.write_text(RESULTS.read_text().rstrip("\n") + f"\n\n## End-to-end scaling ({date.today()})\n\n"
+                               f"- command: `{command}`\n- machine: {os.cpu_count()} CPUs, {cpu_model()}, "
+                               f"Python {platform.python_version()}\n\n{table(rows)}\n")
+    if failed:
+        print("FAILED: units lost or counted twice (see above)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

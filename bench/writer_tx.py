@@ -1,0 +1,88 @@
+"""The ledger writer alone: the time of one transaction of N confirmations with their
+postings (the bench master data of ``bench/e2e.py``, SQLite with synchronous=FULL).
+
+Usage: python bench/writer_tx.py [--confirmations 100] [--transactions 10] [--profile]
+
+It shows what one confirmation costs the writer thread, the figure behind the latency
+tail when many machines confirm at once; ``--profile`` prints a pyinstrument profile
+(the ``bench`` extra). It writes only a temporary SQLite file, which it removes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import structlog
+
+from bench.e2e import ORDERS, masterdata_yaml
+from gateway.domain.records import Confirmation, Position
+from gateway.ledger.masters import MasterCache
+from gateway.ledger.schema import open_engine
+from gateway.ledger.writer import Commit, apply
+
+
+def commit_of(k: int, n: int, now: datetime) -> Commit:
+    """Confirmation number ``k`` of ``n`` machines: 48 good and 2 scrap each."""
+    c = Commit()
+    for i in range(n):
+        start = (("good", Position(0, k * 48)), ("scrap", Position(0, k * 2)))
+        end = (("good", Position(0, k * 48 + 48)), ("scrap", Position(0, k * 2 + 2)))
+        c.confirmations.append(Confirmation(f"C-{k}-{i}", f"U{i:05d}", str(9000000 + i % ORDERS), "0010",
+                                            Decimal(48), Decimal(2), "PC", start, end, now, now, "every_units"))
+    return c
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--confirmations", type=int, default=100)
+    parser.add_argument("--transactions", type=int, default=10)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    # The writer logs every posted confirmation at info; measured here is the ledger work.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    folder = Path(tempfile.mkdtemp(prefix="bench-writer-"))
+    try:
+        (folder / "masterdata.yaml").write_text(masterdata_yaml())
+        url = f"sqlite:///{folder / 'ledger.sqlite'}"
+        subprocess.run([sys.executable, "-m", "gateway.cli", "masterdata", "load", str(folder / "masterdata.yaml"),
+                        "--db", url], check=True, cwd=ROOT, capture_output=True)
+        engine = open_engine(url, create=False)
+        masters = MasterCache(ttl_s=1e9)
+        now = datetime.now(UTC)
+        for k in range(1, 3):  # warm-up: caches, first setup activity, first lots
+            with engine.begin() as conn:
+                apply(conn, commit_of(k, args.confirmations, now), masters)
+        profiler = None
+        if args.profile:
+            from pyinstrument import Profiler
+            profiler = Profiler(interval=0.0005)
+            profiler.start()
+        began = time.perf_counter()
+        for k in range(3, 3 + args.transactions):
+            with engine.begin() as conn:
+                apply(conn, commit_of(k, args.confirmations, now), masters)
+        took = (time.perf_counter() - began) / args.transactions
+        if profiler is not None:
+            profiler.stop()
+            print(profiler.output_text(unicode=True, color=False))
+        engine.dispose()
+        print(f"{args.confirmations} confirmations per transaction: {1000 * took:.1f} ms per transaction, "
+              f"{1e6 * took / args.confirmations:.0f} µs per confirmation")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
