@@ -15,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-from gateway import logs
+from gateway import diagnostics, logs
 from gateway.cli_common import DbOption, age_text, fail, with_ledger
 from gateway.yamldoc import InputFileError
 
@@ -36,6 +36,11 @@ app.add_typer(report_app, name="report")
 from gateway.cli_reports import register as _register_reports; _register_reports(stock_app, report_app)  # noqa: I001
 from gateway.cli_adjust import register as _register_adjust; _register_adjust(app)  # noqa: I001
 from gateway.cli_anomalies import register as _register_anomalies; _register_anomalies(app)  # noqa: I001
+
+# After the ledger is committed, what is left (library tasks, worker threads) gets this
+# long to end before the process ends without them.
+EXIT_GRACE_S = 10.0
+
 
 class LogLevel(str, Enum):
     debug = "debug"
@@ -70,11 +75,14 @@ def run(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        diagnostics.install(loop)
         engine = await open_ledger_when_reachable(db, stop)
         if engine is None:
             return True  # stopped before the database came back: nothing was counted
         gateway = Gateway(config, engine, stats=str(stats) if stats else None)
-        return await gateway.run(stop, shutdown_timeout_s=shutdown_timeout)
+        done = await gateway.run(stop, shutdown_timeout_s=shutdown_timeout)
+        diagnostics.exit_guard(0 if done else 1, EXIT_GRACE_S)
+        return done
 
     if not asyncio.run(main()):
         raise typer.Exit(1)

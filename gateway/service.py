@@ -19,6 +19,7 @@ This module does I/O orchestration only: every number is decided in ``gateway.do
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,7 +50,8 @@ log = structlog.get_logger("gateway.service")
 
 MAX_ORDER_LENGTH = 64  # the ledger's order-number column
 KNOWN_ORDERS_REFRESH_S = 5.0
-
+# A cancelled source ends in milliseconds (its goodbye to a dead PLC is not worth waiting for).
+SOURCES_STOP_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -112,6 +114,23 @@ async def open_ledger_when_reachable(url: str, stop: asyncio.Event, *, min_s: fl
     return None
 
 
+async def _cancel_all(tasks: list[asyncio.Task], timeout_s: float) -> None:
+    """Cancel the tasks and wait for them, but not beyond ``timeout_s``.
+
+    A source stuck in a library's teardown must not keep the pending units from being
+    confirmed and committed: those come from the counters already read. What is still
+    running is named in the log, with its stack, and left to the process exit.
+    """
+    for task in tasks:
+        task.cancel()
+    _, stuck = await asyncio.wait(tasks, timeout=timeout_s)
+    for task in stuck:
+        stack = io.StringIO()
+        task.print_stack(file=stack)
+        log.error("task_did_not_stop", task=task.get_name(), waited_s=timeout_s, stack=stack.getvalue(),
+                  hint="a library ignored the cancellation; the gateway goes on stopping without it")
+
+
 class Gateway:
     def __init__(self, mapping: Mapping, engine: Engine, *, clock: Callable[[], datetime] = utcnow,
                  stats: str | None = None) -> None:
@@ -124,6 +143,7 @@ class Gateway:
         self.sources: list[Source] = []
         self._known_checked_at = 0.0
         self._started = asyncio.Event()
+        self._closed = False  # sources stopped (or given up on): no batch is applied after this
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -138,9 +158,8 @@ class Gateway:
         try:
             await stop.wait()
         finally:
-            for task in [*tasks, ticker]:
-                task.cancel()
-            await asyncio.gather(*tasks, ticker, return_exceptions=True)
+            await _cancel_all([*tasks, ticker], SOURCES_STOP_TIMEOUT_S)
+            self._closed = True
             self._confirm_all("shutdown")
             done = await asyncio.to_thread(self.writer.stop, shutdown_timeout_s)
             log.info("gateway_stopped", committed=done, **self.writer.health.__dict__,
@@ -188,6 +207,10 @@ class Gateway:
 
     def on_batch(self, values: list[TagValue]) -> None:
         """Apply one batch of tag values from a source (in the order given)."""
+        if self._closed:
+            # A source that outlived the shutdown: its counts stay on the PLC counter, whose
+            # committed position is older, so the next start counts them. Nothing is lost.
+            return
         commit = Commit(source_times=[] if self.writer.recording else None)
         now = self.clock()
         try:

@@ -126,6 +126,18 @@ class Backoff:
         self._attempt = 0
 
 
+def _raise_if_cancel_swallowed() -> None:
+    """Honour a cancellation that library code caught and dropped.
+
+    asyncua's teardown, for one, awaits its own tasks under ``except CancelledError:
+    pass``; a gateway stopping at that moment would see its source reconnect forever
+    instead of ending. ``cancelling()`` still counts the request (nothing uncancelled it).
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class ReconnectingSource:
     """What every protocol's source does the same way: serve one connection until it
     fails, say why, back off, serve a fresh one — forever — and keep the health figures.
@@ -170,6 +182,7 @@ class ReconnectingSource:
                 error, hint = self._why(exc)
             else:  # _serve only ends by raising; this keeps the loop total anyway
                 error, hint = "connection ended", "reconnecting"
+            _raise_if_cancel_swallowed()
             self._last_error = error
             delay = self._backoff.next()
             self._log.warning(f"{self.protocol}.disconnected", error=error, retry_in_s=round(delay, 2), hint=hint)
