@@ -54,6 +54,7 @@ from gateway.ledger.masters import (
 )
 from gateway.ledger.operations import OperationRefused, read_posted
 from gateway.ledger.sql import issued_to_order, read_stock, write_movements
+from gateway.ledger.tx import buffered
 from gateway.ledger.writer import (
     post_confirmation,
     write_activities,
@@ -84,9 +85,10 @@ def scrap(engine: Engine, order_no: str, operation: str, qty: Decimal, reason_co
     with _adjustment(engine, order_no, reason_code) as (conn, order, doc):
         product = _operation_and_product(conn, order, operation)
         adj.check_quantity(qty, product)
-        post_confirmation(conn, Confirmation(
-            doc, MANUAL_MACHINE, order.number, operation, Decimal(0), qty, product.uom, (), (), now, now,
-            "adjustment:scrap"), MasterCache(), now)
+        with buffered(conn) as tx:
+            post_confirmation(tx, Confirmation(
+                doc, MANUAL_MACHINE, order.number, operation, Decimal(0), qty, product.uom, (), (), now, now,
+                "adjustment:scrap"), MasterCache(), now)
         posted = read_posted(conn, doc)
         queued = conn.execute(select(t.error_queue.c.id).where(t.error_queue.c.confirmation_id == doc)).all()
         return _record(conn, doc, order, "scrap", operation, reason_code, note, product, qty,

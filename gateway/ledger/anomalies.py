@@ -30,6 +30,7 @@ from gateway.domain.confirming import accumulate, confirm, parse_positions
 from gateway.domain.records import Increment, Position
 from gateway.ledger import schema as t
 from gateway.ledger.masters import MasterCache
+from gateway.ledger.tx import buffered
 from gateway.ledger.writer import post_confirmation
 
 DECIDABLE = ("implausible",)
@@ -130,7 +131,9 @@ def accept(engine: Engine, anomaly_id: int, *, reason: str = "", order: str | No
         increment = Increment(row.machine, row.counter, row.counts_held, start, end, row.source_time)
         pending = accumulate(None, increment, row.units_held, order=order, operation=operation, now=now)
         confirmation = confirm(pending, "anomaly_accepted", uom)
-        if not post_confirmation(conn, confirmation, MasterCache(), now):
+        with buffered(conn) as tx:
+            posted = post_confirmation(tx, confirmation, MasterCache(), now)
+        if not posted:
             raise DecisionRefused(f"confirmation {confirmation.id} of anomaly {anomaly_id} is already posted")
         _decide(conn, anomaly_id, "accepted", reason, now, confirmation.id, order, operation)
     return confirmation.id, order, row.units_held

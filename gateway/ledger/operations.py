@@ -37,6 +37,7 @@ from gateway.domain.reversal import Posted, reverse
 from gateway.ledger import schema as t
 from gateway.ledger.masters import MasterCache, read_materials, read_order, read_work_centers
 from gateway.ledger.sql import ensure_lot, issued_to_order, read_stock, write_movements
+from gateway.ledger.tx import buffered
 from gateway.ledger.writer import (
     add_carry,
     add_progress,
@@ -150,11 +151,11 @@ def reprocess_errors(engine: Engine, ids: list[int] | None = None, *, now: datet
 def _reprocess_one(conn: Connection, row, masters: MasterCache, now: datetime) -> tuple[Decimal, str]:
     if not row.material:  # a whole confirmation could not be planned: plan it now, if it can be
         confirmation = read_confirmation(conn, row.confirmation_id)
-        refusal = cannot_plan(conn, confirmation, masters)
-        if refusal:
-            return row.missing_qty, refusal
-        backflush(conn, confirmation, masters, now)
-        return Decimal(0), ""
+        with buffered(conn) as tx:
+            refusal = cannot_plan(tx, confirmation, masters)
+            if not refusal:
+                backflush(tx, confirmation, masters, now)
+        return (row.missing_qty, refusal) if refusal else (Decimal(0), "")
     order = masters.order(conn, row.order_no)
     material = masters.materials(conn)[row.material]
     stock = StockLeft(read_stock(conn, {(row.material, row.location)}))

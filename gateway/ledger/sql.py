@@ -1,8 +1,9 @@
 """Small SQL building blocks shared by everything that writes the ledger.
 
 ``upsert`` is the one portable insert-or-update; ``write_movements`` is the one way
-stock moves: a goods movement row and the balance change, in the caller's transaction.
-Nothing here commits.
+stock moves: a goods movement row and the balance change, in the caller's transaction
+(``gateway.ledger.tx.LedgerTx.move`` does the same with its writes buffered, from the
+same row and the same locked reads). Nothing here commits.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from gateway.ledger import schema as t
 
 # Statements the writer runs for every confirmation, built once with bound parameters:
 # building a SQLAlchemy expression costs more CPU than SQLite takes to run it.
-_STOCK_LOTS = (select(t.stock.c.lot, t.stock.c.qty)
+STOCK_LOTS = (select(t.stock.c.lot, t.stock.c.qty)
                .where(t.stock.c.material == bindparam("material"), t.stock.c.location == bindparam("location"))
                .with_for_update())
-_LOTS_OF = select(t.lots).where(t.lots.c.material == bindparam("material"))
+LOTS_OF = select(t.lots).where(t.lots.c.material == bindparam("material"))
 _STOCK_QTY = (select(t.stock.c.qty)
               .where(t.stock.c.material == bindparam("material"), t.stock.c.location == bindparam("location"),
                      t.stock.c.lot == bindparam("lot"))
@@ -35,8 +36,8 @@ def read_stock(conn: Connection, keys: set[tuple[str, str]]) -> StockView:
     """Stock lot by lot for (material, location) pairs, locked until the transaction ends."""
     view: dict[tuple[str, str], tuple[LotStock, ...]] = {}
     for material, location in keys:
-        rows = conn.execute(_STOCK_LOTS, {"material": material, "location": location}).all()
-        info = {r.lot: r for r in conn.execute(_LOTS_OF, {"material": material})}
+        rows = conn.execute(STOCK_LOTS, {"material": material, "location": location}).all()
+        info = {r.lot: r for r in conn.execute(LOTS_OF, {"material": material})}
         view[(material, location)] = tuple(
             LotStock(r.lot, r.qty, info[r.lot].received_at if r.lot in info else None,
                      info[r.lot].expires_on if r.lot in info else None)
@@ -54,7 +55,7 @@ def move_stock(conn: Connection, material: str, location: str, lot: str, delta: 
 def upsert(conn: Connection, table, rows: list[dict], keys: list[str]) -> None:
     if not rows:
         return
-    # One statement per table, dialect and column set, built once (see _STOCK_LOTS).
+    # One statement per table, dialect and column set, built once (see STOCK_LOTS).
     cache_key = (conn.dialect.name, table.name, tuple(rows[0]), tuple(keys))
     stmt = _UPSERTS.get(cache_key)
     if stmt is None:
@@ -64,8 +65,6 @@ def upsert(conn: Connection, table, rows: list[dict], keys: list[str]) -> None:
             index_elements=keys, set_={c: stmt.excluded[c] for c in rows[0] if c not in keys})
         _UPSERTS[cache_key] = stmt
     conn.execute(stmt, rows)
-
-
 
 
 def ensure_lot(conn: Connection, material: str, lot: str, received_at, *, expires_on=None,
@@ -79,14 +78,16 @@ def ensure_lot(conn: Connection, material: str, lot: str, received_at, *, expire
                                          "expires_on": expires_on, "produced_by_order": produced_by_order}])
 
 
+def movement_row(confirmation_id: str | None, order_no: str | None, m, now: datetime) -> dict:
+    return {"confirmation_id": confirmation_id, "order_no": order_no, "kind": m.kind.value, "material": m.material,
+            "location": m.location, "lot": m.lot, "qty": m.qty, "uom": m.uom, "bom_item": m.bom_item,
+            "posted_at": now}
+
+
 def write_movements(conn: Connection, confirmation_id: str | None, order_no: str | None, movements, now: datetime) -> None:
     """Goods movements and the stock they change; the only way stock moves."""
     for m in movements:
-        conn.execute(insert(t.goods_movements), [{
-            "confirmation_id": confirmation_id, "order_no": order_no, "kind": m.kind.value, "material": m.material,
-            "location": m.location, "lot": m.lot, "qty": m.qty, "uom": m.uom, "bom_item": m.bom_item,
-            "posted_at": now,
-        }])
+        conn.execute(insert(t.goods_movements), [movement_row(confirmation_id, order_no, m, now)])
         if m.qty > 0:
             ensure_lot(conn, m.material, m.lot, now, produced_by_order=order_no if confirmation_id else None)
         move_stock(conn, m.material, m.location, m.lot, m.qty)

@@ -56,7 +56,8 @@ from gateway.domain.records import (
 )
 from gateway.ledger import schema as t
 from gateway.ledger.masters import MasterCache
-from gateway.ledger.sql import read_stock, upsert, write_movements
+from gateway.ledger.sql import upsert
+from gateway.ledger.tx import CARRY, PROGRESS, LedgerTx
 
 log = structlog.get_logger("gateway.ledger")
 
@@ -293,9 +294,12 @@ def describe(commit: Commit) -> str:
 def apply(conn: Connection, batch: Commit, masters: MasterCache) -> int:
     """Write ``batch`` on ``conn`` (inside the caller's transaction); how many confirmations were new."""
     now = t.utcnow()
+    tx = LedgerTx(conn)
+    tx.prefetch_confirmations(c.id for c in batch.confirmations)
     posted = 0
     for confirmation in batch.confirmations:
-        posted += post_confirmation(conn, confirmation, masters, now)
+        posted += post_confirmation(tx, confirmation, masters, now)
+    tx.flush()
     if batch.anomalies:
         conn.execute(insert(t.anomalies), [_anomaly_row(a, units, now) for a, units in batch.anomalies])
     upsert(conn, t.counter_states, [
@@ -316,54 +320,53 @@ def apply(conn: Connection, batch: Commit, masters: MasterCache) -> int:
     return posted
 
 
-def post_confirmation(conn: Connection, c: Confirmation, masters: MasterCache, now: datetime) -> bool:
+def post_confirmation(tx: LedgerTx, c: Confirmation, masters: MasterCache, now: datetime) -> bool:
     """Insert a confirmation and its postings; False if it was already there (a replay)."""
-    if conn.execute(_CONFIRMATION_EXISTS, {"id": c.id}).first():
+    if tx.confirmation_exists(c.id):
         log.warning("confirmation_replay_skipped", confirmation_id=c.id, machine=c.machine, order=c.order)
         return False
-    conn.execute(insert(t.confirmations), [{
+    tx.insert(t.confirmations, [{
         "id": c.id, "machine": c.machine, "order_no": c.order, "operation": c.operation,
         "yield_qty": c.yield_qty, "scrap_qty": c.scrap_qty, "uom": c.uom,
         "start_pos": format_positions(c.start), "end_pos": format_positions(c.end),
         "first_source_time": c.first_source_time, "last_source_time": c.last_source_time,
         "trigger": c.trigger, "posted_at": now,
     }])
-    refusal = cannot_plan(conn, c, masters)
+    refusal = cannot_plan(tx, c, masters)
     if refusal:
         # The confirmation stands; what could not be planned waits in the error queue.
-        conn.execute(insert(t.error_queue), [{
+        tx.insert(t.error_queue, [{
             "confirmation_id": c.id, "order_no": c.order, "material": "", "location": "",
             "missing_qty": c.consumed_qty, "uom": c.uom, "status": "open", "created_at": now,
             "reason": refusal}])
         log.warning("confirmation_not_planned", confirmation_id=c.id, machine=c.machine, order=c.order, reason=refusal)
         return True
-    backflush(conn, c, masters, now)
+    backflush(tx, c, masters, now)
     return True
 
 
-def cannot_plan(conn: Connection, c: Confirmation, masters: MasterCache) -> str | None:
+def cannot_plan(tx: LedgerTx, c: Confirmation, masters: MasterCache) -> str | None:
     """Why a confirmation cannot be backflushed now, if it cannot."""
-    order = masters.order(conn, c.order)
+    order = masters.order(tx.conn, c.order)
     if order is None or order.operation(c.operation) is None:
         return (f"order {c.order} operation {c.operation} is not in the master data; "
                 "load it (`gateway masterdata load`), then `gateway errors reprocess`")
-    status = conn.execute(_STATUS, {"order": c.order}).scalar()
+    status = tx.order_status(c.order)
     if status != "released":
         return f"order {c.order} is {status}; nothing is posted to it (reverse or re-assign the confirmation)"
     return None
 
 
-def backflush(conn: Connection, c: Confirmation, masters: MasterCache, now: datetime) -> BackflushPlan:
+def backflush(tx: LedgerTx, c: Confirmation, masters: MasterCache, now: datetime) -> BackflushPlan:
     """Plan and write the postings of a stored confirmation (``cannot_plan`` said it can)."""
-    order = masters.order(conn, c.order)
-    progress = read_progress(conn, c.order, c.operation)
+    order = masters.order(tx.conn, c.order)
+    progress = tx.progress(c.order, c.operation)
     locations = {(k.material, k.supply_location) for k in order.components if k.operation == c.operation}
-    materials = masters.materials(conn)
-    carry = read_carry(conn, c.order)
-    result = plan(c, order, progress, materials, masters.work_centers(conn), read_stock(conn, locations), carry)
-    write_plan(conn, c, order.number, result, now)
-    add_progress(conn, c.order, c.operation, c.yield_qty, c.scrap_qty, current=progress)
-    add_carry(conn, c.order, carry, result.planned)
+    result = plan(c, order, progress, masters.materials(tx.conn), masters.work_centers(tx.conn),
+                  tx.stock(locations), tx.carry(c.order))
+    write_plan(tx, c, order.number, result, now)
+    tx.add_progress(c.order, c.operation, c.yield_qty, c.scrap_qty)
+    tx.add_carry(c.order, result.planned)
     log.info(
         "confirmation_posted", confirmation_id=c.id, machine=c.machine, order=c.order, operation=c.operation,
         yield_qty=str(c.yield_qty), scrap_qty=str(c.scrap_qty), trigger=c.trigger,
@@ -372,19 +375,30 @@ def backflush(conn: Connection, c: Confirmation, masters: MasterCache, now: date
     return result
 
 
-def write_plan(conn: Connection, c: Confirmation, order_no: str, p: BackflushPlan, now: datetime) -> None:
+def write_plan(tx: LedgerTx, c: Confirmation, order_no: str, p: BackflushPlan, now: datetime) -> None:
     """Write a plan's postings (movements with stock, activities, errors, WIP, genealogy)."""
-    write_movements(conn, c.id, order_no, p.movements, now)
-    write_genealogy(conn, c.id, order_no, p.genealogy, now)
-    write_activities(conn, c.id, order_no, p.activities, now)
-    write_deferred(conn, c.id, order_no, p.not_backflushed)
-    write_errors(conn, c.id, order_no, p.errors, now)
+    tx.move(c.id, order_no, p.movements, now)
+    write_genealogy(tx, c.id, order_no, p.genealogy, now)
+    write_activities(tx, c.id, order_no, p.activities, now)
+    write_deferred(tx, c.id, order_no, p.not_backflushed)
+    write_errors(tx, c.id, order_no, p.errors, now)
 
 
-def write_errors(conn: Connection, document: str, order_no: str, errors, now: datetime) -> None:
+# The row writers below take the transaction's connection (postings a person asks for)
+# or a LedgerTx (the writer, which buffers them until the transaction's flush).
+
+
+def _put(out: Connection | LedgerTx, table, rows: list[dict]) -> None:
+    if isinstance(out, LedgerTx):
+        out.insert(table, rows)
+    else:
+        out.execute(insert(table), rows)
+
+
+def write_errors(out: Connection | LedgerTx, document: str, order_no: str, errors, now: datetime) -> None:
     """Postings that could not be made go to the error queue, never away."""
     if errors:
-        conn.execute(insert(t.error_queue), [{
+        _put(out, t.error_queue, [{
             "confirmation_id": document, "order_no": order_no, "bom_item": e.bom_item, "material": e.material,
             "location": e.location, "missing_qty": e.missing_qty, "uom": e.uom, "reason": e.reason,
             "status": "open", "created_at": now} for e in errors])
@@ -393,54 +407,39 @@ def write_errors(conn: Connection, document: str, order_no: str, errors, now: da
                         missing=str(e.missing_qty), reason=e.reason)
 
 
-def write_genealogy(conn: Connection, document: str, order_no: str, edges, now: datetime) -> None:
+def write_genealogy(out: Connection | LedgerTx, document: str, order_no: str, edges, now: datetime) -> None:
     if edges:
-        conn.execute(insert(t.genealogy), [{
+        _put(out, t.genealogy, [{
             "confirmation_id": document, "order_no": order_no, "component": g.component,
             "component_lot": g.component_lot, "qty": g.qty, "uom": g.uom, "product": g.product,
             "product_lot": g.product_lot, "posted_at": now} for g in edges])
 
 
-def write_activities(conn: Connection, document: str, order_no: str, activities, now: datetime) -> None:
+def write_activities(out: Connection | LedgerTx, document: str, order_no: str, activities, now: datetime) -> None:
     if activities:
-        conn.execute(insert(t.activity_postings), [{
+        _put(out, t.activity_postings, [{
             "confirmation_id": document, "order_no": order_no, "operation": a.operation,
             "work_center": a.work_center, "activity": a.activity, "hours": a.hours, "cost": a.cost,
             "currency": a.currency, "posted_at": now} for a in activities])
 
 
-def write_deferred(conn: Connection, document: str, order_no: str, items) -> None:
+def write_deferred(out: Connection | LedgerTx, document: str, order_no: str, items) -> None:
     if items:
-        conn.execute(insert(t.deferred_components), [{
+        _put(out, t.deferred_components, [{
             "confirmation_id": document, "order_no": order_no, "bom_item": n.bom_item, "material": n.material,
             "qty": n.qty, "uom": n.uom, "rule": n.rule.value} for n in items])
 
 
-def add_progress(conn: Connection, order: str, operation: str, yield_qty: Decimal, scrap_qty: Decimal, *,
-                 current: OperationProgress | None = None) -> None:
-    """Cumulative confirmed quantities of an order operation (negative deltas on reversal).
-
-    ``current``: the progress this transaction already read (saves reading it again).
-    """
-    p = current or read_progress(conn, order, operation)
+def add_progress(conn: Connection, order: str, operation: str, yield_qty: Decimal, scrap_qty: Decimal) -> None:
+    """Cumulative confirmed quantities of an order operation (negative deltas on reversal)."""
+    p = read_progress(conn, order, operation)
     upsert(conn, t.order_progress, [{"order_no": order, "operation": operation,
                                      "yield_qty": p.yield_qty + yield_qty, "scrap_qty": p.scrap_qty + scrap_qty}],
            ["order_no", "operation"])
 
 
-# Run for every confirmation: built once, with bound parameters (building costs more CPU
-# than SQLite takes to run them).
-# Locked for the transaction (PostgreSQL), so the writer and a CLI adjustment or reversal
-# of the same order cannot both plan from the same totals.
-_CARRY = select(t.order_carry).where(t.order_carry.c.order_no == bindparam("order")).with_for_update()
-_PROGRESS = select(t.order_progress).where(t.order_progress.c.order_no == bindparam("order"),
-                                          t.order_progress.c.operation == bindparam("operation")).with_for_update()
-_STATUS = select(t.production_orders.c.status).where(t.production_orders.c.number == bindparam("order"))
-_CONFIRMATION_EXISTS = select(t.confirmations.c.id).where(t.confirmations.c.id == bindparam("id"))
-
-
 def read_carry(conn: Connection, order: str) -> dict[str, Decimal]:
-    rows = conn.execute(_CARRY, {"order": order})
+    rows = conn.execute(CARRY, {"order": order})
     return {r.key: r.planned for r in rows}
 
 
@@ -450,7 +449,7 @@ def add_carry(conn: Connection, order: str, carry: dict[str, Decimal], deltas) -
 
 
 def read_progress(conn: Connection, order: str, operation: str) -> OperationProgress:
-    row = conn.execute(_PROGRESS, {"order": order, "operation": operation}).first()
+    row = conn.execute(PROGRESS, {"order": order, "operation": operation}).first()
     if row is None:
         return OperationProgress(order, operation)
     return OperationProgress(order, operation, row.yield_qty, row.scrap_qty)

@@ -16,6 +16,7 @@ checks what must always hold:
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from datetime import UTC, datetime
 from decimal import Decimal as D
@@ -50,6 +51,7 @@ component = st.fixed_dictionaries({
 
 operation = st.one_of(
     st.tuples(st.just("confirm"), st.integers(1, 40)),
+    st.tuples(st.just("confirm_many"), st.lists(st.integers(1, 40), min_size=2, max_size=6)),
     st.tuples(st.just("confirm_and_reverse"), st.integers(1, 40)),
     st.tuples(st.just("reverse"), st.integers(0, 10)),
     st.tuples(st.just("receive"), st.integers(0, 2), st.integers(1, 300)),
@@ -86,7 +88,7 @@ def stock_rows(engine) -> dict:
         return {(r.material, r.location, r.lot): r.qty for r in conn.execute(select(t.stock)) if r.qty}
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=int(os.environ.get("INVARIANT_EXAMPLES", "25")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(components=st.lists(component, min_size=1, max_size=3), base=st.sampled_from([1, 3, 7, 100]),
        ops=st.lists(operation, min_size=1, max_size=14))
 def test_backflush_invariants_hold_for_any_sequence(tmp_path_factory, components, base, ops):
@@ -97,19 +99,25 @@ def test_backflush_invariants_hold_for_any_sequence(tmp_path_factory, components
     store_masterdata(engine, to_domain(md), md.stock)
     position, posted, reversed_, scrapped = 0, [], set(), []
 
-    def post(units: int) -> str:
+    def post(*units_each: int) -> str:
+        """Confirmations of these units, all in one writer transaction."""
         nonlocal position
-        inc = Increment("M", "good", units, Position(0, position), Position(0, position + units), T)
-        position += units
-        c = confirm(accumulate(None, inc, D(units), order="1", operation="0010", now=T), "every_units", "PC")
+        batch = []
+        for units in units_each:
+            inc = Increment("M", "good", units, Position(0, position), Position(0, position + units), T)
+            position += units
+            batch.append(confirm(accumulate(None, inc, D(units), order="1", operation="0010", now=T),
+                                 "every_units", "PC"))
+            posted.append((batch[-1].id, units))
         with engine.begin() as conn:
-            apply(conn, Commit(confirmations=[c]), MasterCache())
-        posted.append((c.id, units))
-        return c.id
+            apply(conn, Commit(confirmations=batch), MasterCache())
+        return batch[-1].id
 
     for op in ops:
         if op[0] == "confirm":
             post(op[1])
+        elif op[0] == "confirm_many":
+            post(*op[1])
         elif op[0] == "confirm_and_reverse":
             before = stock_rows(engine)
             cid = post(op[1])
