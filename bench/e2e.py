@@ -365,6 +365,8 @@ def run(plan: Plan, ceilings: bool = True, log_dir: Path | None = None, profile:
     from gateway.ledger.queries import summary
     from gateway.ledger.schema import open_engine
     work = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
     log = (log_dir or work) / "processes.log"
     plan.sims = build_sims(plan)
     gateway = None

@@ -29,7 +29,7 @@ from decimal import Decimal
 import structlog
 from sqlalchemy import Engine
 
-from gateway.domain.confirming import ConfirmRule, Pending, accumulate, confirm, due
+from gateway.domain.confirming import ConfirmRule, Pending, accumulate, confirm, due, timer_spread
 from gateway.domain.counting import advance
 from gateway.domain.records import (
     Anomaly,
@@ -175,7 +175,8 @@ class Gateway:
         self.orders = order_directory(self.engine)
         for name, cfg in self.mapping.machines.items():
             rt = MachineRuntime(name, cfg, counter_specs(name, cfg),
-                                ConfirmRule(cfg.confirm.every_units, cfg.confirm.every_seconds))
+                                ConfirmRule(cfg.confirm.every_units, cfg.confirm.every_seconds,
+                                            timer_spread(name, cfg.confirm.effective_jitter_seconds)))
             rt.order = cfg.order if isinstance(cfg.order, str) else resumed.machine_orders.get(name, "")
             rt.states = {c: s for (m, c), s in resumed.counter_states.items() if m == name}
             rt.pendings = {(p.order, p.operation): p for k, p in resumed.pendings.items() if k[0] == name}

@@ -2,7 +2,8 @@
 
 A ``Pending`` collects the units counted for one order operation on one machine since
 its last confirmation, together with the range of counter positions they came from.
-``due`` says whether a rule fires (every N units, every T seconds with units pending);
+``due`` says whether a rule fires (every N units, every T seconds with units pending —
+plus the machine's own ``spread_seconds``, see ``timer_spread``);
 order changes and shutdown are decided by the caller, who passes the trigger to
 ``confirm``. ``confirm`` turns a Pending into a ``Confirmation`` whose id is a hash of
 the machine and the position ranges, so the same slice of production always gets the
@@ -30,6 +31,20 @@ Positions = tuple[tuple[str, Position], ...]
 class ConfirmRule:
     every_units: int | None = None
     every_seconds: float | None = None
+    spread_seconds: float = 0.0  # added to every_seconds for this machine (timer_spread)
+
+
+def timer_spread(machine: str, jitter_seconds: float) -> float:
+    """This machine's fixed share of ``jitter_seconds``, in [0, jitter_seconds).
+
+    Machines whose timers started together (a gateway start, a shift start) would
+    otherwise all confirm in the same second, every time, and the ledger would get their
+    confirmations in one burst (Telegraf's ``flush_jitter`` exists for the same reason).
+    Derived from the name, not drawn at random, so a machine's timer is the same on
+    every run and the core stays deterministic.
+    """
+    digest = hashlib.blake2b(machine.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 * jitter_seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +114,8 @@ def due(pending: Pending | None, rule: ConfirmRule, now: datetime) -> str | None
         return None
     if rule.every_units is not None and pending.units >= rule.every_units:
         return "every_units"
-    if rule.every_seconds is not None and (now - pending.opened_at).total_seconds() >= rule.every_seconds:
+    if (rule.every_seconds is not None
+            and (now - pending.opened_at).total_seconds() >= rule.every_seconds + rule.spread_seconds):
         return "every_seconds"
     return None
 

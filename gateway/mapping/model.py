@@ -212,6 +212,15 @@ AnyOrderTag = Annotated[
 class ConfirmRule(_Strict):
     every_units: Annotated[int, Field(ge=1)] | None = 100
     every_seconds: Annotated[float, Field(gt=0)] | None = 60.0
+    # Each machine's timer runs every_seconds plus its own fixed share of this, so machines
+    # started together do not all confirm in the same second. null: 10 % of every_seconds.
+    jitter_seconds: Annotated[float, Field(ge=0)] | None = None
+
+    @property
+    def effective_jitter_seconds(self) -> float:
+        if self.jitter_seconds is not None:
+            return self.jitter_seconds
+        return 0.1 * self.every_seconds if self.every_seconds is not None else 0.0
 
 
 class Plausibility(_Strict):

@@ -13,6 +13,7 @@ from gateway.domain.confirming import (
     due,
     format_positions,
     parse_positions,
+    timer_spread,
 )
 from gateway.domain.records import Increment, Position
 
@@ -45,6 +46,28 @@ def test_rules_fire_on_units_and_on_time_only_with_units_pending():
     assert due(p, rule, T0 + timedelta(seconds=59)) is None
     assert due(p, rule, T0 + timedelta(seconds=60)) == "every_seconds"
     assert due(acc(p, inc("good", 99, 100), 1), rule, T0) == "every_units"
+
+
+def test_a_machines_spread_delays_its_timer_only():
+    rule = ConfirmRule(every_units=100, every_seconds=60, spread_seconds=4.5)
+    p = acc(None, inc("good", 0, 99), 99)
+    assert due(p, rule, T0 + timedelta(seconds=64)) is None
+    assert due(p, rule, T0 + timedelta(seconds=64.5)) == "every_seconds"
+    assert due(acc(p, inc("good", 99, 100), 1), rule, T0) == "every_units"
+
+
+@given(st.text(min_size=1, max_size=30), st.floats(0, 3600))
+def test_timer_spread_is_fixed_per_machine_and_within_the_jitter(machine, jitter):
+    spread = timer_spread(machine, jitter)
+    assert spread == timer_spread(machine, jitter)
+    assert 0 <= spread <= jitter and (spread < jitter or jitter == 0)
+
+
+def test_timer_spread_spreads_machines_started_together():
+    spreads = sorted(timer_spread(f"PRESS-{i:04d}", 6.0) for i in range(1000))
+    # about uniform over [0, 6): every second of the window gets its share
+    per_second = [sum(1 for s in spreads if k <= s < k + 1) for k in range(6)]
+    assert all(130 <= n <= 205 for n in per_second), per_second
 
 
 def test_same_ranges_same_id_and_different_ranges_different_id():
