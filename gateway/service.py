@@ -52,6 +52,9 @@ MAX_ORDER_LENGTH = 64  # the ledger's order-number column
 KNOWN_ORDERS_REFRESH_S = 5.0
 # A cancelled source ends in milliseconds (its goodbye to a dead PLC is not worth waiting for).
 SOURCES_STOP_TIMEOUT_S = 5.0
+# Confirmations by the rules per tick (0.25 s): 800/s, well under what the writer posts
+# (bench/writer_tx.py: ~6 000/s) so that counter changes never queue behind a burst.
+TIMER_CONFIRMATIONS_PER_TICK = 200
 
 
 @dataclass
@@ -144,6 +147,7 @@ class Gateway:
         self._known_checked_at = 0.0
         self._started = asyncio.Event()
         self._closed = False  # sources stopped (or given up on): no batch is applied after this
+        self._timer_turn = 0  # where the next tick's due-check starts (see _confirm_all)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -354,9 +358,21 @@ class Gateway:
                 self._confirm(rt, key, why, commit)
 
     def _confirm_all(self, trigger: str | None) -> None:
+        """Confirm what the rules say is due (``None``, every tick) or everything (shutdown).
+
+        By the rules, at most ``TIMER_CONFIRMATIONS_PER_TICK`` per tick, machines taken in
+        turn: when thousands of timers expire together, their confirmations go to the
+        ledger over a few ticks instead of one transaction that holds back every counter
+        change queued behind it. Units wait as pending meanwhile (committed, not lost).
+        """
         commit = Commit()
         now = self.clock()
-        for rt in self.machines.values():
+        machines = list(self.machines.values())
+        start = self._timer_turn % len(machines) if machines else 0
+        for i, rt in enumerate(machines[start:] + machines[:start]):
+            if trigger is None and len(commit.confirmations) >= TIMER_CONFIRMATIONS_PER_TICK:
+                self._timer_turn = start + i  # the next tick starts with this machine
+                break
             self._confirm_machine(rt, commit, now, trigger=trigger)
         self.writer.submit(commit)
 
