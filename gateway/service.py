@@ -293,9 +293,10 @@ class Gateway:
                 self._unknown_order(rt, tv, commit)
             else:
                 self._check_work_center(rt, tv, commit)
-                trigger = due(pending, rt.rule, now)
-                if trigger:
-                    self._confirm(rt, key, trigger, commit)
+                # A count threshold confirms here; an expired timer is left to the tick,
+                # which takes due timers in capped turns (see _confirm_all).
+                if due(pending, rt.rule, now) == "every_units":
+                    self._confirm(rt, key, "every_units", commit)
 
     def _bad_value(self, rt: MachineRuntime, tv: TagValue, commit: Commit, detail: str) -> None:
         """Record the first bad value of a streak; the rest of the streak only counts."""
