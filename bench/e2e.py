@@ -492,6 +492,9 @@ def run(plan: Plan, ceilings: bool = True, log_dir: Path | None = None, profile:
         out["sim_cpu_pct"] = 100 * sim_cpu / length
         rss = [r for t_, r in samples if t_ >= length / 5]
         out["rss_first_mb"], out["rss_last_mb"] = (rss[0], rss[-1]) if rss else (float("nan"),) * 2
+        # Long runs: RSS at the end of every minute, to show whether memory stays flat.
+        out["rss_by_minute_mb"] = [round(max(r for t_, r in samples if m * 60 <= t_ < (m + 1) * 60))
+                                   for m in range(int(plan.seconds // 60))]
         out.update(ledger_rates(engine, window))
         engine.dispose()
         if ceilings:
@@ -554,6 +557,8 @@ def describe(r: dict) -> str:
              f"per-transaction bounds: p99 ≤ {r['latency_p99_upper_ms']:.0f} ms, p50 ≥ {r['latency_p50_lower_ms']:.0f} ms)",
              f"  gateway CPU {r['gateway_cpu_pct']:.1f} % of one core, peak RSS {r['peak_rss_mb']:.0f} MB "
              f"(RSS {r['rss_first_mb']:.0f} → {r['rss_last_mb']:.0f} MB over the run), catch-up {r['catch_up_s']:.1f} s"]
+    if r.get("rss_by_minute_mb"):
+        lines.append(f"  RSS per minute (MB): {' '.join(str(x) for x in r['rss_by_minute_mb'])}")
     if "raw_opcua_per_s" in r:
         lines.append(f"  ceiling (a) raw asyncua client: {r['raw_opcua_per_s']:.0f} notifications/s "
                      f"({r['raw_opcua_cpu_us']:.0f} µs CPU each; simulators wrote "

@@ -85,7 +85,7 @@ def movement_row(confirmation_id: str | None, order_no: str | None, m, now: date
 
 
 def write_movements(conn: Connection, confirmation_id: str | None, order_no: str | None, movements, now: datetime) -> None:
-    """Goods movements and the stock they change; the only way stock moves."""
+    """Goods movements and the stock they change; with ``LedgerTx.move`` (buffered), the only way stock moves."""
     for m in movements:
         conn.execute(insert(t.goods_movements), [movement_row(confirmation_id, order_no, m, now)])
         if m.qty > 0:
