@@ -55,7 +55,6 @@ from gateway.domain.records import (
     OperationProgress,
 )
 from gateway.ledger import schema as t
-from gateway.ledger.checkpoint import Checkpointer, no_auto_checkpoint
 from gateway.ledger.masters import MasterCache
 from gateway.ledger.sql import upsert
 from gateway.ledger.tx import CARRY, PROGRESS, LedgerTx
@@ -130,14 +129,10 @@ class LedgerWriter:
         self._masters = MasterCache()
         self._retry = (retry_min_s, retry_max_s)
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
-        self._sqlite = engine.dialect.name == "sqlite"
-        self._checkpointer = Checkpointer(engine) if self._sqlite else None
         self.health = WriterHealth()
 
     def start(self) -> None:
         self._thread.start()
-        if self._checkpointer is not None:
-            self._checkpointer.start()
 
     @property
     def recording(self) -> bool:
@@ -158,8 +153,6 @@ class LedgerWriter:
         """Commit what is queued, then stop. False if it did not finish in time."""
         self._queue.put(None)
         self._thread.join(timeout)
-        if self._checkpointer is not None:
-            self._checkpointer.stop()
         return not self._thread.is_alive()
 
     # -- the thread ------------------------------------------------------------------
@@ -250,8 +243,6 @@ class LedgerWriter:
     def _commit(self, batch: Commit) -> None:
         began = time.time() if self._stats is not None else 0.0
         with self._engine.begin() as conn:
-            if self._sqlite:
-                no_auto_checkpoint(conn)  # the Checkpointer thread does it, off the commit path
             posted = apply(conn, batch, self._masters)
         h = self.health
         if h.failing_since is not None:
