@@ -1,4 +1,5 @@
-"""Stopping is bounded: a task or thread that ignores the stop cannot keep the gateway alive."""
+"""Stopping is bounded (a task or thread that ignores the stop cannot keep the gateway alive); the
+gateway's own housekeeping tasks end on cancel."""
 
 from __future__ import annotations
 
@@ -91,3 +92,23 @@ def test_exit_guard_ends_a_process_that_a_thread_keeps_alive():
     assert done.returncode == 0
     assert '"event": "exit_forced"' in done.stderr
     assert "Thread" in done.stderr  # every thread's stack follows the event
+
+
+async def test_long_lived_objects_are_frozen_once_the_sources_are_up_and_the_task_stops_on_cancel():
+    import gc
+
+    from gateway.service import _freeze_long_lived_objects
+
+    gc.unfreeze()
+    task = asyncio.create_task(_freeze_long_lived_objects(first_s=0.01, every_s=60))
+    try:
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if gc.get_freeze_count():
+                break
+        assert gc.get_freeze_count() > 0
+        task.cancel()
+        await asyncio.wait([task], timeout=2)
+        assert task.cancelled()
+    finally:
+        gc.unfreeze()  # the rest of the test session collects as usual
