@@ -25,9 +25,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from itertools import groupby
 from datetime import datetime
 from decimal import Decimal
+from itertools import groupby
 
 from sqlalchemy import Connection, Table, bindparam, insert, select
 
@@ -41,7 +41,6 @@ CARRY = select(t.order_carry).where(t.order_carry.c.order_no == bindparam("order
 PROGRESS = select(t.order_progress).where(t.order_progress.c.order_no == bindparam("order"),
                                           t.order_progress.c.operation == bindparam("operation")).with_for_update()
 _STATUS = select(t.production_orders.c.status).where(t.production_orders.c.number == bindparam("order"))
-_CONFIRMATION_EXISTS = select(t.confirmations.c.id).where(t.confirmations.c.id == bindparam("id"))
 _CONFIRMATIONS_IN = select(t.confirmations.c.id).where(t.confirmations.c.id.in_(bindparam("ids", expanding=True)))
 _ID_CHUNK = 500  # bound parameters per IN list
 

@@ -41,7 +41,7 @@ from datetime import datetime
 from decimal import Decimal
 
 import structlog
-from sqlalchemy import Connection, Engine, bindparam, delete, insert, select
+from sqlalchemy import Connection, Engine, delete, insert
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 
 from gateway.domain.backflush import plan
