@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 from sqlalchemy import func, select
 
@@ -12,21 +13,17 @@ from gateway.clock import utcnow
 from gateway.domain.confirming import accumulate
 from gateway.domain.records import Increment, Position
 from gateway.ledger import schema as t
-from gateway.ledger.masters import store_masterdata
-from gateway.ledger.schema import open_engine
 from gateway.mapping.model import Mapping
-from gateway.masterdata.load import load_masterdata, to_domain
 from gateway.service import Gateway
 from tests.integration.lines import MASTERDATA
+from tests.support import ledger_with_masterdata
 
 MACHINES = 450
 
 
 def gateway_with_pending(folder, confirm: dict, opened_at: datetime) -> Gateway:
     """A gateway (sources not started, writer started) whose every machine has 3 units pending."""
-    md = load_masterdata(MASTERDATA)
-    engine = open_engine(f"sqlite:///{folder / 'ledger.sqlite'}")
-    store_masterdata(engine, to_domain(md), md.stock)
+    engine = ledger_with_masterdata(f"sqlite:///{folder / 'ledger.sqlite'}", Path(MASTERDATA).read_text(), folder)
     mapping = Mapping.model_validate({
         "sources": {"sim": {"opcua": {"endpoint": "opc.tcp://127.0.0.1:9"}}},  # never connected here
         "machines": {f"M{i:03d}": {

@@ -250,7 +250,7 @@ def reverse_confirmation(engine: Engine, confirmation_id: str, reason: str, *, f
                                                  t.error_queue.c.status == "open")
                      .values(status="cancelled", resolved_at=now))
         add_progress(conn, row.order_no, row.operation, -row.yield_qty, -row.scrap_qty)
-        add_carry(conn, row.order_no, read_carry(conn, row.order_no), result.carry)
+        add_carry(conn, row.order_no, result.carry)
         _true_up_rounding(conn, row.order_no, row.operation, doc, now)
         conn.execute(insert(t.reversals), [{"id": doc, "confirmation_id": confirmation_id, "reason": reason,
                                             "forced": bool(used), "force_reason": force_reason if used else None,
@@ -291,7 +291,7 @@ def _true_up_rounding(conn: Connection, order_no: str, operation: str, doc: str,
     wc = work_centers[order.operation(operation).work_center]
     write_activities(conn, doc, order_no, [ActivityPosting(operation, wc.id, a, h, c, wc.currency)
                                            for a, (h, c) in sorted(activities.items())], now)
-    add_carry(conn, order_no, carry, sorted(deltas.items()))
+    add_carry(conn, order_no, sorted(deltas.items()))
 
 
 def _true_up_component(conn: Connection, order, component, material, delta: Decimal, doc: str, now: datetime) -> None:

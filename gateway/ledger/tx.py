@@ -37,8 +37,8 @@ from gateway.ledger.sql import LOTS_OF, STOCK_LOTS, movement_row, upsert
 
 # Locked for the transaction (PostgreSQL), so the writer and a CLI adjustment or reversal
 # of the same order cannot both plan from the same totals.
-CARRY = select(t.order_carry).where(t.order_carry.c.order_no == bindparam("order")).with_for_update()
-PROGRESS = select(t.order_progress).where(t.order_progress.c.order_no == bindparam("order"),
+_CARRY = select(t.order_carry).where(t.order_carry.c.order_no == bindparam("order")).with_for_update()
+_PROGRESS = select(t.order_progress).where(t.order_progress.c.order_no == bindparam("order"),
                                           t.order_progress.c.operation == bindparam("operation")).with_for_update()
 _STATUS = select(t.production_orders.c.status).where(t.production_orders.c.number == bindparam("order"))
 _CONFIRMATIONS_IN = select(t.confirmations.c.id).where(t.confirmations.c.id.in_(bindparam("ids", expanding=True)))
@@ -85,7 +85,7 @@ class LedgerTx:
     def progress(self, order: str, operation: str) -> OperationProgress:
         key = (order, operation)
         if key not in self._progress:
-            row = self.conn.execute(PROGRESS, {"order": order, "operation": operation}).first()
+            row = self.conn.execute(_PROGRESS, {"order": order, "operation": operation}).first()
             self._progress[key] = (OperationProgress(order, operation) if row is None
                                    else OperationProgress(order, operation, row.yield_qty, row.scrap_qty))
         return self._progress[key]
@@ -93,7 +93,7 @@ class LedgerTx:
     def carry(self, order: str) -> dict[str, Decimal]:
         """The order's planned-so-far figures (a copy: change them with ``add_carry``)."""
         if order not in self._carry:
-            self._carry[order] = {r.key: r.planned for r in self.conn.execute(CARRY, {"order": order})}
+            self._carry[order] = {r.key: r.planned for r in self.conn.execute(_CARRY, {"order": order})}
         return dict(self._carry[order])
 
     def stock(self, keys: Iterable[tuple[str, str]]) -> StockView:

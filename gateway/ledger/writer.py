@@ -57,7 +57,7 @@ from gateway.domain.records import (
 from gateway.ledger import schema as t
 from gateway.ledger.masters import MasterCache
 from gateway.ledger.sql import upsert
-from gateway.ledger.tx import CARRY, PROGRESS, LedgerTx
+from gateway.ledger.tx import LedgerTx, buffered
 
 log = structlog.get_logger("gateway.ledger")
 
@@ -430,29 +430,27 @@ def write_deferred(out: Connection | LedgerTx, document: str, order_no: str, ite
             "qty": n.qty, "uom": n.uom, "rule": n.rule.value} for n in items])
 
 
+# For postings a person asks for (reversals, adjustments, order views): the same reads and
+# writes as the writer's LedgerTx, on a plain connection.
+
+
 def add_progress(conn: Connection, order: str, operation: str, yield_qty: Decimal, scrap_qty: Decimal) -> None:
     """Cumulative confirmed quantities of an order operation (negative deltas on reversal)."""
-    p = read_progress(conn, order, operation)
-    upsert(conn, t.order_progress, [{"order_no": order, "operation": operation,
-                                     "yield_qty": p.yield_qty + yield_qty, "scrap_qty": p.scrap_qty + scrap_qty}],
-           ["order_no", "operation"])
+    with buffered(conn) as tx:
+        tx.add_progress(order, operation, yield_qty, scrap_qty)
 
 
 def read_carry(conn: Connection, order: str) -> dict[str, Decimal]:
-    rows = conn.execute(CARRY, {"order": order})
-    return {r.key: r.planned for r in rows}
+    return LedgerTx(conn).carry(order)
 
 
-def add_carry(conn: Connection, order: str, carry: dict[str, Decimal], deltas) -> None:
-    upsert(conn, t.order_carry, [{"order_no": order, "key": key, "planned": carry.get(key, Decimal(0)) + qty}
-                                 for key, qty in deltas], ["order_no", "key"])
+def add_carry(conn: Connection, order: str, deltas) -> None:
+    with buffered(conn) as tx:
+        tx.add_carry(order, deltas)
 
 
 def read_progress(conn: Connection, order: str, operation: str) -> OperationProgress:
-    row = conn.execute(PROGRESS, {"order": order, "operation": operation}).first()
-    if row is None:
-        return OperationProgress(order, operation)
-    return OperationProgress(order, operation, row.yield_qty, row.scrap_qty)
+    return LedgerTx(conn).progress(order, operation)
 
 
 def _pending_row(p: Pending) -> dict:

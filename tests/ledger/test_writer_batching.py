@@ -12,11 +12,10 @@ from sqlalchemy import select
 from gateway.domain.confirming import accumulate, confirm
 from gateway.domain.records import Increment, Position
 from gateway.ledger import schema as t
-from gateway.ledger.masters import MasterCache, store_masterdata
-from gateway.ledger.schema import open_engine
+from gateway.ledger.masters import MasterCache
 from gateway.ledger.writer import Commit, apply
-from gateway.masterdata.load import load_masterdata, to_domain
 from tests.ledger.test_invariants import T, component, masterdata_yaml
+from tests.support import ledger_with_masterdata
 
 # What a posting leaves, without ids and clocks (the batched ledger gets other row ids).
 TABLES = {
@@ -33,9 +32,7 @@ TABLES = {
 
 
 def ledger_after(folder, name, components, base, batches) -> dict:
-    md = load_masterdata(folder / "md.yaml")
-    engine = open_engine(f"sqlite:///{folder / name}")
-    store_masterdata(engine, to_domain(md), md.stock)
+    engine = ledger_with_masterdata(f"sqlite:///{folder / name}", masterdata_yaml(components, base), folder)
     for batch in batches:
         with engine.begin() as conn:
             apply(conn, Commit(confirmations=batch), MasterCache())
@@ -51,7 +48,6 @@ def ledger_after(folder, name, components, base, batches) -> dict:
        units=st.lists(st.integers(1, 60), min_size=2, max_size=12), replay=st.booleans())
 def test_one_transaction_posts_what_many_post(tmp_path_factory, components, base, units, replay):
     folder = tmp_path_factory.mktemp("batch")
-    (folder / "md.yaml").write_text(masterdata_yaml(components, base))
     confirmations, position = [], 0
     for n in units:
         inc = Increment("M", "good", n, Position(0, position), Position(0, position + n), T)
