@@ -30,7 +30,8 @@ from bench.e2e import ORDERS, masterdata_yaml
 from gateway.domain.records import Confirmation, Position
 from gateway.ledger.masters import MasterCache
 from gateway.ledger.schema import open_engine
-from gateway.ledger.writer import Commit, apply
+from gateway.ledger.posting import apply
+from gateway.ledger.writer import Commit
 
 
 def commit_of(k: int, n: int, now: datetime) -> Commit:

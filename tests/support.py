@@ -33,7 +33,8 @@ def post_units(engine, start: int, end: int, *, order: str, at, machine: str = "
     from gateway.domain.confirming import accumulate, confirm
     from gateway.domain.records import Increment, Position
     from gateway.ledger.masters import MasterCache
-    from gateway.ledger.writer import Commit, apply
+    from gateway.ledger.posting import apply
+    from gateway.ledger.writer import Commit
 
     inc = Increment(machine, "good", end - start, Position(0, start), Position(0, end), at)
     c = confirm(accumulate(None, inc, Decimal(end - start), order=order, operation=operation, now=at),

@@ -55,7 +55,7 @@ from gateway.ledger.masters import (
 from gateway.ledger.operations import OperationRefused, read_posted
 from gateway.ledger.sql import issued_to_order, read_stock, write_movements
 from gateway.ledger.tx import buffered
-from gateway.ledger.writer import (
+from gateway.ledger.posting import (
     post_confirmation,
     write_activities,
     write_deferred,

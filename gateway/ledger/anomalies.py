@@ -31,7 +31,7 @@ from gateway.domain.records import Increment, Position
 from gateway.ledger import schema as t
 from gateway.ledger.masters import MasterCache
 from gateway.ledger.tx import buffered
-from gateway.ledger.writer import post_confirmation
+from gateway.ledger.posting import post_confirmation
 
 DECIDABLE = ("implausible",)
 

@@ -38,7 +38,7 @@ from gateway.ledger import schema as t
 from gateway.ledger.masters import MasterCache, read_materials, read_order, read_work_centers
 from gateway.ledger.sql import ensure_lot, issued_to_order, read_stock, write_movements
 from gateway.ledger.tx import buffered
-from gateway.ledger.writer import (
+from gateway.ledger.posting import (
     add_carry,
     add_progress,
     backflush,

@@ -45,7 +45,7 @@ from gateway.ledger import schema as t
 from gateway.ledger.masters import read_materials, read_order
 from gateway.ledger.operations import OperationRefused, stock_material
 from gateway.ledger.sql import read_stock, write_movements
-from gateway.ledger.writer import read_carry, read_progress, write_deferred, write_errors, write_genealogy
+from gateway.ledger.posting import read_carry, read_progress, write_deferred, write_errors, write_genealogy
 
 
 def document_kind(document: str | None) -> str:

@@ -24,8 +24,8 @@ contains (a constraint, a value too long), the writer commits the queued changes
 one and sets the refused one aside in ``dead_letters`` with the error, so one bad value
 never stops every machine. Nothing is dropped.
 
-Backflush planning runs here, inside the transaction, so the stock and progress it
-plans against are exactly the ones it commits against.
+What one transaction writes is ``gateway.ledger.posting.apply``; this module is the
+thread, its queue, its retries and its health.
 """
 
 from __future__ import annotations
@@ -41,23 +41,14 @@ from datetime import datetime
 from decimal import Decimal
 
 import structlog
-from sqlalchemy import Connection, Engine, delete, insert
+from sqlalchemy import Engine, insert
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 
-from gateway.domain.backflush import plan
 from gateway.domain.confirming import Pending, format_positions
-from gateway.domain.records import (
-    Anomaly,
-    AnomalyKind,
-    BackflushPlan,
-    Confirmation,
-    CounterState,
-    OperationProgress,
-)
+from gateway.domain.records import Anomaly, Confirmation, CounterState
 from gateway.ledger import schema as t
 from gateway.ledger.masters import MasterCache
-from gateway.ledger.sql import upsert
-from gateway.ledger.tx import LedgerTx, buffered
+from gateway.ledger.posting import apply
 
 log = structlog.get_logger("gateway.ledger")
 
@@ -286,188 +277,3 @@ def describe(commit: Commit) -> str:
     parts += [f"machine {m} order={o!r}" for m, o in commit.machine_orders.items()]
     parts += [f"anomaly {a.machine}/{a.counter} {a.kind.value}: {a.detail}" for a, _ in commit.anomalies]
     return "\n".join(parts)
-
-
-# -- one transaction ------------------------------------------------------------------
-
-
-def apply(conn: Connection, batch: Commit, masters: MasterCache) -> int:
-    """Write ``batch`` on ``conn`` (inside the caller's transaction); how many confirmations were new."""
-    now = t.utcnow()
-    tx = LedgerTx(conn)
-    tx.prefetch_confirmations(c.id for c in batch.confirmations)
-    posted = 0
-    for confirmation in batch.confirmations:
-        posted += post_confirmation(tx, confirmation, masters, now)
-    tx.flush()
-    if batch.anomalies:
-        conn.execute(insert(t.anomalies), [_anomaly_row(a, units, now) for a, units in batch.anomalies])
-    upsert(conn, t.counter_states, [
-        {"machine": s.machine, "counter": s.counter, "epoch": s.position.epoch, "raw": s.position.raw,
-         "source_time": s.source_time, "updated_at": now}
-        for s in batch.counter_states.values()
-    ], ["machine", "counter"])
-    upsert(conn, t.pending_units, [_pending_row(p) for p in batch.pendings.values() if p is not None],
-           ["machine", "order_no", "operation"])
-    for (machine, order, operation), p in batch.pendings.items():
-        if p is None:
-            conn.execute(delete(t.pending_units).where(
-                t.pending_units.c.machine == machine, t.pending_units.c.order_no == order,
-                t.pending_units.c.operation == operation))
-    upsert(conn, t.machine_states, [
-        {"machine": m, "order_no": o, "updated_at": now} for m, o in batch.machine_orders.items()
-    ], ["machine"])
-    return posted
-
-
-def post_confirmation(tx: LedgerTx, c: Confirmation, masters: MasterCache, now: datetime) -> bool:
-    """Insert a confirmation and its postings; False if it was already there (a replay)."""
-    if tx.confirmation_exists(c.id):
-        log.warning("confirmation_replay_skipped", confirmation_id=c.id, machine=c.machine, order=c.order)
-        return False
-    tx.insert(t.confirmations, [{
-        "id": c.id, "machine": c.machine, "order_no": c.order, "operation": c.operation,
-        "yield_qty": c.yield_qty, "scrap_qty": c.scrap_qty, "uom": c.uom,
-        "start_pos": format_positions(c.start), "end_pos": format_positions(c.end),
-        "first_source_time": c.first_source_time, "last_source_time": c.last_source_time,
-        "trigger": c.trigger, "posted_at": now,
-    }])
-    refusal = cannot_plan(tx, c, masters)
-    if refusal:
-        # The confirmation stands; what could not be planned waits in the error queue.
-        tx.insert(t.error_queue, [{
-            "confirmation_id": c.id, "order_no": c.order, "material": "", "location": "",
-            "missing_qty": c.consumed_qty, "uom": c.uom, "status": "open", "created_at": now,
-            "reason": refusal}])
-        log.warning("confirmation_not_planned", confirmation_id=c.id, machine=c.machine, order=c.order, reason=refusal)
-        return True
-    backflush(tx, c, masters, now)
-    return True
-
-
-def cannot_plan(tx: LedgerTx, c: Confirmation, masters: MasterCache) -> str | None:
-    """Why a confirmation cannot be backflushed now, if it cannot."""
-    order = masters.order(tx.conn, c.order)
-    if order is None or order.operation(c.operation) is None:
-        return (f"order {c.order} operation {c.operation} is not in the master data; "
-                "load it (`gateway masterdata load`), then `gateway errors reprocess`")
-    status = tx.order_status(c.order)
-    if status != "released":
-        return f"order {c.order} is {status}; nothing is posted to it (reverse or re-assign the confirmation)"
-    return None
-
-
-def backflush(tx: LedgerTx, c: Confirmation, masters: MasterCache, now: datetime) -> BackflushPlan:
-    """Plan and write the postings of a stored confirmation (``cannot_plan`` said it can)."""
-    order = masters.order(tx.conn, c.order)
-    progress = tx.progress(c.order, c.operation)
-    locations = {(k.material, k.supply_location) for k in order.components if k.operation == c.operation}
-    result = plan(c, order, progress, masters.materials(tx.conn), masters.work_centers(tx.conn),
-                  tx.stock(locations), tx.carry(c.order))
-    write_plan(tx, c, order.number, result, now)
-    tx.add_progress(c.order, c.operation, c.yield_qty, c.scrap_qty)
-    tx.add_carry(c.order, result.planned)
-    log.info(
-        "confirmation_posted", confirmation_id=c.id, machine=c.machine, order=c.order, operation=c.operation,
-        yield_qty=str(c.yield_qty), scrap_qty=str(c.scrap_qty), trigger=c.trigger,
-        movements=len(result.movements), activities=len(result.activities), errors=len(result.errors),
-    )
-    return result
-
-
-def write_plan(tx: LedgerTx, c: Confirmation, order_no: str, p: BackflushPlan, now: datetime) -> None:
-    """Write a plan's postings (movements with stock, activities, errors, WIP, genealogy)."""
-    tx.move(c.id, order_no, p.movements, now)
-    write_genealogy(tx, c.id, order_no, p.genealogy, now)
-    write_activities(tx, c.id, order_no, p.activities, now)
-    write_deferred(tx, c.id, order_no, p.not_backflushed)
-    write_errors(tx, c.id, order_no, p.errors, now)
-
-
-# The row writers below take the transaction's connection (postings a person asks for)
-# or a LedgerTx (the writer, which buffers them until the transaction's flush).
-
-
-def _put(out: Connection | LedgerTx, table, rows: list[dict]) -> None:
-    if isinstance(out, LedgerTx):
-        out.insert(table, rows)
-    else:
-        out.execute(insert(table), rows)
-
-
-def write_errors(out: Connection | LedgerTx, document: str, order_no: str, errors, now: datetime) -> None:
-    """Postings that could not be made go to the error queue, never away."""
-    if errors:
-        _put(out, t.error_queue, [{
-            "confirmation_id": document, "order_no": order_no, "bom_item": e.bom_item, "material": e.material,
-            "location": e.location, "missing_qty": e.missing_qty, "uom": e.uom, "reason": e.reason,
-            "status": "open", "created_at": now} for e in errors])
-        for e in errors:
-            log.warning("backflush_error_queued", document=document, order=order_no, material=e.material,
-                        missing=str(e.missing_qty), reason=e.reason)
-
-
-def write_genealogy(out: Connection | LedgerTx, document: str, order_no: str, edges, now: datetime) -> None:
-    if edges:
-        _put(out, t.genealogy, [{
-            "confirmation_id": document, "order_no": order_no, "component": g.component,
-            "component_lot": g.component_lot, "qty": g.qty, "uom": g.uom, "product": g.product,
-            "product_lot": g.product_lot, "posted_at": now} for g in edges])
-
-
-def write_activities(out: Connection | LedgerTx, document: str, order_no: str, activities, now: datetime) -> None:
-    if activities:
-        _put(out, t.activity_postings, [{
-            "confirmation_id": document, "order_no": order_no, "operation": a.operation,
-            "work_center": a.work_center, "activity": a.activity, "hours": a.hours, "cost": a.cost,
-            "currency": a.currency, "posted_at": now} for a in activities])
-
-
-def write_deferred(out: Connection | LedgerTx, document: str, order_no: str, items) -> None:
-    if items:
-        _put(out, t.deferred_components, [{
-            "confirmation_id": document, "order_no": order_no, "bom_item": n.bom_item, "material": n.material,
-            "qty": n.qty, "uom": n.uom, "rule": n.rule.value} for n in items])
-
-
-# For postings a person asks for (reversals, adjustments, order views): the same reads and
-# writes as the writer's LedgerTx, on a plain connection.
-
-
-def add_progress(conn: Connection, order: str, operation: str, yield_qty: Decimal, scrap_qty: Decimal) -> None:
-    """Cumulative confirmed quantities of an order operation (negative deltas on reversal)."""
-    with buffered(conn) as tx:
-        tx.add_progress(order, operation, yield_qty, scrap_qty)
-
-
-def read_carry(conn: Connection, order: str) -> dict[str, Decimal]:
-    return LedgerTx(conn).carry(order)
-
-
-def add_carry(conn: Connection, order: str, deltas) -> None:
-    with buffered(conn) as tx:
-        tx.add_carry(order, deltas)
-
-
-def read_progress(conn: Connection, order: str, operation: str) -> OperationProgress:
-    return LedgerTx(conn).progress(order, operation)
-
-
-def _pending_row(p: Pending) -> dict:
-    return {
-        "machine": p.machine, "order_no": p.order, "operation": p.operation,
-        "yield_qty": p.yield_qty, "scrap_qty": p.scrap_qty,
-        "start_pos": format_positions(p.start), "end_pos": format_positions(p.end),
-        "first_source_time": p.first_source_time, "last_source_time": p.last_source_time,
-        "opened_at": p.opened_at,
-    }
-
-
-def _anomaly_row(a: Anomaly, units_held: Decimal, now: datetime) -> dict:
-    needs_decision = a.kind in (AnomalyKind.IMPLAUSIBLE,)
-    return {
-        "machine": a.machine, "counter": a.counter, "kind": a.kind.value, "detail": a.detail,
-        "start_pos": str(a.start) if a.start else None, "end_pos": str(a.end) if a.end else None,
-        "counts_held": a.counts_held, "units_held": units_held, "source_time": a.source_time,
-        "status": "open" if needs_decision else "recorded", "created_at": now,
-    }

@@ -20,7 +20,7 @@ from gateway.ledger.operations import (
     trace,
 )
 from gateway.ledger.orders import complete_order, document_kind, order_view
-from gateway.ledger.writer import read_carry, read_progress
+from gateway.ledger.posting import read_carry, read_progress
 from tests.support import ledger_with_masterdata, post_units
 
 MASTERDATA = """

@@ -35,7 +35,8 @@ from gateway.ledger import adjustments as adjust
 from gateway.ledger.operations import OperationRefused, receive_stock, reprocess_errors, reverse_confirmation
 from gateway.ledger.orders import document_kind
 from gateway.ledger.schema import open_engine
-from gateway.ledger.writer import Commit, apply
+from gateway.ledger.posting import apply
+from gateway.ledger.writer import Commit
 from gateway.masterdata.load import load_masterdata, to_domain
 
 T = datetime(2026, 6, 1, 12, tzinfo=UTC)

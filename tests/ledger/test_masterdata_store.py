@@ -11,7 +11,8 @@ from gateway.domain.confirming import accumulate, confirm
 from gateway.domain.records import Increment, Position
 from gateway.ledger.masters import MasterCache, MasterDataConflict, store_masterdata
 from gateway.ledger.schema import open_engine
-from gateway.ledger.writer import Commit, apply
+from gateway.ledger.posting import apply
+from gateway.ledger.writer import Commit
 from gateway.masterdata.load import load_masterdata, to_domain
 
 MASTERDATA = """

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from gateway.ledger import schema as t
 from gateway.ledger.operations import OperationRefused, list_errors, reverse_confirmation
 from gateway.ledger.queries import summary
-from gateway.ledger.writer import read_carry, read_progress
+from gateway.ledger.posting import read_carry, read_progress
 from tests.support import ledger_with_masterdata, post_units
 
 MASTERDATA = """

@@ -21,7 +21,8 @@ from gateway.ledger.operations import receive_stock, reprocess_errors, reverse_c
 from gateway.ledger.orders import order_view
 from gateway.ledger.queries import journal
 from gateway.ledger.schema import open_engine
-from gateway.ledger.writer import Commit, apply
+from gateway.ledger.posting import apply
+from gateway.ledger.writer import Commit
 from gateway.masterdata.load import load_masterdata, to_domain
 from gateway.report import fmt, journal_markdown
 

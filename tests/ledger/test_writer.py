@@ -23,7 +23,8 @@ from gateway.ledger import schema as t
 from gateway.ledger.masters import store_masterdata
 from gateway.ledger.queries import resume_state, summary
 from gateway.ledger.schema import open_engine
-from gateway.ledger.writer import Commit, LedgerWriter, apply
+from gateway.ledger.posting import apply
+from gateway.ledger.writer import Commit, LedgerWriter
 from gateway.ledger.masters import MasterCache
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -13,7 +13,8 @@ from gateway.domain.confirming import accumulate, confirm
 from gateway.domain.records import Increment, Position
 from gateway.ledger import schema as t
 from gateway.ledger.masters import MasterCache
-from gateway.ledger.writer import Commit, apply
+from gateway.ledger.posting import apply
+from gateway.ledger.writer import Commit
 from tests.ledger.test_invariants import T, component, masterdata_yaml
 from tests.support import ledger_with_masterdata
 
