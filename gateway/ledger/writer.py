@@ -36,12 +36,13 @@ import queue
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
 import structlog
-from sqlalchemy import Engine, insert
+from sqlalchemy import Connection, Engine, insert
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 
 from gateway.domain.confirming import Pending, format_positions
@@ -53,6 +54,9 @@ from gateway.ledger.posting import apply
 log = structlog.get_logger("gateway.ledger")
 
 PendingKey = tuple[str, str, str]
+# Which of the machines (machine → the lease token its changes were made under) this
+# instance no longer owns, checked on the transaction's connection (``leases.fence``).
+Fence = Callable[[Connection, dict[str, int]], set[str]]
 
 
 @dataclass
@@ -64,12 +68,37 @@ class Commit:
     machine_orders: dict[str, str] = field(default_factory=dict)
     confirmations: list[Confirmation] = field(default_factory=list)
     anomalies: list[tuple[Anomaly, Decimal]] = field(default_factory=list)  # with units held
+    # The lease token of each machine these changes were made under (``gateway.ledger.leases``):
+    # the transaction writes a machine's changes only while its lease still carries that token.
+    # A machine not named here is not fenced (tests and tools that post without leases).
+    fences: dict[str, int] = field(default_factory=dict)
     # For --stats only: counter changes covered, and their oldest/newest PLC source time
     # (a merged commit keeps one state per counter, so the older times are kept here).
     readings: int = 0
     oldest_source: datetime | None = None
     newest_source: datetime | None = None
     source_times: list[datetime] | None = None  # every change's source time; only with --stats
+
+    def can_merge(self, later: Commit) -> bool:
+        """False when a machine's changes were made under two leases (lost and taken again)."""
+        return all(self.fences.get(m, tok) == tok for m, tok in later.fences.items())
+
+    def machines(self) -> set[str]:
+        return ({m for m, _ in self.counter_states} | {k[0] for k in self.pendings} | set(self.machine_orders)
+                | {c.machine for c in self.confirmations} | {a.machine for a, _ in self.anomalies})
+
+    def without(self, machines: set[str]) -> Commit:
+        """The same changes less those of ``machines`` (whose lease was lost: none of it may be written)."""
+        return Commit(
+            counter_states={k: v for k, v in self.counter_states.items() if k[0] not in machines},
+            pendings={k: v for k, v in self.pendings.items() if k[0] not in machines},
+            machine_orders={k: v for k, v in self.machine_orders.items() if k not in machines},
+            confirmations=[c for c in self.confirmations if c.machine not in machines],
+            anomalies=[(a, u) for a, u in self.anomalies if a.machine not in machines],
+            fences={k: v for k, v in self.fences.items() if k not in machines},
+            readings=self.readings, oldest_source=self.oldest_source, newest_source=self.newest_source,
+            source_times=self.source_times,
+        )
 
     def merge(self, later: Commit) -> None:
         self.readings += later.readings
@@ -86,6 +115,7 @@ class Commit:
         self.machine_orders.update(later.machine_orders)
         self.confirmations.extend(later.confirmations)
         self.anomalies.extend(later.anomalies)
+        self.fences.update(later.fences)
 
     def __bool__(self) -> bool:
         return bool(self.counter_states or self.pendings or self.machine_orders or self.confirmations or self.anomalies)
@@ -112,8 +142,11 @@ class LedgerWriter:
     """Single writer thread; ``submit`` never blocks the caller."""
 
     def __init__(self, engine: Engine, *, retry_min_s: float = 0.2, retry_max_s: float = 15.0,
-                 stats: str | None = None) -> None:
+                 stats: str | None = None, fence: Fence | None = None,
+                 on_fenced: Callable[[set[str]], None] | None = None) -> None:
         self._engine = engine
+        self._fence = fence
+        self._on_fenced = on_fenced
         # Line-buffered: a benchmark reads it while the gateway runs, and after a kill.
         self._stats = open(stats, "a", buffering=1, encoding="utf-8") if stats else None  # noqa: SIM115
         self._queue: queue.SimpleQueue[Commit | concurrent.futures.Future | None] = queue.SimpleQueue()
@@ -154,8 +187,9 @@ class LedgerWriter:
             commits, waiters, stopping = self._drain(block=True)
             while commits:
                 try:
-                    self._commit(_merged(commits))
-                    commits = []
+                    batch, used = _merged(commits)
+                    self._commit(batch)
+                    commits = commits[used:]
                 except Exception as exc:  # noqa: BLE001 — sorted below; nothing is dropped
                     if not is_transient(exc):
                         commits = self._isolate(commits, exc)
@@ -233,8 +267,21 @@ class LedgerWriter:
 
     def _commit(self, batch: Commit) -> None:
         began = time.time() if self._stats is not None else 0.0
+        lost: set[str] = set()
         with self._engine.begin() as conn:
+            if self._fence is not None and batch.fences:
+                # First in the transaction: the lease rows stay locked until it commits, so no
+                # other instance takes these machines over between this check and the commit.
+                lost = self._fence(conn, batch.fences)
+                if lost:
+                    batch = batch.without(lost)
             posted = apply(conn, batch, self._masters)
+        if lost:
+            log.error("ledger_changes_fenced_off", machines=sorted(lost),
+                      hint="this instance lost the machines' leases; their changes were not written and the "
+                           "new owner counts those units from the last committed position")
+            if self._on_fenced is not None:
+                self._on_fenced(lost)
         h = self.health
         if h.failing_since is not None:
             log.info("ledger_recovered", after_retries=h.retries)
@@ -253,13 +300,16 @@ class LedgerWriter:
             }) + "\n")
 
 
-def _merged(commits: list[Commit]) -> Commit:
+def _merged(commits: list[Commit]) -> tuple[Commit, int]:
+    """The longest prefix of ``commits`` that goes in one transaction, merged; and its length."""
     if len(commits) == 1:
-        return commits[0]
+        return commits[0], 1
     merged = Commit()
-    for c in commits:
+    for used, c in enumerate(commits):
+        if not merged.can_merge(c):
+            return merged, used
         merged.merge(c)
-    return merged
+    return merged, len(commits)
 
 
 def _short(exc: BaseException) -> str:
