@@ -17,6 +17,7 @@ import typer
 
 from gateway import diagnostics, logs
 from gateway.cli_common import DbOption, age_text, fail, with_ledger
+from gateway.ledger.leases import DEFAULT_TTL_S, LEDGER
 from gateway.yamldoc import InputFileError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -59,9 +60,23 @@ def run(
     stats: Path = typer.Option(None, "--stats", help="Append one JSON line per committed ledger transaction "
                                "(commit time, counter changes, oldest/newest source time) to this file; "
                                "for benchmarks."),
+    instance: str = typer.Option(None, "--instance", envvar="GATEWAY_INSTANCE",
+                                 help="This gateway's name in the ledger (default: the host name). A restart "
+                                      "under the same name on the same host takes its machines back at once."),
+    standby: bool = typer.Option(False, "--standby", help="If another gateway owns machines of this mapping, "
+                                 "wait and take each over when its lease expires, instead of refusing to start."),
+    lease_ttl: float = typer.Option(DEFAULT_TTL_S, "--lease-ttl", min=1.0,
+                                    help="Seconds a machine's lease lasts without renewal (renewed every third); "
+                                         "a standby takes over within this time after an owner dies."),
 ) -> None:
-    """Run the gateway until SIGINT/SIGTERM; pending units are confirmed on the way out."""
+    """Run the gateway until SIGINT/SIGTERM; pending units are confirmed on the way out.
+
+    Each machine is owned by one gateway at a time (a lease in the ledger). A second gateway
+    for the same machines is refused (exit 2) unless it is started with --standby.
+    """
+    from gateway.ledger.leases import MachinesOwned
     from gateway.mapping.load import load_mapping
+    from gateway.ownership import LeaseOptions
     from gateway.service import Gateway, open_ledger_when_reachable
 
     logs.configure(json=log_json, level=log_level.value)
@@ -76,16 +91,44 @@ def run(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         diagnostics.install(loop)
-        engine = await open_ledger_when_reachable(db, stop)
+        # A stalled transaction must not hold lease rows much past a lease's end.
+        engine = await open_ledger_when_reachable(db, stop, idle_in_transaction_s=lease_ttl / 2)
         if engine is None:
             return True  # stopped before the database came back: nothing was counted
-        gateway = Gateway(config, engine, stats=str(stats) if stats else None)
+        gateway = Gateway(config, engine, stats=str(stats) if stats else None,
+                          lease=LeaseOptions(instance, lease_ttl, standby))
         done = await gateway.run(stop, shutdown_timeout_s=shutdown_timeout)
         diagnostics.exit_guard(0 if done else 1, EXIT_GRACE_S)
         return done
 
-    if not asyncio.run(main()):
+    try:
+        done = asyncio.run(main())
+    except MachinesOwned as exc:
+        typer.echo("\n".join(owned_message(exc.holders, lease_ttl)), err=True)
+        raise typer.Exit(2) from None
+    if not done:
         raise typer.Exit(1)
+
+
+def owned_message(holders, ttl_s: float) -> list[str]:
+    """Why a second gateway is refused: which machines, whose, since when, and what to do."""
+    from datetime import UTC, datetime
+
+    by_owner: dict[tuple, list] = {}
+    for h in holders:
+        by_owner.setdefault((h.instance, h.host, h.pid), []).append(h)
+    machines = sorted(h.machine for h in holders if h.machine != LEDGER)
+    lines = [f"refused: {len(machines)} machine(s) of this mapping are owned by a running gateway"
+             if machines else "refused: another gateway runs on this ledger (SQLite: one gateway per ledger file)"]
+    for (name, host, pid), hs in sorted(by_owner.items()):
+        since = min(h.since for h in hs)
+        names = ", ".join(h.machine if h.machine != LEDGER else "the ledger" for h in hs)
+        lines.append(f"  {names}: instance {name!r} on host {host}, pid {pid}, since "
+                     f"{datetime.fromtimestamp(since, UTC):%Y-%m-%d %H:%M:%S} UTC "
+                     f"(lease expires in {max(0.0, min(h.expires_in_s for h in hs)):.0f} s unless renewed)")
+    lines.append(f"Start it with --standby to wait and take each machine over when its owner's lease expires "
+                 f"(--lease-ttl, now {ttl_s:g} s), or stop the other gateway first; `gateway status` lists owners.")
+    return lines
 
 
 @app.command()
@@ -347,6 +390,29 @@ def trace(
         arrow = "" if line.depth == 0 else ("used in " if forward else "made from ")
         qty = f"  {fmt(line.qty)} {line.uom}" if line.depth else ""
         typer.echo(f"{'  ' * line.depth}{arrow}{line.material} lot {line.lot}{qty}")
+
+
+@app.command()
+def status(db: str = DbOption) -> None:
+    """Gateways on this ledger: running or not, the machines each owns, lease age, last commit."""
+    from gateway.ledger.leases import status as read_status
+
+    def read(engine):
+        with engine.connect() as conn:
+            return read_status(conn)
+
+    instances = with_ledger(db, read)
+    if not instances:
+        typer.echo("no gateway has run on this ledger with leases yet")
+        return
+    for i in instances:
+        state = ("running" + (" (standby)" if i.standby and not i.machines else "")) if i.running else "not running"
+        commit = "never" if i.last_commit_ago_s is None else f"{i.last_commit_ago_s:.0f} s ago"
+        typer.echo(f"{i.name}  host {i.host}  pid {i.pid}  {state}  seen {i.seen_ago_s:.0f} s ago  "
+                   f"last commit {commit}  machines {len(i.machines)}")
+        for machine, age, expires in i.machines:
+            if machine != LEDGER:
+                typer.echo(f"  {machine:<24} lease age {age:.0f} s  expires in {expires:.0f} s")
 
 
 @report_app.callback(invoke_without_command=True)

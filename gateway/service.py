@@ -13,6 +13,13 @@ they are confirmed as soon as the order is known. Nothing is dropped.
 On shutdown the sources stop first, then every pending unit of a known order is
 confirmed (trigger ``shutdown``), then the writer commits everything queued.
 
+With leases (``gateway run``; see ``gateway.ownership``) the gateway counts only the
+machines it owns. Every change-set carries the lease token of each machine it touches and
+the writer's transaction is fenced by it. A machine lost to another instance is dropped
+from memory (the new owner counts its units from the committed position); a machine taken
+over is loaded from the ledger and fed the latest values its source delivered meanwhile,
+as a new subscription would.
+
 This module does I/O orchestration only: every number is decided in ``gateway.domain``.
 """
 
@@ -24,7 +31,7 @@ import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 
 import structlog
@@ -40,9 +47,10 @@ from gateway.domain.records import (
     CounterState,
     Quality,
 )
-from gateway.ledger.queries import OrderDirectory, order_directory, resume_state
+from gateway.ledger.queries import OrderDirectory, ResumeState, order_directory, resume_state
 from gateway.ledger.writer import Commit, LedgerWriter
 from gateway.mapping.model import COUNTER_WIDTH_BITS, Machine, Mapping
+from gateway.ownership import LeaseKeeper, LeaseOptions
 from gateway.sources import build_sources
 from gateway.sources.base import ORDER_ROLE, Source, TagValue
 from gateway.clock import utcnow
@@ -73,6 +81,8 @@ class MachineRuntime:
     reported_unknown: set[str] = field(default_factory=set)
     reported_bad: set[str] = field(default_factory=set)  # tags in a streak of bad values, reported once
     counted_units: Decimal = Decimal(0)  # since this process started, for progress output
+    token: int | None = None  # the lease token this instance posts under; None: not leased
+    owned: bool = True  # False: another instance owns it (standby, or lost); its values are not counted
     ignored: dict[str, int] = field(default_factory=dict)  # readings not counted, by why; logged at stop
 
     @property
@@ -96,7 +106,7 @@ def counter_specs(name: str, machine: Machine) -> dict[str, CounterSpec]:
 
 
 async def open_ledger_when_reachable(url: str, stop: asyncio.Event, *, min_s: float = 0.5,
-                                    max_s: float = 30.0) -> Engine | None:
+                                    max_s: float = 30.0, idle_in_transaction_s: float | None = None) -> Engine | None:
     """Open (and create) the ledger, retrying with backoff while the database is down."""
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -106,7 +116,7 @@ async def open_ledger_when_reachable(url: str, stop: asyncio.Event, *, min_s: fl
     backoff = Backoff(min_s, max_s)
     while not stop.is_set():
         try:
-            return await asyncio.to_thread(open_engine, url)
+            return await asyncio.to_thread(open_engine, url, idle_in_transaction_s=idle_in_transaction_s)
         except SQLAlchemyError as exc:
             delay = backoff.next()
             log.error("ledger_unreachable", db=url.split("@")[-1], error=str(exc).splitlines()[0],
@@ -159,11 +169,18 @@ async def _cancel_all(tasks: list[asyncio.Task], timeout_s: float) -> None:
 
 class Gateway:
     def __init__(self, mapping: Mapping, engine: Engine, *, clock: Callable[[], datetime] = utcnow,
-                 stats: str | None = None) -> None:
+                 stats: str | None = None, lease: LeaseOptions | None = None) -> None:
         self.mapping = mapping
         self.engine = engine
         self.clock = clock
-        self.writer = LedgerWriter(engine, stats=stats)  # stats: JSON line per transaction (benchmarks)
+        # Without ``lease`` (tests, the demo's own ledger) nothing is fenced: one process only.
+        self.keeper = None if lease is None else LeaseKeeper(
+            engine, list(mapping.machines), lease, last_commit=lambda: self.writer.health.last_commit_at)
+        self.writer = LedgerWriter(engine, stats=stats,  # stats: JSON line per transaction (benchmarks)
+                                   fence=self.keeper.fence if self.keeper else None,
+                                   on_fenced=self._lost_from_thread)
+        self.last_seen: dict[tuple[str, str], TagValue] = {}  # (machine, role) → latest value, owned or not
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.machines: dict[str, MachineRuntime] = {}
         self.orders = OrderDirectory()  # units are confirmed against open orders only
         self.sources: list[Source] = []
@@ -175,10 +192,21 @@ class Gateway:
     # -- lifecycle -------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event, *, shutdown_timeout_s: float = 30.0) -> bool:
-        """Run until ``stop`` is set; True if everything counted was committed at the end."""
-        await asyncio.to_thread(self._restore)
+        """Run until ``stop`` is set; True if everything counted was committed at the end.
+
+        With leases, raises ``MachinesOwned`` before anything starts when another live
+        instance owns machines of this mapping (and this one is not a standby).
+        """
+        self._loop = asyncio.get_running_loop()
+        tokens = await asyncio.to_thread(self.keeper.start) if self.keeper else None
+        await asyncio.to_thread(self._restore)  # after the leases: what the last owner committed
+        if tokens is not None:
+            for name, rt in self.machines.items():
+                rt.token, rt.owned = tokens.get(name), name in tokens
         self.writer.start()
         tasks = [asyncio.create_task(src.run(), name=f"source:{src.name}") for src in self._make_sources()]
+        if self.keeper:
+            tasks.append(asyncio.create_task(self.keeper.keep(self._taken, self._lost), name="leases"))
         ticker = asyncio.create_task(self._tick_forever(), name="confirm-timer")
         housekeeping = asyncio.create_task(_freeze_long_lived_objects(), name="gc-freeze")
         self._started.set()
@@ -196,7 +224,17 @@ class Gateway:
                 log.error("shutdown_timeout", last_error=self.writer.health.last_error,
                           hint="the last changes were not committed; the units they cover are recounted from "
                                "the PLC counters at the next start")
+            if self.keeper:
+                await self._release()
         return done
+
+    async def _release(self) -> None:
+        """Let a standby take over at once (a later posting of ours would be fenced anyway)."""
+        try:
+            await asyncio.to_thread(self.keeper.release)
+        except Exception as exc:  # noqa: BLE001 — the leases then expire by themselves
+            log.warning("leases_not_released", error=str(exc).splitlines()[0],
+                        hint=f"they expire within {self.keeper.options.ttl_s:g} s; a standby takes over then")
 
     def _restore(self) -> None:
         resumed = resume_state(self.engine)
@@ -205,13 +243,46 @@ class Gateway:
             rt = MachineRuntime(name, cfg, counter_specs(name, cfg),
                                 ConfirmRule(cfg.confirm.every_units, cfg.confirm.every_seconds,
                                             timer_spread(name, cfg.confirm.effective_jitter_seconds)))
-            rt.order = cfg.order if isinstance(cfg.order, str) else resumed.machine_orders.get(name, "")
-            rt.states = {c: s for (m, c), s in resumed.counter_states.items() if m == name}
-            rt.pendings = {(p.order, p.operation): p for k, p in resumed.pendings.items() if k[0] == name}
             self.machines[name] = rt
-            log.info("machine_resumed", machine=name, order=rt.order or None, operation=cfg.operation,
-                     counters={c: str(s.position) for c, s in rt.states.items()},
-                     pending_units=str(sum((p.units for p in rt.pendings.values()), Decimal(0))))
+            self._resume(rt, resumed)
+
+    def _resume(self, rt: MachineRuntime, resumed: ResumeState) -> None:
+        name, cfg = rt.name, rt.config
+        rt.order = cfg.order if isinstance(cfg.order, str) else resumed.machine_orders.get(name, "")
+        rt.states = {c: s for (m, c), s in resumed.counter_states.items() if m == name}
+        rt.pendings = {(p.order, p.operation): p for k, p in resumed.pendings.items() if k[0] == name}
+        rt.job_changed = set()
+        log.info("machine_resumed", machine=name, order=rt.order or None, operation=cfg.operation,
+                 counters={c: str(s.position) for c, s in rt.states.items()},
+                 pending_units=str(sum((p.units for p in rt.pendings.values()), Decimal(0))))
+
+    # -- ownership -------------------------------------------------------------------
+
+    async def _taken(self, tokens: dict[str, int]) -> None:
+        """Machines taken over: their state as the last owner committed it, then the latest values."""
+        resumed = await asyncio.to_thread(resume_state, self.engine, list(tokens))
+        for name, token in tokens.items():
+            rt = self.machines[name]
+            self._resume(rt, resumed)
+            rt.token, rt.owned = token, True
+            log.warning("machine_taken_over", machine=name, token=token, instance=self.keeper.me.instance)
+            latest = [tv for (m, _), tv in self.last_seen.items() if m == name]
+            # The order first: units counted from here belong to the order running now.
+            self.on_batch(sorted(latest, key=lambda tv: tv.role != ORDER_ROLE))
+
+    def _lost(self, lost: dict[str, int]) -> None:
+        """Machines another instance owns now: forget them; nothing of theirs is posted from here."""
+        for name in sorted(self.keeper.forget(lost)):
+            rt = self.machines[name]
+            rt.token, rt.owned = None, False
+            rt.states, rt.pendings, rt.job_changed = {}, {}, set()
+            log.error("machine_lost", machine=name, instance=self.keeper.me.instance,
+                      hint="another instance owns this machine now; this one stands by and takes it over "
+                           "again if that lease expires")
+
+    def _lost_from_thread(self, lost: dict[str, int]) -> None:
+        if self._loop is not None and self.keeper is not None:
+            self._loop.call_soon_threadsafe(self._lost, lost)
 
     def _make_sources(self) -> list[Source]:
         self.sources = build_sources(self.mapping, self.on_batch)
@@ -247,13 +318,22 @@ class Gateway:
                 rt = self.machines.get(tv.machine)
                 if rt is None:
                     continue
+                self.last_seen[(tv.machine, tv.role)] = tv
+                if not rt.owned:
+                    continue  # another instance counts it; these units are its to confirm
                 if tv.role == ORDER_ROLE:
                     self._order_value(rt, tv, commit, now)
                 else:
                     self._counter_value(rt, tv, commit, now)
         finally:
             # What was applied in memory must reach the ledger even if a later value raised.
-            self.writer.submit(commit)
+            self._submit(commit)
+
+    def _submit(self, commit: Commit) -> None:
+        """Hand a change-set to the writer, fenced by the lease token of each machine it touches."""
+        if commit and self.keeper is not None:
+            commit.fences = {m: self.machines[m].token for m in commit.machines()}
+        self.writer.submit(commit)
 
     def _order_value(self, rt: MachineRuntime, tv: TagValue, commit: Commit, now: datetime) -> None:
         if tv.quality is not Quality.GOOD:
@@ -398,8 +478,9 @@ class Gateway:
             if trigger is None and len(commit.confirmations) >= TIMER_CONFIRMATIONS_PER_TICK:
                 self._timer_turn = start + i  # the next tick starts with this machine
                 break
-            self._confirm_machine(rt, commit, now, trigger=trigger)
-        self.writer.submit(commit)
+            if rt.owned:
+                self._confirm_machine(rt, commit, now, trigger=trigger)
+        self._submit(commit)
 
     async def committed(self) -> None:
         """Wait until everything handed to the writer so far is in the ledger."""

@@ -7,6 +7,7 @@ text (see ``schema.Dec``).
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -24,18 +25,24 @@ class ResumeState:
     machine_orders: dict[str, str] = field(default_factory=dict)
 
 
-def resume_state(engine: Engine) -> ResumeState:
+def resume_state(engine: Engine, machines: Collection[str] | None = None) -> ResumeState:
+    """What the gateway resumes from: of every machine, or of ``machines`` (taken over)."""
+
+    def of(table):
+        q = select(table)
+        return q if machines is None else q.where(table.c.machine.in_(list(machines)))
+
     state = ResumeState()
     with engine.connect() as conn:
-        for r in conn.execute(select(t.counter_states)):
+        for r in conn.execute(of(t.counter_states)):
             state.counter_states[(r.machine, r.counter)] = CounterState(
                 r.machine, r.counter, Position(r.epoch, r.raw), r.source_time)
-        for r in conn.execute(select(t.pending_units)):
+        for r in conn.execute(of(t.pending_units)):
             p = Pending(r.machine, r.order_no, r.operation, r.yield_qty, r.scrap_qty,
                         parse_positions(r.start_pos), parse_positions(r.end_pos),
                         r.first_source_time, r.last_source_time, r.opened_at)
             state.pendings[p.key] = p
-        for r in conn.execute(select(t.machine_states)):
+        for r in conn.execute(of(t.machine_states)):
             state.machine_orders[r.machine] = r.order_no
     return state
 

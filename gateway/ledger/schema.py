@@ -25,6 +25,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     Engine,
+    Float,
     Integer,
     MetaData,
     Numeric,
@@ -399,6 +400,37 @@ stock_counts = Table(
 )
 
 
+# Ownership (``gateway.ledger.leases``). Times here are seconds since the epoch by the
+# DATABASE's clock (every instance compares against the same clock, whatever its host's
+# says); they decide nothing about quantities.
+gateway_instances = Table(
+    "gateway_instances", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("standby", Boolean, nullable=False),
+    Column("ttl_s", Float, nullable=False),
+    Column("machines", Integer, nullable=False),  # how many its mapping names
+    Column("started_at", Float, nullable=False),
+    Column("seen_at", Float, nullable=False),  # renewed with its leases
+    Column("last_commit_at", Float),
+    Column("stopped_at", Float),
+)
+
+# One row per machine: who may post for it, until when. ``token`` grows by one at every
+# change of owner; every posting transaction checks it (the fencing token).
+machine_leases = Table(
+    "machine_leases", metadata,
+    Column("machine", String(64), primary_key=True),
+    Column("owner", String(64), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("token", Integer, nullable=False),
+    Column("acquired_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
+
 dead_letters = Table(
     "dead_letters", metadata,
     # Changes the database refused for their content; kept whole, with the error.
@@ -423,8 +455,13 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def open_engine(url: str, *, create: bool = True) -> Engine:
-    """Engine for the ledger at ``url``; creates the tables unless told not to."""
+def open_engine(url: str, *, create: bool = True, idle_in_transaction_s: float | None = None) -> Engine:
+    """Engine for the ledger at ``url``; creates the tables unless told not to.
+
+    ``idle_in_transaction_s`` (PostgreSQL): the server ends a session that stays that long
+    inside a transaction without a statement (a gateway stopped by SIGSTOP, a frozen VM),
+    so the locks it holds on lease rows cannot keep a standby from taking over.
+    """
     url = normalise_url(url)
     if url.startswith("sqlite"):
         # A short busy wait: a lock held longer becomes a failed commit, which the writer
@@ -433,9 +470,19 @@ def open_engine(url: str, *, create: bool = True) -> Engine:
         _configure_sqlite(engine)
     else:
         engine = create_engine(url, pool_pre_ping=True)
+        if idle_in_transaction_s:
+            _end_idle_transactions(engine, idle_in_transaction_s)
     if create:
         metadata.create_all(engine)
     return engine
+
+
+def _end_idle_transactions(engine: Engine, seconds: float) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):
+        with dbapi_conn.cursor() as cursor:
+            cursor.execute(f"SET idle_in_transaction_session_timeout = {max(1, int(seconds * 1000))}")
+        dbapi_conn.commit()
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -129,6 +129,7 @@ class WriterHealth:
     dead_letters: int = 0
     failing_since: datetime | None = None
     last_error: str | None = None
+    last_commit_at: float | None = None  # time.monotonic() of the last commit
     retries: int = 0
     queued_confirmations: int = 0  # waiting for the database while it fails
 
@@ -143,7 +144,7 @@ class LedgerWriter:
 
     def __init__(self, engine: Engine, *, retry_min_s: float = 0.2, retry_max_s: float = 15.0,
                  stats: str | None = None, fence: Fence | None = None,
-                 on_fenced: Callable[[set[str]], None] | None = None) -> None:
+                 on_fenced: Callable[[dict[str, int]], None] | None = None) -> None:
         self._engine = engine
         self._fence = fence
         self._on_fenced = on_fenced
@@ -272,7 +273,8 @@ class LedgerWriter:
             if self._fence is not None and batch.fences:
                 # First in the transaction: the lease rows stay locked until it commits, so no
                 # other instance takes these machines over between this check and the commit.
-                lost = self._fence(conn, batch.fences)
+                fences = batch.fences
+                lost = self._fence(conn, fences)
                 if lost:
                     batch = batch.without(lost)
             posted = apply(conn, batch, self._masters)
@@ -281,11 +283,12 @@ class LedgerWriter:
                       hint="this instance lost the machines' leases; their changes were not written and the "
                            "new owner counts those units from the last committed position")
             if self._on_fenced is not None:
-                self._on_fenced(lost)
+                self._on_fenced({m: fences[m] for m in lost})
         h = self.health
         if h.failing_since is not None:
             log.info("ledger_recovered", after_retries=h.retries)
         h.transactions += 1
+        h.last_commit_at = time.monotonic()
         h.confirmations += posted
         h.replays_skipped += len(batch.confirmations) - posted
         h.failing_since, h.retries, h.queued_confirmations = None, 0, 0

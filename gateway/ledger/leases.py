@@ -1,0 +1,257 @@
+"""Machine ownership: one instance posts for a machine at a time, fenced in the transaction.
+
+Data model. ``machine_leases`` has one row per machine: the owning instance (name, host,
+pid), a fencing ``token`` and ``expires_at``. ``gateway_instances`` has one row per
+instance name, for ``gateway status``. Every time here is read from the DATABASE's clock
+(``db_now``), so instances on hosts whose clocks disagree still agree on who owns what.
+
+The rules:
+
+* A lease is *free* when it has expired, or when its owner is this instance on this host
+  and the process that took it is gone (a service manager's restart after kill -9 does
+  not wait for the TTL). A live lease of anyone else is not free.
+* Taking a lease sets this instance as owner and adds one to ``token``. Renewing keeps
+  the token. Releasing (a clean stop) lets the lease expire now.
+* Every posting transaction begins with ``fence``: the lease rows of the machines it
+  touches are locked (``FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` holds
+  the whole database) and a machine whose row no longer carries the token its changes
+  were made under is *lost*: none of its changes are written. Because the rows stay
+  locked until the commit, no other instance can take a machine over between the check
+  and the commit; a takeover waits for it and then sees the committed position.
+* A lease that expired while nobody took it over (a database outage longer than the
+  TTL) still carries this instance's token: ``fence`` and ``renew`` extend it, because no
+  one else can have posted for the machine in between.
+* On SQLite one instance owns the whole ledger: a lease on ``LEDGER`` is taken beside
+  the machines', so a second instance is refused whatever its mapping names.
+
+Rows are locked in machine order everywhere, so two transactions never wait on each
+other in a cycle. This module never decides a quantity and never commits: the caller's
+transaction does.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, bindparam, func, literal_column, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from gateway.ledger import schema as t
+
+LEDGER = "*ledger*"  # the pseudo-machine whose lease is the whole ledger (SQLite)
+DEFAULT_TTL_S = 10.0
+
+_L = t.machine_leases.c
+_ROWS = (select(t.machine_leases).where(_L.machine.in_(bindparam("machines", expanding=True)))
+         .order_by(_L.machine).with_for_update())
+
+
+@dataclass(frozen=True)
+class Me:
+    """This process as an owner."""
+
+    instance: str
+    host: str
+    pid: int
+
+    @staticmethod
+    def here(instance: str | None = None) -> Me:
+        host = socket.gethostname()
+        return Me(instance or host, host, os.getpid())
+
+
+@dataclass(frozen=True)
+class Holder:
+    """A live lease of someone else: what a refused start names."""
+
+    machine: str
+    instance: str
+    host: str
+    pid: int
+    since: float  # db clock
+    expires_in_s: float
+
+
+class MachinesOwned(Exception):
+    """Machines this instance needs are owned by another live instance."""
+
+    def __init__(self, holders: list[Holder]) -> None:
+        self.holders = holders
+        super().__init__(f"{len(holders)} machine(s) owned by another instance")
+
+
+def db_now(conn: Connection) -> float:
+    """Seconds since the epoch by the database's clock."""
+    if conn.dialect.name == "postgresql":
+        return float(conn.execute(select(func.extract("epoch", func.clock_timestamp()))).scalar_one())
+    return float(conn.execute(select(literal_column("(julianday('now') - 2440587.5) * 86400.0"))).scalar_one())
+
+
+def lease_names(engine_or_conn: Engine | Connection, machines: Iterable[str]) -> list[str]:
+    """The leases an instance of these machines needs (on SQLite: the whole ledger too)."""
+    names = sorted(set(machines))
+    return [LEDGER, *names] if engine_or_conn.dialect.name == "sqlite" else names
+
+
+def process_gone(pid: int) -> bool:
+    """True when no process ``pid`` runs on this host (an unreaped zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            state = f.read().rsplit(")", 1)[-1].split()[0]
+        return state in ("Z", "X")
+    except FileNotFoundError:
+        return True
+    except OSError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _free(row, me: Me, now: float) -> bool:
+    if row.expires_at <= now:
+        return True
+    if row.owner == me.instance and row.host == me.host:
+        # Our own process, or a previous process of this instance on this host that died.
+        return row.pid == me.pid or process_gone(row.pid)
+    return False
+
+
+def _insert_absent(conn: Connection, machines: list[str]) -> None:
+    """Create the missing rows (expired, token 0) so that every row can be locked."""
+    make = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    stmt = make(t.machine_leases).on_conflict_do_nothing(index_elements=["machine"])
+    conn.execute(stmt, [{"machine": m, "owner": "", "host": "", "pid": 0, "token": 0, "acquired_at": 0.0,
+                         "expires_at": 0.0} for m in machines])
+
+
+def acquire(conn: Connection, me: Me, machines: list[str], ttl_s: float, *,
+            all_or_nothing: bool) -> tuple[dict[str, int], list[Holder]]:
+    """Take the free leases among ``machines``: (machine → token taken, live leases of others).
+
+    With ``all_or_nothing`` nothing is taken when any lease is held by someone else.
+    """
+    if not machines:
+        return {}, []
+    _insert_absent(conn, machines)
+    now = db_now(conn)
+    rows = conn.execute(_ROWS, {"machines": machines}).all()
+    free = [r for r in rows if _free(r, me, now)]
+    holders = [Holder(r.machine, r.owner, r.host, r.pid, r.acquired_at, r.expires_at - now)
+               for r in rows if not _free(r, me, now)]
+    if holders and all_or_nothing:
+        return {}, holders
+    taken: dict[str, int] = {}
+    for r in free:
+        mine = r.owner == me.instance and r.host == me.host and r.pid == me.pid and r.expires_at > now
+        token = r.token if mine else r.token + 1
+        conn.execute(update(t.machine_leases).where(_L.machine == r.machine).values(
+            owner=me.instance, host=me.host, pid=me.pid, token=token,
+            acquired_at=r.acquired_at if mine else now, expires_at=now + ttl_s))
+        taken[r.machine] = token
+    return taken, holders
+
+
+def free_now(conn: Connection, me: Me, machines: list[str]) -> list[str]:
+    """Which of ``machines`` could be taken now (a read without locks, for a standby's poll)."""
+    now = db_now(conn)
+    rows = conn.execute(select(t.machine_leases).where(_L.machine.in_(machines))).all()
+    present = {r.machine for r in rows}
+    return sorted([r.machine for r in rows if _free(r, me, now)] + [m for m in machines if m not in present])
+
+
+def renew(conn: Connection, me: Me, tokens: dict[str, int], ttl_s: float) -> set[str]:
+    """Extend this process's leases; the machines of ``tokens`` it no longer holds."""
+    if not tokens:
+        return set()
+    now = db_now(conn)
+    rows = conn.execute(_ROWS, {"machines": sorted(tokens)}).all()
+    kept = [r.machine for r in rows if _holds(r, me, tokens[r.machine])]
+    if kept:
+        conn.execute(update(t.machine_leases).where(_L.machine.in_(kept)).values(expires_at=now + ttl_s))
+    return set(tokens) - set(kept)
+
+
+def _holds(row, me: Me, token: int) -> bool:
+    return row.token == token and row.owner == me.instance and row.host == me.host and row.pid == me.pid
+
+
+class Fence:
+    """The check that begins every posting transaction of this process (see the module doc)."""
+
+    def __init__(self, me: Me, ttl_s: float) -> None:
+        self.me, self.ttl_s = me, ttl_s
+
+    def __call__(self, conn: Connection, tokens: dict[str, int]) -> set[str]:
+        machines = sorted(tokens)
+        rows = {r.machine: r for r in conn.execute(_ROWS, {"machines": machines})}
+        lost = {m for m in machines if m not in rows or not _holds(rows[m], self.me, tokens[m])}
+        now = db_now(conn)
+        lapsed = [m for m in machines if m not in lost and rows[m].expires_at <= now]
+        if lapsed:  # expired, but nobody took it: still ours (see the module doc)
+            conn.execute(update(t.machine_leases).where(_L.machine.in_(lapsed)).values(expires_at=now + self.ttl_s))
+        return lost
+
+
+def release(conn: Connection, me: Me) -> int:
+    """Let this process's leases expire now (a clean stop); how many there were."""
+    now = db_now(conn)
+    result = conn.execute(update(t.machine_leases).where(
+        _L.owner == me.instance, _L.host == me.host, _L.pid == me.pid).values(expires_at=now))
+    conn.execute(update(t.gateway_instances).where(
+        t.gateway_instances.c.name == me.instance, t.gateway_instances.c.pid == me.pid).values(stopped_at=now))
+    return result.rowcount
+
+
+def register(conn: Connection, me: Me, *, standby: bool, ttl_s: float, machines: int) -> None:
+    """Record this instance for ``gateway status`` (a restart of the same name replaces the row)."""
+    now = db_now(conn)
+    make = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    row = {"name": me.instance, "host": me.host, "pid": me.pid, "standby": standby, "ttl_s": ttl_s,
+           "machines": machines, "started_at": now, "seen_at": now, "last_commit_at": None, "stopped_at": None}
+    stmt = make(t.gateway_instances)
+    conn.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={k: stmt.excluded[k] for k in row
+                                                                          if k != "name"}), [row])
+
+
+def heartbeat(conn: Connection, me: Me, last_commit_at: float | None) -> None:
+    values: dict = {"seen_at": db_now(conn)}
+    if last_commit_at is not None:
+        values["last_commit_at"] = last_commit_at
+    conn.execute(update(t.gateway_instances).where(
+        t.gateway_instances.c.name == me.instance, t.gateway_instances.c.pid == me.pid).values(**values))
+
+
+@dataclass(frozen=True)
+class InstanceStatus:
+    name: str
+    host: str
+    pid: int
+    standby: bool
+    running: bool
+    seen_ago_s: float
+    last_commit_ago_s: float | None
+    machines: list[tuple[str, float, float]]  # machine, lease age (s), expires in (s)
+
+
+def status(conn: Connection) -> list[InstanceStatus]:
+    """Every instance the ledger knows, with the leases it holds now."""
+    now = db_now(conn)
+    leases: dict[tuple[str, str, int], list] = {}
+    for r in conn.execute(select(t.machine_leases).where(_L.expires_at > now).order_by(_L.machine)):
+        leases.setdefault((r.owner, r.host, r.pid), []).append((r.machine, now - r.acquired_at, r.expires_at - now))
+    out = []
+    for i in conn.execute(select(t.gateway_instances).order_by(t.gateway_instances.c.name)):
+        running = i.stopped_at is None and now - i.seen_at < i.ttl_s
+        out.append(InstanceStatus(i.name, i.host, i.pid, i.standby, running, now - i.seen_at,
+                                  None if i.last_commit_at is None else now - i.last_commit_at,
+                                  leases.get((i.name, i.host, i.pid), [])))
+    return out

@@ -1,0 +1,148 @@
+"""Keeping this instance's machine leases: take them at start, renew them, take over, let go.
+
+``LeaseKeeper`` is the service's side of ``gateway.ledger.leases``: at start it takes the
+leases of every machine of the mapping (or refuses to start, naming the owner, unless
+it is a standby), then renews them every third of the TTL and, for machines it does not
+own, polls for leases that became free and takes them over. What it learns goes to the
+service through two callbacks: ``on_taken`` (machine → token; the service loads the
+machine's state from the ledger and starts counting it) and ``on_lost`` (the service
+drops the machine's state; its units stay on the PLC counter for the new owner).
+
+The keeper never posts and never decides whether a posting may be made: that is the
+fence in the writer's transaction. Its database work runs in threads, so a slow
+database delays renewals, never the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+from sqlalchemy import Engine
+
+from gateway.ledger import leases
+from gateway.ledger.leases import LEDGER, Fence, MachinesOwned, Me
+
+log = structlog.get_logger("gateway.ownership")
+
+
+@dataclass(frozen=True)
+class LeaseOptions:
+    instance: str | None = None  # default: the host name
+    ttl_s: float = leases.DEFAULT_TTL_S
+    standby: bool = False
+
+
+class LeaseKeeper:
+    def __init__(self, engine: Engine, machines: list[str], options: LeaseOptions,
+                 *, last_commit: Callable[[], float | None] = lambda: None) -> None:
+        self.engine = engine
+        self.options = options
+        self.me = Me.here(options.instance)
+        self.names = leases.lease_names(engine, machines)
+        # SQLite: one instance per ledger, so its leases are taken all together or not at all.
+        self.whole = LEDGER in self.names
+        self.tokens: dict[str, int] = {}
+        self.fence = Fence(self.me, options.ttl_s)
+        self._last_commit = last_commit  # monotonic time of the writer's last commit
+        self._renewed_at = 0.0
+
+    @property
+    def missing(self) -> list[str]:
+        return [n for n in self.names if n not in self.tokens]
+
+    # -- blocking steps (run in a thread) -----------------------------------------------
+
+    def start(self) -> dict[str, int]:
+        """Register and take what is free; ``MachinesOwned`` if not a standby and anything is held."""
+        with self.engine.begin() as conn:
+            taken, holders = leases.acquire(conn, self.me, self.names, self.options.ttl_s,
+                                            all_or_nothing=self.whole or not self.options.standby)
+            if holders and not self.options.standby:
+                raise MachinesOwned(holders)
+            leases.register(conn, self.me, standby=self.options.standby, ttl_s=self.options.ttl_s,
+                            machines=len([n for n in self.names if n != LEDGER]))
+        self.tokens.update(taken)
+        self._renewed_at = time.monotonic()
+        if holders:
+            log.warning("standby", instance=self.me.instance, owned=len(self.machines(taken)),
+                        waiting_for=sorted({h.machine for h in holders} - {LEDGER}) or [LEDGER],
+                        owners=sorted({f"{h.instance}@{h.host} pid {h.pid}" for h in holders}),
+                        hint="this instance takes each machine over when its owner's lease expires")
+        return self.machines(taken)
+
+    def _renew(self) -> set[str]:
+        with self.engine.begin() as conn:
+            lost = leases.renew(conn, self.me, self.tokens, self.options.ttl_s)
+            leases.heartbeat(conn, self.me, self._last_commit_db(conn))
+        return lost
+
+    def _take_free(self) -> dict[str, int]:
+        wanted = self.missing
+        with self.engine.connect() as conn:
+            free = leases.free_now(conn, self.me, wanted)
+        if not free or (self.whole and len(free) < len(wanted)):
+            return {}
+        with self.engine.begin() as conn:
+            taken, _ = leases.acquire(conn, self.me, free, self.options.ttl_s, all_or_nothing=self.whole)
+        return taken
+
+    def release(self) -> None:
+        with self.engine.begin() as conn:
+            count = leases.release(conn, self.me)
+        self.tokens.clear()
+        log.info("leases_released", instance=self.me.instance, leases=count)
+
+    def _last_commit_db(self, conn) -> float | None:
+        at = self._last_commit()
+        return None if at is None else leases.db_now(conn) - (time.monotonic() - at)
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def machines(self, tokens: dict[str, int]) -> dict[str, int]:
+        return {m: tok for m, tok in tokens.items() if m != LEDGER}
+
+    def forget(self, lost: dict[str, int]) -> set[str]:
+        """Drop leases found lost (by the fence, under these tokens); the machines dropped now."""
+        dropped = {m for m, tok in lost.items() if self.tokens.get(m) == tok}
+        for m in dropped:
+            del self.tokens[m]
+        if self.whole and LEDGER in self.tokens and dropped:
+            # On SQLite another instance took the ledger: nothing here is ours any more.
+            dropped |= set(self.tokens) - {LEDGER}
+            self.tokens.clear()
+        return dropped - {LEDGER}
+
+    async def keep(self, on_taken: Callable[[dict[str, int]], Awaitable[None]],
+                   on_lost: Callable[[dict[str, int]], None]) -> None:
+        ttl = self.options.ttl_s
+        poll = min(1.0, ttl / 4)
+        while True:
+            await asyncio.sleep(poll)
+            if time.monotonic() - self._renewed_at >= ttl / 3:  # a standby's heartbeat too
+                began = time.monotonic()
+                held = dict(self.tokens)
+                try:
+                    lost = await asyncio.to_thread(self._renew)
+                    self._renewed_at = began
+                except Exception as exc:  # noqa: BLE001 — the database is away; the fence guards postings
+                    log.warning("lease_renewal_failed", instance=self.me.instance, error=str(exc).splitlines()[0],
+                                hint="postings wait for the database; if another instance takes the machines "
+                                     "over meanwhile, this one's changes are fenced off and it stands by")
+                    lost = set()
+                if lost:
+                    on_lost({m: held[m] for m in lost})
+            if self.missing:
+                try:
+                    taken = await asyncio.to_thread(self._take_free)
+                except Exception as exc:  # noqa: BLE001 — tried again at the next poll
+                    log.warning("lease_takeover_failed", instance=self.me.instance, error=str(exc).splitlines()[0])
+                    continue
+                if taken:
+                    self.tokens.update(taken)
+                    if self.whole and LEDGER in taken:
+                        self._renewed_at = time.monotonic()
+                    await on_taken(self.machines(taken))

@@ -1,0 +1,154 @@
+"""Machine leases on real SQLite and PostgreSQL: who may post, fencing tokens, takeover rules."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from sqlalchemy import select, update
+
+from gateway.ledger import leases
+from gateway.ledger import schema as t
+from gateway.ledger.leases import LEDGER, Fence, Me
+from gateway.ledger.schema import open_engine
+
+A = Me("line-a", "host-1", 111)
+B = Me("line-b", "host-2", 222)
+MACHINES = ["PRESS-01", "LATHE-04"]
+
+
+@pytest.fixture
+def engine(ledger_url):
+    engine = open_engine(ledger_url)
+    yield engine
+    engine.dispose()
+
+
+def take(engine, me: Me, machines=MACHINES, ttl: float = 30.0, *, all_or_nothing: bool = True):
+    with engine.begin() as conn:
+        return leases.acquire(conn, me, machines, ttl, all_or_nothing=all_or_nothing)
+
+
+def expire(engine, machines=MACHINES) -> None:
+    with engine.begin() as conn:
+        conn.execute(update(t.machine_leases).where(t.machine_leases.c.machine.in_(machines)).values(expires_at=0.0))
+
+
+def fenced(engine, me: Me, tokens: dict[str, int]) -> set[str]:
+    with engine.begin() as conn:
+        return Fence(me, 30.0)(conn, tokens)
+
+
+def test_first_owner_takes_every_machine_and_a_second_is_refused_naming_the_owner(engine):
+    taken, holders = take(engine, A)
+    assert taken == {"LATHE-04": 1, "PRESS-01": 1} and holders == []
+    taken, holders = take(engine, B)
+    assert taken == {}
+    assert {(h.machine, h.instance, h.host, h.pid) for h in holders} == {
+        ("PRESS-01", "line-a", "host-1", 111), ("LATHE-04", "line-a", "host-1", 111)}
+    assert all(25 < h.expires_in_s <= 30 for h in holders)
+
+
+def test_a_standby_takes_only_what_is_free(engine):
+    take(engine, A, ["PRESS-01"])
+    taken, holders = take(engine, B, all_or_nothing=False)
+    assert taken == {"LATHE-04": 1} and [h.machine for h in holders] == ["PRESS-01"]
+
+
+def test_an_expired_lease_moves_with_a_new_token_and_the_old_owners_changes_are_fenced_off(engine):
+    tokens, _ = take(engine, A)
+    assert fenced(engine, A, tokens) == set()
+    expire(engine, ["PRESS-01"])
+    taken, _ = take(engine, B, ["PRESS-01"])
+    assert taken == {"PRESS-01": 2}
+    assert fenced(engine, A, tokens) == {"PRESS-01"}
+    assert fenced(engine, B, taken) == set()
+    with engine.begin() as conn:
+        assert leases.renew(conn, A, tokens, 30.0) == {"PRESS-01"}
+
+
+def test_a_lapsed_lease_nobody_took_is_still_the_owners_and_the_fence_extends_it(engine):
+    tokens, _ = take(engine, A)
+    expire(engine)
+    assert fenced(engine, A, tokens) == set()
+    taken, holders = take(engine, B)  # extended by the fence: B must wait
+    assert taken == {} and len(holders) == 2
+
+
+def test_the_same_instance_restarted_on_the_same_host_takes_its_leases_at_once_when_the_old_process_is_gone(engine):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    old = Me("line-a", "host-1", int(dead.stdout))
+    first, _ = take(engine, old)
+    taken, holders = take(engine, Me("line-a", "host-1", 999_999_999))
+    assert holders == [] and taken == {m: tok + 1 for m, tok in first.items()}
+
+
+def test_the_same_instance_name_is_refused_while_its_first_process_lives(engine):
+    alive = Me("line-a", "host-1", 1)  # pid 1 always runs
+    take(engine, alive)
+    taken, holders = take(engine, Me("line-a", "host-1", 424242))
+    assert taken == {} and len(holders) == 2
+
+
+def test_released_leases_are_free_at_once_for_another_instance(engine):
+    take(engine, A)
+    with engine.begin() as conn:
+        leases.register(conn, A, standby=False, ttl_s=30.0, machines=2)
+        assert leases.release(conn, A) == 2
+    taken, holders = take(engine, B)
+    assert holders == [] and taken == {"LATHE-04": 2, "PRESS-01": 2}
+
+
+def test_status_lists_instances_with_their_machines(engine):
+    take(engine, A)
+    with engine.begin() as conn:
+        leases.register(conn, A, standby=False, ttl_s=30.0, machines=2)
+        leases.register(conn, B, standby=True, ttl_s=30.0, machines=2)
+        leases.heartbeat(conn, A, leases.db_now(conn) - 3)
+    with engine.connect() as conn:
+        status = {i.name: i for i in leases.status(conn)}
+    assert [m for m, _, _ in status["line-a"].machines] == ["LATHE-04", "PRESS-01"]
+    assert status["line-a"].running and status["line-b"].running and status["line-b"].machines == []
+    assert 2.5 < status["line-a"].last_commit_ago_s < 10
+
+
+def test_sqlite_has_one_instance_per_ledger(sqlite_url):
+    engine = open_engine(sqlite_url)
+    assert leases.lease_names(engine, ["B", "A"]) == [LEDGER, "A", "B"]
+    take(engine, A, leases.lease_names(engine, ["PRESS-01"]))
+    _, holders = take(engine, B, leases.lease_names(engine, ["LATHE-04"]))  # other machines, same ledger
+    assert [h.machine for h in holders] == [LEDGER]
+
+
+@pytest.mark.postgres
+def test_postgres_a_takeover_waits_for_the_owners_open_transaction_and_then_sees_it(pg_url):
+    """The fence's row locks hold a takeover back until the owner's transaction has ended."""
+    engine = open_engine(pg_url)
+    tokens, _ = take(engine, A, ttl=0.5)
+    time.sleep(0.6)  # expired: a standby may take it ...
+    in_tx, took_at = threading.Event(), []
+
+    def owner() -> None:
+        with engine.begin() as conn:
+            assert Fence(A, 0.5)(conn, tokens) == set()  # ... but the owner's fence came first
+            in_tx.set()
+            time.sleep(1.0)
+
+    worker = threading.Thread(target=owner)
+    worker.start()
+    in_tx.wait(5)
+    began = time.monotonic()
+    taken, holders = take(engine, B, ttl=30.0)
+    took_at.append(time.monotonic() - began)
+    worker.join()
+    assert took_at[0] > 0.5, "the takeover did not wait for the owner's transaction"
+    # The owner's fence extended the lease by 0.5 s inside its transaction, which lasted 1 s:
+    # when the takeover could read the row, that extension had run out too.
+    assert holders == [] and taken == {m: tok + 1 for m, tok in tokens.items()}
+    with engine.connect() as conn:
+        assert {r.owner for r in conn.execute(select(t.machine_leases))} == {"line-b"}
+    engine.dispose()
