@@ -167,6 +167,16 @@ async def _cancel_all(tasks: list[asyncio.Task], timeout_s: float) -> None:
                   hint="a library ignored the cancellation; the gateway goes on stopping without it")
 
 
+def _behind(rt: MachineRuntime, tv: TagValue) -> bool:
+    """A counter value older than what the last owner committed (read before its last commit).
+
+    Counted as a counter going back, it would look like a PLC reset; the next value read
+    counts from the committed position instead.
+    """
+    state = rt.states.get(tv.role)
+    return state is not None and isinstance(tv.value, int) and tv.value < state.position.raw
+
+
 class Gateway:
     def __init__(self, mapping: Mapping, engine: Engine, *, clock: Callable[[], datetime] = utcnow,
                  stats: str | None = None, lease: LeaseOptions | None = None) -> None:
@@ -266,7 +276,7 @@ class Gateway:
             self._resume(rt, resumed)
             rt.token, rt.owned = token, True
             log.warning("machine_taken_over", machine=name, token=token, instance=self.keeper.me.instance)
-            latest = [tv for (m, _), tv in self.last_seen.items() if m == name]
+            latest = [tv for (m, _), tv in self.last_seen.items() if m == name and not _behind(rt, tv)]
             # The order first: units counted from here belong to the order running now.
             self.on_batch(sorted(latest, key=lambda tv: tv.role != ORDER_ROLE))
 
