@@ -408,11 +408,11 @@ def status(db: str = DbOption) -> None:
     for i in instances:
         state = ("running" + (" (standby)" if i.standby and not i.machines else "")) if i.running else "not running"
         commit = "never" if i.last_commit_ago_s is None else f"{i.last_commit_ago_s:.0f} s ago"
+        owned = [m for m in i.machines if m[0] != LEDGER]
         typer.echo(f"{i.name}  host {i.host}  pid {i.pid}  {state}  seen {i.seen_ago_s:.0f} s ago  "
-                   f"last commit {commit}  machines {len(i.machines)}")
-        for machine, age, expires in i.machines:
-            if machine != LEDGER:
-                typer.echo(f"  {machine:<24} lease age {age:.0f} s  expires in {expires:.0f} s")
+                   f"last commit {commit}  machines {len(owned)}")
+        for machine, age, expires in owned:
+            typer.echo(f"  {machine:<24} lease age {age:.0f} s  expires in {expires:.0f} s")
 
 
 @report_app.callback(invoke_without_command=True)

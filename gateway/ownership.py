@@ -145,4 +145,11 @@ class LeaseKeeper:
                     self.tokens.update(taken)
                     if self.whole and LEDGER in taken:
                         self._renewed_at = time.monotonic()
-                    await on_taken(self.machines(taken))
+                    try:
+                        await on_taken(self.machines(taken))
+                    except Exception as exc:  # noqa: BLE001 — e.g. the database went away while loading
+                        # Not renewed from here on: they expire and are taken again (by us or a standby).
+                        for machine in taken:
+                            self.tokens.pop(machine, None)
+                        log.error("takeover_failed", machines=sorted(taken), error=str(exc).splitlines()[0],
+                                  hint=f"the leases lapse within {ttl:g} s and are taken over again")

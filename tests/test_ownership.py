@@ -9,6 +9,8 @@ are fenced off, so every unit is confirmed once.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -119,3 +121,24 @@ async def test_a_stalled_owners_changes_are_fenced_off_after_the_standby_took_ov
     with engine.connect() as conn:
         assert conn.execute(select(t.machine_leases.c.owner).where(t.machine_leases.c.machine == M)).scalar() \
             == "line-b"
+
+
+async def test_gateway_status_names_each_instance_its_machines_and_its_last_commit(ledger_url, mapping):
+    engine = ledger_with_masterdata(ledger_url)
+    a = Gateway(mapping, engine, lease=LeaseOptions("line-a", 30.0))
+    stop, task = await started(a)
+    a.on_batch([order(), value(1000, 0)])
+    await a.committed()
+    await asyncio.to_thread(a.keeper._renew)  # the heartbeat carries the last commit
+    shown = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "gateway.cli", "status", "--db", ledger_url],
+                                    capture_output=True, text=True, timeout=60, cwd=ROOT)
+    stop.set()
+    assert await task
+    assert shown.returncode == 0, shown.stderr
+    head, *machines = shown.stdout.splitlines()
+    assert head.startswith("line-a  host ") and " running " in head and "machines 3" in head
+    assert "last commit never" not in head
+    assert sorted(line.split()[0] for line in machines) == sorted(mapping.machines)
+    stopped = subprocess.run([sys.executable, "-m", "gateway.cli", "status", "--db", ledger_url],
+                             capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert " not running " in stopped.stdout and "machines 0" in stopped.stdout

@@ -35,6 +35,11 @@ SCENARIOS = [  # (name in the figures, what is broken)
     ("bad values", "Bad, Uncertain, Float, String, negative on a counter node; a jump beyond plausibility held"),
     ("bad values, jump accepted", "the same line after `gateway anomalies accept ID` (accept again: refused)"),
     ("SIGTERM", "SIGTERM while counting with units pending; restart; exit 0 within the shutdown timeout"),
+    ("second instance refused", "a second `gateway run` for the same machines while the first counts: exit 2"),
+    ("standby failover after kill -9", "owner SIGKILLed 10 times (20 with --soak) with a `--standby` beside it "
+     "(lease TTL 3 s); each takeover within TTL + 2 s; the killed one restarts as the standby"),
+    ("stalled owner (SIGSTOP) fenced off", "PostgreSQL: the owner is SIGSTOPped past its TTL twice, the standby "
+     "takes over, the stalled one is woken and tries to post what it counted"),
 ]
 
 
