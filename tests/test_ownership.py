@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from gateway.domain.records import Quality
 from gateway.ledger import schema as t
-from gateway.ledger.leases import MachinesOwned
+from gateway.ledger.leases import LEDGER, MachinesOwned
 from gateway.ledger.masters import store_masterdata
 from gateway.ledger.queries import summary
 from gateway.ledger.schema import open_engine
@@ -142,3 +142,26 @@ async def test_gateway_status_names_each_instance_its_machines_and_its_last_comm
     stopped = subprocess.run([sys.executable, "-m", "gateway.cli", "status", "--db", ledger_url],
                              capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert " not running " in stopped.stdout and "machines 0" in stopped.stdout
+
+
+async def test_gateways_with_different_machines_share_a_postgresql_ledger_but_not_a_sqlite_file(ledger_url, mapping):
+    engine = ledger_with_masterdata(ledger_url)
+    names = sorted(mapping.machines)
+    part = [mapping.model_copy(update={"machines": {m: mapping.machines[m] for m in half}})
+            for half in (names[:1], names[1:])]
+    a = Gateway(part[0], engine, lease=LeaseOptions("line-a", 30.0))
+    b = Gateway(part[1], engine, lease=LeaseOptions("line-b", 30.0))
+    stop, task = await started(a)
+    try:
+        if engine.dialect.name == "sqlite":
+            with pytest.raises(MachinesOwned) as refused:
+                await b.run(asyncio.Event())
+            assert [h.machine for h in refused.value.holders] == [LEDGER]
+        else:
+            stop_b, task_b = await started(b)
+            assert all(rt.owned for rt in b.machines.values()) and all(rt.owned for rt in a.machines.values())
+            stop_b.set()
+            assert await task_b
+    finally:
+        stop.set()
+        assert await task

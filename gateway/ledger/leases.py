@@ -142,8 +142,8 @@ def acquire(conn: Connection, me: Me, machines: list[str], ttl_s: float, *,
     if not machines:
         return {}, []
     _insert_absent(conn, machines)
-    now = db_now(conn)
     rows = conn.execute(_ROWS, {"machines": machines}).all()
+    now = db_now(conn)  # after the lock: the wait for an owner's transaction may have been long
     free = [r for r in rows if _free(r, me, now)]
     holders = [Holder(r.machine, r.owner, r.host, r.pid, r.acquired_at, r.expires_at - now)
                for r in rows if not _free(r, me, now)]
@@ -172,8 +172,8 @@ def renew(conn: Connection, me: Me, tokens: dict[str, int], ttl_s: float) -> set
     """Extend this process's leases; the machines of ``tokens`` it no longer holds."""
     if not tokens:
         return set()
-    now = db_now(conn)
     rows = conn.execute(_ROWS, {"machines": sorted(tokens)}).all()
+    now = db_now(conn)
     kept = [r.machine for r in rows if _holds(r, me, tokens[r.machine])]
     if kept:
         conn.execute(update(t.machine_leases).where(_L.machine.in_(kept)).values(expires_at=now + ttl_s))

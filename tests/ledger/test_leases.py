@@ -152,3 +152,22 @@ def test_postgres_a_takeover_waits_for_the_owners_open_transaction_and_then_sees
     with engine.connect() as conn:
         assert {r.owner for r in conn.execute(select(t.machine_leases))} == {"line-b"}
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_ends_a_session_idle_in_a_transaction_so_a_stalled_owner_cannot_hold_a_takeover_back(pg_url):
+    owner_engine = open_engine(pg_url, idle_in_transaction_s=1.0)
+    engine = open_engine(pg_url)
+    tokens, _ = take(engine, A, ttl=0.5)
+    conn = owner_engine.connect()
+    tx = conn.begin()
+    assert Fence(A, 0.5)(conn, tokens) == set()  # rows locked, lease extended by 0.5 s
+    began = time.monotonic()
+    taken, _ = take(engine, B)  # waits until the server ends the owner's idle session (1 s)
+    assert 0.8 < time.monotonic() - began < 5 and taken == {m: tok + 1 for m, tok in tokens.items()}
+    with pytest.raises(Exception):  # noqa: B017 — the owner's session is gone: its transaction cannot commit
+        Fence(A, 0.5)(conn, tokens)
+        tx.commit()
+    conn.close()
+    owner_engine.dispose()
+    engine.dispose()
