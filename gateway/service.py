@@ -291,8 +291,13 @@ class Gateway:
                            "again if that lease expires")
 
     def _lost_from_thread(self, lost: dict[str, int]) -> None:
-        if self._loop is not None and self.keeper is not None:
+        """The writer's fence found machines lost (called in the writer thread)."""
+        if self._loop is None or self.keeper is None:
+            return
+        try:
             self._loop.call_soon_threadsafe(self._lost, lost)
+        except RuntimeError:  # the loop has closed: the process is ending, nothing to forget
+            pass
 
     def _make_sources(self) -> list[Source]:
         self.sources = build_sources(self.mapping, self.on_batch)
