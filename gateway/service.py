@@ -24,7 +24,7 @@ import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 
 import structlog
@@ -101,7 +101,7 @@ async def open_ledger_when_reachable(url: str, stop: asyncio.Event, *, min_s: fl
     from sqlalchemy.exc import SQLAlchemyError
 
     from gateway.ledger.schema import open_engine
-    from gateway.sources.base import Backoff
+    from gateway.backoff import Backoff
 
     backoff = Backoff(min_s, max_s)
     while not stop.is_set():
