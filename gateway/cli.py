@@ -351,13 +351,18 @@ def trace(
 
 @report_app.callback(invoke_without_command=True)
 def report(ctx: typer.Context, db: str = DbOption) -> None:
-    """Print what the ledger holds: confirmations, issues, receipts, activities, stock."""
+    """Print what the ledger holds: confirmations, issues, receipts, activities, stock.
+
+    Exits 1 if a machine's units counted differ from confirmed + pending + held + written off."""
     if ctx.invoked_subcommand is not None:
         return
     from gateway.ledger.queries import summary
     from gateway.report import print_summary
 
-    print_summary(with_ledger(db, summary))
+    result = with_ledger(db, summary)
+    print_summary(result)
+    if result.unbalanced:
+        raise typer.Exit(1)  # the ledger does not account for every unit counted
 
 
 @report_app.command("journal")

@@ -16,10 +16,11 @@ SQLite runs in WAL mode with ``synchronous=FULL`` and every transaction starts w
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC
 from decimal import Decimal
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Date,
@@ -340,6 +341,17 @@ machine_states = Table(
     "machine_states", metadata,
     Column("machine", String(64), primary_key=True),
     Column("order_no", String(64), nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# Units each machine's counters showed, cumulative: written in the same transaction as its
+# counter state (never by a person), so it is independent of what became of the units.
+# Every unit counted is confirmed, pending, held by an open anomaly or written off by a
+# rejected one (``queries.summary`` checks it). Whole units (counts × units per count).
+counted_units = Table(
+    "counted_units", metadata,
+    Column("machine", String(64), primary_key=True),
+    Column("units", BigInteger, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
 )
 
