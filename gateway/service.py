@@ -98,16 +98,22 @@ def counter_specs(name: str, machine: Machine) -> dict[str, CounterSpec]:
 
 async def open_ledger_when_reachable(url: str, stop: asyncio.Event, *, min_s: float = 0.5,
                                     max_s: float = 30.0) -> Engine | None:
-    """Open (and create) the ledger, retrying with backoff while the database is down."""
+    """Open (and create) the ledger, retrying with backoff while the database is down.
+
+    A ledger of another schema version raises ``LedgerVersionError`` at once: waiting
+    does not fix it, an upgrade does."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from gateway.ledger.schema import open_engine
+    from gateway.ledger.schema import LedgerVersionError, open_engine
     from gateway.backoff import Backoff
 
     backoff = Backoff(min_s, max_s)
     while not stop.is_set():
         try:
             return await asyncio.to_thread(open_engine, url)
+        except LedgerVersionError as exc:
+            log.error("ledger_version_mismatch", found=exc.found, expected=exc.expected, error=str(exc))
+            raise
         except SQLAlchemyError as exc:
             delay = backoff.next()
             log.error("ledger_unreachable", db=url.split("@")[-1], error=str(exc).splitlines()[0],
