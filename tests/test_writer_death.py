@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
@@ -17,7 +16,7 @@ import pytest
 from gateway.ledger.schema import open_engine
 from gateway.mapping.load import load_mapping
 from gateway.service import Gateway
-from tests.integration.lines import ROOT
+from tests.integration.lines import ROOT, line_mapping
 from tests.support import free_port
 
 # The thread ends as soon as it runs; the gateway itself runs unchanged.
@@ -35,26 +34,13 @@ app()
 """
 
 
-def _mapping_text(port: int) -> str:
-    return textwrap.dedent(f"""
-        sources:
-          lathes:
-            modbus: {{host: 127.0.0.1, port: {port}, poll_interval_ms: 100, reconnect_min_s: 0.2, reconnect_max_s: 1}}
-        machines:
-          LATHE-04:
-            source: lathes
-            work_center: WC-LATHE
-            operation: "0010"
-            counters:
-              good: {{register: 100, type: uint32}}
-            order: "1000125"
-            confirm: {{every_units: 10, every_seconds: 1}}
-    """)
+def _mapping_text() -> str:
+    return line_mapping(free_port(), free_port())  # nothing listens there: the sources retry meanwhile
 
 
 def test_the_gateway_process_exits_non_zero_within_seconds_when_the_writer_thread_dies(tmp_path):
     mapping = tmp_path / "mapping.yaml"
-    mapping.write_text(_mapping_text(free_port()))  # nothing listens there: the source retries meanwhile
+    mapping.write_text(_mapping_text())
     db = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
     began = time.monotonic()
     done = subprocess.run([sys.executable, "-c", KILL_THE_WRITER, "run", "--mapping", str(mapping), "--db", db,
@@ -77,7 +63,7 @@ async def test_run_returns_false_when_the_writer_thread_dies(tmp_path, monkeypat
     monkeypatch.setattr(w.LedgerWriter, "_drain", dies)
     engine = open_engine(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
     path = tmp_path / "mapping.yaml"
-    path.write_text(_mapping_text(free_port()))
+    path.write_text(_mapping_text())
     gateway = Gateway(load_mapping(path), engine)
     began = time.monotonic()
     done = await asyncio.wait_for(gateway.run(asyncio.Event(), shutdown_timeout_s=5), 30)  # no one sets the stop

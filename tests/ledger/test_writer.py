@@ -128,19 +128,26 @@ def test_unknown_order_confirmation_is_kept_with_an_error(ledger_url):
     assert summary(engine).open_errors == 1
 
 
-def test_writer_retries_while_the_database_is_locked_then_commits_everything(tmp_path):
-    """Another writer holds SQLite's lock: commits wait and retry, nothing is lost."""
-    url = f"sqlite:///{tmp_path / 'l.sqlite'}"
+def _locked_sqlite(folder):
+    """A SQLite ledger, a raw connection holding its write lock, and an engine that waits 50 ms for it."""
+    from sqlalchemy import event
+
+    url = f"sqlite:///{folder / 'l.sqlite'}"
     engine = _engine(url)
     locker = open_engine(url).raw_connection()
     locker.execute("BEGIN IMMEDIATE")
     slow = open_engine(url, create=False)
-    from sqlalchemy import event
 
     @event.listens_for(slow, "connect")
     def _short_timeout(dbapi_conn, _):
         dbapi_conn.execute("PRAGMA busy_timeout=50")
 
+    return engine, locker, slow
+
+
+def test_writer_retries_while_the_database_is_locked_then_commits_everything(tmp_path):
+    """Another writer holds SQLite's lock: commits wait and retry, nothing is lost."""
+    engine, locker, slow = _locked_sqlite(tmp_path)
     writer = LedgerWriter(slow, retry_min_s=0.05, retry_max_s=0.2)
     writer.start()
     for i in range(5):
@@ -219,17 +226,7 @@ def test_the_writer_survives_a_dead_letter_it_cannot_write_and_stop_tells_the_tr
 
 def test_stop_says_false_when_the_queue_was_not_written(tmp_path):
     """The database stays locked: stop() gives up after its timeout and says so."""
-    url = f"sqlite:///{tmp_path / 'l.sqlite'}"
-    engine = _engine(url)
-    locker = open_engine(url).raw_connection()
-    locker.execute("BEGIN IMMEDIATE")
-    slow = open_engine(url, create=False)
-    from sqlalchemy import event
-
-    @event.listens_for(slow, "connect")
-    def _short_timeout(dbapi_conn, _):
-        dbapi_conn.execute("PRAGMA busy_timeout=50")
-
+    engine, locker, slow = _locked_sqlite(tmp_path)
     writer = LedgerWriter(slow, retry_min_s=0.05, retry_max_s=0.1)
     writer.start()
     _, c = _confirmation(0, 10)
