@@ -1,4 +1,4 @@
-"""Command line: ``gateway run | demo | validate | masterdata load | report``.
+"""Command line: ``gateway run | demo | validate | masterdata load | report | db upgrade``.
 
 Exit codes: 0 success, 1 bad input (mapping, master data) or a demo that did not
 reconcile, 2 usage errors (typer's own). Bad input is reported as ``file:line: key:
@@ -20,7 +20,20 @@ from gateway.cli_common import DbOption, age_text, fail, with_ledger
 from gateway.ledger.leases import DEFAULT_TTL_S, LEDGER
 from gateway.yamldoc import InputFileError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+class _App(typer.Typer):
+    """Every command: a ledger of another schema version is one line on stderr and exit 1."""
+
+    def __call__(self, *args, **kwargs):
+        from gateway.ledger.schema import LedgerVersionError
+
+        try:
+            return super().__call__(*args, **kwargs)
+        except LedgerVersionError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+
+app = _App(add_completion=False, no_args_is_help=True,
                   help="Backflush Gateway: PLC counters → production confirmations → backflush postings.")
 masterdata_app = typer.Typer(no_args_is_help=True, help="Master data: materials, work centers, BOMs, routings, orders, stock.")
 app.add_typer(masterdata_app, name="masterdata")
@@ -34,6 +47,8 @@ orders_app = typer.Typer(no_args_is_help=True, help="Production orders: show, co
 app.add_typer(orders_app, name="orders")
 report_app = typer.Typer(help="Reports on what the ledger holds (default: summary).")
 app.add_typer(report_app, name="report")
+db_app = typer.Typer(no_args_is_help=True, help="The ledger database: schema version and upgrades.")
+app.add_typer(db_app, name="db")
 from gateway.cli_reports import register as _register_reports; _register_reports(stock_app, report_app)  # noqa: I001
 from gateway.cli_adjust import register as _register_adjust; _register_adjust(app)  # noqa: I001
 from gateway.cli_anomalies import register as _register_anomalies; _register_anomalies(app)  # noqa: I001
@@ -417,13 +432,18 @@ def status(db: str = DbOption) -> None:
 
 @report_app.callback(invoke_without_command=True)
 def report(ctx: typer.Context, db: str = DbOption) -> None:
-    """Print what the ledger holds: confirmations, issues, receipts, activities, stock."""
+    """Print what the ledger holds: confirmations, issues, receipts, activities, stock.
+
+    Exits 1 if a machine's units counted differ from confirmed + pending + held + written off."""
     if ctx.invoked_subcommand is not None:
         return
     from gateway.ledger.queries import summary
     from gateway.report import print_summary
 
-    print_summary(with_ledger(db, summary))
+    result = with_ledger(db, summary)
+    print_summary(result)
+    if result.unbalanced:
+        raise typer.Exit(1)  # the ledger does not account for every unit counted
 
 
 @report_app.command("journal")
@@ -434,6 +454,19 @@ def report_journal(order: str = typer.Option(..., "--order", help="Production or
     from gateway.report import journal_markdown
 
     typer.echo(journal_markdown(with_ledger(db, lambda engine: journal(engine, order))))
+
+
+@db_app.command("upgrade")
+def db_upgrade(db: str = DbOption) -> None:
+    """Upgrade the ledger's tables to this gateway's schema version (back the ledger up first)."""
+    from gateway.ledger.migrate import upgrade
+
+    try:
+        before, after = upgrade(db)
+    except ValueError as exc:
+        fail(f"cannot upgrade the ledger at {db}: {exc}")
+    typer.echo(f"{db}: schema version {before} → {after}" if before != after else
+               f"{db}: schema version {after}, nothing to upgrade")
 
 
 @app.command()

@@ -27,9 +27,11 @@ def make_console() -> Console:
 
 def print_summary(s: LedgerSummary, *, truth: dict[str, Decimal] | None = None, console: Console | None = None) -> None:
     console = console or make_console()
-    t = Table(title="Machines: every unit counted is confirmed, pending, or held",
-              caption="units counted = confirmed yield + scrap + pending + held")
-    for col in ("machine", "confirmations", "yield", "scrap", "pending", "held", "units counted"):
+    t = Table(title="Machines: every unit counted is confirmed, pending, held or written off",
+              caption="units counted (with the counter state) = confirmed yield + scrap + pending + held "
+                      "+ written off (rejected anomalies)")
+    for col in ("machine", "confirmations", "yield", "scrap", "pending", "held", "written off", "units counted",
+                "balanced"):
         t.add_column(col, justify="right" if col != "machine" else "left", no_wrap=True)
     if truth is not None:
         t.add_column("simulator truth", justify="right")
@@ -37,13 +39,18 @@ def print_summary(s: LedgerSummary, *, truth: dict[str, Decimal] | None = None, 
     for name in sorted(set(s.machines) | set(truth or {})):
         m = s.machines.get(name)
         row = [name] + ([str(m.confirmations), fmt(m.confirmed_yield), fmt(m.confirmed_scrap), fmt(m.pending),
-                         fmt(m.held), fmt(m.accounted)] if m else ["0", "0", "0", "0", "0", "0"])
+                         fmt(m.held), fmt(m.written_off), "by hand" if m.counted is None else fmt(m.counted),
+                         "[green]yes[/]" if m.balanced else f"[red]NO: {fmt(m.accounted)} accounted[/]"]
+                        if m else ["0", "0", "0", "0", "0", "0", "0", "yes"])
         if truth is not None:
             expected = truth.get(name, Decimal(0))
             got = m.accounted if m else Decimal(0)
             row += [fmt(expected), "[green]yes[/]" if got == expected else "[red]NO[/]"]
         t.add_row(*row)
     console.print(t)
+    if s.unbalanced:
+        console.print(f"[red]units counted differ from confirmed + pending + held + written off on: "
+                      f"{', '.join(s.unbalanced)}[/]")
 
     g = Table(title="Goods movements posted by backflush",
               caption="issued = 261 − 262, received = 101 − 102")

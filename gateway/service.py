@@ -64,6 +64,7 @@ SOURCES_STOP_TIMEOUT_S = 5.0
 # Confirmations by the rules per tick (0.25 s): 800/s, well under what the writer posts
 # (bench/writer_tx.py: ~6 000/s) so that counter changes never queue behind a burst.
 TIMER_CONFIRMATIONS_PER_TICK = 200
+WRITER_WATCH_S = 0.5  # how often the service checks that the ledger writer thread is alive
 
 
 @dataclass
@@ -107,16 +108,22 @@ def counter_specs(name: str, machine: Machine) -> dict[str, CounterSpec]:
 
 async def open_ledger_when_reachable(url: str, stop: asyncio.Event, *, min_s: float = 0.5,
                                     max_s: float = 30.0, idle_in_transaction_s: float | None = None) -> Engine | None:
-    """Open (and create) the ledger, retrying with backoff while the database is down."""
+    """Open (and create) the ledger, retrying with backoff while the database is down.
+
+    A ledger of another schema version raises ``LedgerVersionError`` at once: waiting
+    does not fix it, an upgrade does."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from gateway.ledger.schema import open_engine
-    from gateway.sources.base import Backoff
+    from gateway.ledger.schema import LedgerVersionError, open_engine
+    from gateway.backoff import Backoff
 
     backoff = Backoff(min_s, max_s)
     while not stop.is_set():
         try:
             return await asyncio.to_thread(open_engine, url, idle_in_transaction_s=idle_in_transaction_s)
+        except LedgerVersionError as exc:
+            log.error("ledger_version_mismatch", found=exc.found, expected=exc.expected, error=str(exc))
+            raise
         except SQLAlchemyError as exc:
             delay = backoff.next()
             log.error("ledger_unreachable", db=url.split("@")[-1], error=str(exc).splitlines()[0],
@@ -191,6 +198,7 @@ class Gateway:
                                    on_fenced=self._lost_from_thread)
         self.last_seen: dict[tuple[str, str], TagValue] = {}  # (machine, role) → latest value, owned or not
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._keeper_died = False
         self.machines: dict[str, MachineRuntime] = {}
         self.orders = OrderDirectory()  # units are confirmed against open orders only
         self.sources: list[Source] = []
@@ -216,27 +224,56 @@ class Gateway:
         self.writer.start()
         tasks = [asyncio.create_task(src.run(), name=f"source:{src.name}") for src in self._make_sources()]
         if self.keeper:
-            tasks.append(asyncio.create_task(self.keeper.keep(self._taken, self._lost), name="leases"))
+            keeper = asyncio.create_task(self.keeper.keep(self._taken, self._lost), name="leases")
+            keeper.add_done_callback(lambda task: self._keeper_ended(task, stop))
+            tasks.append(keeper)
         ticker = asyncio.create_task(self._tick_forever(), name="confirm-timer")
         housekeeping = asyncio.create_task(_freeze_long_lived_objects(), name="gc-freeze")
+        watchdog = asyncio.create_task(self._watch_writer(stop), name="writer-watchdog")
         self._started.set()
         log.info("gateway_started", machines=len(self.machines), sources=len(tasks))
         try:
             await stop.wait()
         finally:
-            await _cancel_all([*tasks, ticker, housekeeping], SOURCES_STOP_TIMEOUT_S)
+            await _cancel_all([*tasks, ticker, housekeeping, watchdog], SOURCES_STOP_TIMEOUT_S)
             self._closed = True
             self._confirm_all("shutdown")
-            done = await asyncio.to_thread(self.writer.stop, shutdown_timeout_s)
+            stopped = await asyncio.to_thread(self.writer.stop, shutdown_timeout_s)
+            held = self.writer.health.held_machines
+            done = stopped and not held
             log.info("gateway_stopped", committed=done, **self.writer.health.__dict__,
                      ignored_readings={m: rt.ignored for m, rt in self.machines.items() if rt.ignored})
-            if not done:
-                log.error("shutdown_timeout", last_error=self.writer.health.last_error,
+            if not stopped:
+                log.error("shutdown_timeout" if self.writer.alive else "shutdown_without_writer",
+                          last_error=self.writer.health.last_error,
                           hint="the last changes were not committed; the units they cover are recounted from "
                                "the PLC counters at the next start")
+            elif held:
+                log.error("machines_held", machines=held,
+                          hint="changes of these machines could not be stored (see dead_letters); their units "
+                               "from the held position on are recounted from the PLC counters at the next start")
             if self.keeper:
                 await self._release()
-        return done
+        return done and not self._keeper_died
+
+    async def _watch_writer(self, stop: asyncio.Event, every_s: float = WRITER_WATCH_S) -> None:
+        """Stop the gateway (run() then returns False) if the ledger writer thread has ended."""
+        while self.writer.alive:
+            await asyncio.sleep(every_s)
+        log.critical("ledger_writer_dead", last_error=self.writer.health.last_error,
+                     hint="nothing counted is written any more; the gateway stops with a failure. The units "
+                          "since the last commit are recounted from the PLC counters at the next start")
+        stop.set()
+
+    def _keeper_ended(self, task: asyncio.Task, stop: asyncio.Event) -> None:
+        """Without its lease keeper the gateway would lose its machines one by one: stop, failing."""
+        if task.cancelled() or stop.is_set():
+            return
+        self._keeper_died = True
+        log.critical("lease_keeper_died", error=repr(task.exception()),
+                     hint="leases are no longer renewed; the gateway stops with a failure so that a standby or a "
+                          "restart takes the machines over")
+        stop.set()
 
     async def _release(self) -> None:
         """Let a standby take over at once (a later posting of ours would be fenced anyway)."""
@@ -399,10 +436,14 @@ class Gateway:
         if step.anomaly is not None and step.anomaly.kind is AnomalyKind.BAD_VALUE:
             self._bad_value(rt, tv, commit, step.anomaly.detail)
         elif step.anomaly is not None:
-            self._anomaly(rt, step.anomaly, commit, Decimal(step.anomaly.counts_held * spec.units_per_count))
+            held = Decimal(step.anomaly.counts_held * spec.units_per_count)
+            self._anomaly(rt, step.anomaly, commit, held)
+            if held:  # counted, and held for a decision: accepted → confirmed, rejected → written off
+                commit.counted[rt.name] = commit.counted.get(rt.name, Decimal(0)) + held
         if step.increment is not None and step.increment.counts > 0:
             units = Decimal(step.increment.counts * spec.units_per_count)
             rt.counted_units += units
+            commit.counted[rt.name] = commit.counted.get(rt.name, Decimal(0)) + units
             key = (rt.order, rt.operation)
             pending = accumulate(rt.pendings.get(key), step.increment, units,
                                  order=rt.order, operation=rt.operation, now=now)

@@ -9,7 +9,6 @@ import sys
 import textwrap
 import time
 
-import pytest
 from structlog.testing import capture_logs
 
 from gateway.service import _cancel_all

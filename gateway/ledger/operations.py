@@ -35,6 +35,7 @@ from gateway.domain.records import (
 )
 from gateway.domain.reversal import Posted, reverse
 from gateway.ledger import schema as t
+from gateway.ledger.failures import is_transient, short_error
 from gateway.ledger.masters import MasterCache, read_materials, read_order, read_work_centers
 from gateway.ledger.sql import ensure_lot, issued_to_order, read_stock, write_movements
 from gateway.ledger.tx import buffered
@@ -149,12 +150,17 @@ def reprocess_errors(engine: Engine, ids: list[int] | None = None, *, now: datet
 
 
 def _reprocess_one(conn: Connection, row, masters: MasterCache, now: datetime) -> tuple[Decimal, str]:
-    if not row.material:  # a whole confirmation could not be planned: plan it now, if it can be
+    if not row.material:  # a whole confirmation could not be planned or posted: post it now, if it can be
         confirmation = read_confirmation(conn, row.confirmation_id)
-        with buffered(conn) as tx:
-            refusal = cannot_plan(tx, confirmation, masters)
-            if not refusal:
-                backflush(tx, confirmation, masters, now)
+        try:
+            with conn.begin_nested(), buffered(conn) as tx:
+                refusal = cannot_plan(tx, confirmation, masters)
+                if not refusal:
+                    backflush(tx, confirmation, masters, now)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            refusal = f"not posted: {short_error(exc)}; fix the cause, then `gateway errors reprocess`"
         return (row.missing_qty, refusal) if refusal else (Decimal(0), "")
     order = masters.order(conn, row.order_no)
     material = masters.materials(conn)[row.material]

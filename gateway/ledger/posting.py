@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 from sqlalchemy import Connection, delete, insert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from gateway.domain.backflush import plan
 from gateway.domain.confirming import Pending, format_positions
@@ -30,6 +32,7 @@ from gateway.domain.records import (
     OperationProgress,
 )
 from gateway.ledger import schema as t
+from gateway.ledger.failures import is_transient, short_error
 from gateway.ledger.masters import MasterCache
 from gateway.ledger.sql import upsert
 from gateway.ledger.tx import LedgerTx, buffered
@@ -40,14 +43,14 @@ if TYPE_CHECKING:
 log = structlog.get_logger("gateway.ledger")
 
 def apply(conn: Connection, batch: Commit, masters: MasterCache) -> int:
-    """Write ``batch`` on ``conn`` (inside the caller's transaction); how many confirmations were new."""
+    """Write ``batch`` on ``conn`` (inside the caller's transaction); how many confirmations were new.
+
+    A confirmation whose postings fail (a bug in planning, a value the database refuses)
+    is kept with its units and an error-queue entry (see ``post_confirmations``); only
+    what cannot be stored at all raises, and then nothing of ``batch`` is written.
+    """
     now = t.utcnow()
-    tx = LedgerTx(conn)
-    tx.prefetch_confirmations(c.id for c in batch.confirmations)
-    posted = 0
-    for confirmation in batch.confirmations:
-        posted += post_confirmation(tx, confirmation, masters, now)
-    tx.flush()
+    posted = post_confirmations(conn, batch.confirmations, masters, now)
     if batch.anomalies:
         conn.execute(insert(t.anomalies), [_anomaly_row(a, units, now) for a, units in batch.anomalies])
     upsert(conn, t.counter_states, [
@@ -65,7 +68,48 @@ def apply(conn: Connection, batch: Commit, masters: MasterCache) -> int:
     upsert(conn, t.machine_states, [
         {"machine": m, "order_no": o, "updated_at": now} for m, o in batch.machine_orders.items()
     ], ["machine"])
+    add_counted(conn, batch.counted, now)
     return posted
+
+
+def post_confirmations(conn: Connection, confirmations: list[Confirmation], masters: MasterCache,
+                       now: datetime) -> int:
+    """Post ``confirmations`` in a SAVEPOINT; how many were new.
+
+    All of them go together first (one ``LedgerTx``, one statement per table). If that
+    fails for anything but a transient database error, the savepoint is rolled back and
+    each is posted alone in a savepoint of its own; one whose postings fail even alone is
+    stored without them, with its units, and an error-queue entry "not posted: <error>"
+    that ``gateway errors reprocess`` retries once the cause is fixed. If even that cannot
+    be stored, the error is raised: the change cannot be stored at all.
+    """
+    if not confirmations:
+        return 0
+    try:
+        with conn.begin_nested(), buffered(conn) as tx:
+            tx.prefetch_confirmations(c.id for c in confirmations)
+            return sum(post_confirmation(tx, c, masters, now) for c in confirmations)
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        log.error("postings_refused", error=short_error(exc), confirmations=len(confirmations),
+                  hint="posting the confirmations one by one; those that fail are kept with an error-queue entry")
+    return sum(_post_alone(conn, c, masters, now) for c in confirmations)
+
+
+def _post_alone(conn: Connection, c: Confirmation, masters: MasterCache, now: datetime) -> bool:
+    try:
+        with conn.begin_nested(), buffered(conn) as tx:
+            return post_confirmation(tx, c, masters, now)
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        reason = f"not posted: {short_error(exc)}; fix the cause, then `gateway errors reprocess`"
+    with buffered(conn) as tx:
+        keep_unposted(tx, c, now, reason)
+    log.error("confirmation_not_posted", confirmation_id=c.id, machine=c.machine, order=c.order,
+              units=str(c.yield_qty + c.scrap_qty), reason=reason)
+    return True
 
 
 def post_confirmation(tx: LedgerTx, c: Confirmation, masters: MasterCache, now: datetime) -> bool:
@@ -73,24 +117,55 @@ def post_confirmation(tx: LedgerTx, c: Confirmation, masters: MasterCache, now: 
     if tx.confirmation_exists(c.id):
         log.warning("confirmation_replay_skipped", confirmation_id=c.id, machine=c.machine, order=c.order)
         return False
-    tx.insert(t.confirmations, [{
+    refusal = cannot_plan(tx, c, masters)
+    if refusal:
+        keep_unposted(tx, c, now, refusal)
+        log.warning("confirmation_not_planned", confirmation_id=c.id, machine=c.machine, order=c.order, reason=refusal)
+        return True
+    tx.insert(t.confirmations, [_confirmation_row(c, now)])
+    backflush(tx, c, masters, now)
+    return True
+
+
+def keep_unposted(tx: LedgerTx, c: Confirmation, now: datetime, reason: str) -> None:
+    """The confirmation stands without postings; the whole of it waits in the error queue."""
+    tx.insert(t.confirmations, [_confirmation_row(c, now)])
+    tx.insert(t.error_queue, [{
+        "confirmation_id": c.id, "order_no": c.order, "material": "", "location": "",
+        "missing_qty": c.consumed_qty, "uom": c.uom, "status": "open", "created_at": now, "reason": reason}])
+
+
+def _confirmation_row(c: Confirmation, now: datetime) -> dict:
+    return {
         "id": c.id, "machine": c.machine, "order_no": c.order, "operation": c.operation,
         "yield_qty": c.yield_qty, "scrap_qty": c.scrap_qty, "uom": c.uom,
         "start_pos": format_positions(c.start), "end_pos": format_positions(c.end),
         "first_source_time": c.first_source_time, "last_source_time": c.last_source_time,
         "trigger": c.trigger, "posted_at": now,
-    }])
-    refusal = cannot_plan(tx, c, masters)
-    if refusal:
-        # The confirmation stands; what could not be planned waits in the error queue.
-        tx.insert(t.error_queue, [{
-            "confirmation_id": c.id, "order_no": c.order, "material": "", "location": "",
-            "missing_qty": c.consumed_qty, "uom": c.uom, "status": "open", "created_at": now,
-            "reason": refusal}])
-        log.warning("confirmation_not_planned", confirmation_id=c.id, machine=c.machine, order=c.order, reason=refusal)
-        return True
-    backflush(tx, c, masters, now)
-    return True
+    }
+
+
+_ADD_COUNTED: dict[str, object] = {}
+
+
+def add_counted(conn: Connection, counted: dict[str, Decimal], now: datetime) -> None:
+    """Add units counted to each machine's cumulative ``counted_units`` (in SQL: exact, one statement)."""
+    rows = []
+    for machine, units in sorted(counted.items()):
+        if units != int(units):
+            raise ValueError(f"units counted on {machine} must be whole, got {units}")
+        if units:
+            rows.append({"machine": machine, "units": int(units), "updated_at": now})
+    if not rows:
+        return
+    stmt = _ADD_COUNTED.get(conn.dialect.name)
+    if stmt is None:
+        make = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        stmt = make(t.counted_units)
+        stmt = _ADD_COUNTED[conn.dialect.name] = stmt.on_conflict_do_update(
+            index_elements=["machine"],
+            set_={"units": t.counted_units.c.units + stmt.excluded.units, "updated_at": stmt.excluded.updated_at})
+    conn.execute(stmt, rows)
 
 
 def cannot_plan(tx: LedgerTx, c: Confirmation, masters: MasterCache) -> str | None:

@@ -68,16 +68,35 @@ def order_directory(engine: Engine) -> OrderDirectory:
 
 @dataclass
 class MachineTotals:
+    """One machine's units: what its counters showed, and where each unit is now.
+
+    ``counted`` is written with the counter state, independently of the rest: every unit
+    counted is confirmed (yield or scrap), pending, held by an open anomaly, or written
+    off by a rejected one. A held jump is counted when it is seen; accepting it posts a
+    confirmation (confirmed), rejecting it writes it off (``written_off``). A reversal
+    does not uncount: the confirmation stays, its postings are taken back by a document
+    of its own. A confirmation whose postings failed stands (confirmed) with an open
+    error-queue entry. Confirmations a person reported (adjustments, machine
+    ``(manual)``) were never counted: ``counted`` is None there and nothing is checked.
+    """
+
     confirmed_yield: Decimal = Decimal(0)
     confirmed_scrap: Decimal = Decimal(0)
     confirmations: int = 0
     pending: Decimal = Decimal(0)
     held: Decimal = Decimal(0)
+    written_off: Decimal = Decimal(0)  # held by an anomaly a person rejected
+    counted: Decimal | None = None
 
     @property
     def accounted(self) -> Decimal:
         """Every unit counted lands in exactly one of these."""
-        return self.confirmed_yield + self.confirmed_scrap + self.pending + self.held
+        return self.confirmed_yield + self.confirmed_scrap + self.pending + self.held + self.written_off
+
+    @property
+    def balanced(self) -> bool:
+        """counted = confirmed + pending + held + written off (true where nothing was counted by a machine)."""
+        return self.counted is None or self.counted == self.accounted
 
 
 @dataclass
@@ -91,6 +110,11 @@ class LedgerSummary:
     open_errors: int
     open_anomalies: int
     duplicate_confirmation_ids: int
+
+    @property
+    def unbalanced(self) -> list[str]:
+        """Machines whose units counted differ from confirmed + pending + held + written off."""
+        return sorted(m for m, totals in self.machines.items() if not totals.balanced)
 
 
 def summary(engine: Engine) -> LedgerSummary:
@@ -109,7 +133,14 @@ def summary(engine: Engine) -> LedgerSummary:
         for r in conn.execute(select(t.pending_units)):
             machines[r.machine].pending += r.yield_qty + r.scrap_qty
         for r in conn.execute(select(t.anomalies)):
-            machines[r.machine].held += r.units_held if r.status == "open" else 0
+            if r.status == "open":
+                machines[r.machine].held += r.units_held
+            elif r.status == "rejected":
+                machines[r.machine].written_off += r.units_held
+        for (machine,) in conn.execute(select(t.counter_states.c.machine).distinct()):
+            machines[machine].counted = Decimal(0)  # counted by a PLC: checked even before its first unit
+        for r in conn.execute(select(t.counted_units)):
+            machines[r.machine].counted = Decimal(r.units)
         for r in conn.execute(select(t.goods_movements).where(t.goods_movements.c.confirmation_id.is_not(None))):
             if r.kind in ("261", "262"):  # a reversal (262) nets its issue
                 issued[(r.material, r.uom)] -= r.qty

@@ -16,10 +16,11 @@ SQLite runs in WAL mode with ``synchronous=FULL`` and every transaction starts w
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC
 from decimal import Decimal
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Date,
@@ -344,6 +345,17 @@ machine_states = Table(
     Column("updated_at", UtcDateTime, nullable=False),
 )
 
+# Units each machine's counters showed, cumulative: written in the same transaction as its
+# counter state (never by a person), so it is independent of what became of the units.
+# Every unit counted is confirmed, pending, held by an open anomaly or written off by a
+# rejected one (``queries.summary`` checks it). Whole units (counts × units per count).
+counted_units = Table(
+    "counted_units", metadata,
+    Column("machine", String(64), primary_key=True),
+    Column("units", BigInteger, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
 order_progress = Table(
     "order_progress", metadata,
     Column("order_no", String(64), primary_key=True),
@@ -441,6 +453,63 @@ dead_letters = Table(
     Column("status", String(12), nullable=False, default="open"),
 )
 
+# -- schema version ------------------------------------------------------------------------
+# One row: the version of the tables above. A fresh ledger is created from this module and
+# stamped with SCHEMA_VERSION (and alembic's head revision); a ledger of another version is
+# refused at open (``LedgerVersionError``) and upgraded by ``gateway db upgrade`` (alembic,
+# ``gateway/ledger/migrations``). Changing a table above means: a new migration that sets
+# this row to the new number, and SCHEMA_VERSION raised to it.
+SCHEMA_VERSION = 3  # 1: the schema before version numbers (baseline); 2: counted_units; 3: leases
+UPGRADE_COMMAND = "gateway db upgrade --db URL"
+
+schema_version = Table(
+    "schema_version", metadata,
+    Column("id", Integer, primary_key=True),  # always 1: one row
+    Column("version", Integer, nullable=False),
+)
+
+
+class LedgerVersionError(Exception):
+    """The ledger's tables are of another version than this gateway's; the message says what to do."""
+
+    def __init__(self, where: str, found: int, expected: int) -> None:
+        self.found, self.expected = found, expected
+        if found < expected:
+            todo = f"upgrade it with `{UPGRADE_COMMAND.replace('URL', where)}` (back up the ledger first)"
+        else:
+            todo = (f"it was written by a newer gateway; run that version (`{UPGRADE_COMMAND}` of this version "
+                    "cannot go back)")
+        super().__init__(f"the ledger at {where} has schema version {found}, this gateway needs version "
+                         f"{expected}: {todo}")
+
+
+def ledger_version(conn) -> int | None:
+    """The ledger's schema version; 1 for a ledger from before version numbers; None if it holds no ledger."""
+    from sqlalchemy import inspect, select
+
+    tables = inspect(conn)
+    if tables.has_table("schema_version"):
+        return conn.execute(select(schema_version.c.version)).scalar()
+    return 1 if tables.has_table("confirmations") else None
+
+
+def _check_version(engine: Engine, *, create: bool) -> None:
+    with engine.connect() as conn:  # a read: on SQLite it must not wait for the writer's lock
+        found = ledger_version(conn.execution_options(read_only=True))
+    if found is None and create:
+        with engine.begin() as conn:
+            found = ledger_version(conn)  # another process may have created it meanwhile
+            if found is None:
+                metadata.create_all(conn)
+                conn.execute(schema_version.insert(), [{"id": 1, "version": SCHEMA_VERSION}])
+                from gateway.ledger.migrate import stamp_head
+
+                stamp_head(conn)
+                return
+    if found is not None and found != SCHEMA_VERSION:
+        engine.dispose()
+        raise LedgerVersionError(engine.url.render_as_string(hide_password=True), found, SCHEMA_VERSION)
+
 
 SQLITE_BUSY_TIMEOUT_S = 3.0
 
@@ -455,13 +524,15 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def open_engine(url: str, *, create: bool = True, idle_in_transaction_s: float | None = None) -> Engine:
-    """Engine for the ledger at ``url``; creates the tables unless told not to.
+def open_engine(url: str, *, create: bool = True, check_version: bool = True,
+                idle_in_transaction_s: float | None = None) -> Engine:
+    """Engine for the ledger at ``url``; creates the tables of an empty database unless told not to.
 
-    ``idle_in_transaction_s`` (PostgreSQL): the server ends a session that stays that long
-    inside a transaction without a statement (a gateway stopped by SIGSTOP, a frozen VM),
-    so the locks it holds on lease rows cannot keep a standby from taking over.
-    """
+    A ledger of another schema version raises ``LedgerVersionError`` (only the upgrade
+    itself opens one without the check). ``idle_in_transaction_s`` (PostgreSQL): the server
+    ends a session that stays that long inside a transaction without a statement (a gateway
+    stopped by SIGSTOP, a frozen VM), so the locks it holds on lease rows cannot keep a
+    standby from taking over."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
         # A short busy wait: a lock held longer becomes a failed commit, which the writer
@@ -472,8 +543,9 @@ def open_engine(url: str, *, create: bool = True, idle_in_transaction_s: float |
         engine = create_engine(url, pool_pre_ping=True)
         if idle_in_transaction_s:
             _end_idle_transactions(engine, idle_in_transaction_s)
-    if create:
-        metadata.create_all(engine)
+    if check_version:
+        _check_version(engine, create=create)
+        engine.dispose()  # no pooled connection from before the caller's own event listeners
     return engine
 
 
@@ -497,5 +569,6 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # ``read_only``: a read that must not take (or wait for) the write lock.
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("read_only") else "BEGIN IMMEDIATE")
 

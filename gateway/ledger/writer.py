@@ -19,10 +19,19 @@ latency from outside the process. Without it a ``Commit`` only counts its change
 their oldest and newest source time; nothing is written.
 
 If the database is unreachable or locked, the writer keeps what is queued, retries with
-backoff and reports it in ``health``. If the database refuses a change for what it
-contains (a constraint, a value too long), the writer commits the queued changes one by
-one and sets the refused one aside in ``dead_letters`` with the error, so one bad value
-never stops every machine. Nothing is dropped.
+backoff and reports it in ``health``. An unexpected error in the writer itself is retried
+the same way and logged; the thread does not end while the gateway runs, and should it
+end anyway the service notices (``alive``) and stops the gateway with a failure.
+``stop()`` says True only if everything queued was written.
+
+If the database refuses a change for what it contains, it is narrowed down: the queued
+changes are committed one by one, and a refused one machine by machine. A confirmation
+whose *postings* fail never gets here: ``posting.apply`` keeps it with its units and queues
+it for ``gateway errors reprocess``. What cannot be stored at all is set aside in
+``dead_letters`` with the error, and that machine is **held**: nothing more of it (counter
+position, pending units, confirmations, units counted) is written by this process, so its
+stored position stays where the ledger is complete and the next start recounts those
+units from the PLC counter. The other machines go on. Nothing is dropped.
 
 What one transaction writes is ``gateway.ledger.posting.apply``; this module is the
 thread, its queue, its retries and its health.
@@ -33,7 +42,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import queue
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -43,11 +51,12 @@ from decimal import Decimal
 
 import structlog
 from sqlalchemy import Connection, Engine, insert
-from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 
+from gateway.backoff import Backoff
 from gateway.domain.confirming import Pending, format_positions
 from gateway.domain.records import Anomaly, Confirmation, CounterState
 from gateway.ledger import schema as t
+from gateway.ledger.failures import is_transient, short_error
 from gateway.ledger.masters import MasterCache
 from gateway.ledger.posting import apply
 
@@ -68,6 +77,10 @@ class Commit:
     machine_orders: dict[str, str] = field(default_factory=dict)
     confirmations: list[Confirmation] = field(default_factory=list)
     anomalies: list[tuple[Anomaly, Decimal]] = field(default_factory=list)  # with units held
+    # Units the machine's counters showed in these changes (increments and held jumps), added
+    # to the machine's ``counted_units`` in the same transaction as its counter state: the
+    # independent figure that ``gateway report`` checks against confirmed + pending + held.
+    counted: dict[str, Decimal] = field(default_factory=dict)
     # The lease token of each machine these changes were made under (``gateway.ledger.leases``):
     # the transaction writes a machine's changes only while its lease still carries that token.
     # A machine not named here is not fenced (tests and tools that post without leases).
@@ -85,7 +98,8 @@ class Commit:
 
     def machines(self) -> set[str]:
         return ({m for m, _ in self.counter_states} | {k[0] for k in self.pendings} | set(self.machine_orders)
-                | {c.machine for c in self.confirmations} | {a.machine for a, _ in self.anomalies})
+                | {c.machine for c in self.confirmations} | {a.machine for a, _ in self.anomalies}
+                | set(self.counted))
 
     def without(self, machines: set[str]) -> Commit:
         """The same changes less those of ``machines`` (whose lease was lost: none of it may be written)."""
@@ -95,6 +109,7 @@ class Commit:
             machine_orders={k: v for k, v in self.machine_orders.items() if k not in machines},
             confirmations=[c for c in self.confirmations if c.machine not in machines],
             anomalies=[(a, u) for a, u in self.anomalies if a.machine not in machines],
+            counted={k: v for k, v in self.counted.items() if k not in machines},
             fences={k: v for k, v in self.fences.items() if k not in machines},
             readings=self.readings, oldest_source=self.oldest_source, newest_source=self.newest_source,
             source_times=self.source_times,
@@ -115,10 +130,13 @@ class Commit:
         self.machine_orders.update(later.machine_orders)
         self.confirmations.extend(later.confirmations)
         self.anomalies.extend(later.anomalies)
+        for machine, units in later.counted.items():
+            self.counted[machine] = self.counted.get(machine, Decimal(0)) + units
         self.fences.update(later.fences)
 
     def __bool__(self) -> bool:
-        return bool(self.counter_states or self.pendings or self.machine_orders or self.confirmations or self.anomalies)
+        return bool(self.counter_states or self.pendings or self.machine_orders or self.confirmations or self.anomalies
+                    or self.counted)
 
 
 @dataclass
@@ -132,11 +150,7 @@ class WriterHealth:
     last_commit_at: float | None = None  # time.monotonic() of the last commit
     retries: int = 0
     queued_confirmations: int = 0  # waiting for the database while it fails
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Errors that go away by themselves: the database is down, restarting or locked."""
-    return isinstance(exc, OperationalError | InterfaceError | DisconnectionError | TimeoutError | ConnectionError)
+    held_machines: list[str] = field(default_factory=list)  # positions held after a change could not be stored
 
 
 class LedgerWriter:
@@ -150,14 +164,22 @@ class LedgerWriter:
         self._on_fenced = on_fenced
         # Line-buffered: a benchmark reads it while the gateway runs, and after a kill.
         self._stats = open(stats, "a", buffering=1, encoding="utf-8") if stats else None  # noqa: SIM115
+        self._recorded: list[dict] = []  # stats lines of committed transactions, written after the retried unit
         self._queue: queue.SimpleQueue[Commit | concurrent.futures.Future | None] = queue.SimpleQueue()
         self._masters = MasterCache()
-        self._retry = (retry_min_s, retry_max_s)
+        self._backoff = Backoff(retry_min_s, max(retry_min_s, retry_max_s))
+        self._held: dict[str, str] = {}  # machine → the error that holds its stored position
+        self._drained = False  # set when the thread ends with everything queued written
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
         self.health = WriterHealth()
 
     def start(self) -> None:
         self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        """False once the thread has ended (after ``stop``, or because it died)."""
+        return self._thread.is_alive()
 
     @property
     def recording(self) -> bool:
@@ -175,33 +197,41 @@ class LedgerWriter:
         return fut
 
     def stop(self, timeout: float | None = None) -> bool:
-        """Commit what is queued, then stop. False if it did not finish in time."""
+        """Commit what is queued, then stop. True only if all of it was written (or set aside
+        in ``dead_letters``) and the thread ended; False if it did not finish in time or died."""
         self._queue.put(None)
         self._thread.join(timeout)
-        return not self._thread.is_alive()
+        return self._drained and not self._thread.is_alive()
 
     # -- the thread ------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # ends the thread: say so loudly, the service watches ``alive``
+            log.critical("ledger_writer_died", error=short_error(exc), exc_info=True,
+                         hint="nothing more is written to the ledger; the gateway stops with a failure and "
+                              "the next start recounts from the last committed position")
+            raise
+
+    def _loop(self) -> None:
         stopping = False
         while not stopping:
             commits, waiters, stopping = self._drain(block=True)
             while commits:
                 try:
-                    batch, used = _merged(commits)
-                    self._commit(batch)
-                    commits = commits[used:]
-                except Exception as exc:  # noqa: BLE001 — sorted below; nothing is dropped
-                    if not is_transient(exc):
-                        commits = self._isolate(commits, exc)
-                        continue
+                    self._write(commits)  # removes from ``commits`` what is done
+                except Exception as exc:  # noqa: BLE001 — retried with backoff; nothing is dropped
                     self._failed(exc, commits)
                     more, more_waiters, stop_now = self._drain(block=False)
                     commits += more
                     waiters += more_waiters
                     stopping = stopping or stop_now
+                finally:
+                    self._write_stats()
             for w in waiters:
                 w.set_result(None)
+        self._drained = True
 
     def _drain(self, *, block: bool) -> tuple[list[Commit], list[concurrent.futures.Future], bool]:
         commits: list[Commit] = []
@@ -221,53 +251,92 @@ class LedgerWriter:
             pass
         return commits, waiters, stopping
 
-    def _isolate(self, commits: list[Commit], exc: Exception) -> list[Commit]:
-        """A commit the database refuses for its content: write the others, set it aside.
+    def _write(self, commits: list[Commit]) -> None:
+        """Commit the longest mergeable prefix of ``commits`` and remove it from the list.
 
-        Commits are tried one by one, in order; the ones that fail alone are kept in
-        ``dead_letters`` with the error. Returns what is left if the database went away
-        meanwhile (to be retried whole), else nothing.
+        If the database refuses it for its content, the commits are tried one by one, and
+        a refused one machine by machine (``_narrow``). A transient failure raises; what is
+        still in ``commits`` then is exactly what is left to write.
         """
-        log.error("ledger_commit_refused", error=_short(exc), commits=len(commits),
-                  hint="committing one by one to find the refused change")
-        for i, commit in enumerate(commits):
-            try:
-                self._commit(commit)
-            except Exception as single:  # noqa: BLE001
-                if is_transient(single):
-                    return commits[i:]
-                self._dead_letter(commit, single)
-        return []
+        batch, used = _merged(commits)
+        try:
+            self._commit(batch)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.error("ledger_commit_refused", error=short_error(exc), commits=used,
+                      hint="committing one by one to find the refused change")
+            for _ in range(used):
+                self._narrow(commits)
+                del commits[0]
+            return
+        del commits[:used]
 
-    def _dead_letter(self, commit: Commit, exc: Exception) -> None:
-        content = describe(commit)
-        log.error("ledger_dead_letter", error=_short(exc), content=content,
-                  hint="the change is kept in the dead_letters table; fix the cause and repost it")
-        with self._engine.begin() as conn:
-            conn.execute(insert(t.dead_letters), [{"created_at": t.utcnow(), "error": _short(exc),
-                                                   "content": content}])
+    def _narrow(self, commits: list[Commit]) -> None:
+        """Write ``commits[0]`` alone, else machine by machine; set aside what cannot be stored."""
+        try:
+            self._commit(commits[0])
+            return
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+        for machine in sorted(commits[0].machines() - set(self._held)):
+            rest = commits[0].machines() - {machine}
+            part = commits[0].without(rest)
+            try:
+                self._commit(part)
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                self._set_aside(part, machine, exc)
+            commits[0] = commits[0].without({machine})  # done: a retry must not write it twice
+
+    def _set_aside(self, part: Commit, machine: str, exc: Exception) -> None:
+        """Hold ``machine`` (nothing more of it is written) and keep its refused change as a dead letter."""
+        content = describe(part)
+        self._held[machine] = short_error(exc)
+        self.health.held_machines = sorted(self._held)
+        log.error("ledger_machine_held", machine=machine, error=short_error(exc), content=content,
+                  hint="this change cannot be stored; it is kept in dead_letters and the machine's stored counter "
+                       "position is held (nothing more of it is written). Fix the cause and restart the gateway: "
+                       "the units from that position on are counted again from the PLC counter")
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(insert(t.dead_letters), [{"created_at": t.utcnow(), "error": short_error(exc),
+                                                       "content": content}])
+        except Exception as failed:
+            log.error("dead_letter_not_written", machine=machine, error=short_error(failed),
+                      hint="the refused change is only in this log; the machine stays held all the same")
+            if is_transient(failed):
+                raise
+            return
         self.health.dead_letters += 1
 
     def _failed(self, exc: Exception, commits: list[Commit]) -> None:
         h = self.health
         h.retries += 1
         h.failing_since = h.failing_since or t.utcnow()
-        h.last_error = _short(exc)
+        h.last_error = short_error(exc)
         h.queued_confirmations = sum(len(c.confirmations) for c in commits)
-        lo, hi = self._retry
-        delay = min(hi, lo * 2 ** min(h.retries, 16)) * random.uniform(0.8, 1.2)
+        delay = self._backoff.next()
+        transient = is_transient(exc)
         log.error(
             "ledger_commit_failed",
             error=h.last_error,
+            transient=transient,
             retry_in_s=round(delay, 2),
             failing_for_s=round((t.utcnow() - h.failing_since).total_seconds(), 1),
             queued_confirmations=h.queued_confirmations,
-            hint="counting continues in memory; check that the database is reachable and not locked",
+            exc_info=not transient,  # an error of the writer itself: its traceback helps
+            hint="counting continues in memory; check that the database is reachable and not locked"
+                 if transient else "an unexpected error in the ledger writer; it retries, nothing queued is dropped",
         )
         time.sleep(delay)
 
     def _commit(self, batch: Commit) -> None:
         began = time.time() if self._stats is not None else 0.0
+        if self._held and not batch.machines().isdisjoint(self._held):
+            batch = batch.without(set(self._held))
         lost: set[str] = set()
         with self._engine.begin() as conn:
             if self._fence is not None and batch.fences:
@@ -292,15 +361,26 @@ class LedgerWriter:
         h.confirmations += posted
         h.replays_skipped += len(batch.confirmations) - posted
         h.failing_since, h.retries, h.queued_confirmations = None, 0, 0
+        self._backoff.reset()
         if self._stats is not None:
             done = time.time()
-            self._stats.write(json.dumps({
+            self._recorded.append({
                 "ages_ms": sorted(round(1000 * (done - st.timestamp())) for st in batch.source_times or ()),
                 "began_at": began, "committed_at": done, "readings": batch.readings,
                 "oldest_source": batch.oldest_source.timestamp() if batch.oldest_source else None,
                 "newest_source": batch.newest_source.timestamp() if batch.newest_source else None,
                 "confirmations": posted, "counter_states": len(batch.counter_states),
-            }) + "\n")
+            })
+
+    def _write_stats(self) -> None:
+        """Append the committed transactions' stats lines; a failure here never touches the ledger."""
+        if not self._recorded:
+            return
+        lines, self._recorded = self._recorded, []
+        try:
+            self._stats.write("".join(json.dumps(r) + "\n" for r in lines))
+        except (OSError, ValueError) as exc:
+            log.warning("stats_not_written", error=short_error(exc), lines=len(lines))
 
 
 def _merged(commits: list[Commit]) -> tuple[Commit, int]:
@@ -315,11 +395,6 @@ def _merged(commits: list[Commit]) -> tuple[Commit, int]:
     return merged, len(commits)
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}"[:500]
-
-
 def describe(commit: Commit) -> str:
     """A readable, complete account of a commit, for the dead-letter table and the log."""
     parts = [f"confirmation {c.id} machine={c.machine} order={c.order} op={c.operation} yield={c.yield_qty} "
@@ -329,4 +404,5 @@ def describe(commit: Commit) -> str:
     parts += [f"pending {key} = {p.units if p else 'cleared'}" for key, p in commit.pendings.items()]
     parts += [f"machine {m} order={o!r}" for m, o in commit.machine_orders.items()]
     parts += [f"anomaly {a.machine}/{a.counter} {a.kind.value}: {a.detail}" for a, _ in commit.anomalies]
+    parts += [f"units counted on {m}: {units}" for m, units in commit.counted.items()]
     return "\n".join(parts)

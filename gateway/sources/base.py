@@ -4,8 +4,8 @@ A source reads tags from one PLC connection and reports each value as a ``TagVal
 with the PLC's own timestamp and quality; ``SourceHealth`` says how the connection is
 doing. These shapes are protocol-neutral so that every protocol module reuses them and
 the consumer never learns which protocol a value came from. ``Source`` is what the
-service runs; ``ReconnectingSource`` and ``Backoff`` are the reconnect loop and delays
-every protocol shares.
+service runs; ``ReconnectingSource`` is the reconnect loop every protocol shares (its delays
+come from ``gateway.backoff.Backoff``, which the ledger writer uses too).
 
 A source must never drop, merge or reorder the values of a tag, never invent a value
 (a missing reading is reported, not guessed) and never know about orders, confirmations
@@ -15,12 +15,12 @@ or stock: it only says "this tag had this value at this time, with this quality"
 from __future__ import annotations
 
 import asyncio
-import random
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from gateway.backoff import Backoff
 from gateway.domain.records import Quality
 
 __all__ = ["ORDER_ROLE", "Backoff", "Quality", "ReconnectingSource", "Source", "SourceHealth", "TagSpec", "TagValue"]
@@ -90,40 +90,6 @@ class Source(Protocol):
 
     @property
     def health(self) -> SourceHealth: ...
-
-
-class Backoff:
-    """Delays between reconnect attempts: exponential from ``min_s`` to ``max_s``, jittered.
-
-    Every delay lies in ``[min_s, max_s]``: the base doubles per attempt and the delay is
-    drawn from the upper half of it.
-
-    Full jitter would sometimes retry almost at once and hammer a PLC that is busy
-    rebooting; equal jitter (half fixed, half random) keeps attempts spread out while
-    many gateways restarting together still do not hit the server in lockstep.
-    ``reset()`` after a connection that worked, so the next outage starts fast again.
-
-    Kept here (a dozen lines) rather than taking ``tenacity``/``backoff``: those wrap a
-    call in a retry decorator, while a source needs the next delay inside a loop that
-    never ends and starts over after every success.
-    """
-
-    def __init__(self, min_s: float, max_s: float, *, rand: Callable[[], float] = random.random) -> None:
-        if min_s <= 0 or max_s < min_s:
-            raise ValueError(f"need 0 < min_s <= max_s, got min_s={min_s}, max_s={max_s}")
-        self.min_s = min_s
-        self.max_s = max_s
-        self._rand = rand
-        self._attempt = 0
-
-    def next(self) -> float:
-        """The delay before the next attempt; each call doubles the base up to ``max_s``."""
-        base = min(self.max_s, self.min_s * 2**self._attempt)
-        self._attempt = min(self._attempt + 1, 64)  # 2**64 × min_s is past any max_s
-        return max(self.min_s, base / 2 + self._rand() * base / 2)
-
-    def reset(self) -> None:
-        self._attempt = 0
 
 
 def _raise_if_cancel_swallowed() -> None:

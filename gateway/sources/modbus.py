@@ -37,14 +37,15 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import structlog
 
 from gateway.domain.records import Quality
 from gateway.mapping.model import ModbusSource as ModbusSourceConfig
-from gateway.sources.base import ORDER_ROLE, Backoff, ReconnectingSource, TagValue
+from gateway.backoff import Backoff
+from gateway.sources.base import ORDER_ROLE, ReconnectingSource, TagValue
 from gateway.sources.modbus_client import (
     ILLEGAL_ADDRESS,
     ModbusClient,

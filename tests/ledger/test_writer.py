@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal as D
 
+import pytest
 from sqlalchemy import func, select
 
 from gateway.domain.confirming import accumulate, confirm
@@ -127,19 +128,26 @@ def test_unknown_order_confirmation_is_kept_with_an_error(ledger_url):
     assert summary(engine).open_errors == 1
 
 
-def test_writer_retries_while_the_database_is_locked_then_commits_everything(tmp_path):
-    """Another writer holds SQLite's lock: commits wait and retry, nothing is lost."""
-    url = f"sqlite:///{tmp_path / 'l.sqlite'}"
+def _locked_sqlite(folder):
+    """A SQLite ledger, a raw connection holding its write lock, and an engine that waits 50 ms for it."""
+    from sqlalchemy import event
+
+    url = f"sqlite:///{folder / 'l.sqlite'}"
     engine = _engine(url)
     locker = open_engine(url).raw_connection()
     locker.execute("BEGIN IMMEDIATE")
     slow = open_engine(url, create=False)
-    from sqlalchemy import event
 
     @event.listens_for(slow, "connect")
     def _short_timeout(dbapi_conn, _):
         dbapi_conn.execute("PRAGMA busy_timeout=50")
 
+    return engine, locker, slow
+
+
+def test_writer_retries_while_the_database_is_locked_then_commits_everything(tmp_path):
+    """Another writer holds SQLite's lock: commits wait and retry, nothing is lost."""
+    engine, locker, slow = _locked_sqlite(tmp_path)
     writer = LedgerWriter(slow, retry_min_s=0.05, retry_max_s=0.2)
     writer.start()
     for i in range(5):
@@ -160,21 +168,116 @@ def test_writer_retries_while_the_database_is_locked_then_commits_everything(tmp
     assert resume_state(engine).counter_states[("M1", "good")].position == Position(0, 50)
 
 
-def test_a_change_the_database_refuses_is_set_aside_and_the_rest_is_committed(ledger_url):
-    """One bad value must not stop every machine: it goes to dead_letters, the others commit."""
+def test_a_change_that_cannot_be_stored_holds_its_machine_and_the_units_stay_accounted(ledger_url):
+    """One bad value must not stop every machine, nor move its machine past the refused units.
+
+    M2's change cannot be stored at all (a naive time): it goes to dead_letters and M2 is held,
+    so the timer confirmation of its pending units that follows is not written either (it
+    would confirm units whose counter position was never stored: counted twice after a
+    restart). M1 commits on; after a restart M2 resumes from its last stored position.
+    """
     engine = _engine(ledger_url)
     writer = LedgerWriter(engine, retry_min_s=0.01, retry_max_s=0.05)
     _, first = _confirmation(0, 10)
     _, last = _confirmation(10, 20)
-    bad = CounterState("M2", "good", Position(0, 5), datetime(2026, 1, 1))  # naive time: refused
-    writer.submit(Commit(confirmations=[first]))
-    writer.submit(Commit(counter_states={("M2", "good"): bad}))
+    ok = CounterState("M2", "good", Position(0, 5), T0)
+    bad = CounterState("M2", "good", Position(0, 25), datetime(2026, 1, 1))  # naive time: refused
+    inc = Increment("M2", "good", 20, Position(0, 5), Position(0, 25), T0)
+    pending = accumulate(None, inc, D(20), order="1000123", operation="0010", now=T0)
+    timer = confirm(pending, "every_seconds", "PC")
+    writer.submit(Commit(confirmations=[first], counter_states={("M2", "good"): ok}))
+    writer.submit(Commit(counter_states={("M2", "good"): bad}, pendings={pending.key: pending},
+                         counted={"M2": D(20)}))
+    writer.submit(Commit(confirmations=[timer], pendings={pending.key: None}))  # the timer's commit
     writer.submit(Commit(confirmations=[last]))
     writer.start()
     writer.barrier().result(timeout=20)
     assert writer.stop(timeout=10)
-    assert summary(engine).machines["M1"].confirmations == 2
-    assert writer.health.dead_letters == 1
+    s = summary(engine)
+    assert s.machines["M1"].confirmations == 2
+    assert s.machines["M2"].confirmations == 0
+    assert s.machines["M2"].pending == 0 and s.machines["M2"].counted == 0 and s.machines["M2"].balanced
+    assert writer.health.dead_letters == 1 and writer.health.held_machines == ["M2"]
+    assert resume_state(engine).counter_states[("M2", "good")].position == Position(0, 5)  # held
     with engine.connect() as conn:
         [row] = conn.execute(select(t.dead_letters)).all()
-    assert "counter M2/good at 0:5" in row.content and "naive" in row.error
+    assert "counter M2/good at 0:25" in row.content and "naive" in row.error
+    assert "units counted on M2: 20" in row.content
+
+
+def test_the_writer_survives_a_dead_letter_it_cannot_write_and_stop_tells_the_truth(sqlite_url):
+    """The dead-letter insert fails too (its table is gone): the writer goes on, M1 commits."""
+    engine = _engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.execute(t.dead_letters.delete())
+    t.dead_letters.drop(engine)
+    writer = LedgerWriter(engine, retry_min_s=0.01, retry_max_s=0.05)
+    bad = CounterState("M2", "good", Position(0, 5), datetime(2026, 1, 1))
+    writer.submit(Commit(counter_states={("M2", "good"): bad}))
+    _, c = _confirmation(0, 10)
+    writer.submit(Commit(confirmations=[c]))
+    writer.start()
+    writer.barrier().result(timeout=20)
+    assert writer.alive
+    assert writer.health.held_machines == ["M2"] and writer.health.dead_letters == 0
+    assert writer.stop(timeout=10)
+    assert summary(engine).machines["M1"].confirmations == 1
+
+
+def test_stop_says_false_when_the_queue_was_not_written(tmp_path):
+    """The database stays locked: stop() gives up after its timeout and says so."""
+    engine, locker, slow = _locked_sqlite(tmp_path)
+    writer = LedgerWriter(slow, retry_min_s=0.05, retry_max_s=0.1)
+    writer.start()
+    _, c = _confirmation(0, 10)
+    writer.submit(Commit(confirmations=[c]))
+    assert writer.stop(timeout=1) is False
+    locker.rollback()
+    locker.close()
+    assert writer.stop(timeout=10) is True  # the lock is gone: it commits and ends
+    assert summary(engine).machines["M1"].confirmations == 1
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_stop_says_false_when_the_thread_died(sqlite_url, monkeypatch):
+    import gateway.ledger.writer as w
+
+    def dies(*_a, **_k):
+        raise SystemExit("the thread ends")  # not an Exception: nothing in the thread catches it
+
+    engine = _engine(sqlite_url)
+    monkeypatch.setattr(w, "apply", dies)
+    writer = LedgerWriter(engine, retry_min_s=0.01, retry_max_s=0.05)
+    writer.start()
+    _, c = _confirmation(0, 10)
+    writer.submit(Commit(confirmations=[c]))
+    writer._thread.join(10)
+    assert not writer.alive
+    assert writer.stop(timeout=1) is False
+
+
+def test_an_error_of_the_writer_itself_is_retried_not_fatal(sqlite_url, monkeypatch):
+    """A bug while setting a change aside (``describe`` raises twice): logged, retried with
+    backoff; the thread lives on and the change is set aside on the third attempt."""
+    import gateway.ledger.writer as w
+
+    real, calls = w.describe, []
+
+    def flaky(commit):
+        calls.append(1)
+        if len(calls) <= 2:
+            raise RuntimeError("bug in describe")
+        return real(commit)
+
+    engine = _engine(sqlite_url)
+    monkeypatch.setattr(w, "describe", flaky)
+    writer = LedgerWriter(engine, retry_min_s=0.01, retry_max_s=0.05)
+    writer.start()
+    _, c = _confirmation(0, 10)
+    bad = CounterState("M2", "good", Position(0, 5), datetime(2026, 1, 1))
+    writer.submit(Commit(confirmations=[c], counter_states={("M2", "good"): bad}))
+    writer.barrier().result(timeout=20)
+    assert writer.alive and len(calls) == 3
+    assert writer.stop(timeout=10)
+    assert summary(engine).machines["M1"].confirmations == 1
+    assert writer.health.dead_letters == 1 and writer.health.held_machines == ["M2"]

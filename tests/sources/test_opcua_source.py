@@ -12,7 +12,8 @@ from asyncua import ua
 from structlog.testing import capture_logs
 
 from gateway.domain.records import Quality
-from gateway.sources.base import Backoff, TagSpec, TagValue
+from gateway.backoff import Backoff
+from gateway.sources.base import TagSpec, TagValue
 from gateway.sources.opcua import OpcUaSource, resolve_address
 
 from .conftest import URI, Collector, FreezableProxy, PlcServer, fast_config, free_port, running
