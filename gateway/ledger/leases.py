@@ -13,8 +13,9 @@ The rules:
 * Taking a lease sets this instance as owner and adds one to ``token``. Renewing keeps
   the token. Releasing (a clean stop) lets the lease expire now.
 * Every posting transaction begins with ``fence``: the lease rows of the machines it
-  touches are locked (``FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` holds
-  the whole database) and a machine whose row no longer carries the token its changes
+  touches are locked (``FOR KEY SHARE`` on PostgreSQL, which a takeover's ``FOR UPDATE``
+  waits for and this instance's renewal does not; SQLite's ``BEGIN IMMEDIATE`` holds the
+  whole database) and a machine whose row no longer carries the token its changes
   were made under is *lost*: none of its changes are written. Because the rows stay
   locked until the commit, no other instance can take a machine over between the check
   and the commit; a takeover waits for it and then sees the committed position.
@@ -36,7 +37,7 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, bindparam, func, literal_column, select, update
+from sqlalchemy import Connection, Engine, bindparam, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -48,6 +49,11 @@ DEFAULT_TTL_S = 10.0
 _L = t.machine_leases.c
 _ROWS = (select(t.machine_leases).where(_L.machine.in_(bindparam("machines", expanding=True)))
          .order_by(_L.machine).with_for_update())
+# The fence's lock: it holds back a takeover (``_ROWS``, FOR UPDATE) until the posting
+# commits, but not this instance's own renewal, which changes only ``expires_at`` (a
+# FOR NO KEY UPDATE lock on PostgreSQL, which FOR KEY SHARE does not conflict with).
+_FENCED_ROWS = (select(t.machine_leases).where(_L.machine.in_(bindparam("machines", expanding=True)))
+                .order_by(_L.machine).with_for_update(key_share=True))
 
 
 @dataclass(frozen=True)
@@ -84,11 +90,15 @@ class MachinesOwned(Exception):
         super().__init__(f"{len(holders)} machine(s) owned by another instance")
 
 
+def _now_sql(conn: Connection) -> str:
+    if conn.dialect.name == "postgresql":
+        return "extract(epoch from clock_timestamp())::float8"
+    return "((julianday('now') - 2440587.5) * 86400.0)"
+
+
 def db_now(conn: Connection) -> float:
     """Seconds since the epoch by the database's clock."""
-    if conn.dialect.name == "postgresql":
-        return float(conn.execute(select(func.extract("epoch", func.clock_timestamp()))).scalar_one())
-    return float(conn.execute(select(literal_column("(julianday('now') - 2440587.5) * 86400.0"))).scalar_one())
+    return float(conn.execute(select(literal_column(_now_sql(conn)))).scalar_one())
 
 
 def lease_names(engine_or_conn: Engine | Connection, machines: Iterable[str]) -> list[str]:
@@ -172,12 +182,14 @@ def renew(conn: Connection, me: Me, tokens: dict[str, int], ttl_s: float) -> set
     """Extend this process's leases; the machines of ``tokens`` it no longer holds."""
     if not tokens:
         return set()
-    rows = conn.execute(_ROWS, {"machines": sorted(tokens)}).all()
-    now = db_now(conn)
-    kept = [r.machine for r in rows if _holds(r, me, tokens[r.machine])]
-    if kept:
-        conn.execute(update(t.machine_leases).where(_L.machine.in_(kept)).values(expires_at=now + ttl_s))
-    return set(tokens) - set(kept)
+    # One UPDATE, no SELECT … FOR UPDATE first: a posting of this instance that has the rows
+    # fenced does not hold its renewal back (see ``_FENCED_ROWS``).
+    extended = conn.execute(update(t.machine_leases).where(
+        _L.machine.in_(sorted(tokens)), _L.owner == me.instance, _L.host == me.host, _L.pid == me.pid)
+        .values(expires_at=literal_column(_now_sql(conn)) + ttl_s)
+        .returning(_L.machine, _L.token)).all()
+    kept = {r.machine for r in extended if r.token == tokens[r.machine]}
+    return set(tokens) - kept
 
 
 def _holds(row, me: Me, token: int) -> bool:
@@ -192,7 +204,7 @@ class Fence:
 
     def __call__(self, conn: Connection, tokens: dict[str, int]) -> set[str]:
         machines = sorted(tokens)
-        rows = {r.machine: r for r in conn.execute(_ROWS, {"machines": machines})}
+        rows = {r.machine: r for r in conn.execute(_FENCED_ROWS, {"machines": machines})}
         lost = {m for m in machines if m not in rows or not _holds(rows[m], self.me, tokens[m])}
         now = db_now(conn)
         lapsed = [m for m in machines if m not in lost and rows[m].expires_at <= now]

@@ -171,3 +171,18 @@ def test_postgres_ends_a_session_idle_in_a_transaction_so_a_stalled_owner_cannot
     conn.close()
     owner_engine.dispose()
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_a_renewal_does_not_wait_for_its_own_writers_fenced_transaction(pg_url):
+    engine = open_engine(pg_url)
+    tokens, _ = take(engine, A)
+    with engine.connect() as writer:
+        tx = writer.begin()
+        assert Fence(A, 30.0)(writer, tokens) == set()  # a long posting transaction holds the rows
+        began = time.monotonic()
+        with engine.begin() as conn:
+            assert leases.renew(conn, A, tokens, 30.0) == set()
+        assert time.monotonic() - began < 0.5
+        tx.commit()
+    engine.dispose()
