@@ -53,7 +53,7 @@ _ROWS = (select(t.machine_leases).where(_L.machine.in_(bindparam("machines", exp
 # commits, but not this instance's own renewal, which changes only ``expires_at`` (a
 # FOR NO KEY UPDATE lock on PostgreSQL, which FOR KEY SHARE does not conflict with).
 _FENCED_ROWS = (select(t.machine_leases).where(_L.machine.in_(bindparam("machines", expanding=True)))
-                .order_by(_L.machine).with_for_update(key_share=True))
+                .order_by(_L.machine).with_for_update(read=True, key_share=True))
 
 
 @dataclass(frozen=True)
