@@ -29,7 +29,7 @@ _STOCK_QTY = (select(t.stock.c.qty)
                      t.stock.c.lot == bindparam("lot"))
               .with_for_update())
 _LOT_EXISTS = select(t.lots.c.lot).where(t.lots.c.material == bindparam("material"), t.lots.c.lot == bindparam("lot"))
-_UPSERTS: dict[tuple, object] = {}
+_STATEMENTS: dict[tuple, object] = {}
 
 
 def read_stock(conn: Connection, keys: set[tuple[str, str]]) -> StockView:
@@ -53,18 +53,29 @@ def move_stock(conn: Connection, material: str, location: str, lot: str, delta: 
 
 
 def upsert(conn: Connection, table, rows: list[dict], keys: list[str]) -> None:
+    """Insert ``rows``, or set the stored row's other columns to theirs where ``keys`` exist."""
     if not rows:
         return
-    # One statement per table, dialect and column set, built once (see STOCK_LOTS).
-    cache_key = (conn.dialect.name, table.name, tuple(rows[0]), tuple(keys))
-    stmt = _UPSERTS.get(cache_key)
-    if stmt is None:
-        make = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-        stmt = make(table)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=keys, set_={c: stmt.excluded[c] for c in rows[0] if c not in keys})
-        _UPSERTS[cache_key] = stmt
+    stmt = _on_conflict(conn, table, tuple(keys), tuple(c for c in rows[0] if c not in keys))
     conn.execute(stmt, rows)
+
+
+def insert_absent(conn: Connection, table, rows: list[dict], keys: list[str]) -> None:
+    """Insert those of ``rows`` whose ``keys`` are not stored yet; leave the others as they are."""
+    if rows:
+        conn.execute(_on_conflict(conn, table, tuple(keys), ()), rows)
+
+
+def _on_conflict(conn: Connection, table, keys: tuple[str, ...], update: tuple[str, ...]):
+    """One statement per dialect, table and columns, built once (see STOCK_LOTS)."""
+    cache_key = (conn.dialect.name, table.name, keys, update)
+    stmt = _STATEMENTS.get(cache_key)
+    if stmt is None:
+        stmt = (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
+        stmt = (stmt.on_conflict_do_update(index_elements=keys, set_={c: stmt.excluded[c] for c in update})
+                if update else stmt.on_conflict_do_nothing(index_elements=keys))
+        _STATEMENTS[cache_key] = stmt
+    return stmt
 
 
 def ensure_lot(conn: Connection, material: str, lot: str, received_at, *, expires_on=None,
