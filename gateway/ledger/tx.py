@@ -7,10 +7,10 @@ than the database took (``bench/writer_tx.py``). ``LedgerTx`` reads each row onc
 transaction and keeps it, changes it in memory, and writes everything with one
 statement per table in ``flush()``, before the transaction commits.
 
-The writer posts through it, and so does anything that posts a confirmation (reprocessing,
-anomaly decisions, scrap adjustments). These rules keep concurrent transactions from
-losing each other's changes (``gateway.ledger.sql.write_movements`` still moves stock
-row by row for the commands):
+It is the only way the ledger's balances change: stock (with its goods movements and
+lots), order progress and order carry. The writer, reprocessing, reversals, adjustments,
+order completion and the stock commands all post through it, so one set of rules keeps
+concurrent transactions from losing each other's changes:
 
 * SQLite: the writer holds the database's write lock from ``BEGIN IMMEDIATE``; nothing
   else writes until the commit.
@@ -30,9 +30,10 @@ row by row for the commands):
   lost, whether or not the order lock was held.
 
 Locks are taken in a fixed order where one call takes several: orders and stock keys
-sorted, rows created and written in key order. The writer locks orders in the order of
-its change-set; PostgreSQL aborts one side of a deadlock with the CLI and the writer
-retries it.
+sorted, rows created and written in key order, an order before its stock. The writer
+locks orders lazily, in the order of its change-set, so a command that posts to several
+orders (``errors reprocess``) can still deadlock with it; PostgreSQL then aborts one
+side: the writer retries its transaction, a command fails whole and can be run again.
 
 Rules for code that uses it: read progress, carry, stock, lots, order status and
 confirmation ids through it, not around it; a direct read of a table it writes (movements,
