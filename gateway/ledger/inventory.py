@@ -65,8 +65,7 @@ def record_count(engine: Engine, material: str, counted: Decimal, location: str,
         raise OperationRefused(f"a counted quantity is a number of zero or more, got {counted}")
     with engine.begin() as conn, buffered(conn) as tx:
         m = stock_material(conn, material, counted, lot, verb="counted")
-        book = sum((s.qty for s in tx.stock({(material, location)}).lots[(material, location)] if s.lot == lot),
-                   Decimal(0))
+        book = tx.stock_qty(material, location, lot)
         count_id = conn.execute(insert(t.stock_counts).values(
             material=material, location=location, lot=lot, book_qty=book, counted_qty=counted, uom=m.uom,
             counted_at=now)).inserted_primary_key[0]

@@ -361,10 +361,9 @@ def consumed_output(tx: LedgerTx, posted: Posted) -> list[str]:
     for m in posted.movements:
         if m.kind is not MovementKind.GOODS_RECEIPT:
             continue
-        key = (m.material, m.location)
-        on_hand = next((s.qty for s in tx.stock({key}).lots[key] if s.lot == m.lot), None)
-        if (on_hand or Decimal(0)) < m.qty:
-            problems.append(f"only {on_hand or 0} of the {m.qty} {m.uom} {m.material} received "
+        on_hand = tx.stock_qty(m.material, m.location, m.lot)
+        if on_hand < m.qty:
+            problems.append(f"only {on_hand} of the {m.qty} {m.uom} {m.material} received "
                             f"{'in lot ' + m.lot + ' ' if m.lot else ''}are still at {m.location}")
         if m.lot:
             used = sum((r.qty for r in tx.conn.execute(select(t.genealogy.c.qty).where(

@@ -215,8 +215,7 @@ def issue_manually(engine: Engine, material: str, qty: Decimal, order_no: str, l
         if order.status != "released":
             raise OperationRefused(f"order {order_no} is {order.status}; no more issues to it")
         m = stock_material(conn, material, qty, lot)
-        have = sum((s.qty for s in tx.stock({(material, location)}).lots[(material, location)] if s.lot == lot),
-                   Decimal(0))
+        have = tx.stock_qty(material, location, lot)
         if have < qty and not (m.negative_stock_allowed and not m.lot_tracked):
             raise OperationRefused(f"only {have} {m.uom} of {material}{' lot ' + lot if lot else ''} at {location}")
         item = next((c.item for c in order.components if c.material == material), "")

@@ -154,6 +154,10 @@ class LedgerTx:
                 LotStock(lot, qty, *info.get(lot, (None, None))) for lot, qty in lots.items())
         return StockView(view)
 
+    def stock_qty(self, material: str, location: str, lot: str) -> Decimal:
+        """One lot's stock (0 without a row), locked like ``stock``."""
+        return self._stock_of(material, location).get(lot, Decimal(0))
+
     def _stock_of(self, material: str, location: str) -> dict[str, Decimal]:
         key = (material, location)
         if key not in self._stock:
