@@ -62,8 +62,8 @@ from gateway.ledger.sql import LOTS_OF, STOCK_LOTS, insert_absent, movement_row,
 _CARRY = select(t.order_carry).where(t.order_carry.c.order_no == bindparam("order")).with_for_update()
 _PROGRESS = select(t.order_progress).where(t.order_progress.c.order_no == bindparam("order"),
                                           t.order_progress.c.operation == bindparam("operation")).with_for_update()
-# The order lock (module docstring): FOR NO KEY UPDATE, which does not block inserts that
-# merely reference the order.
+# The order lock (module docstring). FOR NO KEY UPDATE excludes every transaction that
+# locks or updates the order's row (postings, completion, a reload); plain reads go on.
 _STATUS = (select(t.production_orders.c.status).where(t.production_orders.c.number == bindparam("order"))
            .with_for_update(key_share=True))
 _STATUSES = (select(t.production_orders.c.number, t.production_orders.c.status)
