@@ -1,11 +1,13 @@
 """The ledger writer alone: the time of one transaction of N confirmations with their
 postings (the bench master data of ``bench/e2e.py``, SQLite with synchronous=FULL).
 
-Usage: python bench/writer_tx.py [--confirmations 100] [--transactions 10] [--profile]
+Usage: python bench/writer_tx.py [--confirmations 100] [--transactions 10] [--profile] [--db URL]
 
 It shows what one confirmation costs the writer thread, the figure behind the latency
 tail when many machines confirm at once; ``--profile`` prints a pyinstrument profile
-(the ``bench`` extra). It writes only a temporary SQLite file, which it removes.
+(the ``bench`` extra). It writes only a temporary SQLite file, which it removes, or
+with ``--db`` the ledger at URL, which must be empty (e.g. a fresh PostgreSQL schema:
+``postgresql+psycopg://host/db?options=-csearch_path%3Dmy_schema``).
 """
 
 from __future__ import annotations
@@ -50,13 +52,14 @@ def main() -> None:
     parser.add_argument("--confirmations", type=int, default=100)
     parser.add_argument("--transactions", type=int, default=10)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--db", help="an empty ledger database (default: a temporary SQLite file)")
     args = parser.parse_args()
     # The writer logs every posted confirmation at info; measured here is the ledger work.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     folder = Path(tempfile.mkdtemp(prefix="bench-writer-"))
     try:
         (folder / "masterdata.yaml").write_text(masterdata_yaml())
-        url = f"sqlite:///{folder / 'ledger.sqlite'}"
+        url = args.db or f"sqlite:///{folder / 'ledger.sqlite'}"
         subprocess.run([sys.executable, "-m", "gateway.cli", "masterdata", "load", str(folder / "masterdata.yaml"),
                         "--db", url], check=True, cwd=ROOT, capture_output=True)
         engine = open_engine(url, create=False)

@@ -22,8 +22,12 @@ substitution    the substitute B, quantity of B     A back to its lots (262), B 
 consumption     the item's material, signed delta   261 for more, 262 to the latest lots for less
 ==============  =================================  ==========================================
 
+Each adjustment posts through one ``LedgerTx`` for its whole transaction, which holds the
+order's lock from the start (``gateway.ledger.tx``): one adjustment or posting of an order
+at a time, so two returns cannot both give back the same issued quantity.
+
 Must never: edit or delete a posting (a correction is a new document), move stock other
-than through ``write_movements``, or post to an order that is not released.
+than through ``LedgerTx.move``, or post to an order that is not released.
 """
 
 from __future__ import annotations
@@ -53,8 +57,8 @@ from gateway.ledger.masters import (
     read_work_centers,
 )
 from gateway.ledger.operations import OperationRefused, read_posted
-from gateway.ledger.sql import issued_to_order, read_stock, write_movements
-from gateway.ledger.tx import buffered
+from gateway.ledger.sql import issued_to_order
+from gateway.ledger.tx import LedgerTx, buffered
 from gateway.ledger.posting import (
     post_confirmation,
     write_activities,
@@ -82,16 +86,16 @@ def scrap(engine: Engine, order_no: str, operation: str, qty: Decimal, reason_co
           now: datetime | None = None) -> AdjustmentResult:
     """Scrap reported by hand: a confirmation of ``qty`` scrap, backflushed like a machine's."""
     now = now or t.utcnow()
-    with _adjustment(engine, order_no, reason_code) as (conn, order, doc):
-        product = _operation_and_product(conn, order, operation)
+    with _adjustment(engine, order_no, reason_code) as (tx, order, doc):
+        product = _operation_and_product(tx.conn, order, operation)
         adj.check_quantity(qty, product)
-        with buffered(conn) as tx:
-            post_confirmation(tx, Confirmation(
-                doc, MANUAL_MACHINE, order.number, operation, Decimal(0), qty, product.uom, (), (), now, now,
-                "adjustment:scrap"), MasterCache(), now)
-        posted = read_posted(conn, doc)
-        queued = conn.execute(select(t.error_queue.c.id).where(t.error_queue.c.confirmation_id == doc)).all()
-        return _record(conn, doc, order, "scrap", operation, reason_code, note, product, qty,
+        post_confirmation(tx, Confirmation(
+            doc, MANUAL_MACHINE, order.number, operation, Decimal(0), qty, product.uom, (), (), now, now,
+            "adjustment:scrap"), MasterCache(), now)
+        tx.flush()  # read back below
+        posted = read_posted(tx.conn, doc)
+        queued = tx.conn.execute(select(t.error_queue.c.id).where(t.error_queue.c.confirmation_id == doc)).all()
+        return _record(tx.conn, doc, order, "scrap", operation, reason_code, note, product, qty,
                        len(posted.movements), len(queued), now)
 
 
@@ -99,14 +103,14 @@ def rework(engine: Engine, order_no: str, operation: str, qty: Decimal, reason_c
            now: datetime | None = None) -> AdjustmentResult:
     """Rework of ``qty`` units at ``operation``: its rework items and labor, no receipt, no progress."""
     now = now or t.utcnow()
-    with _adjustment(engine, order_no, reason_code) as (conn, order, doc):
-        product = _operation_and_product(conn, order, operation)
-        materials = read_materials(conn)
+    with _adjustment(engine, order_no, reason_code) as (tx, order, doc):
+        product = _operation_and_product(tx.conn, order, operation)
+        materials = read_materials(tx.conn)
         locations = {(c.material, c.supply_location) for c in order.components
                      if c.rework and c.operation == operation}
-        work_center = read_work_centers(conn)[order.operation(operation).work_center]
-        plan = adj.rework(order, operation, qty, materials, work_center, read_stock(conn, locations), now.date())
-        return _write(conn, doc, order, "rework", operation, reason_code, note, product, qty, plan, now)
+        work_center = read_work_centers(tx.conn)[order.operation(operation).work_center]
+        plan = adj.rework(order, operation, qty, materials, work_center, tx.stock(locations), now.date())
+        return _write(tx, doc, order, "rework", operation, reason_code, note, product, qty, plan, now)
 
 
 def substitute(engine: Engine, order_no: str, item: str, with_material: str, qty: Decimal, reason_code: str,
@@ -114,29 +118,29 @@ def substitute(engine: Engine, order_no: str, item: str, with_material: str, qty
     """``with_qty`` (default ``qty``) of ``with_material`` issued for ``item`` instead of ``qty`` of its material."""
     now = now or t.utcnow()
     b_qty = qty if with_qty is None else with_qty
-    with _adjustment(engine, order_no, reason_code) as (conn, order, doc):
+    with _adjustment(engine, order_no, reason_code) as (tx, order, doc):
         component = adj.bom_item(order, item)
-        materials = read_materials(conn)
+        materials = read_materials(tx.conn)
         b = materials.get(with_material)
         if b is None:
             raise Refused(f"unknown material {with_material!r}; load it with `gateway masterdata load`")
-        stock = read_stock(conn, {(b.id, component.supply_location)})
-        plan = adj.substitution(order, item, qty, materials[component.material],
-                                issued_to_order(conn, order.number, item, component.material), b, b_qty, stock, now.date())
-        return _write(conn, doc, order, "substitution", component.operation, reason_code, note, b, b_qty, plan, now)
+        stock = tx.stock({(b.id, component.supply_location)})
+        issued = issued_to_order(tx.conn, order.number, item, component.material)
+        plan = adj.substitution(order, item, qty, materials[component.material], issued, b, b_qty, stock, now.date())
+        return _write(tx, doc, order, "substitution", component.operation, reason_code, note, b, b_qty, plan, now)
 
 
 def consumption(engine: Engine, order_no: str, item: str, delta: Decimal, reason_code: str, note: str = "", *,
                 now: datetime | None = None) -> AdjustmentResult:
     """Over-consumption (``delta > 0``: issue more) or under-consumption (``delta < 0``: give back)."""
     now = now or t.utcnow()
-    with _adjustment(engine, order_no, reason_code) as (conn, order, doc):
+    with _adjustment(engine, order_no, reason_code) as (tx, order, doc):
         component = adj.bom_item(order, item)
-        material = read_materials(conn)[component.material]
-        stock = read_stock(conn, {(material.id, component.supply_location)}) if delta > 0 else StockView()
-        plan = adj.consumption(order, item, delta, material, issued_to_order(conn, order.number, item, material.id),
+        material = read_materials(tx.conn)[component.material]
+        stock = tx.stock({(material.id, component.supply_location)}) if delta > 0 else StockView()
+        plan = adj.consumption(order, item, delta, material, issued_to_order(tx.conn, order.number, item, material.id),
                                stock, now.date())
-        return _write(conn, doc, order, "consumption", component.operation, reason_code, note, material, delta,
+        return _write(tx, doc, order, "consumption", component.operation, reason_code, note, material, delta,
                       plan, now)
 
 
@@ -144,21 +148,18 @@ def consumption(engine: Engine, order_no: str, item: str, delta: Decimal, reason
 
 
 @contextmanager
-def _adjustment(engine: Engine, order_no: str, reason_code: str) -> Iterator[tuple[Connection, ProductionOrder, str]]:
+def _adjustment(engine: Engine, order_no: str, reason_code: str) -> Iterator[tuple[LedgerTx, ProductionOrder, str]]:
     """One transaction for one adjustment document; a refusal rolls all of it back."""
     try:
         adj.check_reason_code(reason_code)
-        with engine.begin() as conn:
-            # One adjustment of an order at a time (PostgreSQL; SQLite serialises writers anyway),
-            # so two returns cannot both give back the same issued quantity.
-            po = t.production_orders
-            conn.execute(select(po.c.number).where(po.c.number == order_no).with_for_update())
+        with engine.begin() as conn, buffered(conn) as tx:
+            tx.order_status(order_no)  # the order's lock, before anything is read (module docstring)
             order = read_order(conn, order_no)
             if order is None:
                 raise Refused(f"no order {order_no}; load it with `gateway masterdata load`")
             if order.status != "released":
                 raise Refused(f"order {order_no} is {order.status}; nothing is posted to it")
-            yield conn, order, f"A-{uuid.uuid4().hex[:12]}"
+            yield tx, order, f"A-{uuid.uuid4().hex[:12]}"
     except Refused as exc:
         raise OperationRefused(str(exc)) from None
 
@@ -170,14 +171,14 @@ def _operation_and_product(conn: Connection, order: ProductionOrder, operation: 
     return read_materials(conn)[order.material]
 
 
-def _write(conn: Connection, doc: str, order: ProductionOrder, kind: str, operation: str, reason_code: str,
+def _write(tx: LedgerTx, doc: str, order: ProductionOrder, kind: str, operation: str, reason_code: str,
            note: str, material: Material, qty: Decimal, plan: AdjustmentPlan, now: datetime) -> AdjustmentResult:
-    write_movements(conn, doc, order.number, plan.movements, now)
-    write_genealogy(conn, doc, order.number, plan.genealogy, now)
-    write_activities(conn, doc, order.number, plan.activities, now)
-    write_deferred(conn, doc, order.number, plan.deferred)
-    write_errors(conn, doc, order.number, plan.errors, now)
-    return _record(conn, doc, order, kind, operation, reason_code, note, material, qty, len(plan.movements),
+    tx.move(doc, order.number, plan.movements, now)
+    write_genealogy(tx, doc, order.number, plan.genealogy, now)
+    write_activities(tx, doc, order.number, plan.activities, now)
+    write_deferred(tx, doc, order.number, plan.deferred)
+    write_errors(tx, doc, order.number, plan.errors, now)
+    return _record(tx.conn, doc, order, kind, operation, reason_code, note, material, qty, len(plan.movements),
                    len(plan.errors), now)
 
 

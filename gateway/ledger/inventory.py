@@ -1,10 +1,11 @@
 """Physical inventory counts and the reports built on them: count accuracy, error metrics.
 
 ``record_count`` is the one write here. It runs in one transaction of its own, like the
-operations in ``gateway.ledger.operations``: it reads the book quantity (locked), stores
-the count next to it and posts the difference through ``write_movements`` (701 count
-gain / 702 count loss), so afterwards the book equals the count and stock is still the
-sum of its movements. It never edits a movement or a stock row any other way.
+operations in ``gateway.ledger.operations``: it reads the book quantity through a
+``LedgerTx`` (locked, so no backflush moves it in between), stores the count next to it
+and posts the difference with ``LedgerTx.move`` (701 count gain / 702 count loss), so
+afterwards the book equals the count and stock is still the sum of its movements. It
+never edits a movement or a stock row any other way.
 
 ``accuracy`` and ``error_metrics`` only read. Quantities are summed in Python over
 Decimals because SQLite keeps them as text (see ``schema.Dec``); SQL only filters and
@@ -23,7 +24,7 @@ from sqlalchemy import Connection, Engine, func, insert, select
 from gateway.domain.records import GoodsMovement, MovementKind
 from gateway.ledger import schema as t
 from gateway.ledger.operations import OperationRefused, stock_material
-from gateway.ledger.sql import write_movements
+from gateway.ledger.tx import buffered
 
 _HUNDRED = Decimal(100)
 _PCT = Decimal("0.01")
@@ -62,27 +63,17 @@ def record_count(engine: Engine, material: str, counted: Decimal, location: str,
         raise OperationRefused("give the counted location with --location")
     if not counted.is_finite() or counted < 0:
         raise OperationRefused(f"a counted quantity is a number of zero or more, got {counted}")
-    with engine.begin() as conn:
+    with engine.begin() as conn, buffered(conn) as tx:
         m = stock_material(conn, material, counted, lot, verb="counted")
-        book = _book_qty(conn, material, location, lot)
+        book = tx.stock_qty(material, location, lot)
         count_id = conn.execute(insert(t.stock_counts).values(
             material=material, location=location, lot=lot, book_qty=book, counted_qty=counted, uom=m.uom,
             counted_at=now)).inserted_primary_key[0]
         kind = None
         if counted != book:
             kind = MovementKind.COUNT_GAIN if counted > book else MovementKind.COUNT_LOSS
-            write_movements(conn, None, None, [GoodsMovement(kind, material, location, counted - book, m.uom,
-                                                             lot=lot)], now)
+            tx.move(None, None, [GoodsMovement(kind, material, location, counted - book, m.uom, lot=lot)], now)
     return CountResult(count_id, material, location, lot, book, counted, m.uom, now, kind)
-
-
-def _book_qty(conn: Connection, material: str, location: str, lot: str) -> Decimal:
-    # Locked so that no backflush moves this stock between reading the book and
-    # posting the difference (PostgreSQL; SQLite holds its write lock already).
-    row = conn.execute(select(t.stock.c.qty).where(
-        t.stock.c.material == material, t.stock.c.location == location, t.stock.c.lot == lot,
-    ).with_for_update()).first()
-    return row.qty if row else Decimal(0)
 
 
 # -- accuracy -------------------------------------------------------------------------

@@ -4,7 +4,9 @@
 copied into the order, as ERPs do at release) and opening stock in ONE transaction:
 bad master data is refused whole before anything is written. Loading the same file
 again changes nothing: opening stock is posted once per material/location/lot, and an
-order that has confirmations keeps its snapshot (a changed one is refused).
+order that has confirmations keeps its snapshot (a changed one is refused). The orders
+in the file are locked first and opening stock moves through a ``LedgerTx``, like every
+posting (``gateway.ledger.tx``), so a load can run while the gateway posts.
 
 ``MasterCache`` gives the writer domain records; it reloads an order it has not seen,
 so orders loaded while the service runs are found.
@@ -30,7 +32,8 @@ from gateway.domain.records import (
     WorkCenter,
 )
 from gateway.ledger import schema as t
-from gateway.ledger.sql import ensure_lot, upsert, write_movements
+from gateway.ledger.sql import upsert
+from gateway.ledger.tx import LedgerTx, buffered
 
 
 class MasterDataConflict(Exception):
@@ -141,10 +144,14 @@ def store_masterdata(engine: Engine, domain, stock_rows) -> StoreReport:
              "supply_location": w.supply_location}
             for w in domain.work_centers.values()], ["id"])
         report.work_centers = len(domain.work_centers)
-        for order in domain.orders.values():
-            _store_order(conn, order, report)
-        for s in stock_rows:
-            _post_opening_stock(conn, s, domain.materials[s.material], report, now)
+        with buffered(conn) as tx:
+            # Locked, sorted, before any stock (gateway.ledger.tx): a posting to one of these
+            # orders finishes before its snapshot is compared or replaced.
+            tx.lock_orders(domain.orders)
+            for order in domain.orders.values():
+                _store_order(conn, order, report)
+            for s in stock_rows:
+                _post_opening_stock(tx, s, domain.materials[s.material], report, now)
     return report
 
 
@@ -188,17 +195,18 @@ def _canonical(order: ProductionOrder) -> ProductionOrder:
                    operations=tuple(sorted(order.operations, key=lambda o: o.operation)))
 
 
-def _post_opening_stock(conn: Connection, s, material: Material, report: StoreReport, now) -> None:
+def _post_opening_stock(tx: LedgerTx, s, material: Material, report: StoreReport, now) -> None:
     lot = s.lot or ""
     gm = t.goods_movements.c
-    already = conn.execute(select(gm.id).where(
+    tx.flush()  # an opening stock row earlier in this file is "already posted" too
+    already = tx.conn.execute(select(gm.id).where(
         gm.kind == MovementKind.OPENING_STOCK.value, gm.material == s.material,
         gm.location == s.location, gm.lot == lot)).first()
     if already:
         report.notes.append(f"opening stock of {s.material} at {s.location} already posted; skipped")
         return
     received = datetime.combine(s.received_on, time(), UTC) if s.received_on else now
-    ensure_lot(conn, s.material, lot, received, expires_on=s.expires_on)
-    write_movements(conn, None, None, [GoodsMovement(
+    tx.register_lot(s.material, lot, received, expires_on=s.expires_on)
+    tx.move(None, None, [GoodsMovement(
         MovementKind.OPENING_STOCK, s.material, s.location, Decimal(s.quantity), material.uom, lot=lot)], now)
     report.stock_posted += 1

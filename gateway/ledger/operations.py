@@ -1,9 +1,11 @@
 """Operations a person starts from the CLI: receive stock, reprocess the error queue, trace lots.
 
-Each write runs in one transaction of its own, next to the service's writer (SQLite
-serialises writers with ``BEGIN IMMEDIATE``; on PostgreSQL the stock rows are locked
-while planned against), and uses the same functions the writer uses, so a posting made
-here looks exactly like one made by backflush.
+Each write runs in one transaction of its own, next to the service's writer, and posts
+through one ``LedgerTx`` (``buffered``) for the whole transaction, with the same
+functions the writer uses: a posting made here looks exactly like one made by backflush,
+and it takes the same locks (the order first, then its stock; see ``gateway.ledger.tx``),
+so the writer and a command posting to the same order or stock take turns on PostgreSQL
+as they do on SQLite.
 
 Reprocessing is idempotent: an error item is resolved by what it issues, so running
 it twice posts nothing twice.
@@ -37,15 +39,11 @@ from gateway.domain.reversal import Posted, reverse
 from gateway.ledger import schema as t
 from gateway.ledger.failures import is_transient, short_error
 from gateway.ledger.masters import MasterCache, read_materials, read_order, read_work_centers
-from gateway.ledger.sql import ensure_lot, issued_to_order, read_stock, write_movements
-from gateway.ledger.tx import buffered
+from gateway.ledger.sql import issued_to_order
+from gateway.ledger.tx import LedgerTx, buffered
 from gateway.ledger.posting import (
-    add_carry,
-    add_progress,
     backflush,
     cannot_plan,
-    read_carry,
-    read_progress,
     write_activities,
     write_deferred,
     write_errors,
@@ -82,11 +80,10 @@ def receive_stock(engine: Engine, material: str, qty: Decimal, location: str, *,
     now = now or t.utcnow()
     if qty <= 0:
         raise OperationRefused(f"quantity must be positive, got {qty}")
-    with engine.begin() as conn:
+    with engine.begin() as conn, buffered(conn) as tx:
         m = stock_material(conn, material, qty, lot)
-        ensure_lot(conn, material, lot, now, expires_on=expires_on)
-        write_movements(conn, None, None, [GoodsMovement(MovementKind.OTHER_RECEIPT, material, location, qty,
-                                                         m.uom, lot=lot)], now)
+        tx.register_lot(material, lot, now, expires_on=expires_on)
+        tx.move(None, None, [GoodsMovement(MovementKind.OTHER_RECEIPT, material, location, qty, m.uom, lot=lot)], now)
 
 
 # -- error queue ----------------------------------------------------------------------
@@ -126,7 +123,7 @@ def reprocess_errors(engine: Engine, ids: list[int] | None = None, *, now: datet
     """Retry open error items (all, or the given ids) against today's stock and master data."""
     now = now or t.utcnow()
     result = ReprocessResult([], [])
-    with engine.begin() as conn:
+    with engine.begin() as conn, buffered(conn) as tx:
         q = select(t.error_queue).where(t.error_queue.c.status == "open").order_by(t.error_queue.c.id)
         if ids:
             q = q.where(t.error_queue.c.id.in_(ids))
@@ -136,8 +133,11 @@ def reprocess_errors(engine: Engine, ids: list[int] | None = None, *, now: datet
                 raise OperationRefused(f"no open error item with id {', '.join(map(str, unknown))} "
                                        "(see `gateway errors list --all`)")
         masters = MasterCache()
-        for row in conn.execute(q).all():
-            left, why = _reprocess_one(conn, row, masters, now)
+        # Locked: a second `errors reprocess` at the same time waits, then finds them resolved.
+        rows = conn.execute(q.with_for_update()).all()
+        tx.lock_orders(r.order_no for r in rows)  # all of them first, in one order (deadlocks)
+        for row in rows:
+            left, why = _reprocess_one(tx, row, masters, now)
             if left == 0:
                 result.resolved.append(row.id)
             else:
@@ -149,11 +149,11 @@ def reprocess_errors(engine: Engine, ids: list[int] | None = None, *, now: datet
     return result
 
 
-def _reprocess_one(conn: Connection, row, masters: MasterCache, now: datetime) -> tuple[Decimal, str]:
+def _reprocess_one(tx: LedgerTx, row, masters: MasterCache, now: datetime) -> tuple[Decimal, str]:
     if not row.material:  # a whole confirmation could not be planned or posted: post it now, if it can be
-        confirmation = read_confirmation(conn, row.confirmation_id)
+        confirmation = read_confirmation(tx.conn, row.confirmation_id)
         try:
-            with conn.begin_nested(), buffered(conn) as tx:
+            with tx.savepoint():
                 refusal = cannot_plan(tx, confirmation, masters)
                 if not refusal:
                     backflush(tx, confirmation, masters, now)
@@ -162,12 +162,12 @@ def _reprocess_one(conn: Connection, row, masters: MasterCache, now: datetime) -
                 raise
             refusal = f"not posted: {short_error(exc)}; fix the cause, then `gateway errors reprocess`"
         return (row.missing_qty, refusal) if refusal else (Decimal(0), "")
-    order = masters.order(conn, row.order_no)
-    material = masters.materials(conn)[row.material]
-    stock = StockLeft(read_stock(conn, {(row.material, row.location)}))
+    order = masters.order(tx.conn, row.order_no)
+    material = masters.materials(tx.conn)[row.material]
+    stock = StockLeft(tx.stock({(row.material, row.location)}))
     issued = issue_component(row.missing_qty, material, row.location, row.bom_item, order, stock, now.date())
-    write_movements(conn, row.confirmation_id, order.number, issued.movements, now)
-    write_genealogy(conn, row.confirmation_id, order.number, issued.genealogy, now)
+    tx.move(row.confirmation_id, order.number, issued.movements, now)
+    write_genealogy(tx, row.confirmation_id, order.number, issued.genealogy, now)
     if issued.errors:
         return issued.errors[0].missing_qty, issued.errors[0].reason
     return Decimal(0), ""
@@ -233,38 +233,39 @@ def reverse_confirmation(engine: Engine, confirmation_id: str, reason: str, *, f
     now = now or t.utcnow()
     if not reason.strip():
         raise OperationRefused("give a reason for the reversal (--reason)")
-    with engine.begin() as conn:
+    with engine.begin() as conn, buffered(conn) as tx:
         row = conn.execute(select(t.confirmations).where(t.confirmations.c.id == confirmation_id)).first()
         if row is None:
             raise OperationRefused(f"no confirmation {confirmation_id}")
+        tx.order_status(row.order_no)  # the order first, then its stock (gateway.ledger.tx)
         done = conn.execute(select(t.reversals).where(t.reversals.c.confirmation_id == confirmation_id)).first()
         if done is not None:
             raise OperationRefused(f"confirmation {confirmation_id} was already reversed by {done.id} "
                                    f"on {done.created_at:%Y-%m-%d %H:%M} ({done.reason})")
         posted = read_posted(conn, confirmation_id)
-        used = consumed_output(conn, posted)
+        used = consumed_output(tx, posted)
         if used and not force_reason:
             raise OperationRefused(f"{'; '.join(used)}: reversing would take back goods that are no longer "
                                    "there. Use --force WHY to reverse anyway; WHY is recorded")
         result = reverse(posted)
         doc = f"R-{confirmation_id}"
-        write_movements(conn, doc, row.order_no, result.movements, now)
-        write_activities(conn, doc, row.order_no, result.activities, now)
-        write_genealogy(conn, doc, row.order_no, result.genealogy, now)
-        write_deferred(conn, doc, row.order_no, result.deferred)
+        tx.move(doc, row.order_no, result.movements, now)
+        write_activities(tx, doc, row.order_no, result.activities, now)
+        write_genealogy(tx, doc, row.order_no, result.genealogy, now)
+        write_deferred(tx, doc, row.order_no, result.deferred)
         conn.execute(update(t.error_queue).where(t.error_queue.c.confirmation_id == confirmation_id,
                                                  t.error_queue.c.status == "open")
                      .values(status="cancelled", resolved_at=now))
-        add_progress(conn, row.order_no, row.operation, -row.yield_qty, -row.scrap_qty)
-        add_carry(conn, row.order_no, result.carry)
-        _true_up_rounding(conn, row.order_no, row.operation, doc, now)
+        tx.add_progress(row.order_no, row.operation, -row.yield_qty, -row.scrap_qty)
+        tx.add_carry(row.order_no, result.carry)
+        _true_up_rounding(tx, row.order_no, row.operation, doc, now)
         conn.execute(insert(t.reversals), [{"id": doc, "confirmation_id": confirmation_id, "reason": reason,
                                             "forced": bool(used), "force_reason": force_reason if used else None,
                                             "created_at": now}])
     return ReversalResult(doc, len(result.movements), bool(used))
 
 
-def _true_up_rounding(conn: Connection, order_no: str, operation: str, doc: str, now: datetime) -> None:
+def _true_up_rounding(tx: LedgerTx, order_no: str, operation: str, doc: str, now: datetime) -> None:
     """Bring the order's totals back to the rounded plan for what stays confirmed.
 
     Rounding carries part of a confirmation's share into later ones (three confirmations
@@ -273,10 +274,10 @@ def _true_up_rounding(conn: Connection, order_no: str, operation: str, doc: str,
     difference is posted here, in the reversal's own document, as an extra issue or a
     return to the lots most recently issued; when nothing was carried it is zero.
     """
-    order = read_order(conn, order_no)
-    materials, work_centers = read_materials(conn), read_work_centers(conn)
-    progress = read_progress(conn, order_no, operation)
-    carry = read_carry(conn, order_no)
+    order = read_order(tx.conn, order_no)
+    materials, work_centers = read_materials(tx.conn), read_work_centers(tx.conn)
+    progress = tx.progress(order_no, operation)
+    carry = tx.carry(order_no)
     whole = Confirmation("true-up", "", order_no, operation, progress.yield_qty, progress.scrap_qty, "",
                          (), (), now, now, "true-up")
     target = dict(plan(whole, order, OperationProgress(order_no, operation), materials, work_centers,
@@ -288,35 +289,36 @@ def _true_up_rounding(conn: Connection, order_no: str, operation: str, doc: str,
     for component in order.components:
         delta = deltas.get(f"item:{component.item}")
         if delta:
-            _true_up_component(conn, order, component, materials[component.material], delta, doc, now)
+            _true_up_component(tx, order, component, materials[component.material], delta, doc, now)
     activities = defaultdict(lambda: [Decimal(0), Decimal(0)])
     for key, delta in deltas.items():
         if not key.startswith("item:"):
             _, activity, measure = key.split(":")
             activities[activity][0 if measure == "hours" else 1] += delta
     wc = work_centers[order.operation(operation).work_center]
-    write_activities(conn, doc, order_no, [ActivityPosting(operation, wc.id, a, h, c, wc.currency)
-                                           for a, (h, c) in sorted(activities.items())], now)
-    add_carry(conn, order_no, sorted(deltas.items()))
+    write_activities(tx, doc, order_no, [ActivityPosting(operation, wc.id, a, h, c, wc.currency)
+                                         for a, (h, c) in sorted(activities.items())], now)
+    tx.add_carry(order_no, sorted(deltas.items()))
 
 
-def _true_up_component(conn: Connection, order, component, material, delta: Decimal, doc: str, now: datetime) -> None:
+def _true_up_component(tx: LedgerTx, order, component, material, delta: Decimal, doc: str, now: datetime) -> None:
     if component.flushing is not FlushingRule.OPERATION:
-        write_deferred(conn, doc, order.number, [NotBackflushed(material.id, delta, material.uom, component.flushing,
-                                                                component.item)])
+        write_deferred(tx, doc, order.number, [NotBackflushed(material.id, delta, material.uom, component.flushing,
+                                                              component.item)])
     elif delta > 0:
         issued = issue_component(delta, material, component.supply_location, component.item, order,
-                                 StockLeft(read_stock(conn, {(material.id, component.supply_location)})), now.date())
-        write_movements(conn, doc, order.number, issued.movements, now)
-        write_genealogy(conn, doc, order.number, issued.genealogy, now)
-        write_errors(conn, doc, order.number, issued.errors, now)
+                                 StockLeft(tx.stock({(material.id, component.supply_location)})), now.date())
+        tx.move(doc, order.number, issued.movements, now)
+        write_genealogy(tx, doc, order.number, issued.genealogy, now)
+        write_errors(tx, doc, order.number, issued.errors, now)
     else:
-        excess = _unqueue(conn, order.number, component.item, -delta, now)  # not issued yet: just plan less
+        tx.flush()  # what follows reads the error queue and the order's issues, the reversal's own included
+        excess = _unqueue(tx.conn, order.number, component.item, -delta, now)  # not issued yet: just plan less
         if excess:
             back = give_back(order, material, component.item, returns_from_issues(
-                excess, issued_to_order(conn, order.number, component.item, material.id)))
-            write_movements(conn, doc, order.number, back.movements, now)
-            write_genealogy(conn, doc, order.number, back.genealogy, now)
+                excess, issued_to_order(tx.conn, order.number, component.item, material.id)))
+            tx.move(doc, order.number, back.movements, now)
+            write_genealogy(tx, doc, order.number, back.genealogy, now)
 
 
 def _unqueue(conn: Connection, order_no: str, item: str, qty: Decimal, now: datetime) -> Decimal:
@@ -357,19 +359,21 @@ def read_posted(conn: Connection, document: str) -> Posted:
     )
 
 
-def consumed_output(conn: Connection, posted: Posted) -> list[str]:
-    """Why the goods this document received can no longer be taken back, if they cannot."""
+def consumed_output(tx: LedgerTx, posted: Posted) -> list[str]:
+    """Why the goods this document received can no longer be taken back, if they cannot.
+
+    The stock is read through ``tx`` (locked), so nothing issues it before the reversal commits.
+    """
     problems = []
     for m in posted.movements:
         if m.kind is not MovementKind.GOODS_RECEIPT:
             continue
-        on_hand = conn.execute(select(t.stock.c.qty).where(
-            t.stock.c.material == m.material, t.stock.c.location == m.location, t.stock.c.lot == m.lot)).scalar()
-        if (on_hand or Decimal(0)) < m.qty:
-            problems.append(f"only {on_hand or 0} of the {m.qty} {m.uom} {m.material} received "
+        on_hand = tx.stock_qty(m.material, m.location, m.lot)
+        if on_hand < m.qty:
+            problems.append(f"only {on_hand} of the {m.qty} {m.uom} {m.material} received "
                             f"{'in lot ' + m.lot + ' ' if m.lot else ''}are still at {m.location}")
         if m.lot:
-            used = sum((r.qty for r in conn.execute(select(t.genealogy.c.qty).where(
+            used = sum((r.qty for r in tx.conn.execute(select(t.genealogy.c.qty).where(
                 t.genealogy.c.component == m.material, t.genealogy.c.component_lot == m.lot))), Decimal(0))
             if used > 0:
                 problems.append(f"lot {m.lot} of {m.material} went into other lots ({used} {m.uom}; "

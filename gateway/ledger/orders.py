@@ -18,7 +18,11 @@ the two may not even share a unit of measure.
 
 Completing an order issues its accrued WIP components from stock (shortages go to the
 error queue like any backflush), closes it, and reports per component: planned,
-backflushed, manually issued and adjusted. Counting on a completed order is held as an
+backflushed, manually issued and adjusted. Completion and manual issues post through one
+``LedgerTx`` for their transaction and hold the order's lock from the start
+(``gateway.ledger.tx``), so a confirmation of the order is posted before the completion
+or refused after it, never planned against a released order that is being closed. The
+order view only reads (``progress_of``, ``carry_of``: no locks). Counting on a completed order is held as an
 anomaly by the service; nothing is posted to it.
 """
 
@@ -44,8 +48,8 @@ from gateway.domain.records import (
 from gateway.ledger import schema as t
 from gateway.ledger.masters import read_materials, read_order
 from gateway.ledger.operations import OperationRefused, stock_material
-from gateway.ledger.sql import read_stock, write_movements
-from gateway.ledger.posting import read_carry, read_progress, write_deferred, write_errors, write_genealogy
+from gateway.ledger.posting import write_deferred, write_errors, write_genealogy
+from gateway.ledger.tx import buffered
 
 
 def document_kind(document: str | None) -> str:
@@ -105,7 +109,7 @@ def _order(conn: Connection, number: str) -> ProductionOrder:
 
 def _view(conn: Connection, order: ProductionOrder) -> OrderView:
     materials = read_materials(conn)
-    carry = read_carry(conn, order.number)
+    carry = carry_of(conn, order.number)
     lines = {c.item: ComponentLine(c.item, c.material, materials[c.material].uom, c.flushing.value,
                                    c.flushing_source, c.operation, planned=carry.get(f"item:{c.item}", Decimal(0)))
              for c in order.components}
@@ -132,11 +136,21 @@ def _view(conn: Connection, order: ProductionOrder) -> OrderView:
                                                       t.error_queue.c.status == "open")):
         if e.bom_item in lines:
             lines[e.bom_item].open_errors += e.missing_qty
-    progress = {}
-    for op in order.operations:
-        p = read_progress(conn, order.number, op.operation)
-        progress[op.operation] = (p.yield_qty, p.scrap_qty)
+    stored = progress_of(conn, order.number)
+    progress = {op.operation: stored.get(op.operation, (Decimal(0), Decimal(0))) for op in order.operations}
     return OrderView(order, progress, received, list(lines.values()), list(extra.values()))
+
+
+def progress_of(conn: Connection, order_no: str) -> dict[str, tuple[Decimal, Decimal]]:
+    """Operation → (yield, scrap) confirmed so far, as committed (a read, no lock)."""
+    op = t.order_progress.c
+    return {r.operation: (r.yield_qty, r.scrap_qty)
+            for r in conn.execute(select(t.order_progress).where(op.order_no == order_no))}
+
+
+def carry_of(conn: Connection, order_no: str) -> dict[str, Decimal]:
+    """Plan key → quantity planned so far, as committed (a read, no lock)."""
+    return {r.key: r.planned for r in conn.execute(select(t.order_carry).where(t.order_carry.c.order_no == order_no))}
 
 
 def _extra_line(extra: dict[tuple[str, str], ComponentLine], item: ComponentLine | None, m) -> ComponentLine:
@@ -154,7 +168,8 @@ def complete_order(engine: Engine, number: str, *, now: datetime | None = None) 
     """Issue the accrued order-completion components, close the order, return its variance."""
     now = now or t.utcnow()
     doc = f"O-{number}"
-    with engine.begin() as conn:
+    with engine.begin() as conn, buffered(conn) as tx:
+        tx.order_status(number)  # the order's lock first: its postings wait, then see it completed
         order = _order(conn, number)
         if order.status != "released":
             raise OperationRefused(f"order {number} is {order.status} already")
@@ -171,15 +186,16 @@ def complete_order(engine: Engine, number: str, *, now: datetime | None = None) 
             material = materials[component.material]
             location = component.supply_location
             issued = issue_component(qty, material, location, component.item, order,
-                                     StockLeft(read_stock(conn, {(material.id, location)})), now.date())
-            write_movements(conn, doc, number, issued.movements, now)
-            write_genealogy(conn, doc, number, issued.genealogy, now)
-            write_errors(conn, doc, number, issued.errors, now)
+                                     StockLeft(tx.stock({(material.id, location)})), now.date())
+            tx.move(doc, number, issued.movements, now)
+            write_genealogy(tx, doc, number, issued.genealogy, now)
+            write_errors(tx, doc, number, issued.errors, now)
             # The accrual is used up, issued or queued: WIP nets to zero.
-            write_deferred(conn, doc, number, [NotBackflushed(material.id, -qty, material.uom,
+            write_deferred(tx, doc, number, [NotBackflushed(material.id, -qty, material.uom,
                                                               FlushingRule.ORDER_COMPLETION, component.item)])
         conn.execute(update(t.production_orders).where(t.production_orders.c.number == number)
                      .values(status="completed"))
+        tx.flush()  # the view reads what was just posted
         return _view(conn, read_order(conn, number))
 
 
@@ -193,20 +209,19 @@ def issue_manually(engine: Engine, material: str, qty: Decimal, order_no: str, l
     if qty <= 0:
         raise OperationRefused(f"quantity must be positive, got {qty}")
     doc = f"M-{uuid.uuid4().hex[:12]}"
-    with engine.begin() as conn:
+    with engine.begin() as conn, buffered(conn) as tx:
+        tx.order_status(order_no)  # the order's lock first, then its stock (gateway.ledger.tx)
         order = _order(conn, order_no)
         if order.status != "released":
             raise OperationRefused(f"order {order_no} is {order.status}; no more issues to it")
         m = stock_material(conn, material, qty, lot)
-        have = sum((r.qty for r in conn.execute(select(t.stock.c.qty).where(
-            t.stock.c.material == material, t.stock.c.location == location, t.stock.c.lot == lot)
-            .with_for_update())), Decimal(0))
+        have = tx.stock_qty(material, location, lot)
         if have < qty and not (m.negative_stock_allowed and not m.lot_tracked):
             raise OperationRefused(f"only {have} {m.uom} of {material}{' lot ' + lot if lot else ''} at {location}")
         item = next((c.item for c in order.components if c.material == material), "")
-        write_movements(conn, doc, order_no, [GoodsMovement(MovementKind.GOODS_ISSUE, material, location, -qty,
-                                                            m.uom, lot=lot, bom_item=item)], now)
+        tx.move(doc, order_no, [GoodsMovement(MovementKind.GOODS_ISSUE, material, location, -qty,
+                                              m.uom, lot=lot, bom_item=item)], now)
         if lot:
-            write_genealogy(conn, doc, order_no, [GenealogyEdge(material, lot, qty, m.uom, order.material,
-                                                                order.output_lot)], now)
+            write_genealogy(tx, doc, order_no, [GenealogyEdge(material, lot, qty, m.uom, order.material,
+                                                              order.output_lot)], now)
     return doc

@@ -29,7 +29,6 @@ from gateway.domain.records import (
     AnomalyKind,
     BackflushPlan,
     Confirmation,
-    OperationProgress,
 )
 from gateway.ledger import schema as t
 from gateway.ledger.failures import is_transient, short_error
@@ -85,6 +84,9 @@ def post_confirmations(conn: Connection, confirmations: list[Confirmation], mast
     """
     if not confirmations:
         return 0
+    # Every order first, in one sorted order, outside the savepoints (so held to the commit):
+    # `errors reprocess` takes them the same way, and the two never wait on each other in a cycle.
+    LedgerTx(conn).lock_orders(c.order for c in confirmations)
     try:
         with conn.begin_nested(), buffered(conn) as tx:
             tx.prefetch_confirmations(c.id for c in confirmations)
@@ -207,21 +209,13 @@ def write_plan(tx: LedgerTx, c: Confirmation, order_no: str, p: BackflushPlan, n
     write_errors(tx, c.id, order_no, p.errors, now)
 
 
-# The row writers below take the transaction's connection (postings a person asks for)
-# or a LedgerTx (the writer, which buffers them until the transaction's flush).
+# The row writers below buffer their rows in the transaction's LedgerTx until its flush.
 
 
-def _put(out: Connection | LedgerTx, table, rows: list[dict]) -> None:
-    if isinstance(out, LedgerTx):
-        out.insert(table, rows)
-    else:
-        out.execute(insert(table), rows)
-
-
-def write_errors(out: Connection | LedgerTx, document: str, order_no: str, errors, now: datetime) -> None:
+def write_errors(tx: LedgerTx, document: str, order_no: str, errors, now: datetime) -> None:
     """Postings that could not be made go to the error queue, never away."""
     if errors:
-        _put(out, t.error_queue, [{
+        tx.insert(t.error_queue, [{
             "confirmation_id": document, "order_no": order_no, "bom_item": e.bom_item, "material": e.material,
             "location": e.location, "missing_qty": e.missing_qty, "uom": e.uom, "reason": e.reason,
             "status": "open", "created_at": now} for e in errors])
@@ -230,50 +224,27 @@ def write_errors(out: Connection | LedgerTx, document: str, order_no: str, error
                         missing=str(e.missing_qty), reason=e.reason)
 
 
-def write_genealogy(out: Connection | LedgerTx, document: str, order_no: str, edges, now: datetime) -> None:
+def write_genealogy(tx: LedgerTx, document: str, order_no: str, edges, now: datetime) -> None:
     if edges:
-        _put(out, t.genealogy, [{
+        tx.insert(t.genealogy, [{
             "confirmation_id": document, "order_no": order_no, "component": g.component,
             "component_lot": g.component_lot, "qty": g.qty, "uom": g.uom, "product": g.product,
             "product_lot": g.product_lot, "posted_at": now} for g in edges])
 
 
-def write_activities(out: Connection | LedgerTx, document: str, order_no: str, activities, now: datetime) -> None:
+def write_activities(tx: LedgerTx, document: str, order_no: str, activities, now: datetime) -> None:
     if activities:
-        _put(out, t.activity_postings, [{
+        tx.insert(t.activity_postings, [{
             "confirmation_id": document, "order_no": order_no, "operation": a.operation,
             "work_center": a.work_center, "activity": a.activity, "hours": a.hours, "cost": a.cost,
             "currency": a.currency, "posted_at": now} for a in activities])
 
 
-def write_deferred(out: Connection | LedgerTx, document: str, order_no: str, items) -> None:
+def write_deferred(tx: LedgerTx, document: str, order_no: str, items) -> None:
     if items:
-        _put(out, t.deferred_components, [{
+        tx.insert(t.deferred_components, [{
             "confirmation_id": document, "order_no": order_no, "bom_item": n.bom_item, "material": n.material,
             "qty": n.qty, "uom": n.uom, "rule": n.rule.value} for n in items])
-
-
-# For postings a person asks for (reversals, adjustments, order views): the same reads and
-# writes as the writer's LedgerTx, on a plain connection.
-
-
-def add_progress(conn: Connection, order: str, operation: str, yield_qty: Decimal, scrap_qty: Decimal) -> None:
-    """Cumulative confirmed quantities of an order operation (negative deltas on reversal)."""
-    with buffered(conn) as tx:
-        tx.add_progress(order, operation, yield_qty, scrap_qty)
-
-
-def read_carry(conn: Connection, order: str) -> dict[str, Decimal]:
-    return LedgerTx(conn).carry(order)
-
-
-def add_carry(conn: Connection, order: str, deltas) -> None:
-    with buffered(conn) as tx:
-        tx.add_carry(order, deltas)
-
-
-def read_progress(conn: Connection, order: str, operation: str) -> OperationProgress:
-    return LedgerTx(conn).progress(order, operation)
 
 
 def _pending_row(p: Pending) -> dict:

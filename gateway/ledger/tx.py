@@ -7,21 +7,46 @@ than the database took (``bench/writer_tx.py``). ``LedgerTx`` reads each row onc
 transaction and keeps it, changes it in memory, and writes everything with one
 statement per table in ``flush()``, before the transaction commits.
 
-That is sound because the rows it keeps are locked for the transaction: SQLite's writer
-holds the database's write lock from its ``BEGIN IMMEDIATE``; on PostgreSQL the rows are
-read ``FOR UPDATE`` (the same statements as ``gateway.ledger.sql``). Nothing else can
-change them before the commit.
+It is the only way the ledger's balances change: stock (with its goods movements and
+lots), order progress and order carry. The writer, reprocessing, reversals, adjustments,
+order completion and the stock commands all post through it, so one set of rules keeps
+concurrent transactions from losing each other's changes:
+
+* SQLite: the writer holds the database's write lock from ``BEGIN IMMEDIATE``; nothing
+  else writes until the commit.
+* PostgreSQL, rows that exist: read ``FOR UPDATE`` (stock) and kept locked until the
+  commit, so what this transaction writes is based on the latest committed value.
+* PostgreSQL, one order at a time: before reading an order's progress or carry, its
+  ``production_orders`` row is locked (``order_status``, ``FOR NO KEY UPDATE``). Two
+  transactions posting to one order take turns, so the second plans from what the first
+  committed (cumulative progress, rounding carry, setup once), even for the order's
+  first confirmation, whose progress and carry rows do not exist yet. Order completion
+  and a master-data reload of the order wait for the same lock.
+* PostgreSQL, rows that did not exist when read (an order's first progress and carry, a
+  first receipt into a new lot or location): ``FOR UPDATE`` cannot lock a row that is
+  not there, so ``flush()`` creates them first (``INSERT … ON CONFLICT DO NOTHING`` of a
+  zero row, one statement per table), locks them (``SELECT … FOR UPDATE``) and adds this
+  transaction's change to what another one may have committed meanwhile. No change is
+  lost, whether or not the order lock was held.
+
+Locks are taken in a fixed order where one call takes several: orders and stock keys
+sorted, rows created and written in key order, an order before its stock. The writer
+locks orders lazily, in the order of its change-set, so a command that posts to several
+orders (``errors reprocess``) can still deadlock with it; PostgreSQL then aborts one
+side: the writer retries its transaction, a command fails whole and can be run again.
 
 Rules for code that uses it: read progress, carry, stock, lots, order status and
-confirmation ids through it, not around it, until ``flush()``; never commit without
-``flush()`` (``buffered`` does both for callers outside the writer). It never decides a
-quantity: it only stores what the pure core computed. Stock moves here with the same
-rule as ``gateway.ledger.sql.write_movements``: a goods movement row and the balance
-change, a lot registered on its first receipt.
+confirmation ids through it, not around it; a direct read of a table it writes (movements,
+genealogy, error queue) sees its buffered rows only after ``flush()``, which may run
+any number of times in a transaction; never commit without ``flush()`` (``buffered``
+does both for callers outside the writer). It never decides a quantity: it only stores
+what the pure core computed. Stock moves with ``move``: a goods movement row and the
+balance change, a lot registered on its first receipt.
 """
 
 from __future__ import annotations
 
+import copy
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -29,20 +54,31 @@ from datetime import datetime
 from decimal import Decimal
 from itertools import groupby
 
-from sqlalchemy import Connection, Table, bindparam, insert, select
+from sqlalchemy import Connection, Table, bindparam, insert, select, tuple_
 
 from gateway.domain.records import LotStock, OperationProgress, StockView
 from gateway.ledger import schema as t
-from gateway.ledger.sql import LOTS_OF, STOCK_LOTS, movement_row, upsert
+from gateway.ledger.sql import LOTS_OF, STOCK_LOTS, insert_absent, movement_row, upsert
 
-# Locked for the transaction (PostgreSQL), so the writer and a CLI adjustment or reversal
-# of the same order cannot both plan from the same totals.
 _CARRY = select(t.order_carry).where(t.order_carry.c.order_no == bindparam("order")).with_for_update()
 _PROGRESS = select(t.order_progress).where(t.order_progress.c.order_no == bindparam("order"),
                                           t.order_progress.c.operation == bindparam("operation")).with_for_update()
-_STATUS = select(t.production_orders.c.status).where(t.production_orders.c.number == bindparam("order"))
+# The order lock (module docstring). FOR NO KEY UPDATE excludes every transaction that
+# locks or updates the order's row (postings, completion, a reload); plain reads go on.
+_STATUS = (select(t.production_orders.c.status).where(t.production_orders.c.number == bindparam("order"))
+           .with_for_update(key_share=True))
+_STATUSES = (select(t.production_orders.c.number, t.production_orders.c.status)
+             .where(t.production_orders.c.number.in_(bindparam("orders", expanding=True)))
+             .order_by(t.production_orders.c.number).with_for_update(key_share=True))
 _CONFIRMATIONS_IN = select(t.confirmations.c.id).where(t.confirmations.c.id.in_(bindparam("ids", expanding=True)))
 _ID_CHUNK = 500  # bound parameters per IN list
+
+# The balances LedgerTx keeps: table, key columns, value columns.
+_BALANCES = {
+    "stock": (t.stock, ("material", "location", "lot"), ("qty",)),
+    "progress": (t.order_progress, ("order_no", "operation"), ("yield_qty", "scrap_qty")),
+    "carry": (t.order_carry, ("order_no", "key"), ("planned",)),
+}
 
 
 class LedgerTx:
@@ -52,15 +88,15 @@ class LedgerTx:
         self.conn = conn
         self._confirmations: set[str] = set()  # known to exist (read or written here)
         self._checked: set[str] = set()  # ids whose existence was read
-        self._status: dict[str, str | None] = {}
+        self._status: dict[str, str | None] = {}  # orders read, and so locked
         self._progress: dict[tuple[str, str], OperationProgress] = {}
         self._carry: dict[str, dict[str, Decimal]] = {}
         self._stock: dict[tuple[str, str], dict[str, Decimal]] = {}  # lot → qty, in the database's order
         self._lot_info: dict[str, dict[str, tuple]] = {}  # material → lot → (received_at, expires_on)
-        self._dirty_progress: set[tuple[str, str]] = set()
-        self._dirty_carry: set[tuple[str, str]] = set()
-        self._dirty_stock: set[tuple[str, str, str]] = set()
+        self._dirty: dict[str, set[tuple]] = {name: set() for name in _BALANCES}  # keys changed, not yet written
+        self._absent: dict[str, set[tuple]] = {name: set() for name in _BALANCES}  # keys read as "no row"
         self._inserts: dict[Table, list[dict]] = defaultdict(list)  # tables in first-use order
+        self._new_lots: dict[tuple[str, str], dict] = {}
 
     # -- reads -------------------------------------------------------------------------
 
@@ -78,14 +114,26 @@ class LedgerTx:
         return confirmation_id in self._confirmations
 
     def order_status(self, order: str) -> str | None:
+        """The order's status (None: not in the ledger); its row stays locked until the commit."""
         if order not in self._status:
             self._status[order] = self.conn.execute(_STATUS, {"order": order}).scalar()
         return self._status[order]
 
+    def lock_orders(self, orders: Iterable[str]) -> None:
+        """Lock several orders at once, in sorted order (for a transaction that posts to many)."""
+        todo = sorted(set(orders) - self._status.keys())
+        for k in range(0, len(todo), _ID_CHUNK):
+            chunk = todo[k:k + _ID_CHUNK]
+            found = {r.number: r.status for r in self.conn.execute(_STATUSES, {"orders": chunk})}
+            self._status.update({o: found.get(o) for o in chunk})
+
     def progress(self, order: str, operation: str) -> OperationProgress:
         key = (order, operation)
         if key not in self._progress:
+            self.order_status(order)
             row = self.conn.execute(_PROGRESS, {"order": order, "operation": operation}).first()
+            if row is None:
+                self._absent["progress"].add(key)
             self._progress[key] = (OperationProgress(order, operation) if row is None
                                    else OperationProgress(order, operation, row.yield_qty, row.scrap_qty))
         return self._progress[key]
@@ -93,18 +141,23 @@ class LedgerTx:
     def carry(self, order: str) -> dict[str, Decimal]:
         """The order's planned-so-far figures (a copy: change them with ``add_carry``)."""
         if order not in self._carry:
+            self.order_status(order)
             self._carry[order] = {r.key: r.planned for r in self.conn.execute(_CARRY, {"order": order})}
         return dict(self._carry[order])
 
     def stock(self, keys: Iterable[tuple[str, str]]) -> StockView:
-        """Stock lot by lot for (material, location) pairs, as ``sql.read_stock`` gives it."""
+        """Stock lot by lot for (material, location) pairs, locked until the commit."""
         view = {}
-        for material, location in keys:
+        for material, location in sorted(keys):
             lots = self._stock_of(material, location)
             info = self._lots_of(material)
             view[(material, location)] = tuple(
                 LotStock(lot, qty, *info.get(lot, (None, None))) for lot, qty in lots.items())
         return StockView(view)
+
+    def stock_qty(self, material: str, location: str, lot: str) -> Decimal:
+        """One lot's stock (0 without a row), locked like ``stock``."""
+        return self._stock_of(material, location).get(lot, Decimal(0))
 
     def _stock_of(self, material: str, location: str) -> dict[str, Decimal]:
         key = (material, location)
@@ -131,29 +184,39 @@ class LedgerTx:
         p = self.progress(order, operation)
         self._progress[(order, operation)] = OperationProgress(order, operation, p.yield_qty + yield_qty,
                                                                p.scrap_qty + scrap_qty)
-        self._dirty_progress.add((order, operation))
+        self._dirty["progress"].add((order, operation))
 
     def add_carry(self, order: str, deltas: Iterable[tuple[str, Decimal]]) -> None:
         self.carry(order)
         kept = self._carry[order]
         for key, qty in deltas:
+            if key not in kept:
+                self._absent["carry"].add((order, key))
             kept[key] = kept.get(key, Decimal(0)) + qty
-            self._dirty_carry.add((order, key))
+            self._dirty["carry"].add((order, key))
+
+    def register_lot(self, material: str, lot: str, received_at: datetime, *, expires_on=None,
+                     produced_by_order: str | None = None) -> None:
+        """A lot's first receipt dates it (FIFO/FEFO); a lot already known keeps its dates."""
+        if not lot:
+            return
+        lots = self._lots_of(material)
+        if lot not in lots:
+            lots[lot] = (received_at, expires_on)
+            self._new_lots[(material, lot)] = {"material": material, "lot": lot, "received_at": received_at,
+                                               "expires_on": expires_on, "produced_by_order": produced_by_order}
 
     def move(self, confirmation_id: str | None, order_no: str | None, movements, now: datetime) -> None:
-        """Goods movements and the stock they change (see ``sql.write_movements``)."""
+        """Goods movements and the stock they change; a receipt registers a lot it names."""
         for m in movements:
             self.insert(t.goods_movements, [movement_row(confirmation_id, order_no, m, now)])
-            if m.qty > 0 and m.lot:
-                lots = self._lots_of(m.material)
-                if m.lot not in lots:  # first receipt registers the lot; later ones keep its date (FIFO)
-                    lots[m.lot] = (now, None)
-                    self.insert(t.lots, [{"material": m.material, "lot": m.lot, "received_at": now,
-                                          "expires_on": None,
-                                          "produced_by_order": order_no if confirmation_id else None}])
+            if m.qty > 0:
+                self.register_lot(m.material, m.lot, now, produced_by_order=order_no if confirmation_id else None)
             stock = self._stock_of(m.material, m.location)
+            if m.lot not in stock:
+                self._absent["stock"].add((m.material, m.location, m.lot))
             stock[m.lot] = stock.get(m.lot, Decimal(0)) + m.qty
-            self._dirty_stock.add((m.material, m.location, m.lot))
+            self._dirty["stock"].add((m.material, m.location, m.lot))
 
     # -- the end -----------------------------------------------------------------------
 
@@ -163,23 +226,77 @@ class LedgerTx:
             # executemany needs one set of columns: consecutive rows that share it go together.
             for _, run in groupby(rows, key=lambda r: tuple(r)):
                 self.conn.execute(insert(table), list(run))
-        upsert(self.conn, t.stock, [{"material": m, "location": loc, "lot": lot, "qty": self._stock[(m, loc)][lot]}
-                                    for m, loc, lot in sorted(self._dirty_stock)], ["material", "location", "lot"])
-        upsert(self.conn, t.order_progress, [
-            {"order_no": o, "operation": op, "yield_qty": self._progress[(o, op)].yield_qty,
-             "scrap_qty": self._progress[(o, op)].scrap_qty} for o, op in sorted(self._dirty_progress)],
-            ["order_no", "operation"])
-        upsert(self.conn, t.order_carry, [{"order_no": o, "key": k, "planned": self._carry[o][k]}
-                                          for o, k in sorted(self._dirty_carry)], ["order_no", "key"])
         self._inserts.clear()
-        self._dirty_stock.clear()
-        self._dirty_progress.clear()
-        self._dirty_carry.clear()
+        if self._new_lots:  # another transaction may register the same lot: the first one dates it
+            insert_absent(self.conn, t.lots, [self._new_lots[k] for k in sorted(self._new_lots)], ["material", "lot"])
+            self._new_lots.clear()
+        for name, (table, keys, values) in _BALANCES.items():
+            self._create_absent(name)
+            dirty = sorted(self._dirty[name])
+            upsert(self.conn, table, [dict(zip(keys, k)) | dict(zip(values, self._kept(name, k))) for k in dirty],
+                   list(keys))
+            self._dirty[name].clear()
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A part that may fail alone: if it raises, the database and what this LedgerTx keeps
+        are back where they were before it (and the exception goes on)."""
+        self.flush()
+        kept = copy.deepcopy({k: v for k, v in vars(self).items() if k not in ("conn", "_inserts")})
+        nested = self.conn.begin_nested()
+        try:
+            yield
+            self.flush()
+        except BaseException:
+            nested.rollback()
+            vars(self).update(kept)
+            self._inserts.clear()
+            raise
+        nested.commit()
+
+    def _create_absent(self, name: str) -> None:
+        """Create-then-lock the changed rows that were not there when read (module docstring).
+
+        What this transaction kept for such a row is its change from zero; another
+        transaction may have committed the row since, so what is stored is added to it.
+        """
+        absent = sorted(self._absent[name] & self._dirty[name])
+        if not absent:
+            return
+        self._absent[name].difference_update(absent)
+        table, keys, values = _BALANCES[name]
+        zero = dict.fromkeys(values, Decimal(0))
+        insert_absent(self.conn, table, [dict(zip(keys, k)) | zero for k in absent], list(keys))
+        columns = [table.c[c] for c in keys]
+        for row in self.conn.execute(select(*columns, *(table.c[c] for c in values))
+                                     .where(tuple_(*columns).in_(absent)).order_by(*columns).with_for_update()):
+            stored = tuple(row[len(keys):])
+            if any(stored):
+                self._add_stored(name, tuple(row[:len(keys)]), stored)
+
+    def _kept(self, name: str, key: tuple) -> tuple[Decimal, ...]:
+        """The values this transaction holds for a row of a balance table (``_BALANCES``)."""
+        if name == "stock":
+            return (self._stock[key[:2]][key[2]],)
+        if name == "progress":
+            p = self._progress[key]
+            return p.yield_qty, p.scrap_qty
+        return (self._carry[key[0]][key[1]],)
+
+    def _add_stored(self, name: str, key: tuple, stored: tuple[Decimal, ...]) -> None:
+        if name == "stock":
+            self._stock[key[:2]][key[2]] += stored[0]
+        elif name == "progress":
+            p = self._progress[key]
+            self._progress[key] = OperationProgress(p.order, p.operation, p.yield_qty + stored[0],
+                                                    p.scrap_qty + stored[1])
+        else:
+            self._carry[key[0]][key[1]] += stored[0]
 
 
 @contextmanager
 def buffered(conn: Connection) -> Iterator[LedgerTx]:
-    """A ``LedgerTx`` on ``conn`` for a few postings, flushed when the block ends."""
+    """A ``LedgerTx`` on ``conn`` for a whole transaction, flushed when the block ends without an error."""
     tx = LedgerTx(conn)
     yield tx
     tx.flush()

@@ -19,8 +19,7 @@ from gateway.ledger.operations import (
     reverse_confirmation,
     trace,
 )
-from gateway.ledger.orders import complete_order, document_kind, order_view
-from gateway.ledger.posting import read_carry, read_progress
+from gateway.ledger.orders import carry_of, complete_order, document_kind, order_view, progress_of
 from tests.support import ledger_with_masterdata, post_units
 
 MASTERDATA = """
@@ -109,12 +108,12 @@ def where_from(engine):
 def state(engine):
     with engine.connect() as conn:
         stock = {(r.material, r.location, r.lot): r.qty for r in conn.execute(select(t.stock))}
-        p = read_progress(conn, ORDER, "0010")
-        carry = {k: v for k, v in read_carry(conn, ORDER).items() if v}
+        p = progress_of(conn, ORDER).get("0010", (D(0), D(0)))
+        carry = {k: v for k, v in carry_of(conn, ORDER).items() if v}
         rows = {table.name: conn.execute(select(func.count()).select_from(table)).scalar_one()
                 for table in (t.goods_movements, t.activity_postings, t.genealogy, t.adjustments, t.confirmations,
                               t.error_queue, t.deferred_components)}
-    return stock, (p.yield_qty, p.scrap_qty), carry, rows
+    return stock, p, carry, rows
 
 
 # -- scrap --------------------------------------------------------------------------------

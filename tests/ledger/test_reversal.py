@@ -11,7 +11,7 @@ from sqlalchemy import select
 from gateway.ledger import schema as t
 from gateway.ledger.operations import OperationRefused, list_errors, reverse_confirmation
 from gateway.ledger.queries import summary
-from gateway.ledger.posting import read_carry, read_progress
+from gateway.ledger.orders import carry_of, progress_of
 from tests.support import ledger_with_masterdata, post_units
 
 MASTERDATA = """
@@ -57,9 +57,9 @@ def post(engine, start, end, order="7000001"):
 def snapshot(engine):
     with engine.connect() as conn:
         stock = {(r.material, r.location, r.lot): r.qty for r in conn.execute(select(t.stock))}
-        progress = read_progress(conn, "7000001", "0010")
-        carry = read_carry(conn, "7000001")
-    return stock, (progress.yield_qty, progress.scrap_qty), {k: v for k, v in carry.items() if v}
+        progress = progress_of(conn, "7000001").get("0010", (D(0), D(0)))
+        carry = carry_of(conn, "7000001")
+    return stock, progress, {k: v for k, v in carry.items() if v}
 
 
 def net(engine, table, column, where):
