@@ -544,9 +544,10 @@ def run(plan: Plan, ceilings: bool = True, log_dir: Path | None = None, profile:
         out.update(ledger_rates(engine, window))
         # What renewing and fencing cost against this run's ledger (1 000 lease rows, the
         # gateways stopped): timed here, in this process, N times each.
-        out["lease_cost"] = lease_cost(engine, sorted({len(p) for p in parts} | {sum(map(len, parts))}),
-                                       reps=lease_reps, machines_per_tx=int(percentile(
-                                           [(x["counter_states"], 1) for x in inside], 0.5)) if inside else 0)
+        if lease_reps > 0:
+            out["lease_cost"] = lease_cost(engine, sorted({len(p) for p in parts} | {sum(map(len, parts))}),
+                                           reps=lease_reps, machines_per_tx=int(percentile(
+                                               [(x["counter_states"], 1) for x in inside], 0.5)) if inside else 0)
         out["tx_ms_p50"] = 1000 * percentile([(x["committed_at"] - x["began_at"], 1) for x in inside], 0.5)
         out["load_after"] = round(os.getloadavg()[0], 2)
         engine.dispose()
@@ -807,7 +808,7 @@ def instances_table(rows: list[dict]) -> str:
     cost = ["", "| leases | renew + heartbeat p50 / p99 | fence p50 / p99 | measured after the run with |",
             "|---:|---:|---:|---|"]
     for r in rows:
-        for n, c in r["lease_cost"].get("sizes", {}).items():
+        for n, c in r.get("lease_cost", {}).get("sizes", {}).items():
             cost.append(f"| {n} | {c['renew_ms_p50']:.1f} / {c['renew_ms_p99']:.1f} ms | {c['fence_ms_p50']:.1f} / "
                         f"{c['fence_ms_p99']:.1f} ms | {r['instances']} instance(s) |")
     return "\n".join(out + cost)
@@ -833,7 +834,8 @@ def main() -> int:
     parser.add_argument("--instances", default="1",
                         help="gateway processes on the one ledger, each owning a contiguous share of the machines; "
                              "a list (1,2) runs each count back to back and prints a comparison table")
-    parser.add_argument("--lease-reps", type=int, default=50, help="repetitions of the lease renewal/fence timing")
+    parser.add_argument("--lease-reps", type=int, default=50,
+                        help="repetitions of the lease renewal/fence timing after each run (0: none)")
     parser.add_argument("--scaling", action="store_true", help="run the scaling table and plot bench/scaling.png")
     parser.add_argument("--append", action="store_true", help="append the scaling table to bench/RESULTS.md")
     parser.add_argument("--raw-opcua", help=argparse.SUPPRESS)
