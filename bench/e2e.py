@@ -4,6 +4,7 @@ with the raw libraries' ceilings measured in the same run.
 Usage:
   python bench/e2e.py --opcua 100 --rate 10 [--modbus 0] [--seconds 30] [--db URL] [--json FILE]
   python bench/e2e.py --scaling [--seconds 20] [--append]     # the scaling table and bench/scaling.png
+  python bench/e2e.py --opcua 1000 --rate 1 --db URL --instances 1,2   # one gateway against two, same run
 
 One run: the simulators start (OPC UA machines spread over ``--sim-procs`` processes, Modbus
 machines in one process per ``--modbus-per-proc``), then (a) a raw asyncua client subscribes
@@ -17,6 +18,15 @@ CPU is measured, the simulators' too (on 2 cores they compete with the gateway).
 
 Confirmed + pending units must equal the simulators' ground truth for every machine: a run
 that loses or doubles a unit exits 1 with the difference.
+
+``--instances N`` starts N gateway processes on the same ledger (``gateway run --instance
+gw-K``), each with a mapping of a contiguous share of the machines (whole simulators where
+the split allows) and its own ``--stats`` file; changes/s and latency are over all of them
+merged, CPU and RSS summed, and exactly once is checked over every machine as above. Each
+gateway logs its lease renewals with their duration (debug level); after the run the bench
+times ``leases.renew`` + ``heartbeat`` (one transaction, as the keeper does) and the writer's
+fence (inside a transaction) on the run's lease rows, ``--lease-reps`` times each. A list
+(``--instances 1,2``) runs each count back to back in one invocation and prints one table.
 
 It needs the ``bench`` extra (psutil, matplotlib). It only ever contacts 127.0.0.1 (and
 the PostgreSQL URL given, in a schema of its own that it drops), every run is bounded by
@@ -120,6 +130,7 @@ class Plan:
     modbus_per_proc: int
     db: str
     tick: float
+    instances: int = 1  # gateway processes on the same ledger, each owning a share of the machines
     sims: list[Sim] = field(default_factory=list)
 
 
@@ -148,10 +159,22 @@ def sim_args(plan: Plan, sim: Sim) -> list[str]:
     return args
 
 
-def mapping_yaml(plan: Plan) -> str:
+def shares(plan: Plan) -> list[list[str]]:
+    """The machines of each gateway instance: contiguous slices of the machines in simulator
+    order, so an instance keeps whole simulators (PLC servers) where the split allows."""
+    every = [m for sim in plan.sims for m in sim.machines]
+    n = max(1, plan.instances)
+    return [every[k * len(every) // n:(k + 1) * len(every) // n] for k in range(n)]
+
+
+def mapping_yaml(plan: Plan, only: list[str] | None = None) -> str:
+    """The mapping of all machines, or of the machines ``only`` (one instance's share)."""
     from simulators.modbus_plc import machine_layout
+    keep = None if only is None else set(only)
     lines = ["sources:"]
     for k, sim in enumerate(plan.sims):
+        if keep is not None and not keep.intersection(sim.machines):
+            continue
         if sim.kind == "opcua":
             lines.append(f'  sim{k}: {{opcua: {{endpoint: "{sim.endpoint}", publishing_interval_ms: {plan.publishing_ms}, '
                          f"watchdog_s: 30}}}}")
@@ -161,6 +184,8 @@ def mapping_yaml(plan: Plan) -> str:
     lines.append("machines:")
     for k, sim in enumerate(plan.sims):
         for position, name in enumerate(sim.machines, start=1):
+            if keep is not None and name not in keep:
+                continue
             head = (f"  {name}: {{source: sim{k}, work_center: WC-BENCH, units_per_cycle: {plan.upc}, "
                     f"confirm: {{every_units: {50 * plan.upc}, every_seconds: 10}}, ")
             if sim.kind == "opcua":
@@ -361,19 +386,22 @@ def raw_inserts(source_url: str, db: str, window: tuple[float, float], transacti
 # --- one run --------------------------------------------------------------------------
 
 
-def run(plan: Plan, ceilings: bool = True, log_dir: Path | None = None, profile: Path | None = None) -> dict:
+def run(plan: Plan, ceilings: bool = True, log_dir: Path | None = None, profile: Path | None = None,
+        lease_reps: int = 50) -> dict:
     from gateway.ledger.queries import summary
     from gateway.ledger.schema import open_engine
     work = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
     log = (log_dir or work) / "processes.log"
+    log_from = log.stat().st_size if log.exists() else 0  # --keep-logs appends: this run's lines start here
     plan.sims = build_sims(plan)
-    gateway = None
+    gateways: list[subprocess.Popen] = []
     url, drop = isolated_url(plan.db)
     out: dict = {"opcua": plan.opcua, "modbus": plan.modbus, "rate": plan.rate, "db": plan.db.split(":")[0],
                  "seconds": plan.seconds, "publishing_ms": plan.publishing_ms, "poll_ms": plan.poll_ms,
-                 "sim_procs": sum(1 for s in plan.sims)}
+                 "sim_procs": sum(1 for s in plan.sims), "instances": plan.instances,
+                 "load_before": round(os.getloadavg()[0], 2)}
     try:
         for sim in plan.sims:
             sim.proc = spawn(sim_args(plan, sim), log)
@@ -410,17 +438,24 @@ def run(plan: Plan, ceilings: bool = True, log_dir: Path | None = None, profile:
         command_all(plan, "pause")
         masterdata = work / "masterdata.yaml"
         masterdata.write_text(masterdata_yaml())
-        mapping = work / "mapping.yaml"
-        mapping.write_text(mapping_yaml(plan))
         load = subprocess.run([sys.executable, "-m", "gateway.cli", "masterdata", "load", str(masterdata), "--db", url],
                               cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
         if load.returncode:
             raise SystemExit(load.stderr)
         engine = open_engine(url, create=False)
-        stats = work / "stats.jsonl"
-        gateway = spawn(["-m", "gateway.cli", "run", "--mapping", str(mapping), "--db", url, "--log-json",
-                         "--stats", str(stats)], log)
-        gw = psutil.Process(gateway.pid)
+        # One gateway process per instance, each with its own share of the machines, its own
+        # --stats file and its own lease keeper, all on the same ledger. Debug level: the
+        # keeper logs every lease renewal with its duration.
+        parts = shares(plan)
+        stats_files = [work / f"stats-{k + 1}.jsonl" for k in range(len(parts))]
+        for k, part in enumerate(parts):
+            mapping = work / f"mapping-{k + 1}.yaml"
+            mapping.write_text(mapping_yaml(plan, part if len(parts) > 1 else None))
+            gateways.append(spawn(["-m", "gateway.cli", "run", "--mapping", str(mapping), "--db", url, "--log-json",
+                                   "--log-level", "debug", "--instance", f"gw-{k + 1}",
+                                   "--stats", str(stats_files[k])], log))
+        gws = [psutil.Process(g.pid) for g in gateways]
+        gateway = gateways[0]
         wait_for(lambda: ledger_matches(engine, plan, truth(plan)), 120 + plan.opcua / 20, "the gateway's baseline")
         start = truth(plan)
         spy = None
@@ -436,22 +471,27 @@ def run(plan: Plan, ceilings: bool = True, log_dir: Path | None = None, profile:
         while time.time() < began + plan.seconds:
             time.sleep(0.5)
             now = time.time()
-            samples.append((now - began, gw.memory_info().rss / 2**20))
+            samples.append((now - began, sum(g.memory_info().rss for g in gws) / 2**20))
             if "gw" not in cpu_at and now >= warm:
-                cpu_at["gw"], cpu_at["sim"], cpu_at["t"] = cpu_seconds([gw]), cpu_seconds(sim_ps), now
+                cpu_at["gw"], cpu_at["sim"], cpu_at["t"] = cpu_seconds(gws), cpu_seconds(sim_ps), now
+                cpu_at["each"] = [cpu_seconds([g]) for g in gws]
         end_t = time.time()
         if spy is not None:
             spy.wait(60)
-        gw_cpu, sim_cpu = cpu_seconds([gw]) - cpu_at["gw"], cpu_seconds(sim_ps) - cpu_at["sim"]
+        gw_cpu, sim_cpu = cpu_seconds(gws) - cpu_at["gw"], cpu_seconds(sim_ps) - cpu_at["sim"]
+        gw_cpu_each = [cpu_seconds([g]) for g in gws]
         window = (cpu_at["t"], end_t)
         command_all(plan, "pause")
         paused = truth(plan)
         wait_for(lambda: ledger_matches(engine, plan, paused), 300, "the gateway to catch up")
         out["catch_up_s"] = time.time() - end_t
-        out["peak_rss_mb"] = peak_rss_mb(gateway.pid)
-        gateway.send_signal(signal.SIGTERM)
-        if gateway.wait(120) != 0:
-            raise SystemExit("the gateway did not stop cleanly")
+        peaks = [peak_rss_mb(g.pid) for g in gateways]
+        out["peak_rss_mb"], out["peak_rss_total_mb"] = max(peaks), sum(peaks)
+        for g in gateways:
+            g.send_signal(signal.SIGTERM)
+        for g in gateways:
+            if g.wait(120) != 0:
+                raise SystemExit("a gateway did not stop cleanly")
         end = truth(plan)
 
         # exactly once: every unit made since the baseline is confirmed or pending, once
@@ -470,13 +510,15 @@ def run(plan: Plan, ceilings: bool = True, log_dir: Path | None = None, profile:
         out["lost"] = lost
 
         length = window[1] - window[0]
-        lines = [json.loads(x) for x in stats.read_text().splitlines() if x.strip()]
+        per_instance = [[json.loads(x) for x in f.read_text().splitlines() if x.strip()] for f in stats_files]
+        lines = [x for each in per_instance for x in each]  # the instances' transactions, merged
         inside = [x for x in lines if window[0] <= x["committed_at"] <= window[1]]
         readings = sum(x["readings"] for x in inside)
         out["sim_changes_per_s"] = changes(start, paused, [m for s in plan.sims for m in s.machines]) / (end_t - began)
         out["changes_per_s"] = readings / length
         out["transactions_per_s"] = len(inside) / length
-        out["writer_busy_pct"] = 100 * sum(x["committed_at"] - x["began_at"] for x in inside) / length
+        # mean over the instances: each has its own writer thread
+        out["writer_busy_pct"] = 100 * sum(x["committed_at"] - x["began_at"] for x in inside) / length / len(gateways)
         ages = sorted(a for x in inside for a in x.get("ages_ms", ()))  # every change: source time → commit
         for q in (50, 95, 99):
             out[f"latency_p{q}_ms"] = ages[min(len(ages) - 1, int(q / 100 * len(ages)))] if ages else float("nan")
@@ -485,7 +527,11 @@ def run(plan: Plan, ceilings: bool = True, log_dir: Path | None = None, profile:
         out["latency_p99_upper_ms"] = 1000 * percentile(lat, 0.99)
         out["latency_p50_lower_ms"] = 1000 * percentile(lat_lo, 0.5)
         out["latency_max_ms"] = 1000 * max((v for v, _ in lat), default=float("nan"))
-        out["gateway_cpu_pct"] = 100 * gw_cpu / length
+        out["gateway_cpu_pct"] = 100 * gw_cpu / length  # all instances together
+        out["each"] = [instance_figures(each, window, share, cpu - cpu_at_each)
+                       for each, share, cpu, cpu_at_each in zip(per_instance, parts, gw_cpu_each, cpu_at["each"],
+                                                                 strict=True)]
+        out.update(lease_events(log, log_from, window))
         if modbus_sims and not opcua_sims and "modbus_requests_per_poll" in out:
             requests = out["modbus_requests_per_poll"] * length * 1000 / plan.poll_ms
             out["gateway_cpu_us_per_modbus_request"] = 1e6 * gw_cpu / requests
@@ -496,6 +542,14 @@ def run(plan: Plan, ceilings: bool = True, log_dir: Path | None = None, profile:
         out["rss_by_minute_mb"] = [round(max(r for t_, r in samples if m * 60 <= t_ < (m + 1) * 60))
                                    for m in range(int(plan.seconds // 60))]
         out.update(ledger_rates(engine, window))
+        # What renewing and fencing cost against this run's ledger (1 000 lease rows, the
+        # gateways stopped): timed here, in this process, N times each.
+        if lease_reps > 0:
+            out["lease_cost"] = lease_cost(engine, sorted({len(p) for p in parts} | {sum(map(len, parts))}),
+                                           reps=lease_reps, machines_per_tx=int(percentile(
+                                               [(x["counter_states"], 1) for x in inside], 0.5)) if inside else 0)
+        out["tx_ms_p50"] = 1000 * percentile([(x["committed_at"] - x["began_at"], 1) for x in inside], 0.5)
+        out["load_after"] = round(os.getloadavg()[0], 2)
         engine.dispose()
         if ceilings:
             raw = raw_inserts(url, plan.db, window, len(inside), sum(x["counter_states"] for x in inside))
@@ -504,15 +558,103 @@ def run(plan: Plan, ceilings: bool = True, log_dir: Path | None = None, profile:
             busy = sum(x["committed_at"] - x["began_at"] for x in inside)
             out["gateway_rows_per_busy_s"] = raw["rows"] / busy if busy else float("nan")
     finally:
-        for proc in [gateway, *(s.proc for s in plan.sims)]:
+        for proc in [*gateways, *(s.proc for s in plan.sims)]:
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
         drop()
-        if log_dir is not None and (work / "stats.jsonl").exists():
-            shutil.copy(work / "stats.jsonl", log_dir / "stats.jsonl")
+        if log_dir is not None:
+            for f in work.glob("stats-*.jsonl"):  # stats-1.jsonl, or gw2-stats-1.jsonl … with --instances 2
+                shutil.copy(f, log_dir / (f.name if plan.instances == 1 else f"gw{plan.instances}-{f.name}"))
         shutil.rmtree(work, ignore_errors=True)
     return out
+
+
+def instance_figures(lines: list[dict], window: tuple[float, float], machines: list[str], cpu_s: float) -> dict:
+    """One instance's figures from its own --stats lines, over the same window as the whole."""
+    inside = [x for x in lines if window[0] <= x["committed_at"] <= window[1]]
+    length = window[1] - window[0]
+    ages = sorted(a for x in inside for a in x.get("ages_ms", ()))
+    return {"machines": len(machines), "changes_per_s": sum(x["readings"] for x in inside) / length,
+            "transactions_per_s": len(inside) / length,
+            "latency_p99_ms": ages[min(len(ages) - 1, int(0.99 * len(ages)))] if ages else float("nan"),
+            "writer_busy_pct": 100 * sum(x["committed_at"] - x["began_at"] for x in inside) / length,
+            "cpu_pct": 100 * cpu_s / length}
+
+
+LEASE_EVENTS = ("lease_renewal_failed", "lease_takeover_failed", "machine_lost", "machine_taken_over",
+                "ledger_changes_fenced_off", "leases_not_released", "standby")
+
+
+def lease_events(log: Path, offset: int, window: tuple[float, float]) -> dict:
+    """The keepers' renewals (debug lines with their duration) and any lease trouble, from the log."""
+    from datetime import datetime
+    renewals: list[tuple[str, int, float, bool]] = []  # instance, leases, ms, inside the window
+    trouble: list[str] = []
+    with log.open("rb") as f:
+        f.seek(offset)
+        for raw in f:
+            if not raw.startswith(b"{"):
+                continue
+            try:
+                e = json.loads(raw)
+            except ValueError:
+                continue
+            if e.get("event") == "leases_renewed":
+                at = datetime.fromisoformat(e["timestamp"]).timestamp()
+                renewals.append((e["instance"], e["leases"], e["ms"], window[0] <= at <= window[1]))
+            elif e.get("event") in LEASE_EVENTS:
+                trouble.append(raw.decode(errors="replace").strip())
+    ms = sorted(r[2] for r in renewals if r[3])
+    return {"renewals": len(ms), "renewal_ms_p50": ms[len(ms) // 2] if ms else float("nan"),
+            "renewal_ms_max": ms[-1] if ms else float("nan"),
+            "renewal_leases": sorted({r[1] for r in renewals}), "lease_trouble": trouble}
+
+
+def lease_cost(engine, sizes: list[int], reps: int, machines_per_tx: int) -> dict:
+    """Time a keeper's renewal (``renew`` + ``heartbeat``, one transaction) and the writer's fence
+    (inside a transaction) for ``sizes`` leases, ``reps`` times each, on the run's lease rows."""
+    from sqlalchemy import select
+
+    from gateway.ledger import leases
+    from gateway.ledger import schema as t
+    me = leases.Me.here("bench-probe")
+    with engine.connect() as conn:
+        names = sorted(r.machine for r in conn.execute(select(t.machine_leases.c.machine))
+                       if r.machine != leases.LEDGER)
+    ttl = leases.DEFAULT_TTL_S
+    with engine.begin() as conn:  # the gateways released their leases when they stopped
+        tokens, holders = leases.acquire(conn, me, names, ttl, all_or_nothing=True)
+        leases.register(conn, me, standby=False, ttl_s=ttl, machines=len(names))
+    if holders or len(tokens) != len(names):
+        return {"error": f"{len(holders)} leases still held"}
+
+    def q(xs: list[float], p: float) -> float:
+        xs = sorted(xs)
+        return xs[min(len(xs) - 1, int(p * len(xs)))]
+
+    fence = leases.Fence(me, ttl)
+    out = {}
+    for n in sorted({*sizes, *([machines_per_tx] if machines_per_tx else [])}):
+        mine = {m: tokens[m] for m in names[:n]}
+        renew, fenced = [], []
+        for _ in range(reps):
+            began = time.perf_counter()
+            with engine.begin() as conn:
+                lost = leases.renew(conn, me, mine, ttl)
+                leases.heartbeat(conn, me, None)
+            renew.append(1000 * (time.perf_counter() - began))
+            assert not lost
+            with engine.begin() as conn:
+                began = time.perf_counter()
+                lost = fence(conn, mine)
+                fenced.append(1000 * (time.perf_counter() - began))
+            assert not lost
+        out[n] = {"renew_ms_p50": q(renew, 0.5), "renew_ms_p99": q(renew, 0.99),
+                  "fence_ms_p50": q(fenced, 0.5), "fence_ms_p99": q(fenced, 0.99)}
+    with engine.begin() as conn:
+        leases.release(conn, me)
+    return {"reps": reps, "machines_per_tx": machines_per_tx, "sizes": out}
 
 
 def changes(a: dict, b: dict, machines: list[str]) -> int:
@@ -546,7 +688,8 @@ def ledger_rates(engine, window: tuple[float, float]) -> dict:
 
 def describe(r: dict) -> str:
     lines = [f"machines: {r['opcua']} OPC UA + {r['modbus']} Modbus at {r['rate']:g} Hz, ledger {r['db']}, "
-             f"{r['seconds']:g} s, {r['sim_procs']} simulator process(es)",
+             f"{r['seconds']:g} s, {r['sim_procs']} simulator process(es), {r.get('instances', 1)} gateway "
+             f"instance(s), load {r.get('load_before', float('nan')):.2f} → {r.get('load_after', float('nan')):.2f}",
              f"  simulators wrote {r['sim_changes_per_s']:.0f} counter changes/s using {r['sim_cpu_pct']:.0f} % CPU",
              f"  gateway: {r['changes_per_s']:.0f} counter changes/s read and committed, "
              f"{r['units_confirmed_per_s']:.0f} units confirmed/s, {r['confirmations_per_s']:.1f} confirmations/s, "
@@ -556,6 +699,7 @@ def describe(r: dict) -> str:
              f"p99 {r['latency_p99_ms']:.0f} ms, max {r['latency_max_ms']:.0f} ms (every change; "
              f"per-transaction bounds: p99 ≤ {r['latency_p99_upper_ms']:.0f} ms, p50 ≥ {r['latency_p50_lower_ms']:.0f} ms)",
              f"  gateway CPU {r['gateway_cpu_pct']:.1f} % of one core, peak RSS {r['peak_rss_mb']:.0f} MB "
+             f"({r.get('peak_rss_total_mb', r['peak_rss_mb']):.0f} MB all instances) "
              f"(RSS {r['rss_first_mb']:.0f} → {r['rss_last_mb']:.0f} MB over the run), catch-up {r['catch_up_s']:.1f} s"]
     if r.get("rss_by_minute_mb"):
         lines.append(f"  RSS per minute (MB): {' '.join(str(x) for x in r['rss_by_minute_mb'])}")
@@ -575,6 +719,23 @@ def describe(r: dict) -> str:
                      f"per poll of all machines)" + (
                          f"; the gateway spent {r['gateway_cpu_us_per_modbus_request']:.0f} µs CPU per request, "
                          "everything included" if "gateway_cpu_us_per_modbus_request" in r else ""))
+    if r.get("instances", 1) > 1:
+        for k, e in enumerate(r["each"], start=1):
+            lines.append(f"  instance gw-{k}: {e['machines']} machines, {e['changes_per_s']:.0f} changes/s, "
+                         f"{e['transactions_per_s']:.1f} tx/s, p99 {e['latency_p99_ms']:.0f} ms, writer busy "
+                         f"{e['writer_busy_pct']:.0f} %, CPU {e['cpu_pct']:.1f} %")
+    if "renewals" in r:
+        lines.append(f"  lease renewals in the gateways ({'/'.join(map(str, r['renewal_leases']))} leases each): "
+                     f"{r['renewals']} in the window, p50 {r['renewal_ms_p50']:.1f} ms, max {r['renewal_ms_max']:.1f} ms; "
+                     f"lease trouble in the log: {len(r['lease_trouble'])} line(s)")
+        for line in r["lease_trouble"][:10]:
+            lines.append(f"    {line}")
+    if "sizes" in r.get("lease_cost", {}):
+        lc = r["lease_cost"]
+        lines.append(f"  lease cost after the run, {lc['reps']} times each (p50 / p99 ms): " + "; ".join(
+            f"{n} leases: renew+heartbeat {c['renew_ms_p50']:.1f} / {c['renew_ms_p99']:.1f}, "
+            f"fence {c['fence_ms_p50']:.1f} / {c['fence_ms_p99']:.1f}" for n, c in lc["sizes"].items())
+            + f" (writer transaction p50 {r['tx_ms_p50']:.0f} ms, {lc['machines_per_tx']} counter states)")
     verdict = "OK" if not r["lost"] and not r["duplicates"] else "UNITS LOST OR DOUBLED"
     lines.append(f"  exactly once: made {r['units_made']}, accounted {r['units_accounted']}: {verdict}")
     return "\n".join(lines)
@@ -630,6 +791,29 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def instances_table(rows: list[dict]) -> str:
+    """One row per instance count, same invocation: throughput, latency, CPU, lease costs."""
+    out = [("| gateways × machines | sim writes/s | changes/s committed | tx/s | p50 / p95 / p99 change → commit | "
+            "gateway CPU (sum) | writer busy (per instance) | peak RSS (sum) | lease renewal in the gateway, p50 / max "
+            "| exactly once |"),
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        sizes = "/".join(str(e["machines"]) for e in r["each"])
+        ok = "yes" if not r["lost"] and not r["duplicates"] else f"NO ({len(r['lost'])} machines)"
+        out.append(f"| {r['instances']} × {sizes} | {r['sim_changes_per_s']:.0f} | {r['changes_per_s']:.0f} | "
+                   f"{r['transactions_per_s']:.1f} | {r['latency_p50_ms']:.0f} / {r['latency_p95_ms']:.0f} / "
+                   f"{r['latency_p99_ms']:.0f} ms | {r['gateway_cpu_pct']:.1f} % | {r['writer_busy_pct']:.0f} % | "
+                   f"{r['peak_rss_total_mb']:.0f} MB | {r['renewal_ms_p50']:.1f} / {r['renewal_ms_max']:.1f} ms "
+                   f"({r['renewals']} renewals of {'/'.join(map(str, r['renewal_leases']))}) | {ok} |")
+    cost = ["", "| leases | renew + heartbeat p50 / p99 | fence p50 / p99 | measured after the run with |",
+            "|---:|---:|---:|---|"]
+    for r in rows:
+        for n, c in r.get("lease_cost", {}).get("sizes", {}).items():
+            cost.append(f"| {n} | {c['renew_ms_p50']:.1f} / {c['renew_ms_p99']:.1f} ms | {c['fence_ms_p50']:.1f} / "
+                        f"{c['fence_ms_p99']:.1f} ms | {r['instances']} instance(s) |")
+    return "\n".join(out + cost)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--opcua", type=int, default=0, help="OPC UA machines")
@@ -647,6 +831,11 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="append the run's figures as a JSON line")
     parser.add_argument("--profile", type=Path, help="py-spy profile of the gateway (raw/collapsed stacks) to this file")
     parser.add_argument("--keep-logs", type=Path, help="keep the processes' log and the gateway's --stats lines in this folder")
+    parser.add_argument("--instances", default="1",
+                        help="gateway processes on the one ledger, each owning a contiguous share of the machines; "
+                             "a list (1,2) runs each count back to back and prints a comparison table")
+    parser.add_argument("--lease-reps", type=int, default=50,
+                        help="repetitions of the lease renewal/fence timing after each run (0: none)")
     parser.add_argument("--scaling", action="store_true", help="run the scaling table and plot bench/scaling.png")
     parser.add_argument("--append", action="store_true", help="append the scaling table to bench/RESULTS.md")
     parser.add_argument("--raw-opcua", help=argparse.SUPPRESS)
@@ -659,22 +848,28 @@ def main() -> int:
         print(json.dumps(asyncio.run(raw_modbus([tuple(x) for x in json.loads(args.raw_modbus)], args.seconds))))
         return 0
 
-    def plan_for(opcua: int, modbus: int, rate: float) -> Plan:
+    counts = [int(x) for x in args.instances.split(",")]
+    if args.scaling and counts != [1]:
+        parser.error("--scaling runs one gateway instance")
+
+    def plan_for(opcua: int, modbus: int, rate: float, instances: int = 1) -> Plan:
         procs = args.sim_procs or max(1, -(-opcua // 500))
         return Plan(opcua, modbus, rate, args.upc, args.seconds, args.publishing_ms, args.poll_ms, procs,
-                    args.modbus_per_proc, args.db, min(args.tick, 0.5 / rate))
+                    args.modbus_per_proc, args.db, min(args.tick, 0.5 / rate), instances)
 
-    combos = SCALING if args.scaling else [(args.opcua, args.modbus, args.rate)]
+    combos = [(*c, 1) for c in SCALING] if args.scaling else [(args.opcua, args.modbus, args.rate, n) for n in counts]
     rows, failed = [], False
-    for opcua, modbus, rate in combos:
-        r = run(plan_for(opcua, modbus, rate), ceilings=not args.no_ceilings, log_dir=args.keep_logs,
-                profile=args.profile)
+    for opcua, modbus, rate, instances in combos:
+        r = run(plan_for(opcua, modbus, rate, instances), ceilings=not args.no_ceilings, log_dir=args.keep_logs,
+                profile=args.profile, lease_reps=args.lease_reps)
         print(describe(r), flush=True)
         rows.append(r)
         failed |= bool(r["lost"] or r["duplicates"])
         if args.json:
             with args.json.open("a") as f:
                 f.write(json.dumps(r) + "\n")
+    if len(counts) > 1:
+        print(instances_table(rows))
     if args.scaling:
         print(table(rows))
         plot(rows, ROOT / "bench" / "scaling.png")

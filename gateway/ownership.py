@@ -128,6 +128,8 @@ class LeaseKeeper:
                 try:
                     lost = await asyncio.to_thread(self._renew)
                     self._renewed_at = began
+                    log.debug("leases_renewed", instance=self.me.instance, leases=len(held),
+                              ms=round(1000 * (time.monotonic() - began), 1))
                 except Exception as exc:  # noqa: BLE001 — the database is away; the fence guards postings
                     log.warning("lease_renewal_failed", instance=self.me.instance, error=str(exc).splitlines()[0],
                                 hint="postings wait for the database; if another instance takes the machines "
