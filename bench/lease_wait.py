@@ -56,9 +56,9 @@ def main() -> None:
         with engine.begin() as conn:
             lost = leases.renew(conn, me, tokens, args.ttl)
         took = time.monotonic() - began
-        thread.join()
-        with engine.connect() as conn:
+        with engine.connect() as conn:  # right after the renewal, while the writer may still hold the rows
             left = conn.execute(select(func.min(t.machine_leases.c.expires_at))).scalar_one() - leases.db_now(conn)
+        thread.join()
         print(f"writer held the lease rows {args.hold:g} s; renew took {took:.2f} s (lost: {len(lost)}); "
               f"the renewed leases expire {left:.2f} s after it, of a {args.ttl:g} s TTL")
     finally:
