@@ -40,6 +40,11 @@ SCENARIOS = [  # (name in the figures, what is broken)
      "(lease TTL 3 s); each takeover within TTL + 2 s; the killed one restarts as the standby"),
     ("stalled owner (SIGSTOP) fenced off", "PostgreSQL: the owner is SIGSTOPped past its TTL twice, the standby "
      "takes over, the stalled one is woken and tries to post what it counted"),
+    ("refused posting, reprocess racing the writer", "planning of PRESS-01's order fails (injected) until "
+     "fixed: its confirmations wait in the error queue; after the fix `gateway errors reprocess` runs while "
+     "the gateway posts the same order's first rows"),
+    ("writer thread dies", "the ledger writer thread ends (injected SystemExit): the gateway exits 1 within "
+     "10 s; restarted, it recounts from the last commit"),
 ]
 
 
