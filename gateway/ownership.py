@@ -74,9 +74,9 @@ class LeaseKeeper:
                         hint="this instance takes each machine over when its owner's lease expires")
         return self.machines(taken)
 
-    def _renew(self) -> set[str]:
+    def _renew(self, tokens: dict[str, int]) -> set[str]:
         with self.engine.begin() as conn:
-            lost = leases.renew(conn, self.me, self.tokens, self.options.ttl_s)
+            lost = leases.renew(conn, self.me, tokens, self.options.ttl_s)
             leases.heartbeat(conn, self.me, self._last_commit_db(conn))
         return lost
 
@@ -108,12 +108,10 @@ class LeaseKeeper:
     def forget(self, lost: dict[str, int]) -> set[str]:
         """Drop leases found lost (by the fence, under these tokens); the machines dropped now."""
         dropped = {m for m, tok in lost.items() if self.tokens.get(m) == tok}
+        if self.whole and LEDGER in dropped:
+            dropped |= set(self.tokens)  # SQLite: another instance has the ledger, so nothing here is ours
         for m in dropped:
             del self.tokens[m]
-        if self.whole and LEDGER in self.tokens and dropped:
-            # On SQLite another instance took the ledger: nothing here is ours any more.
-            dropped |= set(self.tokens) - {LEDGER}
-            self.tokens.clear()
         return dropped - {LEDGER}
 
     async def keep(self, on_taken: Callable[[dict[str, int]], Awaitable[None]],
@@ -126,7 +124,7 @@ class LeaseKeeper:
                 began = time.monotonic()
                 held = dict(self.tokens)
                 try:
-                    lost = await asyncio.to_thread(self._renew)
+                    lost = await asyncio.to_thread(self._renew, held)  # a copy: the loop may change tokens
                     self._renewed_at = began
                     log.debug("leases_renewed", instance=self.me.instance, leases=len(held),
                               ms=round(1000 * (time.monotonic() - began), 1))

@@ -7,11 +7,14 @@ instance name, for ``gateway status``. Every time here is read from the DATABASE
 
 The rules:
 
+* An owner is a process: ``Me.process`` is drawn at random when it starts, so two
+  containers with one host name and pid 1 are two owners.
 * A lease is *free* when it has expired, or when its owner is this instance on this host
-  and the process that took it is gone (a service manager's restart after kill -9 does
-  not wait for the TTL). A live lease of anyone else is not free.
-* Taking a lease sets this instance as owner and adds one to ``token``. Renewing keeps
-  the token. Releasing (a clean stop) lets the lease expire now.
+  and the process that took it is gone, checked in the same boot and pid namespace (a
+  service manager's restart after kill -9 does not wait for the TTL). A live lease of
+  anyone else is not free.
+* Taking a lease sets this process as owner and adds one to ``token``, always. Renewing
+  keeps the token. Releasing (a clean stop) lets the lease expire now.
 * Every posting transaction begins with ``fence``: the lease rows of the machines it
   touches are locked (``FOR KEY SHARE`` on PostgreSQL, which a takeover's ``FOR UPDATE``
   waits for and this instance's renewal does not; SQLite's ``BEGIN IMMEDIATE`` holds the
@@ -23,7 +26,8 @@ The rules:
   TTL) still carries this instance's token: ``fence`` and ``renew`` extend it, because no
   one else can have posted for the machine in between.
 * On SQLite one instance owns the whole ledger: a lease on ``LEDGER`` is taken beside
-  the machines', so a second instance is refused whatever its mapping names.
+  the machines' and fenced with them, so a second instance is refused whatever its
+  mapping names, and an instance that lost the ledger writes nothing.
 
 Rows are locked in machine order everywhere, so two transactions never wait on each
 other in a cycle. This module never decides a quantity and never commits: the caller's
@@ -34,8 +38,9 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Engine, bindparam, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -58,16 +63,33 @@ _FENCED_ROWS = (select(t.machine_leases).where(_L.machine.in_(bindparam("machine
 
 @dataclass(frozen=True)
 class Me:
-    """This process as an owner."""
+    """This process as an owner.
+
+    ``process`` is drawn at random for every process: two containers with the same host
+    name and pid 1 are still two owners. ``scope`` says where ``pid`` can be checked for
+    life (this boot and pid namespace); a pid from another scope is never taken for dead.
+    """
 
     instance: str
     host: str
     pid: int
+    process: str = field(default_factory=lambda: uuid.uuid4().hex)
+    scope: str = ""
 
     @staticmethod
     def here(instance: str | None = None) -> Me:
         host = socket.gethostname()
-        return Me(instance or host, host, os.getpid())
+        return Me(instance or host, host, os.getpid(), scope=_pid_scope())
+
+
+def _pid_scope() -> str:
+    """This boot and pid namespace ('' where /proc does not tell: then no pid is taken for dead)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            boot = f.read().strip()
+        return f"{boot}/{os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return ""
 
 
 @dataclass(frozen=True)
@@ -127,20 +149,19 @@ def process_gone(pid: int) -> bool:
 
 
 def _free(row, me: Me, now: float) -> bool:
-    if row.expires_at <= now:
+    if row.expires_at <= now or row.process == me.process:
         return True
-    if row.owner == me.instance and row.host == me.host:
-        # Our own process, or a previous process of this instance on this host that died.
-        return row.pid == me.pid or process_gone(row.pid)
-    return False
+    # A previous process of this instance, here, that died (a restart after kill -9).
+    return (row.owner == me.instance and row.host == me.host and bool(me.scope) and row.scope == me.scope
+            and process_gone(row.pid))
 
 
 def _insert_absent(conn: Connection, machines: list[str]) -> None:
     """Create the missing rows (expired, token 0) so that every row can be locked."""
     make = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     stmt = make(t.machine_leases).on_conflict_do_nothing(index_elements=["machine"])
-    conn.execute(stmt, [{"machine": m, "owner": "", "host": "", "pid": 0, "token": 0, "acquired_at": 0.0,
-                         "expires_at": 0.0} for m in machines])
+    conn.execute(stmt, [{"machine": m, "owner": "", "host": "", "pid": 0, "process": "", "scope": "", "token": 0,
+                         "acquired_at": 0.0, "expires_at": 0.0} for m in machines])
 
 
 def acquire(conn: Connection, me: Me, machines: list[str], ttl_s: float, *,
@@ -161,12 +182,12 @@ def acquire(conn: Connection, me: Me, machines: list[str], ttl_s: float, *,
         return {}, holders
     taken: dict[str, int] = {}
     for r in free:
-        mine = r.owner == me.instance and r.host == me.host and r.pid == me.pid and r.expires_at > now
-        token = r.token if mine else r.token + 1
+        # Always a new token, even for a lease this process held: whatever it queued under the
+        # old one is fenced off, and the machine starts again from what is committed.
         conn.execute(update(t.machine_leases).where(_L.machine == r.machine).values(
-            owner=me.instance, host=me.host, pid=me.pid, token=token,
-            acquired_at=r.acquired_at if mine else now, expires_at=now + ttl_s))
-        taken[r.machine] = token
+            owner=me.instance, host=me.host, pid=me.pid, process=me.process, scope=me.scope, token=r.token + 1,
+            acquired_at=now, expires_at=now + ttl_s))
+        taken[r.machine] = r.token + 1
     return taken, holders
 
 
@@ -184,16 +205,15 @@ def renew(conn: Connection, me: Me, tokens: dict[str, int], ttl_s: float) -> set
         return set()
     # One UPDATE, no SELECT … FOR UPDATE first: a posting of this instance that has the rows
     # fenced does not hold its renewal back (see ``_FENCED_ROWS``).
-    extended = conn.execute(update(t.machine_leases).where(
-        _L.machine.in_(sorted(tokens)), _L.owner == me.instance, _L.host == me.host, _L.pid == me.pid)
+    extended = conn.execute(update(t.machine_leases).where(_L.machine.in_(sorted(tokens)), _L.process == me.process)
         .values(expires_at=literal_column(_now_sql(conn)) + ttl_s)
         .returning(_L.machine, _L.token)).all()
     kept = {r.machine for r in extended if r.token == tokens[r.machine]}
     return set(tokens) - kept
 
 
-def _holds(row, me: Me, token: int) -> bool:
-    return row.token == token and row.owner == me.instance and row.host == me.host and row.pid == me.pid
+def _holds(row, me: Me, token: int | None) -> bool:
+    return row.token == token and row.process == me.process
 
 
 class Fence:
@@ -206,6 +226,8 @@ class Fence:
         machines = sorted(tokens)
         rows = {r.machine: r for r in conn.execute(_FENCED_ROWS, {"machines": machines})}
         lost = {m for m in machines if m not in rows or not _holds(rows[m], self.me, tokens[m])}
+        if LEDGER in lost:  # SQLite: another instance has the ledger, so nothing here is ours
+            return set(machines)
         now = db_now(conn)
         lapsed = [m for m in machines if m not in lost and rows[m].expires_at <= now]
         if lapsed:  # expired, but nobody took it: still ours (see the module doc)
@@ -216,10 +238,9 @@ class Fence:
 def release(conn: Connection, me: Me) -> int:
     """Let this process's leases expire now (a clean stop); how many there were."""
     now = db_now(conn)
-    result = conn.execute(update(t.machine_leases).where(
-        _L.owner == me.instance, _L.host == me.host, _L.pid == me.pid).values(expires_at=now))
+    result = conn.execute(update(t.machine_leases).where(_L.process == me.process).values(expires_at=now))
     conn.execute(update(t.gateway_instances).where(
-        t.gateway_instances.c.name == me.instance, t.gateway_instances.c.pid == me.pid).values(stopped_at=now))
+        t.gateway_instances.c.process == me.process).values(stopped_at=now))
     return result.rowcount
 
 
@@ -227,7 +248,8 @@ def register(conn: Connection, me: Me, *, standby: bool, ttl_s: float, machines:
     """Record this instance for ``gateway status`` (a restart of the same name replaces the row)."""
     now = db_now(conn)
     make = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    row = {"name": me.instance, "host": me.host, "pid": me.pid, "standby": standby, "ttl_s": ttl_s,
+    row = {"name": me.instance, "host": me.host, "pid": me.pid, "process": me.process, "standby": standby,
+           "ttl_s": ttl_s,
            "machines": machines, "started_at": now, "seen_at": now, "last_commit_at": None, "stopped_at": None}
     stmt = make(t.gateway_instances)
     conn.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={k: stmt.excluded[k] for k in row
@@ -239,7 +261,7 @@ def heartbeat(conn: Connection, me: Me, last_commit_at: float | None) -> None:
     if last_commit_at is not None:
         values["last_commit_at"] = last_commit_at
     conn.execute(update(t.gateway_instances).where(
-        t.gateway_instances.c.name == me.instance, t.gateway_instances.c.pid == me.pid).values(**values))
+        t.gateway_instances.c.process == me.process).values(**values))
 
 
 @dataclass(frozen=True)
@@ -257,13 +279,13 @@ class InstanceStatus:
 def status(conn: Connection) -> list[InstanceStatus]:
     """Every instance the ledger knows, with the leases it holds now."""
     now = db_now(conn)
-    leases: dict[tuple[str, str, int], list] = {}
+    leases: dict[str, list] = {}
     for r in conn.execute(select(t.machine_leases).where(_L.expires_at > now).order_by(_L.machine)):
-        leases.setdefault((r.owner, r.host, r.pid), []).append((r.machine, now - r.acquired_at, r.expires_at - now))
+        leases.setdefault(r.process, []).append((r.machine, now - r.acquired_at, r.expires_at - now))
     out = []
     for i in conn.execute(select(t.gateway_instances).order_by(t.gateway_instances.c.name)):
         running = i.stopped_at is None and now - i.seen_at < i.ttl_s
         out.append(InstanceStatus(i.name, i.host, i.pid, i.standby, running, now - i.seen_at,
                                   None if i.last_commit_at is None else now - i.last_commit_at,
-                                  leases.get((i.name, i.host, i.pid), [])))
+                                  leases.get(i.process, [])))
     return out

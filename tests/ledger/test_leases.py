@@ -15,8 +15,8 @@ from gateway.ledger import schema as t
 from gateway.ledger.leases import LEDGER, Fence, Me
 from gateway.ledger.schema import open_engine
 
-A = Me("line-a", "host-1", 111)
-B = Me("line-b", "host-2", 222)
+A = Me("line-a", "host-1", 111, scope="boot-1/pid:[1]")
+B = Me("line-b", "host-2", 222, scope="boot-2/pid:[1]")
 MACHINES = ["PRESS-01", "LATHE-04"]
 
 
@@ -81,17 +81,45 @@ def test_a_lapsed_lease_nobody_took_is_still_the_owners_and_the_fence_extends_it
 def test_the_same_instance_restarted_on_the_same_host_takes_its_leases_at_once_when_the_old_process_is_gone(engine):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True, check=True)
-    old = Me("line-a", "host-1", int(dead.stdout))
+    old = Me("line-a", "host-1", int(dead.stdout), scope="boot-1/pid:[1]")
     first, _ = take(engine, old)
-    taken, holders = take(engine, Me("line-a", "host-1", 999_999_999))
+    taken, holders = take(engine, Me("line-a", "host-1", 999_999_999, scope="boot-1/pid:[1]"))
     assert holders == [] and taken == {m: tok + 1 for m, tok in first.items()}
 
 
 def test_the_same_instance_name_is_refused_while_its_first_process_lives(engine):
-    alive = Me("line-a", "host-1", 1)  # pid 1 always runs
+    alive = Me("line-a", "host-1", 1, scope="boot-1/pid:[1]")  # pid 1 always runs
     take(engine, alive)
-    taken, holders = take(engine, Me("line-a", "host-1", 424242))
+    taken, holders = take(engine, Me("line-a", "host-1", 424242, scope="boot-1/pid:[1]"))
     assert taken == {} and len(holders) == 2
+
+
+def test_two_containers_with_one_host_name_and_pid_1_are_two_owners(engine):
+    first = Me("gateway", "edge", 1, scope="boot-1/pid:[10]")
+    take(engine, first)
+    taken, holders = take(engine, Me("gateway", "edge", 1, scope="boot-1/pid:[20]"))
+    assert taken == {} and len(holders) == 2
+
+
+def test_a_pid_of_another_pid_namespace_is_never_taken_for_dead(engine):
+    take(engine, Me("gateway", "edge", 999_999_999, scope="boot-1/pid:[10]"))
+    taken, holders = take(engine, Me("gateway", "edge", 7, scope="boot-1/pid:[20]"))
+    assert taken == {} and len(holders) == 2
+
+
+def test_taking_a_lease_again_always_gives_a_new_token(engine):
+    first, _ = take(engine, A)
+    again, _ = take(engine, A)  # e.g. after this process forgot it: what it queued before is fenced off
+    assert again == {m: tok + 1 for m, tok in first.items()}
+    assert fenced(engine, A, first) == set(MACHINES)
+
+
+def test_sqlite_an_instance_that_lost_the_ledger_writes_for_none_of_its_machines(sqlite_url):
+    engine = open_engine(sqlite_url)
+    tokens, _ = take(engine, A, leases.lease_names(engine, ["PRESS-01"]))
+    expire(engine, [LEDGER])
+    take(engine, B, [LEDGER])
+    assert fenced(engine, A, tokens) == {LEDGER, "PRESS-01"}
 
 
 def test_released_leases_are_free_at_once_for_another_instance(engine):
