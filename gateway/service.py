@@ -50,6 +50,7 @@ from gateway.domain.records import (
 from gateway.ledger.queries import OrderDirectory, ResumeState, order_directory, resume_state
 from gateway.ledger.writer import Commit, LedgerWriter
 from gateway.mapping.model import COUNTER_WIDTH_BITS, Machine, Mapping
+from gateway.ledger.leases import LEDGER
 from gateway.ownership import LeaseKeeper, LeaseOptions
 from gateway.sources import build_sources
 from gateway.sources.base import ORDER_ROLE, Source, TagValue
@@ -82,6 +83,7 @@ class MachineRuntime:
     reported_unknown: set[str] = field(default_factory=set)
     reported_bad: set[str] = field(default_factory=set)  # tags in a streak of bad values, reported once
     counted_units: Decimal = Decimal(0)  # since this process started, for progress output
+    counted_total: Decimal = Decimal(0)  # ever, as the ledger's counted_units has it plus what is queued
     token: int | None = None  # the lease token this instance posts under; None: not leased
     owned: bool = True  # False: another instance owns it (standby, or lost); its values are not counted
     ignored: dict[str, int] = field(default_factory=dict)  # readings not counted, by why; logged at stop
@@ -174,14 +176,20 @@ async def _cancel_all(tasks: list[asyncio.Task], timeout_s: float) -> None:
                   hint="a library ignored the cancellation; the gateway goes on stopping without it")
 
 
-def _behind(rt: MachineRuntime, tv: TagValue) -> bool:
-    """A counter value older than what the last owner committed (read before its last commit).
+def _newer_than_committed(rt: MachineRuntime, tv: TagValue) -> bool:
+    """A value read after what the last owner committed for the machine, so worth replaying.
 
-    Counted as a counter going back, it would look like a PLC reset; the next value read
-    counts from the committed position instead.
+    A value the standby read earlier (before the owner's last commit, or before its own link
+    to the PLC went down) would be counted against a newer position: a counter going back
+    reads as a PLC reset, an old order as an order change. The next value read is counted
+    from the committed position instead.
     """
+    newest = max((s.source_time for s in rt.states.values()), default=None)
+    if tv.role == ORDER_ROLE:
+        return newest is None or tv.source_time > newest
     state = rt.states.get(tv.role)
-    return state is not None and isinstance(tv.value, int) and tv.value < state.position.raw
+    return state is None or (tv.source_time > state.source_time
+                             and not (isinstance(tv.value, int) and tv.value < state.position.raw))
 
 
 class Gateway:
@@ -299,6 +307,7 @@ class Gateway:
         rt.states = {c: s for (m, c), s in resumed.counter_states.items() if m == name}
         rt.pendings = {(p.order, p.operation): p for k, p in resumed.pendings.items() if k[0] == name}
         rt.job_changed = set()
+        rt.counted_total = resumed.counted.get(name, Decimal(0))
         log.info("machine_resumed", machine=name, order=rt.order or None, operation=cfg.operation,
                  counters={c: str(s.position) for c, s in rt.states.items()},
                  pending_units=str(sum((p.units for p in rt.pendings.values()), Decimal(0))))
@@ -313,9 +322,12 @@ class Gateway:
             self._resume(rt, resumed)
             rt.token, rt.owned = token, True
             log.warning("machine_taken_over", machine=name, token=token, instance=self.keeper.me.instance)
-            latest = [tv for (m, _), tv in self.last_seen.items() if m == name and not _behind(rt, tv)]
-            # The order first: units counted from here belong to the order running now.
-            self.on_batch(sorted(latest, key=lambda tv: tv.role != ORDER_ROLE))
+            latest = [tv for (m, _), tv in self.last_seen.items() if m == name and _newer_than_committed(rt, tv)]
+            try:
+                # The order first: units counted from here belong to the order running now.
+                self.on_batch(sorted(latest, key=lambda tv: tv.role != ORDER_ROLE))
+            except Exception as exc:  # noqa: BLE001 — the machine is ours; the next value is counted as usual
+                log.error("takeover_replay_failed", machine=name, error=str(exc).splitlines()[0])
 
     def _lost(self, lost: dict[str, int]) -> None:
         """Machines another instance owns now: forget them; nothing of theirs is posted from here."""
@@ -385,6 +397,8 @@ class Gateway:
         """Hand a change-set to the writer, fenced by the lease token of each machine it touches."""
         if commit and self.keeper is not None:
             commit.fences = {m: self.machines[m].token for m in commit.machines()}
+            if self.keeper.whole:
+                commit.fences[LEDGER] = self.keeper.tokens.get(LEDGER)
         self.writer.submit(commit)
 
     def _order_value(self, rt: MachineRuntime, tv: TagValue, commit: Commit, now: datetime) -> None:
@@ -439,11 +453,13 @@ class Gateway:
             held = Decimal(step.anomaly.counts_held * spec.units_per_count)
             self._anomaly(rt, step.anomaly, commit, held)
             if held:  # counted, and held for a decision: accepted → confirmed, rejected → written off
-                commit.counted[rt.name] = commit.counted.get(rt.name, Decimal(0)) + held
+                rt.counted_total += held
+                commit.counted[rt.name] = rt.counted_total
         if step.increment is not None and step.increment.counts > 0:
             units = Decimal(step.increment.counts * spec.units_per_count)
             rt.counted_units += units
-            commit.counted[rt.name] = commit.counted.get(rt.name, Decimal(0)) + units
+            rt.counted_total += units
+            commit.counted[rt.name] = rt.counted_total
             key = (rt.order, rt.operation)
             pending = accumulate(rt.pendings.get(key), step.increment, units,
                                  order=rt.order, operation=rt.operation, now=now)

@@ -129,7 +129,7 @@ async def test_gateway_status_names_each_instance_its_machines_and_its_last_comm
     stop, task = await started(a)
     a.on_batch([order(), value(1000, 0)])
     await a.committed()
-    await asyncio.to_thread(a.keeper._renew)  # the heartbeat carries the last commit
+    await asyncio.to_thread(a.keeper._renew, dict(a.keeper.tokens))  # the heartbeat carries the last commit
     shown = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "gateway.cli", "status", "--db", ledger_url],
                                     capture_output=True, text=True, timeout=60, cwd=ROOT)
     stop.set()
@@ -165,3 +165,31 @@ async def test_gateways_with_different_machines_share_a_postgresql_ledger_but_no
     finally:
         stop.set()
         assert await task
+
+
+async def test_a_takeover_does_not_replay_a_value_read_before_the_owners_last_commit(ledger_url, mapping):
+    """The standby's link was down while the PLC reset: its last value (30 000) is older than the
+    owner's committed position (50 after the reset) and must not count as 29 950 new units."""
+    engine = ledger_with_masterdata(ledger_url)
+    a = Gateway(mapping, engine, lease=LeaseOptions("line-a", 1.0))
+    b = Gateway(mapping, engine, lease=LeaseOptions("line-b", 1.0, standby=True))
+    stop_a, task_a = await started(a)
+    stop_b, task_b = await started(b)
+    for g in (a, b):
+        g.on_batch([order(), value(30_000, 0)])
+    a.on_batch([value(50, 10)])  # the PLC was reset: A counts the 50 units it can see
+    await a.committed()
+    keeper = next(task for task in asyncio.all_tasks() if task.get_name() == "leases"
+                  and task.get_coro().cr_frame.f_locals.get("self") is a.keeper)
+    keeper.cancel()  # A stalls
+    for _ in range(50):
+        await asyncio.sleep(0.1)
+        if b.machines[M].owned:
+            break
+    assert b.machines[M].owned, "the standby did not take over"
+    b.on_batch([value(55, 11)])  # B's link is back
+    for stop in (stop_a, stop_b):
+        stop.set()
+    assert await task_a and await task_b
+    machine = summary(engine).machines[M]
+    assert machine.confirmed_yield + machine.confirmed_scrap + machine.pending == 55 * 4
