@@ -19,8 +19,6 @@ from typing import TYPE_CHECKING
 
 import structlog
 from sqlalchemy import Connection, delete, insert
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from gateway.domain.backflush import plan
 from gateway.domain.confirming import Pending, format_positions
@@ -67,7 +65,7 @@ def apply(conn: Connection, batch: Commit, masters: MasterCache) -> int:
     upsert(conn, t.machine_states, [
         {"machine": m, "order_no": o, "updated_at": now} for m, o in batch.machine_orders.items()
     ], ["machine"])
-    add_counted(conn, batch.counted, now)
+    set_counted(conn, batch.counted, now)
     return posted
 
 
@@ -147,27 +145,15 @@ def _confirmation_row(c: Confirmation, now: datetime) -> dict:
     }
 
 
-_ADD_COUNTED: dict[str, object] = {}
-
-
-def add_counted(conn: Connection, counted: dict[str, Decimal], now: datetime) -> None:
-    """Add units counted to each machine's cumulative ``counted_units`` (in SQL: exact, one statement)."""
+def set_counted(conn: Connection, counted: dict[str, Decimal], now: datetime) -> None:
+    """Each machine's units counted ever (``counted_units``), as the service has them: absolute,
+    so that a transaction retried after an unknown outcome writes the same figure again."""
     rows = []
     for machine, units in sorted(counted.items()):
         if units != int(units):
             raise ValueError(f"units counted on {machine} must be whole, got {units}")
-        if units:
-            rows.append({"machine": machine, "units": int(units), "updated_at": now})
-    if not rows:
-        return
-    stmt = _ADD_COUNTED.get(conn.dialect.name)
-    if stmt is None:
-        make = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-        stmt = make(t.counted_units)
-        stmt = _ADD_COUNTED[conn.dialect.name] = stmt.on_conflict_do_update(
-            index_elements=["machine"],
-            set_={"units": t.counted_units.c.units + stmt.excluded.units, "updated_at": stmt.excluded.updated_at})
-    conn.execute(stmt, rows)
+        rows.append({"machine": machine, "units": int(units), "updated_at": now})
+    upsert(conn, t.counted_units, rows, ["machine"])
 
 
 def cannot_plan(tx: LedgerTx, c: Confirmation, masters: MasterCache) -> str | None:

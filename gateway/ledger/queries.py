@@ -23,6 +23,7 @@ class ResumeState:
     counter_states: dict[tuple[str, str], CounterState] = field(default_factory=dict)
     pendings: dict[tuple[str, str, str], Pending] = field(default_factory=dict)
     machine_orders: dict[str, str] = field(default_factory=dict)
+    counted: dict[str, Decimal] = field(default_factory=dict)  # machine → units counted ever
 
 
 def resume_state(engine: Engine, machines: Collection[str] | None = None) -> ResumeState:
@@ -44,6 +45,8 @@ def resume_state(engine: Engine, machines: Collection[str] | None = None) -> Res
             state.pendings[p.key] = p
         for r in conn.execute(of(t.machine_states)):
             state.machine_orders[r.machine] = r.order_no
+        for r in conn.execute(of(t.counted_units)):
+            state.counted[r.machine] = Decimal(r.units)
     return state
 
 

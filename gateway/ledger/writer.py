@@ -77,9 +77,10 @@ class Commit:
     machine_orders: dict[str, str] = field(default_factory=dict)
     confirmations: list[Confirmation] = field(default_factory=list)
     anomalies: list[tuple[Anomaly, Decimal]] = field(default_factory=list)  # with units held
-    # Units the machine's counters showed in these changes (increments and held jumps), added
-    # to the machine's ``counted_units`` in the same transaction as its counter state: the
-    # independent figure that ``gateway report`` checks against confirmed + pending + held.
+    # Every unit the machine's counters ever showed (increments and held jumps), up to and
+    # including these changes: written as the machine's ``counted_units`` in the same
+    # transaction as its counter state (an absolute figure, so a retried transaction writes it
+    # again unchanged); ``gateway report`` checks confirmed + pending + held against it.
     counted: dict[str, Decimal] = field(default_factory=dict)
     # The lease token of each machine these changes were made under (``gateway.ledger.leases``):
     # the transaction writes a machine's changes only while its lease still carries that token.
@@ -130,8 +131,7 @@ class Commit:
         self.machine_orders.update(later.machine_orders)
         self.confirmations.extend(later.confirmations)
         self.anomalies.extend(later.anomalies)
-        for machine, units in later.counted.items():
-            self.counted[machine] = self.counted.get(machine, Decimal(0)) + units
+        self.counted.update(later.counted)
         self.fences.update(later.fences)
 
     def __bool__(self) -> bool:
