@@ -242,13 +242,23 @@ def reverse_confirmation(engine: Engine, confirmation_id: str, reason: str, *, f
         if done is not None:
             raise OperationRefused(f"confirmation {confirmation_id} was already reversed by {done.id} "
                                    f"on {done.created_at:%Y-%m-%d %H:%M} ({done.reason})")
+        doc = f"R-{confirmation_id}"
+        eq = t.error_queue.c
+        if conn.execute(select(eq.id).where(eq.confirmation_id == confirmation_id, eq.status == "open",
+                                            eq.material == "")).first() is not None:
+            # Never planned or posted (it waits whole in the error queue): nothing to undo, and it never
+            # added to the order's progress. Its queue entry is cancelled; the reversal records why.
+            conn.execute(update(t.error_queue).where(eq.confirmation_id == confirmation_id, eq.status == "open")
+                         .values(status="cancelled", resolved_at=now))
+            conn.execute(insert(t.reversals), [{"id": doc, "confirmation_id": confirmation_id, "reason": reason,
+                                                "forced": False, "force_reason": None, "created_at": now}])
+            return ReversalResult(doc, 0, False)
         posted = read_posted(conn, confirmation_id)
         used = consumed_output(tx, posted)
         if used and not force_reason:
             raise OperationRefused(f"{'; '.join(used)}: reversing would take back goods that are no longer "
                                    "there. Use --force WHY to reverse anyway; WHY is recorded")
         result = reverse(posted)
-        doc = f"R-{confirmation_id}"
         tx.move(doc, row.order_no, result.movements, now)
         write_activities(tx, doc, row.order_no, result.activities, now)
         write_genealogy(tx, doc, row.order_no, result.genealogy, now)

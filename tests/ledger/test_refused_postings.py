@@ -118,3 +118,28 @@ def test_reprocess_keeps_the_entry_open_while_the_cause_is_not_fixed(sqlite_url,
     s = summary(engine)
     assert s.open_errors == 2 and s.unbalanced == []
     assert _postings(engine) == {}
+
+
+def test_reversing_a_confirmation_that_was_never_posted_undoes_nothing_and_cancels_its_entry(
+        ledger_url, tmp_path, monkeypatch):
+    from gateway.ledger.operations import reverse_confirmation
+    from gateway.ledger.orders import progress_of
+
+    engine, mapping = _ledger(ledger_url, tmp_path)
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug in planning")
+
+    monkeypatch.setattr(posting, "plan", broken)
+    _produce(engine, mapping)
+    [item] = [e for e in list_errors(engine) if e.order == "1000123"]
+    with engine.connect() as conn:
+        stock_before = conn.execute(select(t.stock)).all()
+    result = reverse_confirmation(engine, item.confirmation_id, "counted on the wrong order")
+    assert result.movements == 0
+    with engine.connect() as conn:
+        assert progress_of(conn, "1000123") == {}  # never added, so nothing taken off
+        assert sorted(conn.execute(select(t.stock)).all()) == sorted(stock_before)
+        assert conn.execute(select(t.error_queue.c.status).where(t.error_queue.c.id == item.id)).scalar() \
+            == "cancelled"
+    assert list_errors(engine) == [e for e in list_errors(engine) if e.order != "1000123"]
