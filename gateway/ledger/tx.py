@@ -31,9 +31,10 @@ concurrent transactions from losing each other's changes:
 
 Locks are taken in a fixed order where one call takes several: orders and stock keys
 sorted, rows created and written in key order, an order before its stock. The writer
-locks orders lazily, in the order of its change-set, so a command that posts to several
-orders (``errors reprocess``) can still deadlock with it; PostgreSQL then aborts one
-side: the writer retries its transaction, a command fails whole and can be run again.
+(``posting.post_confirmations``) and ``errors reprocess`` both lock all their orders first,
+sorted, so they never wait on each other in a cycle; should two paths still deadlock
+(stock of several orders' components), PostgreSQL aborts one side: the writer retries its
+transaction, a command fails whole and can be run again.
 
 Rules for code that uses it: read progress, carry, stock, lots, order status and
 confirmation ids through it, not around it; a direct read of a table it writes (movements,

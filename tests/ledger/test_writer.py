@@ -281,3 +281,13 @@ def test_an_error_of_the_writer_itself_is_retried_not_fatal(sqlite_url, monkeypa
     assert writer.stop(timeout=10)
     assert summary(engine).machines["M1"].confirmations == 1
     assert writer.health.dead_letters == 1 and writer.health.held_machines == ["M2"]
+
+
+def test_a_change_set_written_twice_counts_its_units_once(ledger_url):
+    """A transaction retried after an unknown outcome (the connection dropped during COMMIT)."""
+    engine = open_engine(ledger_url)
+    for _ in range(2):
+        with engine.begin() as conn:
+            apply(conn, Commit(counted={"M1": D(20)}), MasterCache())
+    with engine.connect() as conn:
+        assert conn.execute(select(t.counted_units.c.units).where(t.counted_units.c.machine == "M1")).scalar() == 20
