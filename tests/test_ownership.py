@@ -65,6 +65,19 @@ async def started(gateway: Gateway) -> tuple[asyncio.Event, asyncio.Task]:
     return stop, task
 
 
+async def stalled_until_taken_over(owner: Gateway, standby: Gateway) -> None:
+    """The owner stalls (SIGSTOP, a frozen VM): it stops renewing (its keeper is the task named
+    "leases") and writes nothing until the standby has taken the machine over."""
+    keeper = next(task for task in asyncio.all_tasks() if task.get_name() == "leases"
+                  and task.get_coro().cr_frame.f_locals.get("self") is owner.keeper)
+    keeper.cancel()
+    for _ in range(50):
+        await asyncio.sleep(0.1)
+        if standby.machines[M].owned:
+            return
+    raise AssertionError("the standby did not take over")
+
+
 async def test_a_second_gateway_is_refused_and_nothing_is_counted_twice(ledger_url, mapping):
     engine = ledger_with_masterdata(ledger_url)
     a = Gateway(mapping, engine, lease=LeaseOptions("line-a", 30.0))
@@ -94,15 +107,7 @@ async def test_a_stalled_owners_changes_are_fenced_off_after_the_standby_took_ov
         g.on_batch([order(), value(1000, 0)])
     a.on_batch([value(1100, 1)])
     await a.committed()
-    # A stalls (SIGSTOP, a frozen VM): it neither renews nor writes; its keeper is the task named "leases".
-    keeper = next(task for task in asyncio.all_tasks() if task.get_name() == "leases"
-                  and task.get_coro().cr_frame.f_locals.get("self") is a.keeper)
-    keeper.cancel()
-    for _ in range(50):
-        await asyncio.sleep(0.1)
-        if b.machines[M].owned:
-            break
-    assert b.machines[M].owned, "the standby did not take over"
+    await stalled_until_taken_over(a, b)
     # A wakes up and goes on counting every value; B sees every third (subscription timing).
     for second in range(2, 32):
         raw = 1100 + 10 * second
@@ -179,14 +184,7 @@ async def test_a_takeover_does_not_replay_a_value_read_before_the_owners_last_co
         g.on_batch([order(), value(30_000, 0)])
     a.on_batch([value(50, 10)])  # the PLC was reset: A counts the 50 units it can see
     await a.committed()
-    keeper = next(task for task in asyncio.all_tasks() if task.get_name() == "leases"
-                  and task.get_coro().cr_frame.f_locals.get("self") is a.keeper)
-    keeper.cancel()  # A stalls
-    for _ in range(50):
-        await asyncio.sleep(0.1)
-        if b.machines[M].owned:
-            break
-    assert b.machines[M].owned, "the standby did not take over"
+    await stalled_until_taken_over(a, b)
     b.on_batch([value(55, 11)])  # B's link is back
     for stop in (stop_a, stop_b):
         stop.set()
