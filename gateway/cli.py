@@ -89,7 +89,7 @@ def run(
     Each machine is owned by one gateway at a time (a lease in the ledger). A second gateway
     for the same machines is refused (exit 2) unless it is started with --standby.
     """
-    from gateway.ledger.leases import MachinesOwned
+    from gateway.ledger.leases import MachinesOwned, Me, session_name
     from gateway.mapping.load import load_mapping
     from gateway.ownership import LeaseOptions
     from gateway.service import Gateway, open_ledger_when_reachable
@@ -100,6 +100,8 @@ def run(
     except InputFileError as exc:
         fail(exc.lines())
 
+    me = Me.here(instance)  # this gateway as an owner; its database sessions carry its name
+
     async def main() -> bool:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -107,11 +109,12 @@ def run(
             loop.add_signal_handler(sig, stop.set)
         diagnostics.install(loop)
         # A stalled transaction must not hold lease rows much past a lease's end.
-        engine = await open_ledger_when_reachable(db, stop, idle_in_transaction_s=lease_ttl / 2)
+        engine = await open_ledger_when_reachable(db, stop, idle_in_transaction_s=lease_ttl / 2,
+                                                  session_name=session_name(me.process))
         if engine is None:
             return True  # stopped before the database came back: nothing was counted
         gateway = Gateway(config, engine, stats=str(stats) if stats else None,
-                          lease=LeaseOptions(instance, lease_ttl, standby))
+                          lease=LeaseOptions(instance, lease_ttl, standby, me))
         done = await gateway.run(stop, shutdown_timeout_s=shutdown_timeout)
         diagnostics.exit_guard(0 if done else 1, EXIT_GRACE_S)
         return done

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import structlog
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
 from gateway.ledger import leases
 from gateway.ledger.leases import LEDGER, Fence, MachinesOwned, Me
@@ -34,6 +35,7 @@ class LeaseOptions:
     instance: str | None = None  # default: the host name
     ttl_s: float = leases.DEFAULT_TTL_S
     standby: bool = False
+    me: Me | None = None  # default: ``Me.here(instance)``
 
 
 class LeaseKeeper:
@@ -41,7 +43,7 @@ class LeaseKeeper:
                  *, last_commit: Callable[[], float | None] = lambda: None) -> None:
         self.engine = engine
         self.options = options
-        self.me = Me.here(options.instance)
+        self.me = options.me or Me.here(options.instance)
         self.names = leases.lease_names(engine, machines)
         # SQLite: one instance per ledger, so its leases are taken all together or not at all.
         self.whole = LEDGER in self.names
@@ -86,6 +88,19 @@ class LeaseKeeper:
             free = leases.free_now(conn, self.me, wanted)
         if not free or (self.whole and len(free) < len(wanted)):
             return {}
+        try:
+            with self.engine.begin() as conn:
+                taken, _ = leases.acquire(conn, self.me, free, self.options.ttl_s, all_or_nothing=self.whole,
+                                          lock_wait_s=min(leases.TAKEOVER_LOCK_WAIT_S, self.options.ttl_s / 6))
+            return taken
+        except OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != "55P03":  # not a lock wait: tried again at the next poll
+                raise
+        with self.engine.begin() as conn:
+            ended = leases.end_sessions_of_expired(conn, self.me, free)
+        log.warning("expired_owner_sessions_ended", instance=self.me.instance, owners=ended, machines=free,
+                    hint="an owner whose lease expired held its lease rows in an open transaction (a stopped "
+                         "or frozen process); its sessions were ended so that the takeover can go on")
         with self.engine.begin() as conn:
             taken, _ = leases.acquire(conn, self.me, free, self.options.ttl_s, all_or_nothing=self.whole)
         return taken

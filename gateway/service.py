@@ -109,7 +109,8 @@ def counter_specs(name: str, machine: Machine) -> dict[str, CounterSpec]:
 
 
 async def open_ledger_when_reachable(url: str, stop: asyncio.Event, *, min_s: float = 0.5,
-                                    max_s: float = 30.0, idle_in_transaction_s: float | None = None) -> Engine | None:
+                                    max_s: float = 30.0, idle_in_transaction_s: float | None = None,
+                                    session_name: str | None = None) -> Engine | None:
     """Open (and create) the ledger, retrying with backoff while the database is down.
 
     A ledger of another schema version raises ``LedgerVersionError`` at once: waiting
@@ -122,7 +123,8 @@ async def open_ledger_when_reachable(url: str, stop: asyncio.Event, *, min_s: fl
     backoff = Backoff(min_s, max_s)
     while not stop.is_set():
         try:
-            return await asyncio.to_thread(open_engine, url, idle_in_transaction_s=idle_in_transaction_s)
+            return await asyncio.to_thread(open_engine, url, idle_in_transaction_s=idle_in_transaction_s,
+                                           session_name=session_name)
         except LedgerVersionError as exc:
             log.error("ledger_version_mismatch", found=exc.found, expected=exc.expected, error=str(exc))
             raise

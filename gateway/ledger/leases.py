@@ -42,7 +42,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, Engine, bindparam, literal_column, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, literal_column, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -50,6 +50,15 @@ from gateway.ledger import schema as t
 
 LEDGER = "*ledger*"  # the pseudo-machine whose lease is the whole ledger (SQLite)
 DEFAULT_TTL_S = 10.0
+# How long (at most; a sixth of the TTL if less) a takeover waits for an expired owner's
+# open transaction before it ends that owner's sessions (PostgreSQL): a process stopped in the middle of a statement group is
+# not "idle in transaction" for the server, so its locks would hold the takeover forever.
+TAKEOVER_LOCK_WAIT_S = 1.0
+
+
+def session_name(process: str) -> str:
+    """The ``application_name`` of an owner's database sessions (PostgreSQL)."""
+    return f"backflush-gateway:{process}"
 
 _L = t.machine_leases.c
 _ROWS = (select(t.machine_leases).where(_L.machine.in_(bindparam("machines", expanding=True)))
@@ -65,8 +74,8 @@ _FENCED_ROWS = (select(t.machine_leases).where(_L.machine.in_(bindparam("machine
 class Me:
     """This process as an owner.
 
-    ``process`` is drawn at random for every process: two containers with the same host
-    name and pid 1 are still two owners. ``scope`` says where ``pid`` can be checked for
+    ``process`` is drawn at random for every owner (one per gateway process): two
+    containers with the same host name and pid 1 are still two owners. ``scope`` says where ``pid`` can be checked for
     life (this boot and pid namespace); a pid from another scope is never taken for dead.
     """
 
@@ -165,14 +174,18 @@ def _insert_absent(conn: Connection, machines: list[str]) -> None:
 
 
 def acquire(conn: Connection, me: Me, machines: list[str], ttl_s: float, *,
-            all_or_nothing: bool) -> tuple[dict[str, int], list[Holder]]:
+            all_or_nothing: bool, lock_wait_s: float | None = None) -> tuple[dict[str, int], list[Holder]]:
     """Take the free leases among ``machines``: (machine → token taken, live leases of others).
 
-    With ``all_or_nothing`` nothing is taken when any lease is held by someone else.
+    With ``all_or_nothing`` nothing is taken when any lease is held by someone else. With
+    ``lock_wait_s`` (PostgreSQL) a row lock held longer raises (SQLSTATE 55P03, see
+    ``end_sessions_of_expired``) instead of waiting.
     """
     if not machines:
         return {}, []
     _insert_absent(conn, machines)
+    if lock_wait_s and conn.dialect.name == "postgresql":
+        conn.execute(select(func.set_config("lock_timeout", f"{int(lock_wait_s * 1000)}ms", True)))
     rows = conn.execute(_ROWS, {"machines": machines}).all()
     now = db_now(conn)  # after the lock: the wait for an owner's transaction may have been long
     free = [r for r in rows if _free(r, me, now)]
@@ -189,6 +202,27 @@ def acquire(conn: Connection, me: Me, machines: list[str], ttl_s: float, *,
             acquired_at=now, expires_at=now + ttl_s))
         taken[r.machine] = r.token + 1
     return taken, holders
+
+
+def end_sessions_of_expired(conn: Connection, me: Me, machines: list[str]) -> list[str]:
+    """End the database sessions of the owners whose leases on ``machines`` have expired
+    (PostgreSQL); the owners whose sessions were ended.
+
+    An expired owner may not post any more, but a process stopped in the middle of a
+    transaction keeps its lease rows locked and the takeover waiting. Ending its sessions
+    rolls that transaction back; should the process wake up, its writer finds the machines
+    taken over (the fence) and stands by.
+    """
+    if conn.dialect.name != "postgresql":
+        return []
+    now = db_now(conn)
+    owners = sorted({r.process for r in conn.execute(select(t.machine_leases).where(_L.machine.in_(machines)))
+                     if r.expires_at <= now and r.process and r.process != me.process})
+    if owners:
+        conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE application_name = ANY(:names) AND pid <> pg_backend_pid()"),
+                     {"names": [session_name(p) for p in owners]})
+    return owners
 
 
 def free_now(conn: Connection, me: Me, machines: list[str]) -> list[str]:

@@ -528,14 +528,15 @@ def normalise_url(url: str) -> str:
 
 
 def open_engine(url: str, *, create: bool = True, check_version: bool = True,
-                idle_in_transaction_s: float | None = None) -> Engine:
+                idle_in_transaction_s: float | None = None, session_name: str | None = None) -> Engine:
     """Engine for the ledger at ``url``; creates the tables of an empty database unless told not to.
 
     A ledger of another schema version raises ``LedgerVersionError`` (only the upgrade
     itself opens one without the check). ``idle_in_transaction_s`` (PostgreSQL): the server
     ends a session that stays that long inside a transaction without a statement (a gateway
     stopped by SIGSTOP, a frozen VM), so the locks it holds on lease rows cannot keep a
-    standby from taking over."""
+    standby from taking over. ``session_name`` (PostgreSQL): every session's ``application_name``,
+    by which a standby finds the sessions of an owner whose lease expired."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
         # A short busy wait: a lock held longer becomes a failed commit, which the writer
@@ -544,19 +545,22 @@ def open_engine(url: str, *, create: bool = True, check_version: bool = True,
         _configure_sqlite(engine)
     else:
         engine = create_engine(url, pool_pre_ping=True)
-        if idle_in_transaction_s:
-            _end_idle_transactions(engine, idle_in_transaction_s)
+        if idle_in_transaction_s or session_name:
+            _configure_postgres_sessions(engine, idle_in_transaction_s, session_name)
     if check_version:
         _check_version(engine, create=create)
         engine.dispose()  # no pooled connection from before the caller's own event listeners
     return engine
 
 
-def _end_idle_transactions(engine: Engine, seconds: float) -> None:
+def _configure_postgres_sessions(engine: Engine, idle_in_transaction_s: float | None, name: str | None) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):
         with dbapi_conn.cursor() as cursor:
-            cursor.execute(f"SET idle_in_transaction_session_timeout = {max(1, int(seconds * 1000))}")
+            if idle_in_transaction_s:
+                cursor.execute(f"SET idle_in_transaction_session_timeout = {max(1, int(idle_in_transaction_s * 1000))}")
+            if name:
+                cursor.execute("SELECT set_config('application_name', %s, false)", (name,))
         dbapi_conn.commit()
 
 

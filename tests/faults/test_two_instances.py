@@ -48,6 +48,14 @@ def started_as(line: FaultLine, instance: str, *, standby: bool = False) -> subp
     return proc
 
 
+def kill_all(procs) -> None:
+    """After a failed scenario: no gateway outlives its test (and writes into a dropped schema)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 def stop(line: FaultLine, proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 0, f"a gateway exited with {proc.returncode}; see {line.log}"
@@ -77,27 +85,36 @@ def test_a_standby_takes_over_within_the_ttl_after_each_kill_9(ledger_url, tmp_p
     line.gateway_args = line.gateway_args + lease_args("line-a")
     with line:
         names = {"line-a": line.gateway}
-        standby = "line-b"
-        names[standby] = started_as(line, standby, standby=True)
-        line.sims.command("resume")
-        takeovers = []
-        for _ in range(kills):
-            time.sleep(rng.uniform(0.5, 2.0))
-            owner = next(iter(owners(line)))
-            names[owner].send_signal(signal.SIGKILL)
-            names[owner].wait(10)
-            killed_at = time.monotonic()
-            line.faults += 1
-            wait_for(lambda s=standby: owners(line) == {s}, TTL_S + 10, f"{standby} to take over")
-            takeovers.append(time.monotonic() - killed_at)
-            names[owner] = started_as(line, owner, standby=True)  # the service manager restarts it
-            standby = owner
-        line.gateway = names[next(iter(owners(line)))]
-        line.sims.command("pause")
-        line.wait_caught_up()
-        stop(line, names[standby])
-        line.finish()
+        try:
+            standby = "line-b"
+            names[standby] = started_as(line, standby, standby=True)
+            line.sims.command("resume")
+            takeovers = failover(line, names, standby, kills, rng)
+        finally:
+            kill_all([p for p in names.values() if p is not line.gateway])
     assert max(takeovers) <= TTL_S + 2, f"takeover times {[round(s, 1) for s in takeovers]} s"
+
+
+def failover(line: FaultLine, names: dict, standby: str, kills: int, rng: random.Random) -> list[float]:
+    """Kill the owner ``kills`` times; the standby takes over, the killed one comes back as standby."""
+    takeovers = []
+    for _ in range(kills):
+        time.sleep(rng.uniform(0.5, 2.0))
+        owner = next(iter(owners(line)))
+        names[owner].send_signal(signal.SIGKILL)
+        names[owner].wait(10)
+        killed_at = time.monotonic()
+        line.faults += 1
+        wait_for(lambda s=standby: owners(line) == {s}, TTL_S + 10, f"{standby} to take over")
+        takeovers.append(time.monotonic() - killed_at)
+        names[owner] = started_as(line, owner, standby=True)  # the service manager restarts it
+        standby = owner
+    line.gateway = names[next(iter(owners(line)))]
+    line.sims.command("pause")
+    line.wait_caught_up()
+    stop(line, names[standby])
+    line.finish()
+    return takeovers
 
 
 @pytest.mark.postgres
@@ -108,24 +125,32 @@ def test_a_stalled_owner_is_fenced_off_when_it_wakes(pg_url, tmp_path):
     with line:
         first = line.gateway
         second = started_as(line, "line-b", standby=True)
-        line.sims.command("resume")
-        for _ in range(2):
-            time.sleep(1.5)
-            stalled, other = (first, second) if owners(line) == {"line-a"} else (second, first)
-            stalled.send_signal(signal.SIGSTOP)
-            stopped_at = time.monotonic()
-            new_owner = "line-b" if stalled is first else "line-a"
-            wait_for(lambda o=new_owner: owners(line) == {o}, TTL_S + 10, f"{new_owner} to take over")
-            took = time.monotonic() - stopped_at
-            assert took <= TTL_S + 2, f"takeover after {took:.1f} s"
-            time.sleep(1.0)  # the new owner posts meanwhile
-            stalled.send_signal(signal.SIGCONT)
-            line.faults += 1
-            time.sleep(2.0)  # the woken one tries to post what it counted before the stop
-        line.gateway = other
-        line.sims.command("pause")
-        line.wait_caught_up()
-        stop(line, stalled)
-        line.finish()
+        try:
+            stall_twice(line, first, second)
+        finally:
+            kill_all([first, second])
     text = line.log_text()
     assert "machine_lost" in text or "ledger_changes_fenced_off" in text
+
+
+def stall_twice(line: FaultLine, first: subprocess.Popen, second: subprocess.Popen) -> None:
+    """The owner is stopped past its TTL, the standby takes over, the stopped one wakes; twice."""
+    line.sims.command("resume")
+    for _ in range(2):
+        time.sleep(1.5)
+        stalled, other = (first, second) if owners(line) == {"line-a"} else (second, first)
+        stalled.send_signal(signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        new_owner = "line-b" if stalled is first else "line-a"
+        wait_for(lambda o=new_owner: owners(line) == {o}, TTL_S + 10, f"{new_owner} to take over")
+        took = time.monotonic() - stopped_at
+        assert took <= TTL_S + 2, f"takeover after {took:.1f} s"
+        time.sleep(1.0)  # the new owner posts meanwhile
+        stalled.send_signal(signal.SIGCONT)
+        line.faults += 1
+        time.sleep(2.0)  # the woken one tries to post what it counted before the stop
+    line.gateway = other
+    line.sims.command("pause")
+    line.wait_caught_up()
+    stop(line, stalled)
+    line.finish()

@@ -214,3 +214,27 @@ def test_postgres_a_renewal_does_not_wait_for_its_own_writers_fenced_transaction
         assert time.monotonic() - began < 0.5
         tx.commit()
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_a_takeover_ends_the_sessions_of_an_expired_owner_that_holds_its_rows(pg_url):
+    """A process stopped in the middle of a statement group is not idle in a transaction for the
+    server, so nothing times its locks out: the standby ends the expired owner's sessions."""
+    from gateway.ownership import LeaseKeeper, LeaseOptions
+
+    owner = Me("line-a", "host-1", 111, scope="boot-1/pid:[1]")
+    owner_engine = open_engine(pg_url, session_name=leases.session_name(owner.process))  # no idle timeout
+    tokens, _ = take(owner_engine, owner, ttl=0.5)
+    stalled = owner_engine.connect()
+    stalled.begin()
+    assert Fence(owner, 0.5)(stalled, tokens) == set()  # its rows locked, then it stops
+    time.sleep(0.6)
+    standby = LeaseKeeper(open_engine(pg_url), MACHINES, LeaseOptions("line-b", 30.0, standby=True))
+    began = time.monotonic()
+    taken = standby._take_free()
+    assert taken == {m: tok + 1 for m, tok in tokens.items()}
+    assert time.monotonic() - began < 5
+    with pytest.raises(Exception):  # noqa: B017 — its session is gone: nothing it queued can commit
+        Fence(owner, 0.5)(stalled, tokens)
+    stalled.close()
+    owner_engine.dispose()
