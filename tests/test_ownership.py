@@ -44,7 +44,7 @@ def order(second: int = 0) -> TagValue:
     return TagValue(M, ORDER_ROLE, "1000123", at, Quality.GOOD, at)
 
 
-def ledger_with_masterdata(url: str):
+def demo_ledger(url: str):
     engine = open_engine(url)
     md = load_masterdata(ROOT / MASTERDATA)
     store_masterdata(engine, to_domain(md), md.stock)
@@ -79,7 +79,7 @@ async def stalled_until_taken_over(owner: Gateway, standby: Gateway) -> None:
 
 
 async def test_a_second_gateway_is_refused_and_nothing_is_counted_twice(ledger_url, mapping):
-    engine = ledger_with_masterdata(ledger_url)
+    engine = demo_ledger(ledger_url)
     a = Gateway(mapping, engine, lease=LeaseOptions("line-a", 30.0))
     b = Gateway(mapping, engine, lease=LeaseOptions("line-b", 30.0))
     stop, task = await started(a)
@@ -97,7 +97,7 @@ async def test_a_second_gateway_is_refused_and_nothing_is_counted_twice(ledger_u
 
 
 async def test_a_stalled_owners_changes_are_fenced_off_after_the_standby_took_over(ledger_url, mapping):
-    engine = ledger_with_masterdata(ledger_url)
+    engine = demo_ledger(ledger_url)
     ttl = 1.0
     a = Gateway(mapping, engine, lease=LeaseOptions("line-a", ttl))
     b = Gateway(mapping, engine, lease=LeaseOptions("line-b", ttl, standby=True))
@@ -129,7 +129,7 @@ async def test_a_stalled_owners_changes_are_fenced_off_after_the_standby_took_ov
 
 
 async def test_gateway_status_names_each_instance_its_machines_and_its_last_commit(ledger_url, mapping):
-    engine = ledger_with_masterdata(ledger_url)
+    engine = demo_ledger(ledger_url)
     a = Gateway(mapping, engine, lease=LeaseOptions("line-a", 30.0))
     stop, task = await started(a)
     a.on_batch([order(), value(1000, 0)])
@@ -150,7 +150,7 @@ async def test_gateway_status_names_each_instance_its_machines_and_its_last_comm
 
 
 async def test_gateways_with_different_machines_share_a_postgresql_ledger_but_not_a_sqlite_file(ledger_url, mapping):
-    engine = ledger_with_masterdata(ledger_url)
+    engine = demo_ledger(ledger_url)
     names = sorted(mapping.machines)
     part = [mapping.model_copy(update={"machines": {m: mapping.machines[m] for m in half}})
             for half in (names[:1], names[1:])]
@@ -175,7 +175,7 @@ async def test_gateways_with_different_machines_share_a_postgresql_ledger_but_no
 async def test_a_takeover_does_not_replay_a_value_read_before_the_owners_last_commit(ledger_url, mapping):
     """The standby's link was down while the PLC reset: its last value (30 000) is older than the
     owner's committed position (50 after the reset) and must not count as 29 950 new units."""
-    engine = ledger_with_masterdata(ledger_url)
+    engine = demo_ledger(ledger_url)
     a = Gateway(mapping, engine, lease=LeaseOptions("line-a", 1.0))
     b = Gateway(mapping, engine, lease=LeaseOptions("line-b", 1.0, standby=True))
     stop_a, task_a = await started(a)
