@@ -66,8 +66,17 @@ _ROWS = (select(t.machine_leases).where(_L.machine.in_(bindparam("machines", exp
 # The fence's lock: it holds back a takeover (``_ROWS``, FOR UPDATE) until the posting
 # commits, but not this instance's own renewal, which changes only ``expires_at`` (a
 # FOR NO KEY UPDATE lock on PostgreSQL, which FOR KEY SHARE does not conflict with).
-_FENCED_ROWS = (select(t.machine_leases).where(_L.machine.in_(bindparam("machines", expanding=True)))
-                .order_by(_L.machine).with_for_update(read=True, key_share=True))
+_FENCED_ROWS: dict[str, object] = {}  # per dialect: the rows, and whether each has expired by the database clock
+
+
+def _fenced_rows(conn: Connection):
+    stmt = _FENCED_ROWS.get(conn.dialect.name)
+    if stmt is None:
+        lapsed = (_L.expires_at <= literal_column(_now_sql(conn))).label("lapsed")
+        stmt = _FENCED_ROWS[conn.dialect.name] = (
+            select(t.machine_leases, lapsed).where(_L.machine.in_(bindparam("machines", expanding=True)))
+            .order_by(_L.machine).with_for_update(of=t.machine_leases, read=True, key_share=True))
+    return stmt
 
 
 @dataclass(frozen=True)
@@ -258,14 +267,15 @@ class Fence:
 
     def __call__(self, conn: Connection, tokens: dict[str, int]) -> set[str]:
         machines = sorted(tokens)
-        rows = {r.machine: r for r in conn.execute(_FENCED_ROWS, {"machines": machines})}
+        rows = {r.machine: r for r in conn.execute(_fenced_rows(conn), {"machines": machines})}
         lost = {m for m in machines if m not in rows or not _holds(rows[m], self.me, tokens[m])}
         if LEDGER in lost:  # SQLite: another instance has the ledger, so nothing here is ours
             return set(machines)
-        now = db_now(conn)
-        lapsed = [m for m in machines if m not in lost and rows[m].expires_at <= now]
+        # The clock is read in the same statement: this runs at the start of every posting transaction.
+        lapsed = [m for m in machines if m not in lost and rows[m].lapsed]
         if lapsed:  # expired, but nobody took it: still ours (see the module doc)
-            conn.execute(update(t.machine_leases).where(_L.machine.in_(lapsed)).values(expires_at=now + self.ttl_s))
+            conn.execute(update(t.machine_leases).where(_L.machine.in_(lapsed))
+                         .values(expires_at=literal_column(_now_sql(conn)) + self.ttl_s))
         return lost
 
 
