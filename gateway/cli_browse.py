@@ -126,15 +126,25 @@ def _from_mapping(path: Path, name: str):
     """The endpoint and credentials of the mapping's source ``name``; the rest of the file may be unfinished."""
     from gateway.browse import Endpoint
     from gateway.mapping.load import read_mapping
+    from pydantic import ValidationError
+
+    from gateway.mapping.model import SourceConfig
 
     loaded = read_mapping(path)
-    sources = loaded.model.sources if loaded.model is not None else {}
+    if loaded.doc is None:  # not YAML at all
+        fail([str(e) for e in loaded.errors] + [f"error: cannot use {path}"])
+    data = loaded.doc.data if isinstance(loaded.doc.data, dict) else {}
+    sources = data.get("sources") if isinstance(data.get("sources"), dict) else {}
     if name not in sources:
-        problems = [str(e) for e in loaded.errors if e.path == "sources" or e.path.startswith(f"sources.{name}")]
-        if problems or loaded.model is None:
-            fail((problems or [str(e) for e in loaded.errors]) + [f"error: cannot use source {name!r} of {path}"])
-        fail(f"error: {path} has no source {name!r}; it has: {', '.join(sources) or 'none'}")
-    config = sources[name]
+        fail(f"error: {path} has no source {name!r}; it has: {', '.join(map(str, sources)) or 'none'}")
+    # Only this source has to be right: the rest of a mapping being written may be unfinished.
+    problems = [str(e) for e in loaded.errors if e.path == f"sources.{name}" or e.path.startswith(f"sources.{name}.")]
+    if problems:
+        fail(problems + [f"error: cannot use source {name!r} of {path}"])
+    try:
+        config = SourceConfig.model_validate(sources[name])
+    except ValidationError as exc:  # reported at file:line above in all cases met so far; a net
+        fail(f"error: source {name!r} of {path}: {exc.errors()[0]['msg']}")
     if config.opcua is None:
         fail(f"error: source {name!r} of {path} is a {config.protocol} source; browse reads OPC UA servers")
     if config.opcua.security:
