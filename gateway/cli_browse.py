@@ -28,7 +28,7 @@ class Format(str, Enum):
 
 
 def browse(
-    args: list[str] = typer.Argument(None, metavar="[ENDPOINT] [NODE]...",
+    args: list[str] = typer.Argument(None, metavar="ENDPOINT NODE",
                                      help="opc.tcp://host:port (or --mapping/--source instead); then, with "
                                           "--yaml, the node ids to print mapping lines for (good=ID, scrap=ID, "
                                           "order=ID to name the role)."),
@@ -50,9 +50,8 @@ def browse(
 ) -> None:
     """Show a PLC's OPC UA address space as a tree, to pick counter and order tags.
 
-    Every node with its nsu= id (stable across server restarts; use it in the mapping),
-    browse name, class, and for variables data type and current value. With --yaml and
-    node ids: mapping lines to paste under a machine.
+    Each node with its nsu= id (stable across server restarts: use it in the mapping), browse name and class;
+    variables with data type and current value. With --yaml and node ids: mapping lines for a machine.
     """
     from gateway import browse as b
 
