@@ -37,6 +37,7 @@ DEFAULT_MAX_NODES = 2000
 DEFAULT_TIMEOUT_S = 10.0
 # Even a server that states no limit gets requests of a size a small PLC answers quickly.
 MAX_PER_CALL = 1000
+MAX_LIST_ITEMS = 5  # of an array value, shown
 
 # The mapping's counter types (gateway.mapping.model.CounterType) by OPC UA data type.
 COUNTER_TYPES = {"UInt16": "uint16", "UInt32": "uint32", "UInt64": "uint64"}
@@ -128,8 +129,8 @@ async def session(endpoint: Endpoint, timeout_s: float = DEFAULT_TIMEOUT_S) -> A
     try:
         yield client
     except (UaError, OSError, TimeoutError) as exc:
-        raise BrowseError(f"{endpoint.shown}: {_describe(exc)} (the connection or a request failed; try again)") \
-            from None
+        raise BrowseError(f"{endpoint.shown}: {_exception_text(exc)} "
+                          f"(the connection or a request failed; try again)") from None
     finally:
         await _close(client)
 
@@ -162,11 +163,11 @@ def _connect_problem(endpoint: Endpoint, exc: BaseException, timeout_s: float) -
         return (f"{where}: no answer within {timeout_s * 3:g} s; check the network path and firewall, "
                 f"or the server is overloaded")
     if isinstance(exc, OSError):
-        return f"{where}: {_describe(exc)}; check the host name, the network path and that the server runs"
-    return f"{where}: {_describe(exc)}"
+        return f"{where}: {_exception_text(exc)}; check the host name, the network path and that the server runs"
+    return f"{where}: {_exception_text(exc)}"
 
 
-def _describe(exc: BaseException) -> str:
+def _exception_text(exc: BaseException) -> str:
     if isinstance(exc, UaStatusCodeError):
         return ua.StatusCode(exc.code).name
     text = " ".join(str(exc).split())
@@ -210,7 +211,7 @@ async def browse(endpoint: Endpoint, root: str = OBJECTS_FOLDER, *, depth: int =
         (found,) = await _describe_nodes(walk, [root_id], [root])
         walk.add(found, root_id)
         walk.seen.add(root_id)
-        skip = set() if include_server else {ua.NodeId(ua.ObjectIds.Server)}
+        skip = set() if include_server else {ua.NodeId.from_string(SERVER_OBJECT)}
         level, shown, not_shown = [0], 1, 0
         for d in range(1, depth + 1):
             if not level:
@@ -439,9 +440,6 @@ def _plain(value: Any) -> Any:
     return _shorten(str(value), 80)
 
 
-MAX_LIST_ITEMS = 5
-
-
 def _shorten(text: str, width: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -600,8 +598,8 @@ def mapping_yaml(picks: Sequence[tuple[str | None, BrowsedNode]], endpoint: str)
         for role in ("good", "scrap"):
             if role in counters:
                 node = counters[role]
-                body.append((f"      {role + ':':<6} {{node: {json.dumps(node.node_id)}, type: {COUNTER_TYPES[_kind(node)]}}}",
-                             _now(node)))
+                tag = f"{{node: {json.dumps(node.node_id)}, type: {COUNTER_TYPES[_kind(node)]}}}"
+                body.append((f"      {role + ':':<6} {tag}", _now(node)))
     if order is not None:
         body.append((f"    order: {{node: {json.dumps(order.node_id)}}}", _now(order)))
     width = max((len(line) for line, _ in body), default=0)
