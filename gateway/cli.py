@@ -321,6 +321,7 @@ def errors_list(all_: bool = typer.Option(False, "--all", help="Include resolved
                 format: Format = FormatOption) -> None:
     """Open backflush errors: age, order, material, missing quantity, reason."""
     from gateway.app import error_queue
+    from gateway.app.models import ErrorItem
     from gateway.ledger.schema import utcnow
     from gateway.report import fmt, make_console, table
 
@@ -332,7 +333,7 @@ def errors_list(all_: bool = typer.Option(False, "--all", help="Include resolved
             [(str(e.id), age_text(now - e.created_at), e.order, e.material or "(whole confirmation)", e.location,
               f"{fmt(e.missing_qty)} {e.uom}", e.status, e.reason) for e in items], numeric=("id", "age", "missing")))
 
-    emit(on_ledger(db, error_queue.list_errors, include_closed=all_), format, show)
+    emit(on_ledger(db, error_queue.list_errors, include_closed=all_), format, show, rows=ErrorItem)
 
 
 @errors_app.command("reprocess")
@@ -370,6 +371,7 @@ def confirmations_list(order: str | None = typer.Option(None, "--order"), last: 
                        db: str = DbOption, format: Format = FormatOption) -> None:
     """The latest confirmations with their quantities and whether they were reversed."""
     from gateway.app import confirmations
+    from gateway.app.models import ConfirmationRow
     from gateway.report import fmt, make_console, table
 
     def show(rows) -> None:
@@ -378,7 +380,7 @@ def confirmations_list(order: str | None = typer.Option(None, "--order"), last: 
             [(r.id, f"{r.posted_at:%Y-%m-%d %H:%M:%S}", r.machine, r.order, r.operation, f"{fmt(r.yield_qty)} {r.uom}",
               fmt(r.scrap_qty), r.trigger, r.reversed_by or "") for r in rows], numeric=("id", "yield", "scrap")))
 
-    emit(on_ledger(db, confirmations.list_confirmations, order=order, last=last), format, show)
+    emit(on_ledger(db, confirmations.list_confirmations, order=order, last=last), format, show, rows=ConfirmationRow)
 
 
 @app.command()
@@ -409,6 +411,7 @@ def trace(
 @app.command()
 def status(db: str = DbOption, format: Format = FormatOption) -> None:
     """Gateways on this ledger: running or not, the machines each owns, lease age, last commit."""
+    from gateway.app.models import GatewayInstance
     from gateway.app import reports
 
     def show(instances) -> None:
@@ -422,7 +425,7 @@ def status(db: str = DbOption, format: Format = FormatOption) -> None:
             for lease in i.leases:
                 typer.echo(f"  {lease.machine:<24} lease age {lease.age_s:.0f} s  expires in {lease.expires_in_s:.0f} s")
 
-    emit(on_ledger(db, reports.status), format, show)
+    emit(on_ledger(db, reports.status), format, show, rows=GatewayInstance)
 
 
 @report_app.callback(invoke_without_command=True)

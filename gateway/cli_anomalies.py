@@ -18,6 +18,7 @@ def anomalies_list(all_: bool = typer.Option(False, "--all", help="Include decid
                    db: str = DbOption, format: Format = FormatOption) -> None:
     """Anomalies waiting for a decision (held units are not posted until accepted)."""
     from gateway.app.anomalies import list_anomalies
+    from gateway.app.models import Anomaly
     from gateway.report import fmt
 
     def show(rows) -> None:
@@ -28,7 +29,7 @@ def anomalies_list(all_: bool = typer.Option(False, "--all", help="Include decid
             typer.echo(f"{r.id:>6}  {r.source_time:%Y-%m-%d %H:%M:%S}  {r.machine}/{r.counter or '-'}  {r.kind}  "
                        f"{r.status}{decided}  held {fmt(r.units_held)}  {r.detail}")
 
-    emit(on_ledger(db, list_anomalies, include_decided=all_), format, show)
+    emit(on_ledger(db, list_anomalies, include_decided=all_), format, show, rows=Anomaly)
 
 
 def anomalies_accept(anomaly_id: int = typer.Argument(..., help="Anomaly id (see `gateway anomalies list`)."),

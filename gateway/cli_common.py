@@ -82,19 +82,21 @@ def age_text(age: timedelta) -> str:
 # -- output -----------------------------------------------------------------------------
 
 
-def emit(result: Any, fmt: Format, table: Callable[[Any], None]) -> None:
-    """The answer of an operation as JSON (the models as they are), CSV, or ``table(result)`` for people."""
+def emit(result: Any, fmt: Format, table: Callable[[Any], None], *, rows: type | None = None) -> None:
+    """The answer of an operation as JSON (the models as they are), CSV, or ``table(result)`` for people.
+
+    ``rows``: the model of a list's items, so that an empty list still has its CSV header."""
     if fmt is Format.json:
         import pydantic_core
 
         typer.echo(pydantic_core.to_json(result, indent=2).decode())
     elif fmt is Format.csv:
-        write_csv(result)
+        write_csv(result, rows)
     else:
         table(result)
 
 
-def write_csv(result: Any) -> None:
+def write_csv(result: Any, rows: type | None = None) -> None:
     """Rows of a list; a report of several parts as sections, each after a ``# name`` line and a blank line
     between them (its single values first, as one row)."""
     from pydantic import BaseModel
@@ -112,18 +114,21 @@ def write_csv(result: Any) -> None:
             sections.append((type(result).__name__, [scalars]))
         for name, value in result:
             if isinstance(value, dict):
-                sections.extend((key, rows) for key, rows in value.items() if isinstance(rows, list))
+                sections.extend((key, part) for key, part in value.items() if isinstance(part, list))
             elif name in parts:
                 sections.append((name, value))
     out = csv.writer(sys.stdout, lineterminator="\n")
     titled = len(sections) > 1
-    for n, (name, rows) in enumerate(sections):
+    for n, (name, items) in enumerate(sections):
         if titled:
             if n:
                 out.writerow([])
             out.writerow([f"# {name}"])
-        dicts = [row.model_dump() if isinstance(row, BaseModel) else row for row in rows]
-        header = list(dicts[0]) if dicts else _fields_of(result, name)
+        dicts = [row.model_dump() if isinstance(row, BaseModel) else row for row in items]
+        if dicts:
+            header = list(dicts[0])
+        else:
+            header = list(rows.model_fields) if rows and not name else _fields_of(result, name)
         out.writerow(header)
         for row in dicts:
             out.writerow([_cell(row.get(col)) for col in header])

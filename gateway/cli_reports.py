@@ -39,6 +39,7 @@ def report_accuracy(db: str = DbOption, format: Format = FormatOption) -> None:
     adjustments and anomalies on the material since the count before."""
     from gateway.app import reports
     from gateway.report import fmt, make_console, table
+    from gateway.app.models import AccuracyRow
 
     def show(rows) -> None:
         if not rows:
@@ -63,7 +64,7 @@ def report_accuracy(db: str = DbOption, format: Format = FormatOption) -> None:
              for key, r in zip(keys, rows)],
             numeric=("since", "errors", "missing", "adjustments", "adj. qty", "anomalies")))
 
-    emit(on_ledger(db, reports.accuracy), format, show)
+    emit(on_ledger(db, reports.accuracy), format, show, rows=AccuracyRow)
 
 
 def report_errors(db: str = DbOption, format: Format = FormatOption) -> None:

@@ -49,17 +49,19 @@ def _fit(columns: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequenc
          width: int) -> list[int | None]:
     """Column widths that fit ``width``, or all None (natural widths) when the table fits as it is.
 
-    Shrinks the widest column first, in two rounds: text columns down to 8 characters and
-    numeric titles down to their values (at least 6), then text columns down to 3. A
-    numeric column never gets narrower than its widest value."""
+    Shrinks the widest column first, in rounds: text columns down to 8 characters and
+    numeric titles down to their values (at least 6), numeric titles down to 3, then text
+    columns down to 3. A numeric column never gets narrower than its widest value."""
     values = [max((_cells(r[i]) for r in rows), default=0) for i in range(len(columns))]
     natural = [max(v, _cells(c)) for v, c in zip(values, columns)]
     room = width - (3 * len(columns) + 1)  # a border and two spaces of padding per column
     if sum(natural) <= room:
         return [None] * len(columns)
     widths = list(natural)
-    rounds = ([min(n, 8) if c not in numeric else max(v, min(n, 6)) for c, v, n in zip(columns, values, natural)],
-              [min(n, 3) if c not in numeric else max(v, min(n, 6)) for c, v, n in zip(columns, values, natural)])
+    text = [c not in numeric for c in columns]
+    rounds = ([min(n, 8) if t else max(v, min(n, 6)) for t, v, n in zip(text, values, natural)],
+              [min(n, 8) if t else max(v, min(n, 3)) for t, v, n in zip(text, values, natural)],
+              [min(n, 3) if t else max(v, min(n, 3)) for t, v, n in zip(text, values, natural)])
     for floors in rounds:
         while sum(widths) > room:
             shrinkable = [i for i, w in enumerate(widths) if w > floors[i]]
