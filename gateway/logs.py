@@ -12,8 +12,25 @@ import sys
 import structlog
 
 
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is when a line is written, not when logging was configured.
+
+    A command run in-process (typer's CliRunner, an embedding program) swaps stderr and
+    closes its stand-in afterwards; a logger holding the stand-in would fail on the next line.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure(*, json: bool = False, level: str = "info", stream=None) -> None:
-    stream = stream or sys.stderr
+    stream = stream or _CurrentStderr()
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise ValueError(f"unknown log level {level!r} (use debug, info, warning, error)")
