@@ -128,6 +128,9 @@ class YamlDoc:
     file: str
     tree: Any  # CommentedMap / CommentedSeq / scalar / None, as ruamel built it
     data: Any  # the same content as plain dicts, lists, str, int, float, bool, None
+    # Values naming an environment variable that is not set: reported as that, not again
+    # as whatever the schema says about the unexpanded text.
+    unset: frozenset[Loc] = frozenset()
 
     def error(self, loc: Loc, message: str, *, name_parent: bool = False) -> FileError:
         """A FileError at ``loc``; ``name_parent`` names the enclosing key (missing/unknown keys)."""
@@ -222,9 +225,9 @@ def read_yaml(path: str | os.PathLike[str]) -> tuple[YamlDoc | None, list[FileEr
     data, problem = _plain_or_error(file, tree)
     if problem is not None:
         return None, errors + [problem]
-    doc = YamlDoc(file, tree, data)
-    data, unset = _Expansion(doc).run()
-    return YamlDoc(file, tree, data), by_line(errors + unset)
+    expansion = _Expansion(YamlDoc(file, tree, data))
+    data = expansion.run()
+    return YamlDoc(file, tree, data, frozenset(expansion.unset)), by_line(errors + expansion.errors)
 
 
 MAX_INPUT_MB_VARIABLE = "GATEWAY_MAX_INPUT_MB"
@@ -459,13 +462,15 @@ class _Expansion:
     def __init__(self, doc: YamlDoc) -> None:
         self.doc = doc
         self.errors: list[FileError] = []
+        self.unset: set[Loc] = set()
         self._done: dict[int, Any] = {}
 
-    def run(self) -> tuple[Any, list[FileError]]:
+    def run(self) -> Any:
         try:
-            return self._value(self.doc.data, ()), self.errors
+            return self._value(self.doc.data, ())
         except RecursionError:  # the plain copy was built at this depth; kept total anyway
-            return self.doc.data, [FileError(self.doc.file, 1, "", "nested too deeply to read")]
+            self.errors.append(FileError(self.doc.file, 1, "", "nested too deeply to read"))
+            return self.doc.data
 
     def _value(self, value: Any, loc: Loc) -> Any:
         if isinstance(value, str):
@@ -496,6 +501,8 @@ class _Expansion:
 
         expanded = _VARIABLE.sub(replace, text)
         self.errors += [self.doc.error(loc, p) for p in dict.fromkeys(problems)]
+        if problems:
+            self.unset.add(loc)
         return expanded
 
 
@@ -638,6 +645,7 @@ def schema_errors(doc: YamlDoc, model: type[BaseModel], exc: ValidationError) ->
     return [
         doc.error(i.loc, i.message, name_parent=i.kind in ("missing", "extra_forbidden"))
         for i in _settle_unions(issues)
+        if i.loc not in doc.unset
     ]
 
 
