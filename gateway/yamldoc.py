@@ -128,8 +128,8 @@ class YamlDoc:
     file: str
     tree: Any  # CommentedMap / CommentedSeq / scalar / None, as ruamel built it
     data: Any  # the same content as plain dicts, lists, str, int, float, bool, None
-    # Values naming an environment variable that is not set: reported as that, not again
-    # as whatever the schema says about the unexpanded text.
+    # Values whose ${…} could not be expanded (a variable not set, a malformed ${): reported
+    # as that, not again as whatever the schema says about the unexpanded text.
     unset: frozenset[Loc] = frozenset()
 
     def error(self, loc: Loc, message: str, *, name_parent: bool = False) -> FileError:
