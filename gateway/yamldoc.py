@@ -5,16 +5,22 @@ module is the one place that turns such a file into plain Python data (for pydan
 while keeping the line of every key (from ruamel.yaml's round-trip tree), and that turns
 every problem into a ``FileError``: YAML syntax, duplicate keys, an empty file, schema
 violations (rewritten from pydantic's wording into plain words with the allowed values)
-and reference problems the loaders find afterwards.
+and reference problems the loaders find afterwards. It also expands ``${NAME}`` in string
+values from the environment (so that passwords and hosts need not be written into the
+file), and refuses a file above ``GATEWAY_MAX_INPUT_MB`` or one whose aliases would
+multiply it, before building it.
 
 It must never: let any exception other than ``InputFileError`` escape for any file
 content, however malformed; stop at the first problem when more can be found; guess a
-value the file does not contain; write to the file. It knows nothing about machines or
-materials: which keys exist and which references must resolve is the callers' business.
+value the file does not contain; write to the file; show the value of a key whose field
+is secret (``SecretStr``, or marked ``HIDDEN``) in a message. It knows nothing about
+machines or materials: which keys exist and which references must resolve is the
+callers' business.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import types
@@ -24,10 +30,9 @@ from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from typing import Annotated, Any, Generic, TypeVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretBytes, SecretStr, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.constructor import RoundTripConstructor
@@ -123,6 +128,9 @@ class YamlDoc:
     file: str
     tree: Any  # CommentedMap / CommentedSeq / scalar / None, as ruamel built it
     data: Any  # the same content as plain dicts, lists, str, int, float, bool, None
+    # Values whose ${…} could not be expanded (a variable not set, a malformed ${): reported
+    # as that, not again as whatever the schema says about the unexpanded text.
+    unset: frozenset[Loc] = frozenset()
 
     def error(self, loc: Loc, message: str, *, name_parent: bool = False) -> FileError:
         """A FileError at ``loc``; ``name_parent`` names the enclosing key (missing/unknown keys)."""
@@ -217,12 +225,44 @@ def read_yaml(path: str | os.PathLike[str]) -> tuple[YamlDoc | None, list[FileEr
     data, problem = _plain_or_error(file, tree)
     if problem is not None:
         return None, errors + [problem]
-    return YamlDoc(file, tree, data), errors
+    expansion = _Expansion(YamlDoc(file, tree, data))
+    data = expansion.run()
+    return YamlDoc(file, tree, data, frozenset(expansion.unset)), by_line(errors + expansion.errors)
+
+
+MAX_INPUT_MB_VARIABLE = "GATEWAY_MAX_INPUT_MB"
+DEFAULT_MAX_INPUT_MB = 10
+MB = 1024 * 1024
+
+
+def max_input_megabytes() -> float:
+    """The size above which an input file is refused; ValueError if the variable is nonsense."""
+    text = os.environ.get(MAX_INPUT_MB_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_MAX_INPUT_MB
+    try:
+        megabytes = float(text)
+    except ValueError:
+        megabytes = math.nan
+    if not (megabytes > 0 and math.isfinite(megabytes)):
+        raise ValueError(f"{MAX_INPUT_MB_VARIABLE} must be a number of megabytes greater than 0, got {show(text)}")
+    return megabytes
 
 
 def _read_text(file: str) -> tuple[str, FileError | None]:
+    # Parsing keeps every line of the file: 50 MB of YAML took minutes and gigabytes.
+    # Refused before parsing, and read no further than the limit (a named pipe or
+    # /dev/zero never ends).
     try:
-        raw = Path(file).read_bytes()
+        megabytes = max_input_megabytes()
+    except ValueError as exc:
+        return "", FileError(file, 1, "", str(exc))
+    limit = int(megabytes * MB)
+    try:
+        with open(file, "rb") as stream:
+            raw = stream.read(limit + 1)
+            if len(raw) > limit:
+                return "", _too_big(file, os.fstat(stream.fileno()).st_size, megabytes)
     except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
         return "", FileError(file, 1, "", f"cannot read the file: {getattr(exc, 'strerror', None) or exc}")
     try:
@@ -231,6 +271,17 @@ def _read_text(file: str) -> tuple[str, FileError | None]:
         line = raw[: exc.start].count(b"\n") + 1
         bad = raw[exc.start : exc.start + 1].hex()
         return "", FileError(file, line, "", f"not UTF-8 text (byte 0x{bad}); save the file as UTF-8")
+
+
+def _too_big(file: str, size: int, megabytes: float) -> FileError:
+    size_mb = size / MB
+    # A pipe or a device states no size; only that it is bigger.
+    known = size_mb > megabytes
+    shown = "" if not known else f"{size_mb:.1f} MB, " if round(size_mb, 1) > megabytes else f"{size} bytes, "
+    enough = math.ceil(size_mb) + 1 if known else math.ceil(2 * megabytes)
+    return FileError(file, 1, "", (
+        f"the file is {shown}above the limit of {megabytes:g} MB for an input file; raise the limit with "
+        f"the environment variable {MAX_INPUT_MB_VARIABLE} (e.g. {MAX_INPUT_MB_VARIABLE}={enough})"))
 
 
 def _parse(file: str, text: str) -> tuple[Any, list[FileError]]:
@@ -243,6 +294,8 @@ def _parse(file: str, text: str) -> tuple[Any, list[FileError]]:
             check.visit(yaml.compose(text), (), 1)
             if check.cycles:  # ruamel would quietly make the inner reference null
                 return _ABSENT, check.cycles
+            if check.bomb is not None:  # building it would take the memory of the whole machine
+                return _ABSENT, [check.bomb]
             return yaml.load(text), by_line(check.duplicates)
     except MarkedYAMLError as exc:
         return _ABSENT, [_syntax_error(file, exc)]
@@ -287,34 +340,58 @@ def _syntax_error(file: str, exc: MarkedYAMLError) -> FileError:
     return FileError(file, line, "", f"YAML syntax: {problem}{context}")
 
 
+# Values that aliases (*name, and merge keys <<: *name) may add to a file. A plant's
+# templates add a few per machine; "billion laughs" nests aliases of aliases so that a
+# few lines stand for billions of values, which ruamel would build and pydantic walk.
+MAX_ALIAS_VALUES = 1_000_000
+
+
 class _NodeCheck:
-    """What only the node tree shows: keys written twice, and aliases inside themselves."""
+    """What only the node tree shows: keys written twice, aliases inside themselves, and
+    aliases that multiply the file (counted on the tree, where they are still shared)."""
 
     def __init__(self, file: str) -> None:
         self.file = file
         self.duplicates: list[FileError] = []
         self.cycles: list[FileError] = []
+        self.bomb: FileError | None = None
         self._open: set[int] = set()
-        self._done: set[int] = set()  # aliases share nodes: each is checked once
+        self._size: dict[int, int] = {}  # aliases share nodes: each is checked once
+        self._added = 0  # values the aliases seen so far add
 
-    def visit(self, node: Node | None, loc: Loc, line: int) -> None:
+    def visit(self, node: Node | None, loc: Loc, line: int) -> int:
+        """Check ``node``; how many values it stands for, every alias in it expanded."""
         if id(node) in self._open:
             message = "an alias (*name) refers to a value that contains it"
             self.cycles.append(FileError(self.file, line, dotted(loc), message))
-            return
-        if not isinstance(node, (MappingNode, SequenceNode)) or id(node) in self._done:
-            return
+            return 0
+        if not isinstance(node, (MappingNode, SequenceNode)):
+            return 1
+        if id(node) in self._size:  # an alias: a second use of a checked node
+            self._alias(self._size[id(node)], loc, line)
+            return self._size[id(node)]
         self._open.add(id(node))
+        size = 1
         if isinstance(node, MappingNode):
             self.duplicates.extend(_repeated_keys(self.file, node, loc))
             for key, value in node.value:
                 name = key.value if isinstance(key, ScalarNode) else "?"
-                self.visit(value, loc + (name,), key.start_mark.line + 1)
+                size += 1 + self.visit(value, loc + (name,), key.start_mark.line + 1)
         else:
             for i, item in enumerate(node.value):
-                self.visit(item, loc + (i,), item.start_mark.line + 1)
+                # An alias is its anchor's node, marked where the anchor is: the list's line is nearer.
+                at = line if id(item) in self._size or id(item) in self._open else item.start_mark.line + 1
+                size += self.visit(item, loc + (i,), at)
         self._open.discard(id(node))
-        self._done.add(id(node))
+        self._size[id(node)] = size
+        return size
+
+    def _alias(self, size: int, loc: Loc, line: int) -> None:
+        self._added += size
+        if self._added > MAX_ALIAS_VALUES and self.bomb is None:
+            self.bomb = FileError(self.file, line, dotted(loc), (
+                f"aliases (*name) make this file more than {MAX_ALIAS_VALUES} values large "
+                f"(this one alone stands for {size}); write the values out instead of nesting aliases"))
 
 
 def _repeated_keys(file: str, node: MappingNode, loc: Loc) -> Iterator[FileError]:
@@ -365,6 +442,68 @@ def _plain_scalar(value: Any) -> Any:
     if isinstance(value, TaggedScalar):
         return str(value.value)
     return value
+
+
+# --- ${NAME} from the environment ----------------------------------------------------
+
+# ${NAME} is a variable; $${ is a literal ${; any other ${ is a mistake (a typo such as
+# ${PLC-HOST} must not silently become part of a host name or a password).
+_VARIABLE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\{")
+
+
+class _Expansion:
+    """The document's data with ``${NAME}`` in every string value replaced from the
+    environment, and an error at each value naming a variable that is not set.
+
+    Keys are names, not values: they are never expanded. Containers an alias shares are
+    expanded once and stay shared (an alias bomb must not grow here either).
+    """
+
+    def __init__(self, doc: YamlDoc) -> None:
+        self.doc = doc
+        self.errors: list[FileError] = []
+        self.unset: set[Loc] = set()
+        self._done: dict[int, Any] = {}
+
+    def run(self) -> Any:
+        try:
+            return self._value(self.doc.data, ())
+        except RecursionError:  # the plain copy was built at this depth; kept total anyway
+            self.errors.append(FileError(self.doc.file, 1, "", "nested too deeply to read"))
+            return self.doc.data
+
+    def _value(self, value: Any, loc: Loc) -> Any:
+        if isinstance(value, str):
+            return self._text(value, loc) if "$" in value else value
+        if not isinstance(value, (dict, list)):
+            return value
+        if id(value) not in self._done:
+            if isinstance(value, dict):
+                self._done[id(value)] = {k: self._value(v, loc + (k,)) for k, v in value.items()}
+            else:
+                self._done[id(value)] = [self._value(v, loc + (i,)) for i, v in enumerate(value)]
+        return self._done[id(value)]
+
+    def _text(self, text: str, loc: Loc) -> str:
+        problems: list[str] = []
+
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if match.group(0) == "$${":
+                return "${"
+            if name is None:
+                problems.append("'${' must start a variable ${NAME} (letters, digits and _); write $${ for a literal ${")
+                return match.group(0)
+            if name not in os.environ:
+                problems.append(f"environment variable {name} is not set")
+                return match.group(0)
+            return os.environ[name]
+
+        expanded = _VARIABLE.sub(replace, text)
+        self.errors += [self.doc.error(loc, p) for p in dict.fromkeys(problems)]
+        if problems:
+            self.unset.add(loc)
+        return expanded
 
 
 # --- validating against a schema -----------------------------------------------------
@@ -471,6 +610,25 @@ def _drop_entries(data: dict, locs: Iterable[Loc]) -> dict:
 # --- pydantic errors in plain words --------------------------------------------------
 
 
+class Hidden:
+    """Field metadata (``Annotated[str, HIDDEN]``): messages never show the key's value.
+    ``SecretStr`` fields are hidden without it."""
+
+    def __repr__(self) -> str:
+        return "HIDDEN"
+
+
+HIDDEN = Hidden()
+_MASK = "***"
+
+
+class _Masked:
+    """Stands for a hidden value in an issue: ``show`` prints it as ***."""
+
+
+_MASKED = _Masked()
+
+
 @dataclass(frozen=True, slots=True)
 class _Issue:
     loc: Loc  # where in the file: pydantic's union tags and "[key]" markers removed
@@ -487,25 +645,28 @@ def schema_errors(doc: YamlDoc, model: type[BaseModel], exc: ValidationError) ->
     return [
         doc.error(i.loc, i.message, name_parent=i.kind in ("missing", "extra_forbidden"))
         for i in _settle_unions(issues)
+        if i.loc not in doc.unset
     ]
 
 
 def _issue(model: type[BaseModel], error: Any) -> _Issue:
-    loc, owner, union, branch = _walk_schema(model, error["loc"])
-    message = _message(error, owner)
+    loc, owner, union, branch, hidden = _walk_schema(model, error["loc"])
+    message = _message(error, owner, hidden)
     if error["loc"][-1:] == ("[key]",):
         message = f"invalid name: {message}"
-    return _Issue(loc, error["type"], message, error.get("input"), union, branch)
+    return _Issue(loc, error["type"], message, _MASKED if hidden else error.get("input"), union, branch)
 
 
-def _walk_schema(model: type[BaseModel], raw: Loc) -> tuple[Loc, Any, Loc | None, str]:
+def _walk_schema(model: type[BaseModel], raw: Loc) -> tuple[Loc, Any, Loc | None, str, bool]:
     """Follow pydantic's loc through the schema: the file's loc, the type owning the last
-    part, and where a union tag (a member's name, not a key of the file) was."""
+    part, where a union tag (a member's name, not a key of the file) was, and whether
+    the value is (inside) a hidden field."""
     annotation: Any = model
     owner: Any = None
     loc: list[Any] = []
     union: Loc | None = None
     branch = ""
+    hidden = False
     for part in raw:
         if part == "[key]":
             continue
@@ -517,8 +678,19 @@ def _walk_schema(model: type[BaseModel], raw: Loc) -> tuple[Loc, Any, Loc | None
             continue
         owner = annotation
         loc.append(part)
+        hidden = hidden or _is_hidden(annotation, part)
         annotation = _child_type(annotation, part)
-    return tuple(loc), owner, union, branch
+    return tuple(loc), owner, union, branch, hidden
+
+
+def _is_hidden(owner: Any, part: Any) -> bool:
+    field = owner.model_fields.get(part) if _is_model(owner) else None
+    if field is None:
+        return False
+    secret = (SecretStr, SecretBytes)
+    types_ = [_unwrap(field.annotation), *(_union_members(_unwrap(field.annotation)) or [])]
+    return any(m is HIDDEN for m in field.metadata) or any(isinstance(t, type) and issubclass(t, secret)
+                                                           for t in types_)
 
 
 def _unwrap(annotation: Any) -> Any:
@@ -635,24 +807,27 @@ class _Context(dict):
         return "?"
 
 
-def _message(error: Any, owner: Any) -> str:
+def _message(error: Any, owner: Any, hidden: bool = False) -> str:
     kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
+    got = _MASK if hidden else show(value)
     if kind == "missing":
         return f"missing required key '{error['loc'][-1]}'"
     if kind == "extra_forbidden":
         allowed = ", ".join(owner.model_fields) if _is_model(owner) else "none"
         return f"unknown key {show(error['loc'][-1])} (allowed: {allowed})"
     if kind == "literal_error":
-        return f"{show(value)} is not one of {', '.join(_choices(ctx.get('expected', '')))}"
+        return f"{got} is not one of {', '.join(_choices(ctx.get('expected', '')))}"
     if kind in ("string_too_short", "string_too_long", "too_short", "too_long"):
-        return _length_message(kind, ctx, value)
+        return _length_message(kind, ctx, value, got)
     word = _expected(kind)
     if word is not None:
-        return f"expected {word}, got {show(value)}{_quote_hint(kind, value)}"
+        return f"expected {word}, got {got}{_quote_hint(kind, value)}"
     if kind in _TEMPLATES:
         limits = {k: show(v) if isinstance(v, (int, float, Decimal)) else v for k, v in ctx.items()}
-        return _TEMPLATES[kind].format_map(_Context(limits, got=show(value)))
+        return _TEMPLATES[kind].format_map(_Context(limits, got=got))
     text = re.sub(r"^(Value error|Assertion failed), ", "", str(error.get("msg", kind)))
+    if hidden and isinstance(value, (str, int, float, Decimal)) and str(value):
+        text = text.replace(str(value), _MASK)  # a validator's own wording may quote it
     return text[:1].lower() + text[1:]
 
 
@@ -661,12 +836,12 @@ def _choices(expected: str) -> list[str]:
     return [c.strip().strip("'") for c in re.split(r", | or ", expected) if c.strip()]
 
 
-def _length_message(kind: str, ctx: dict, value: Any) -> str:
+def _length_message(kind: str, ctx: dict, value: Any, got: str) -> str:
     unit = "characters" if isinstance(value, str) else "items"
     if kind.endswith("too_short"):
         least = ctx.get("min_length", 1)
         return "must not be empty" if str(least) == "1" else f"must have at least {least} {unit}"
-    return f"must have at most {ctx.get('max_length')} {unit}, got {show(value)}"
+    return f"must have at most {ctx.get('max_length')} {unit}, got {got}"
 
 
 def _quote_hint(kind: str, value: Any) -> str:
@@ -679,6 +854,8 @@ def show(value: Any) -> str:
     """A value as a message shows it: text quoted, numbers bare, containers by kind."""
     if value is None:
         return "an empty value"
+    if isinstance(value, _Masked):
+        return _MASK
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):

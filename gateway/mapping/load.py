@@ -6,11 +6,14 @@ keeping the valid part, for ``validate_mapping``). Beyond the schema in
 defined; a tag must be written for its source's protocol (a ``node`` on a Modbus source
 or a ``register`` on an OPC UA source is refused); no PLC node and no Modbus register may
 feed two counters — it would count the same parts twice — so overlapping register ranges
-on one unit are refused; and a Modbus tag must fit in one read of its source.
+on one unit are refused; and a Modbus tag must fit in one read of its source. It is also
+the one place that reads an OPC UA source's ``password_file`` into its ``password``, so
+that the sources only ever see a password.
 
-Must never: return a mapping with any problem in it, stop at the first problem, or touch
+Must never: return a mapping with any problem in it, stop at the first problem, touch
 a PLC, the master data or the ledger (references to master data are
-``gateway.mapping.validate``'s).
+``gateway.mapping.validate``'s), or put a password or a password file's name into a
+message.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+from pydantic import SecretStr
 
 from gateway.mapping.model import (
     CounterTag,
@@ -28,7 +33,7 @@ from gateway.mapping.model import (
     ModbusSource,
     OrderTag,
 )
-from gateway.yamldoc import FileError, Loaded, Loc, YamlDoc, dotted, read_model, repeats, show, unknown
+from gateway.yamldoc import FileError, Loaded, Loc, YamlDoc, by_line, dotted, read_model, repeats, show, unknown
 
 
 def load_mapping(path: str | os.PathLike[str]) -> Mapping:
@@ -37,8 +42,59 @@ def load_mapping(path: str | os.PathLike[str]) -> Mapping:
 
 
 def read_mapping(path: str | os.PathLike[str]) -> Loaded[Mapping]:
-    """Every problem in the file, and the part of it that is valid."""
-    return read_model(path, Mapping, _whole_file_errors)
+    """Every problem in the file, and the part of it that is valid (passwords read from
+    their files)."""
+    loaded = read_model(path, Mapping, _whole_file_errors)
+    if loaded.doc is None or loaded.model is None:
+        return loaded
+    mapping, errors = _with_password_files(loaded.doc, loaded.model)
+    return Loaded(loaded.file, loaded.doc, mapping, by_line(loaded.errors + errors))
+
+
+# A password file holds one line; anything much bigger is the wrong file (or /dev/zero).
+MAX_PASSWORD_FILE_BYTES = 4096
+
+
+def _with_password_files(doc: YamlDoc, mapping: Mapping) -> tuple[Mapping, list[FileError]]:
+    """The mapping with each ``password_file`` read into its source's ``password``."""
+    errors: list[FileError] = []
+    sources = dict(mapping.sources)
+    for name, source in mapping.sources.items():
+        config = source.opcua
+        if config is None or config.password_file is None:
+            continue
+        loc = ("sources", name, "opcua", "password_file")
+        if config.password is not None:
+            errors.append(doc.error(loc, "give either `password` or `password_file`, not both"))
+            continue
+        # Relative to the mapping, like `masterdata:`: a plant folder moves as a whole.
+        password, problem = _read_password(os.path.join(os.path.dirname(doc.file), config.password_file))
+        if problem is not None:
+            errors.append(doc.error(loc, problem))
+            continue
+        sources[name] = source.model_copy(update={"opcua": config.model_copy(update={"password": password})})
+    return mapping.model_copy(update={"sources": sources}), errors
+
+
+def _read_password(file: str) -> tuple[SecretStr | None, str | None]:
+    """The password in ``file``, or why there is none; messages never name the file (a
+    password written here by mistake would be shown)."""
+    try:
+        with open(file, "rb") as stream:
+            raw = stream.read(MAX_PASSWORD_FILE_BYTES + 1)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
+        reason = getattr(exc, "strerror", None) or "not a file name"
+        return None, f"cannot read the password file (the path is relative to the mapping file): {reason}"
+    if len(raw) > MAX_PASSWORD_FILE_BYTES:
+        return None, f"the password file is larger than {MAX_PASSWORD_FILE_BYTES} bytes: is it the right file?"
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return None, "the password file is not UTF-8 text"
+    password = text.rstrip("\r\n")  # editors end a file with a newline; a password does not
+    if not password:
+        return None, "the password file is empty"
+    return SecretStr(password), None
 
 
 def _whole_file_errors(doc: YamlDoc, mapping: Mapping) -> list[FileError]:

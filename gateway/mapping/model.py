@@ -18,11 +18,12 @@ from __future__ import annotations
 import warnings
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, SecretStr, Tag, model_validator
 
 # Names in the mapping are the master data's ids (work centers, operations, orders) or
 # follow the same rules (sources, machines): text, even when written as a bare number.
 from gateway.masterdata.model import Id
+from gateway.yamldoc import HIDDEN
 
 CounterType = Literal["uint16", "uint32", "uint64"]
 COUNTER_WIDTH_BITS = {"uint16": 16, "uint32": 32, "uint64": 64}
@@ -64,7 +65,11 @@ class OpcUaSource(_Strict):
     reconnect_min_s: Annotated[float, Field(gt=0, le=60)] = 0.5
     reconnect_max_s: Annotated[float, Field(gt=0, le=600)] = 30.0
     username: str | None = None
-    password: str | None = None
+    # SecretStr: never in a repr, a log line or an error message (`.get_secret_value()`).
+    password: SecretStr | None = None
+    # The password is this file's content (a trailing newline dropped), the path relative
+    # to the mapping file; `gateway.mapping.load` reads it into `password`.
+    password_file: Annotated[str | None, HIDDEN] = None
     security: str | None = None  # asyncua security string, e.g. "Basic256Sha256,SignAndEncrypt,cert.der,key.pem"
 
 

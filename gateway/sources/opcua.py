@@ -232,7 +232,7 @@ class OpcUaSource(ReconnectingSource):
         if self.config.username:
             client.set_user(self.config.username)
         if self.config.password:
-            client.set_password(self.config.password)
+            client.set_password(self.config.password.get_secret_value())
         try:
             if self.config.security:
                 await client.set_security_string(self.config.security)

@@ -3,7 +3,8 @@
 Each folder holds ``mapping.yaml`` (and, when the case is about references, the
 ``masterdata.yaml`` it names) plus either ``expected.err`` — the exact error lines, file
 names as the user typed them, since the case runs inside its folder — or
-``expected.json``, a small summary of what loaded. Adding a case is adding a folder.
+``expected.json``, a small summary of what loaded. ``environment.json``, if there, sets
+environment variables for the case (``null`` unsets one). Adding a case is adding a folder.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def expected_lines(case: Path) -> list[str]:
 def test_case(case: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert (case / "expected.err").is_file() != (case / "expected.json").is_file(), "one of the two"
     monkeypatch.chdir(case)
+    set_environment(case, monkeypatch)
     errors = [str(e) for e in validate_mapping("mapping.yaml")]
     if (case / "expected.json").is_file():
         assert errors == []
@@ -76,6 +78,15 @@ def test_case(case: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     expected = expected_lines(case)
     assert errors == expected
     _load_agrees(expected)
+
+
+def set_environment(case: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    file = case / "environment.json"
+    for name, value in (json.loads(file.read_text()) if file.is_file() else {}).items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
 
 
 def _load_agrees(expected: list[str]) -> None:
