@@ -149,7 +149,8 @@ def _from_mapping(path: Path, name: str):
     if config.opcua.security:
         fail(f"error: source {name!r} of {path} uses `security:`; browse cannot open a secured session yet "
              f"(browse the endpoint without security if the server offers it)")
-    return Endpoint(config.opcua.endpoint, config.opcua.username, config.opcua.password)
+    secret = config.opcua.password
+    return Endpoint(config.opcua.endpoint, config.opcua.username, secret.get_secret_value() if secret else None)
 
 
 def _password(password_file: Path | None) -> str | None:
