@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gateway.mapping.model import (
     CounterTag,
@@ -27,6 +27,7 @@ from gateway.mapping.model import (
     ModbusOrderTag,
     ModbusSource,
     OrderTag,
+    is_thumbprint,
 )
 from gateway.yamldoc import FileError, Loaded, Loc, YamlDoc, dotted, read_model, repeats, show, unknown
 
@@ -37,8 +38,36 @@ def load_mapping(path: str | os.PathLike[str]) -> Mapping:
 
 
 def read_mapping(path: str | os.PathLike[str]) -> Loaded[Mapping]:
-    """Every problem in the file, and the part of it that is valid."""
-    return read_model(path, Mapping, _whole_file_errors)
+    """Every problem in the file, and the part of it that is valid.
+
+    File names in the mapping (the PKI folder, certificates, keys) are relative to the
+    mapping file, so that a plant folder can be moved as a whole: in the model they
+    come out joined to the mapping's folder, as a program in any working directory
+    needs them.
+    """
+    loaded = read_model(path, Mapping, _whole_file_errors)
+    if loaded.model is None:
+        return loaded
+    return replace(loaded, model=_paths_from(os.path.dirname(loaded.file), loaded.model))
+
+
+def _paths_from(folder: str, mapping: Mapping) -> Mapping:
+    def here(name: str) -> str:
+        return os.path.join(folder, os.path.expanduser(name))
+
+    sources = {}
+    for name, source in mapping.sources.items():
+        ua = source.opcua
+        if ua is not None:
+            pin = ua.server_certificate
+            ua = ua.model_copy(update={
+                "certificate": here(ua.certificate) if ua.certificate else None,
+                "private_key": here(ua.private_key) if ua.private_key else None,
+                "server_certificate": here(pin) if pin and not is_thumbprint(pin) else pin,
+            })
+            source = source.model_copy(update={"opcua": ua})
+        sources[name] = source
+    return mapping.model_copy(update={"pki": here(mapping.pki or "pki"), "sources": sources})
 
 
 def _whole_file_errors(doc: YamlDoc, mapping: Mapping) -> list[FileError]:
