@@ -52,6 +52,7 @@ app.add_typer(db_app, name="db")
 from gateway.cli_reports import register as _register_reports; _register_reports(stock_app, report_app)  # noqa: I001
 from gateway.cli_adjust import register as _register_adjust; _register_adjust(app)  # noqa: I001
 from gateway.cli_anomalies import register as _register_anomalies; _register_anomalies(app)  # noqa: I001
+from gateway.cli_pki import register as _register_pki; _register_pki(app)  # noqa: I001
 
 # After the ledger is committed, what is left (library tasks, worker threads) gets this
 # long to end before the process ends without them.
