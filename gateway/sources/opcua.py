@@ -330,6 +330,8 @@ class _PublishFailureFilter(logging.Filter):
     source already reports the lost connection, so each becomes one structured line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("close_session was called but connection is closed"):
+            return False  # our own opcua.disconnected line says so, with a hint
         if not str(record.msg).startswith("Publish iteration crashed"):
             return True
         exc = record.exc_info[1] if record.exc_info else None
