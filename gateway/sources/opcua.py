@@ -122,9 +122,10 @@ class ConnectRefused(Exception):
     """A connection refused for a reason people must act on (security, certificates,
     endpoints): ``str()`` says why in one line, ``hint`` what to do next."""
 
-    def __init__(self, reason: str, hint: str) -> None:
+    def __init__(self, reason: str, hint: str, *, own_certificate: bool = False) -> None:
         super().__init__(reason)
         self.hint = hint
+        self.own_certificate = own_certificate  # about the gateway's certificate: name it in the hint
 
 
 # Mapping names → asyncua's classes and modes; the URIs servers list go back to the names.
@@ -289,7 +290,8 @@ async def connect_client(client: Client, timeout: float) -> None:
         raise ConnectRefused(
             "the server refused to open a secure channel with the gateway's certificate",
             "the server's log names the reason; usually it does not trust the gateway's certificate yet (trust it "
-            "there) or refuses its key usages or application URI (`gateway pki show` lists them)") from None
+            "there) or refuses its key usages or application URI (`gateway pki show` lists them)",
+            own_certificate=True) from None
     except ua.UaError as exc:
         if isinstance(exc, UaStatusCodeError) or "No matching endpoints" not in str(exc):
             raise
@@ -603,7 +605,7 @@ class OpcUaSource(ReconnectingSource):
     def _why(self, exc: Exception) -> tuple[str, str]:
         error, hint = _explain(exc)
         code = exc.code if isinstance(exc, UaStatusCodeError) else None
-        if code in _OWN_CERTIFICATE_CODES and self.config.secured:
+        if (code in _OWN_CERTIFICATE_CODES or getattr(exc, "own_certificate", False)) and self.config.secured:
             hint += f" ({_own_certificate_text(self.config, self._pki)})"
         elif code in _CREDENTIALS_CODES:
             hint += f" (user {self.config.username!r})" if self.config.username else " (no username: anonymous)"

@@ -303,3 +303,37 @@ def test_the_mapping_offers_exactly_the_policies_asyncua_has() -> None:
             if isinstance(cls, type) and issubclass(cls, security_policies.SecurityPolicy)
             and cls is not security_policies.SecurityPolicy}
     assert names == have
+
+
+async def test_server_refusing_the_secure_channel(tmp_path: Path, pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Servers such as UA-.NET refuse a client certificate in the OpenSecureChannel response
+    (BadCertificateUseNotAllowed for one made with openssl); asyncua then fails with a bare
+    AssertionError, which must not be what the engineer reads."""
+    from asyncua.server.uaprocessor import UaProcessor
+    from asyncua.ua.ua_binary import struct_from_binary
+
+    original = UaProcessor.open_secure_channel
+
+    def refusing(self, algohdr, seqhdr, body):  # noqa: ANN001, ANN202
+        if algohdr.SecurityPolicyURI == security_policies.SecurityPolicyNone.URI:
+            return original(self, algohdr, seqhdr, body)  # GetEndpoints still works
+        request = struct_from_binary(ua.OpenSecureChannelRequest, body)
+        self._connection.select_policy(algohdr.SecurityPolicyURI, algohdr.SenderCertificate,
+                                       request.Parameters.SecurityMode)
+        fault = ua.ServiceFault()
+        fault.ResponseHeader.ServiceResult = ua.StatusCode(ua.StatusCodes.BadCertificateUseNotAllowed)
+        self.send_response(request.RequestHeader.RequestHandle, seqhdr, fault, ua.MessageType.SecureOpen)
+
+    monkeypatch.setattr(UaProcessor, "open_secure_channel", refusing)
+    server = await start_secure_plc(tmp_path)
+    try:
+        trust(pki, server)
+        with capture_logs() as logs:
+            refused = await first_refusal(make_source(server.plc, pki, Collector()), logs)
+    finally:
+        await server.plc.stop()
+    assert refused["error"] == "the server refused to open a secure channel with the gateway's certificate"
+    own = describe(load_certificate(pki.own_certificate))
+    assert refused["hint"].endswith(f"(the gateway's certificate: {pki.own_certificate}, SHA-1 thumbprint "
+                                    f"{own.thumbprint}, URI {GATEWAY_URI})")
+    assert "AssertionError" not in repr(logs)
