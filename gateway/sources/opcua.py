@@ -43,7 +43,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import urlsplit, urlunsplit
 
 import structlog
@@ -54,6 +54,7 @@ from cryptography import x509
 
 from gateway.domain.records import Quality
 from gateway.mapping.model import OpcUaSource as OpcUaSourceConfig
+from gateway.mapping.model import SecurityPolicyName
 from gateway.pki import CertificateRefused, CertInfo, Pki, PkiError, default_application_uri, describe, \
     load_certificate, own_certificate_problems, thumbprint
 from gateway.sources.base import ReconnectingSource, TagSpec, TagValue
@@ -129,8 +130,7 @@ class ConnectRefused(Exception):
 
 
 # Mapping names → asyncua's classes and modes; the URIs servers list go back to the names.
-_POLICY_NAMES = ("None", "Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss", "Basic256", "Basic128Rsa15")
-_POLICIES = {name: getattr(security_policies, f"SecurityPolicy{name}") for name in _POLICY_NAMES}
+_POLICIES = {name: getattr(security_policies, f"SecurityPolicy{name}") for name in get_args(SecurityPolicyName)}
 _POLICY_BY_URI = {cls.URI: name for name, cls in _POLICIES.items()}
 _MODES = {
     "None": ua.MessageSecurityMode.None_,
