@@ -25,8 +25,11 @@ async def check_live(loaded: Loaded, *, timeout_s: float = 15.0) -> list[FileErr
         try:
             values = await asyncio.wait_for(source.read_once(), timeout_s)
         except Exception as exc:  # noqa: BLE001 — any failure to connect is reported, not raised
-            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            errors.append(doc.error(("sources", source.name), f"cannot read from the PLC: {text}"))
+            # The source's own words: why, and what to do (a refused certificate, a
+            # security mode the server does not offer, a wrong password, …).
+            error, hint = source._why(exc)
+            text = error.splitlines()[0] if error else type(exc).__name__
+            errors.append(doc.error(("sources", source.name), f"cannot read from the PLC: {text}; {hint}"))
             continue
         bad = source.health.bad_tags
         for tv in values:

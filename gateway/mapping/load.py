@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pydantic import SecretStr
 
@@ -32,6 +32,7 @@ from gateway.mapping.model import (
     ModbusOrderTag,
     ModbusSource,
     OrderTag,
+    is_thumbprint,
 )
 from gateway.yamldoc import FileError, Loaded, Loc, YamlDoc, by_line, dotted, read_model, repeats, show, unknown
 
@@ -42,13 +43,17 @@ def load_mapping(path: str | os.PathLike[str]) -> Mapping:
 
 
 def read_mapping(path: str | os.PathLike[str]) -> Loaded[Mapping]:
-    """Every problem in the file, and the part of it that is valid (passwords read from
-    their files)."""
+    """Every problem in the file, and the part of it that is valid: passwords read from
+    their files, and file names in the mapping (the PKI folder, certificates, keys)
+    joined to the mapping's folder, as a program in any working directory needs them —
+    they are relative to the mapping file so that a plant folder can be moved as a whole.
+    """
     loaded = read_model(path, Mapping, _whole_file_errors)
     if loaded.doc is None or loaded.model is None:
         return loaded
     mapping, errors = _with_password_files(loaded.doc, loaded.model)
-    return Loaded(loaded.file, loaded.doc, mapping, by_line(loaded.errors + errors))
+    mapping = _paths_from(os.path.dirname(loaded.file), mapping)
+    return replace(loaded, model=mapping, errors=by_line(loaded.errors + errors))
 
 
 # A password file holds one line; anything much bigger is the wrong file (or /dev/zero).
@@ -95,6 +100,25 @@ def _read_password(file: str) -> tuple[SecretStr | None, str | None]:
     if not password:
         return None, "the password file is empty"
     return SecretStr(password), None
+
+
+def _paths_from(folder: str, mapping: Mapping) -> Mapping:
+    def here(name: str) -> str:
+        return os.path.join(folder, os.path.expanduser(name))
+
+    sources = {}
+    for name, source in mapping.sources.items():
+        ua = source.opcua
+        if ua is not None:
+            pin = ua.server_certificate
+            ua = ua.model_copy(update={
+                "certificate": here(ua.certificate) if ua.certificate else None,
+                "private_key": here(ua.private_key) if ua.private_key else None,
+                "server_certificate": here(pin) if pin and not is_thumbprint(pin) else pin,
+            })
+            source = source.model_copy(update={"opcua": ua})
+        sources[name] = source
+    return mapping.model_copy(update={"pki": here(mapping.pki or "pki"), "sources": sources})
 
 
 def _whole_file_errors(doc: YamlDoc, mapping: Mapping) -> list[FileError]:

@@ -15,10 +15,11 @@ typo in a Modbus tag is reported against the Modbus keys, not as a missing ``nod
 
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, SecretStr, Tag, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, SecretStr, Tag, model_validator
 
 # Names in the mapping are the master data's ids (work centers, operations, orders) or
 # follow the same rules (sources, machines): text, even when written as a bare number.
@@ -57,6 +58,53 @@ def _opc_tcp(url: str) -> str:
     return url
 
 
+# The policies asyncua implements (asyncua.crypto.security_policies.SecurityPolicy<name>;
+# a test keeps the two lists equal). Basic128Rsa15 and Basic256 are deprecated by the
+# OPC Foundation and offered only for old servers.
+SecurityPolicyName = Literal[
+    "None", "Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss", "Basic256", "Basic128Rsa15",
+]
+SecurityModeName = Literal["None", "Sign", "SignAndEncrypt"]
+
+
+class Security(_Strict):
+    """How the secure channel to an OPC UA server is protected."""
+
+    policy: SecurityPolicyName
+    mode: SecurityModeName
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> Security:
+        if (self.policy == "None") != (self.mode == "None"):
+            raise ValueError(f"policy {self.policy} with mode {self.mode}: policy None goes with mode None only, "
+                             "and a policy other than None needs mode Sign or SignAndEncrypt")
+        return self
+
+    @property
+    def secured(self) -> bool:
+        return self.mode != "None"
+
+
+def _security_string_refused(value: Any) -> Any:
+    """The asyncua security string of earlier versions is refused, with its new form."""
+    if not isinstance(value, str):
+        return value
+    parts = [p.strip() for p in value.split(",")]
+    new = f"security: {{policy: {parts[0] or '…'}, mode: {parts[1] if len(parts) > 1 else '…'}}}"
+    if len(parts) >= 4:
+        new += f", certificate: {parts[2]}, private_key: {parts[3]}"
+    if len(parts) >= 5:
+        new += f", server_certificate: {parts[4]}"
+    raise ValueError(f"the security string is no longer read; write {new} "
+                     "(certificate and private_key are optional: the gateway makes its own in the PKI folder)")
+
+
+def is_thumbprint(text: str) -> bool:
+    """A SHA-256 (64 hex digits) or SHA-1 (40) certificate thumbprint; colons and spaces allowed."""
+    digits = re.sub(r"[\s:]", "", text)
+    return len(digits) in (40, 64) and re.fullmatch(r"[0-9A-Fa-f]+", digits) is not None
+
+
 class OpcUaSource(_Strict):
     endpoint: Annotated[str, AfterValidator(_opc_tcp)]
     publishing_interval_ms: Annotated[int, Field(ge=10, le=60_000)] = 100
@@ -70,7 +118,25 @@ class OpcUaSource(_Strict):
     # The password is this file's content (a trailing newline dropped), the path relative
     # to the mapping file; `gateway.mapping.load` reads it into `password`.
     password_file: Annotated[str | None, HIDDEN] = None
-    security: str | None = None  # asyncua security string, e.g. "Basic256Sha256,SignAndEncrypt,cert.der,key.pem"
+    # null or {policy: None, mode: None}: no security. Otherwise the server's certificate
+    # must be in the PKI's trusted/certs (or pinned by server_certificate).
+    security: Annotated[Security | None, BeforeValidator(_security_string_refused)] = None
+    # This source's own certificate and key instead of the PKI's own/ (relative to the mapping).
+    certificate: Annotated[str, Field(min_length=1)] | None = None
+    private_key: Annotated[str, Field(min_length=1)] | None = None
+    # A pin instead of the trust list: a certificate file, or its SHA-256 (or SHA-1) thumbprint.
+    server_certificate: Annotated[str, Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> OpcUaSource:
+        if (self.certificate is None) != (self.private_key is None):
+            raise ValueError("give both `certificate` and `private_key`, or neither (then the gateway uses "
+                             "its own certificate from the PKI folder)")
+        return self
+
+    @property
+    def secured(self) -> bool:
+        return self.security is not None and self.security.secured
 
 
 class ModbusSource(_Strict):
@@ -259,3 +325,10 @@ class Mapping(_Strict):
     masterdata: str | None = None
     sources: dict[Id, SourceConfig]
     machines: dict[Id, Machine]
+    # The OPC UA certificate folder (own/, trusted/, rejected/, …), relative to the mapping;
+    # default: `pki` next to the mapping file. Loading makes it (and every certificate path
+    # of the sources) relative to the working directory, see gateway.mapping.load.
+    pki: Annotated[str, Field(min_length=1)] | None = None
+    # What the gateway calls itself to OPC UA servers: in its certificate and its sessions.
+    # Default: urn:<host name>:backflush-gateway.
+    application_uri: Annotated[str, Field(min_length=1)] | None = None

@@ -33,9 +33,12 @@ def build_sources(mapping: Mapping, on_batch: Callable[[list[TagValue]], None]) 
         if config.opcua is not None:
             specs = opcua_tags(mapping, name)
             if specs:
+                from gateway.pki import Pki
                 from gateway.sources.opcua import OpcUaSource
 
-                sources.append(OpcUaSource(name, config.opcua, specs, on_batch))
+                # The PKI folder is next to the mapping file once loaded (default `pki`).
+                sources.append(OpcUaSource(name, config.opcua, specs, on_batch, pki=Pki(mapping.pki or "pki"),
+                                           application_uri=mapping.application_uri))
         elif config.modbus is not None:
             tags = modbus_tags(mapping, name)
             if tags:

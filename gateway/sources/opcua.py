@@ -18,11 +18,17 @@ outages and servers that go silent. What real plants taught us, and how it is ha
   than the server's MaxMonitoredItemsPerCall;
 * counters must lose no increment: queue size > 1, no deadband, and each publish response
   is delivered as one batch in source-timestamp order (each tag's own values never
-  reordered, see ``_in_time_order``).
+  reordered, see ``_in_time_order``);
+* asyncua trusts whatever certificate a server presents unless told otherwise, so a
+  secured connection is built only by ``secure_client``: it checks the server's
+  certificate against the PKI's trust list (or the source's pin) before the secure
+  channel is opened, and every refusal — ours or the server's — is one line with what
+  to do (``ConnectRefused``, ``_STATUS_HINTS``), never a traceback.
 
 This module must never drop, merge or reorder a tag's values, never invent a value, never
-raise out of ``run()`` (except on cancellation) and never know about orders,
-confirmations or stock: it reports what the PLC said and nothing else.
+raise out of ``run()`` (except on cancellation), never accept a server certificate nobody
+trusted, never log a password, and never know about orders, confirmations or stock: it
+reports what the PLC said and nothing else.
 """
 
 from __future__ import annotations
@@ -30,24 +36,31 @@ from __future__ import annotations
 import asyncio
 import functools
 import heapq
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, get_args
 from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 from asyncua import Client, ua
+from asyncua.crypto import security_policies
 from asyncua.ua.uaerrors import UaStatusCodeError
+from cryptography import x509
 
 from gateway.domain.records import Quality
 from gateway.mapping.model import OpcUaSource as OpcUaSourceConfig
+from gateway.mapping.model import SecurityPolicyName
+from gateway.pki import CertificateRefused, CertInfo, Pki, PkiError, default_application_uri, describe, \
+    load_certificate, own_certificate_problems, thumbprint
 from gateway.sources.base import ReconnectingSource, TagSpec, TagValue
 from gateway.clock import utcnow
 
-__all__ = ["OpcUaSource", "resolve_address"]
+__all__ = ["ConnectRefused", "OpcUaSource", "connect_client", "resolve_address", "secure_client"]
 
 # Ten samples per item per publishing interval: a PLC that counts faster than we publish
 # still loses nothing, and a cumulative counter survives even an overflow (its last value
@@ -101,6 +114,237 @@ def resolve_address(address: str, namespaces: Sequence[str]) -> ua.NodeId:
     if parsed.NamespaceIndex >= len(namespaces):
         raise ValueError(f"namespace index {parsed.NamespaceIndex} is not on the server (it has {list(namespaces)})")
     return ua.NodeId(parsed.Identifier, parsed.NamespaceIndex, parsed.NodeIdType)
+
+
+# --- building a configured client ---------------------------------------------------------
+
+
+class ConnectRefused(Exception):
+    """A connection refused for a reason people must act on (security, certificates,
+    endpoints): ``str()`` says why in one line, ``hint`` what to do next."""
+
+    def __init__(self, reason: str, hint: str, *, own_certificate: bool = False) -> None:
+        super().__init__(reason)
+        self.hint = hint
+        self.own_certificate = own_certificate  # about the gateway's certificate: name it in the hint
+
+
+# Mapping names → asyncua's classes and modes; the URIs servers list go back to the names.
+_POLICIES = {name: getattr(security_policies, f"SecurityPolicy{name}") for name in get_args(SecurityPolicyName)}
+_POLICY_BY_URI = {cls.URI: name for name, cls in _POLICIES.items()}
+_MODES = {
+    "None": ua.MessageSecurityMode.None_,
+    "Sign": ua.MessageSecurityMode.Sign,
+    "SignAndEncrypt": ua.MessageSecurityMode.SignAndEncrypt,
+}
+_MODE_NAMES = {mode: name for name, mode in _MODES.items()}
+
+
+async def secure_client(
+    config: OpcUaSourceConfig,
+    pki: Pki,
+    application_uri: str,
+    *,
+    name: str | None = None,
+    timeout: float = 10.0,
+    log: Any = None,
+) -> Client:
+    """A ``Client`` for one source, configured and ready to ``connect()`` (see ``connect_client``).
+
+    The one place a client is built: user and password, the application URI (the same as
+    in the gateway's certificate, or servers refuse the session with
+    BadCertificateUriInvalid) and, for a secured source, the gateway's certificate (made
+    in the PKI on first use) and a server certificate that passed the trust list or the
+    pin. For that it asks the server for its endpoints first (one short unsecured
+    connection, as every OPC UA client does): the endpoint with the mapping's policy and
+    mode must be offered, and its certificate is checked before any secure channel is
+    opened, so no password ever goes to an untrusted server.
+
+    Raises ``ConnectRefused`` with a reason and a hint; network errors as they come.
+    """
+    log = log or structlog.get_logger(__name__)
+    client = Client(
+        config.endpoint,
+        timeout=timeout,
+        watchdog_intervall=config.watchdog_s,  # asyncua's ServerStatus probe
+        auto_reconnect=False,  # we rebuild everything ourselves, see module docstring
+    )
+    client.application_uri = application_uri
+    client.description = f"Backflush Gateway {name}" if name else "Backflush Gateway"
+    # Orphaned sessions of a broken connection count against small PLC limits until
+    # they time out; an hour (asyncua's default) is far too long.
+    client.session_timeout = max(30_000, int(config.watchdog_s * 4_000))
+    if config.username:
+        client.set_user(config.username)
+    if config.password:
+        client.set_password(config.password.get_secret_value())
+    if not config.secured:
+        return client
+    try:
+        await _secure(client, config, pki, application_uri, log)
+    except BaseException:
+        client.disconnect_socket()
+        raise
+    return client
+
+
+async def _secure(client: Client, config: OpcUaSourceConfig, pki: Pki, application_uri: str, log: Any) -> None:
+    assert config.security is not None
+    cert_path, key_path = _own_files(config, pki, application_uri, log)
+    try:
+        own = load_certificate(cert_path)
+    except PkiError as exc:
+        raise ConnectRefused(f"the gateway's certificate: {exc}", "fix `certificate:` in the mapping, or remove "
+                             "it (and `private_key:`) to use the gateway's own") from None
+    problems = own_certificate_problems(own, application_uri)
+    if problems:
+        raise ConnectRefused(
+            f"the gateway's certificate {cert_path} would be refused by servers: {'; '.join(problems)}",
+            "make `application_uri` in the mapping the URI in the certificate, or let the gateway make its own "
+            "certificate (remove `certificate:`/`private_key:`)")
+    policy, mode = config.security.policy, _MODES[config.security.mode]
+    endpoints = await client.connect_and_get_server_endpoints()
+    endpoint = next((ep for ep in endpoints if ep.SecurityPolicyUri == _POLICIES[policy].URI
+                     and ep.SecurityMode == mode and ep.EndpointUrl.startswith("opc.tcp")), None)
+    if endpoint is None:
+        raise _no_endpoint(policy, config.security.mode, endpoints)
+    server_der = _first_certificate(endpoint.ServerCertificate)
+    if not server_der:
+        raise ConnectRefused(f"the server offers {policy}/{config.security.mode} without a certificate",
+                             "the server is misconfigured: it must send its certificate on a secured endpoint")
+    try:
+        await pki.check_server_certificate(
+            x509.load_der_x509_certificate(server_der), endpoint.Server,
+            endpoint=_without_credentials(config.endpoint), host=urlsplit(config.endpoint).hostname,
+            pin=config.server_certificate, cli_hint=f" --pki {pki.root}")
+    except CertificateRefused as exc:
+        raise ConnectRefused(exc.reason, exc.hint) from None
+    except ValueError:
+        raise ConnectRefused("the server's certificate cannot be read",
+                             "the server is misconfigured: its certificate is not X.509 DER") from None
+    # The certificate just checked is handed over: asyncua then refuses a session whose
+    # server presents another one ("Server certificate mismatch").
+    await client.set_security(_POLICIES[policy], str(cert_path), str(key_path), server_certificate=server_der,
+                              mode=mode)
+
+
+def _own_files(config: OpcUaSourceConfig, pki: Pki, application_uri: str, log: Any) -> tuple[Path, Path]:
+    if config.certificate and config.private_key:
+        return Path(config.certificate), Path(config.private_key)
+    try:
+        info, created = pki.ensure_own(application_uri)
+    except (PkiError, OSError) as exc:
+        raise ConnectRefused(f"no certificate for the gateway: {exc}",
+                             f"check the PKI folder {pki.root} (`gateway pki init --pki {pki.root}`)") from None
+    if created:
+        log.warning("opcua.own_certificate_created", path=str(info.path), thumbprint_sha1=info.thumbprint,
+                    application_uri=application_uri, valid=info.validity,
+                    hint="the server must trust this certificate: accept it in the server's rejected list "
+                         "after the first refused connect (compare the SHA-1 thumbprint) or copy the file into "
+                         "the server's trusted folder")
+    return pki.own_certificate, pki.own_key
+
+
+def _first_certificate(der: bytes | None) -> bytes:
+    # Servers sometimes send their certificate followed by its chain: the first DER
+    # SEQUENCE is theirs (long-form length, as every certificate is longer than 255 bytes).
+    if not der or len(der) < 4:
+        return b""
+    return der[: int.from_bytes(der[2:4], "big") + 4]
+
+
+def _offered(endpoints: Sequence[ua.EndpointDescription]) -> str:
+    pairs = [f"{_POLICY_BY_URI.get(ep.SecurityPolicyUri, ep.SecurityPolicyUri.rpartition('#')[2])}/"
+             f"{_MODE_NAMES.get(ep.SecurityMode, ep.SecurityMode)}" for ep in endpoints
+             if ep.EndpointUrl.startswith("opc.tcp")]
+    return ", ".join(dict.fromkeys(pairs)) or "none"
+
+
+def _no_endpoint(policy: str, mode: str, endpoints: Sequence[ua.EndpointDescription]) -> ConnectRefused:
+    offered = _offered(endpoints)
+    reason = f"the server offers no endpoint with policy {policy} and mode {mode} (it offers {offered})"
+    if mode == "None":
+        secured = [p for p in offered.split(", ") if not p.startswith("None/")]
+        example = secured[0].split("/") if secured else ["Basic256Sha256", "SignAndEncrypt"]
+        return ConnectRefused(
+            reason + ": it requires security",
+            f"set `security: {{policy: {example[0]}, mode: {example[1]}}}` for this source in the mapping; "
+            "then the server's certificate must be trusted (`gateway pki list`, `gateway pki trust`)")
+    return ConnectRefused(reason, "set `security` in the mapping to one of the offered policy/mode pairs")
+
+
+async def connect_client(client: Client, timeout: float) -> None:
+    """``client.connect()`` with what asyncua does not say turned into ``ConnectRefused``.
+
+    asyncua raises ``UaError("No matching endpoints …")`` when the session's endpoint is
+    not offered (an unsecured source on a server that requires security), and an
+    ``AssertionError`` when a server answers the OpenSecureChannel request with a fault
+    (servers refuse a client certificate there: BadCertificateUseNotAllowed,
+    BadCertificateUntrusted, BadSecurityChecksFailed…; asyncua drops the code).
+    """
+    config_endpoint = client.server_url.geturl()
+    try:
+        # Several round trips (hello, channel, session, activate), each with its timeout.
+        await asyncio.wait_for(client.connect(), timeout)
+    except AssertionError:
+        raise ConnectRefused(
+            "the server refused to open a secure channel with the gateway's certificate",
+            "the server's log names the reason; usually it does not trust the gateway's certificate yet (trust it "
+            "there) or refuses its key usages or application URI (`gateway pki show` lists them)",
+            own_certificate=True) from None
+    except ua.UaError as exc:
+        if isinstance(exc, UaStatusCodeError) or "No matching endpoints" not in str(exc):
+            raise
+        probe = Client(config_endpoint, timeout=max(1.0, timeout / 3))
+        try:
+            endpoints = await asyncio.wait_for(probe.connect_and_get_server_endpoints(), timeout)
+        except Exception:  # noqa: BLE001 - the original error still says what happened
+            raise exc from None
+        policy = client.security_policy
+        raise _no_endpoint(_POLICY_BY_URI.get(policy.URI, policy.URI), _MODE_NAMES.get(policy.Mode, "None"),
+                           endpoints) from None
+
+
+def session_facts(client: Client, config: OpcUaSourceConfig) -> dict[str, Any]:
+    """What the session log line says: policy, mode, user (never the password), server certificate."""
+    policy = client.security_policy
+    peer = policy.peer_certificate
+    return {
+        "policy": _POLICY_BY_URI.get(policy.URI, policy.URI),
+        "mode": _MODE_NAMES.get(policy.Mode, str(policy.Mode)),
+        "user": config.username or "anonymous",
+        "server_certificate_sha1": thumbprint(x509.load_der_x509_certificate(peer)) if peer else None,
+    }
+
+
+def _own_certificate_text(config: OpcUaSourceConfig, pki: Pki) -> str:
+    path = Path(config.certificate) if config.certificate else pki.own_certificate
+    try:
+        info: CertInfo = describe(load_certificate(path), path)
+    except PkiError:
+        return f"the gateway's certificate: {path}"
+    return f"the gateway's certificate: {path}, SHA-1 thumbprint {info.thumbprint}, URI {info.application_uri}"
+
+
+class _PublishFailureFilter(logging.Filter):
+    """asyncua's publish loop logs a traceback every second after a server restart
+    ("Publish iteration crashed … BadSessionClosed") until the session is torn down; the
+    source already reports the lost connection, so each becomes one structured line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("close_session was called but connection is closed"):
+            return False  # our own opcua.disconnected line says so, with a hint
+        if not str(record.msg).startswith("Publish iteration crashed"):
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        structlog.get_logger(__name__).warning(
+            "opcua.publish_failed", error=_describe(exc) if exc else "unknown",
+            hint=_hint_for(exc) if exc else "the source reconnects")
+        return False
+
+
+_PUBLISH_FILTER = _PublishFailureFilter()
+logging.getLogger("asyncua.client.ua_session.UaSession").addFilter(_PUBLISH_FILTER)
 
 
 class _Lost(Exception):
@@ -166,6 +410,8 @@ class OpcUaSource(ReconnectingSource):
         log: Any = None,
         *,
         request_timeout_s: float | None = None,
+        pki: Pki | None = None,
+        application_uri: str | None = None,
     ) -> None:
         self._endpoint_for_logs = _without_credentials(config.endpoint)
         log = (log or structlog.get_logger(__name__)).bind(source=name, endpoint=self._endpoint_for_logs)
@@ -176,6 +422,9 @@ class OpcUaSource(ReconnectingSource):
         # A dead server must not hold any request (or shutdown) for long; a slow embedded
         # one still needs a second or so.
         self._request_timeout_s = request_timeout_s or min(10.0, max(1.0, config.watchdog_s))
+        # Used by secured connections only: an unsecured source never touches the folder.
+        self._pki = pki or Pki("pki")
+        self._application_uri = application_uri or default_application_uri()
 
     # --- public -----------------------------------------------------------------------
     # run() and health come from ReconnectingSource: subscribe, deliver, and rebuild the
@@ -218,29 +467,18 @@ class OpcUaSource(ReconnectingSource):
             await self._close(client, conn)
 
     async def _connect(self, conn: _Connection) -> Client:
-        client = Client(
-            self.config.endpoint,
-            timeout=self._request_timeout_s,
-            watchdog_intervall=self.config.watchdog_s,  # asyncua's ServerStatus probe
-            auto_reconnect=False,  # we rebuild everything ourselves, see module docstring
+        client = await asyncio.wait_for(
+            secure_client(self.config, self._pki, self._application_uri, name=self.name,
+                          timeout=self._request_timeout_s, log=self._log),
+            self._request_timeout_s * 3,
         )
-        client.description = f"Backflush Gateway {self.name}"
-        # Orphaned sessions of a broken connection count against small PLC limits until
-        # they time out; an hour (asyncua's default) is far too long.
-        client.session_timeout = max(30_000, int(self.config.watchdog_s * 4_000))
         client.connection_lost_callback = functools.partial(_on_connection_lost, conn)
-        if self.config.username:
-            client.set_user(self.config.username)
-        if self.config.password:
-            client.set_password(self.config.password.get_secret_value())
         try:
-            if self.config.security:
-                await client.set_security_string(self.config.security)
-            # Several round trips (hello, channel, session, activate), each with its timeout.
-            await asyncio.wait_for(client.connect(), self._request_timeout_s * 3)
+            await connect_client(client, self._request_timeout_s * 3)
         except BaseException:
             await self._close(client, conn)
             raise
+        self._log.info("opcua.session", **session_facts(client, self.config))
         return client
 
     async def _resolve(self, client: Client, conn: _Connection) -> list[_Item]:
@@ -365,7 +603,13 @@ class OpcUaSource(ReconnectingSource):
             self._flush_pending(conn)
 
     def _why(self, exc: Exception) -> tuple[str, str]:
-        return _explain(exc)
+        error, hint = _explain(exc)
+        code = exc.code if isinstance(exc, UaStatusCodeError) else None
+        if (code in _OWN_CERTIFICATE_CODES or getattr(exc, "own_certificate", False)) and self.config.secured:
+            hint += f" ({_own_certificate_text(self.config, self._pki)})"
+        elif code in _CREDENTIALS_CODES:
+            hint += f" (user {self.config.username!r})" if self.config.username else " (no username: anonymous)"
+        return error, hint
 
     # --- notifications ----------------------------------------------------------------
 
@@ -575,27 +819,62 @@ def _describe(exc: BaseException) -> str:
 
 def _explain(exc: Exception) -> tuple[str, str]:
     """(error, hint) for the reconnect log line."""
-    if isinstance(exc, _Lost):
+    if isinstance(exc, (_Lost, ConnectRefused)):
         return str(exc), exc.hint
     return _describe(exc), _hint_for(exc)
 
 
 _CREDENTIALS_HINT = "check username/password of this source in the mapping"
+_OWN_CERTIFICATE_HINT = "the server refuses the gateway's certificate"
 _STATUS_HINTS = {
-    ua.StatusCodes.BadUserAccessDenied: _CREDENTIALS_HINT,
-    ua.StatusCodes.BadIdentityTokenInvalid: _CREDENTIALS_HINT,
-    ua.StatusCodes.BadIdentityTokenRejected: _CREDENTIALS_HINT,
-    ua.StatusCodes.BadSecurityChecksFailed: "check `security` in the mapping and that the server trusts "
-    "the gateway certificate",
-    ua.StatusCodes.BadCertificateUntrusted: "the server does not trust the gateway certificate yet; trust it there",
-    ua.StatusCodes.BadSecurityPolicyRejected: "the server refuses this security policy; check `security`",
+    ua.StatusCodes.BadUserAccessDenied: "the server refused the user: wrong username or password, or the user "
+    "may not log in there; " + _CREDENTIALS_HINT,
+    ua.StatusCodes.BadIdentityTokenInvalid: "the server does not accept this kind of login (anonymous or "
+    "username) on this endpoint; " + _CREDENTIALS_HINT,
+    ua.StatusCodes.BadIdentityTokenRejected: "the server rejected the login (a password sent without "
+    "encryption, or an unknown user); " + _CREDENTIALS_HINT + ", and use security SignAndEncrypt",
+    ua.StatusCodes.BadCertificateUntrusted: "the server does not trust the gateway's certificate yet: trust it "
+    "on the server (its rejected list, or copy it into its trusted folder)",
+    ua.StatusCodes.BadSecurityChecksFailed: "the server refused the gateway's certificate or signature: trust "
+    "the gateway's certificate on the server and check `security` in the mapping",
+    ua.StatusCodes.BadCertificateUseNotAllowed: "the server refuses the gateway's certificate for its key usages: "
+    "it needs digitalSignature, nonRepudiation, keyEncipherment, dataEncipherment and clientAuth; let the "
+    "gateway make its own (remove `certificate:`/`private_key:` from the mapping)",
+    ua.StatusCodes.BadCertificateUriInvalid: "the application URI in the gateway's certificate is not the one "
+    "the gateway states: `application_uri` in the mapping must be the URI in the certificate",
+    ua.StatusCodes.BadCertificateTimeInvalid: "the server finds the gateway's certificate expired or not yet "
+    "valid: check the clocks of gateway and server, or make a new certificate (`gateway pki init`)",
+    ua.StatusCodes.BadCertificateHostNameInvalid: "the server checks the host name in the gateway's certificate: "
+    "make a new certificate on this host (`gateway pki init`)",
+    ua.StatusCodes.BadCertificateRevoked: "the server has revoked the gateway's certificate; make a new one and "
+    "have it trusted",
+    ua.StatusCodes.BadCertificateInvalid: "the server cannot use the gateway's certificate; let the gateway make "
+    "its own (remove `certificate:`/`private_key:` from the mapping)",
+    ua.StatusCodes.BadSecurityPolicyRejected: "the server refuses this security policy; set `security` in the "
+    "mapping to a policy and mode the server offers",
+    ua.StatusCodes.BadSecurityModeRejected: "the server refuses this security mode; set `security` in the "
+    "mapping to a policy and mode the server offers",
     ua.StatusCodes.BadTooManySessions: "the server's session limit is reached (other clients, or old sessions "
     "that have not timed out yet)",
     ua.StatusCodes.BadTooManySubscriptions: "the server's subscription limit is reached",
+    ua.StatusCodes.BadSessionClosed: "the server closed the session (restart or timeout); reconnecting",
 }
+# Refusals that name the gateway's certificate: its thumbprint goes with the hint.
+_OWN_CERTIFICATE_CODES = frozenset({
+    ua.StatusCodes.BadCertificateUntrusted, ua.StatusCodes.BadSecurityChecksFailed,
+    ua.StatusCodes.BadCertificateUseNotAllowed, ua.StatusCodes.BadCertificateUriInvalid,
+    ua.StatusCodes.BadCertificateTimeInvalid, ua.StatusCodes.BadCertificateHostNameInvalid,
+    ua.StatusCodes.BadCertificateRevoked, ua.StatusCodes.BadCertificateInvalid,
+})
+_CREDENTIALS_CODES = frozenset({
+    ua.StatusCodes.BadUserAccessDenied, ua.StatusCodes.BadIdentityTokenInvalid,
+    ua.StatusCodes.BadIdentityTokenRejected,
+})
 
 
 def _hint_for(exc: BaseException) -> str:
+    if isinstance(exc, ConnectRefused):
+        return exc.hint
     if isinstance(exc, UaStatusCodeError):
         return _STATUS_HINTS.get(exc.code, "the server refused a request; see error")
     if isinstance(exc, ConnectionRefusedError):

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 
 import pytest
@@ -56,10 +56,14 @@ class PlcServer:
         *,
         stated_items_per_call: int | None = None,
         refused_over: int | None = None,
+        user_manager: object | None = None,
+        configure: Callable[[Server], Awaitable[None]] | None = None,
     ) -> None:
-        server = Server()
+        server = Server(user_manager=user_manager)
         await server.init()
         server.set_endpoint(f"{self.endpoint}/")
+        if configure is not None:  # security: policies, certificate, validator (test_opcua_security)
+            await configure(server)
         # Registered first, so that our namespace gets a later index (as after a PLC
         # program download that adds a library).
         for uri in extra_namespaces:
