@@ -85,6 +85,7 @@ from gateway.cli_adjust import register as _register_adjust; _register_adjust(ap
 from gateway.cli_anomalies import register as _register_anomalies; _register_anomalies(app)  # noqa: I001
 from gateway.cli_browse import register as _register_browse; _register_browse(app)  # noqa: I001
 from gateway.cli_pki import register as _register_pki; _register_pki(app)  # noqa: I001
+from gateway.cli_reload import register as _register_reload; _register_reload(app)  # noqa: I001
 
 # After the ledger is committed, what is left (library tasks, worker threads) gets this
 # long to end before the process ends without them.
@@ -119,12 +120,14 @@ def run(
 ) -> None:
     """Run the gateway until SIGINT/SIGTERM; pending units are confirmed on the way out.
 
+    SIGHUP (or `gateway reload`) reads the mapping file again and applies it without a restart.
+
     Each machine is owned by one gateway at a time (a lease in the ledger). A second gateway
     for the same machines is refused (exit 2) unless it is started with --standby.
     """
     from gateway.ledger.leases import MachinesOwned, Me, session_name
-    from gateway.mapping.load import load_mapping
     from gateway.ownership import LeaseOptions
+    from gateway.reloading import checked_mapping
     from gateway.service import Gateway, open_ledger_when_reachable
 
     logs.configure(json=log_json, level=log_level.value)
@@ -136,7 +139,7 @@ def run(
     except AppError as exc:
         fail(exc.detail)
     try:
-        config = load_mapping(mapping)
+        config = checked_mapping(mapping)  # as every reload checks it
     except InputFileError as exc:
         fail(exc.lines())
 
@@ -147,6 +150,8 @@ def run(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        reload = asyncio.Event()  # SIGHUP: read the mapping again (once the gateway has started)
+        loop.add_signal_handler(signal.SIGHUP, reload.set)
         diagnostics.install(loop)
         # A stalled transaction must not hold lease rows much past a lease's end.
         engine = await open_ledger_when_reachable(db, stop, idle_in_transaction_s=lease_ttl / 2,
@@ -154,7 +159,8 @@ def run(
         if engine is None:
             return True  # stopped before the database came back: nothing was counted
         gateway = Gateway(config, engine, stats=str(stats) if stats else None,
-                          lease=LeaseOptions(instance, lease_ttl, standby, me))
+                          lease=LeaseOptions(instance, lease_ttl, standby, me),
+                          mapping_file=mapping, reload_requests=reload)
         done = await gateway.run(stop, shutdown_timeout_s=shutdown_timeout)
         diagnostics.exit_guard(0 if done else 1, EXIT_GRACE_S)
         return done

@@ -8,6 +8,11 @@ service through two callbacks: ``on_taken`` (machine → token; the service load
 machine's state from the ledger and starts counting it) and ``on_lost`` (the service
 drops the machine's state; its units stay on the PLC counter for the new owner).
 
+A reload of the mapping adds machines (``take``: their leases, as at start) and removes
+them (``let_go``: no longer renewed, released once their last changes are committed). The
+keeper's database steps run one at a time (``_lock``), so a renewal already under way cannot
+extend a lease that a reload has just released.
+
 The keeper never posts and never decides whether a posting may be made: that is the
 fence in the writer's transaction. Its database work runs in threads, so a slow
 database delays renewals, never the event loop.
@@ -51,6 +56,7 @@ class LeaseKeeper:
         self.fence = Fence(self.me, options.ttl_s)
         self._last_commit = last_commit  # monotonic time of the writer's last commit
         self._renewed_at = 0.0
+        self._lock = asyncio.Lock()  # one database step at a time: renew, take over, take, let go
 
     @property
     def missing(self) -> list[str]:
@@ -111,6 +117,45 @@ class LeaseKeeper:
         self.tokens.clear()
         log.info("leases_released", instance=self.me.instance, leases=count)
 
+    def _acquire(self, machines: list[str]) -> tuple[dict[str, int], list]:
+        with self.engine.begin() as conn:
+            return leases.acquire(conn, self.me, machines, self.options.ttl_s,
+                                  all_or_nothing=self.whole or not self.options.standby)
+
+    def _release_machines(self, machines: list[str]) -> int:
+        with self.engine.begin() as conn:
+            return leases.release(conn, self.me, machines)
+
+    # -- a reload of the mapping ---------------------------------------------------------
+
+    async def take(self, machines: list[str]) -> dict[str, int]:
+        """Take the leases of machines added to the mapping, as at start: the machines taken.
+
+        ``MachinesOwned`` (nothing taken) when another live instance owns any of them and this
+        one is not a standby; a standby takes what is free and waits for the rest."""
+        async with self._lock:
+            taken, holders = await asyncio.to_thread(self._acquire, sorted(machines))
+            if holders and not self.options.standby:
+                raise MachinesOwned(holders)
+            self.names = sorted({*self.names, *machines}, key=lambda n: (n != LEDGER, n))
+            self.tokens.update(taken)
+        return self.machines(taken)
+
+    def drop(self, machines: list[str]) -> None:
+        """Stop renewing and taking over these machines (taken out of the mapping); see ``let_go``."""
+        gone = set(machines) - {LEDGER}
+        self.names = [n for n in self.names if n not in gone]
+        for m in gone:
+            self.tokens.pop(m, None)
+
+    async def let_go(self, machines: list[str]) -> None:
+        """Release the leases of machines taken out of the mapping, after ``drop``. Call it only
+        once their last changes are committed: a standby may take them over at once."""
+        async with self._lock:  # after a renewal under way, which may still have named them
+            self.drop(machines)
+            count = await asyncio.to_thread(self._release_machines, sorted(machines))
+        log.info("leases_released", instance=self.me.instance, machines=sorted(machines), leases=count)
+
     def _last_commit_db(self, conn) -> float | None:
         at = self._last_commit()
         return None if at is None else leases.db_now(conn) - (time.monotonic() - at)
@@ -135,36 +180,42 @@ class LeaseKeeper:
         poll = min(1.0, ttl / 4)
         while True:
             await asyncio.sleep(poll)
-            if time.monotonic() - self._renewed_at >= ttl / 3:  # a standby's heartbeat too
-                began = time.monotonic()
-                held = dict(self.tokens)
+            async with self._lock:
+                await self._keep_once(ttl, on_taken, on_lost)
+
+    async def _keep_once(self, ttl: float, on_taken: Callable[[dict[str, int]], Awaitable[None]],
+                         on_lost: Callable[[dict[str, int]], None]) -> None:
+        """One poll: renew what is held, take over what became free."""
+        if time.monotonic() - self._renewed_at >= ttl / 3:  # a standby's heartbeat too
+            began = time.monotonic()
+            held = dict(self.tokens)
+            try:
+                lost = await asyncio.to_thread(self._renew, held)  # a copy: the loop may change tokens
+                self._renewed_at = began
+                log.debug("leases_renewed", instance=self.me.instance, leases=len(held),
+                          ms=round(1000 * (time.monotonic() - began), 1))
+            except Exception as exc:  # noqa: BLE001 — the database is away; the fence guards postings
+                log.warning("lease_renewal_failed", instance=self.me.instance, error=str(exc).splitlines()[0],
+                            hint="postings wait for the database; if another instance takes the machines "
+                                 "over meanwhile, this one's changes are fenced off and it stands by")
+                lost = set()
+            if lost:
+                on_lost({m: held[m] for m in lost})
+        if self.missing:
+            try:
+                taken = await asyncio.to_thread(self._take_free)
+            except Exception as exc:  # noqa: BLE001 — tried again at the next poll
+                log.warning("lease_takeover_failed", instance=self.me.instance, error=str(exc).splitlines()[0])
+                return
+            if taken:
+                self.tokens.update(taken)
+                if self.whole and LEDGER in taken:
+                    self._renewed_at = time.monotonic()
                 try:
-                    lost = await asyncio.to_thread(self._renew, held)  # a copy: the loop may change tokens
-                    self._renewed_at = began
-                    log.debug("leases_renewed", instance=self.me.instance, leases=len(held),
-                              ms=round(1000 * (time.monotonic() - began), 1))
-                except Exception as exc:  # noqa: BLE001 — the database is away; the fence guards postings
-                    log.warning("lease_renewal_failed", instance=self.me.instance, error=str(exc).splitlines()[0],
-                                hint="postings wait for the database; if another instance takes the machines "
-                                     "over meanwhile, this one's changes are fenced off and it stands by")
-                    lost = set()
-                if lost:
-                    on_lost({m: held[m] for m in lost})
-            if self.missing:
-                try:
-                    taken = await asyncio.to_thread(self._take_free)
-                except Exception as exc:  # noqa: BLE001 — tried again at the next poll
-                    log.warning("lease_takeover_failed", instance=self.me.instance, error=str(exc).splitlines()[0])
-                    continue
-                if taken:
-                    self.tokens.update(taken)
-                    if self.whole and LEDGER in taken:
-                        self._renewed_at = time.monotonic()
-                    try:
-                        await on_taken(self.machines(taken))
-                    except Exception as exc:  # noqa: BLE001 — e.g. the database went away while loading
-                        # Not renewed from here on: they expire and are taken again (by us or a standby).
-                        for machine in taken:
-                            self.tokens.pop(machine, None)
-                        log.error("takeover_failed", machines=sorted(taken), error=str(exc).splitlines()[0],
-                                  hint=f"the leases lapse within {ttl:g} s and are taken over again")
+                    await on_taken(self.machines(taken))
+                except Exception as exc:  # noqa: BLE001 — e.g. the database went away while loading
+                    # Not renewed from here on: they expire and are taken again (by us or a standby).
+                    for machine in taken:
+                        self.tokens.pop(machine, None)
+                    log.error("takeover_failed", machines=sorted(taken), error=str(exc).splitlines()[0],
+                              hint=f"the leases lapse within {ttl:g} s and are taken over again")

@@ -20,6 +20,19 @@ from memory (the new owner counts its units from the committed position); a mach
 over is loaded from the ledger and fed the latest values its source delivered meanwhile,
 as a new subscription would.
 
+A reload of the mapping (``reload``: SIGHUP, ``gateway reload``) applies a new mapping
+without a restart. Unchanged machines keep their state in memory. A removed machine's
+pending units are confirmed (trigger ``reload``) and committed before its lease is
+released; the units it makes afterwards are no longer this gateway's. An added machine
+takes its lease and starts as at a first start (from the ledger's committed state if there
+is one, else from its first reading). A changed machine is removed and added in one step
+on the event loop: the pending units of its old definition are confirmed, then it counts
+on from the same counter positions under the new one. A source whose settings or tags
+changed is stopped and started again; its machines keep their positions, so the counter
+difference across the new connection is counted once. Values still on their way from a
+stopped source are dropped (each source's deliveries carry its generation): the counters
+are cumulative, and the next connection reads them again.
+
 This module does I/O orchestration only: every number is decided in ``gateway.domain``.
 """
 
@@ -28,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import io
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,11 +64,14 @@ from gateway.domain.records import (
 from gateway.ledger.queries import OrderDirectory, ResumeState, order_directory, resume_state
 from gateway.ledger.writer import Commit, LedgerWriter
 from gateway.mapping.model import COUNTER_WIDTH_BITS, Machine, Mapping
-from gateway.ledger.leases import LEDGER
+from gateway.ledger import leases
+from gateway.ledger.leases import LEDGER, MachinesOwned
 from gateway.ownership import LeaseKeeper, LeaseOptions
+from gateway.reloading import MappingChange, checked_mapping, diff_mappings
 from gateway.sources import build_sources
 from gateway.sources.base import ORDER_ROLE, Source, TagValue
 from gateway.clock import utcnow
+from gateway.yamldoc import InputFileError
 
 log = structlog.get_logger("gateway.service")
 
@@ -62,6 +79,7 @@ MAX_ORDER_LENGTH = 64  # the ledger's order-number column
 KNOWN_ORDERS_REFRESH_S = 5.0
 # A cancelled source ends in milliseconds (its goodbye to a dead PLC is not worth waiting for).
 SOURCES_STOP_TIMEOUT_S = 5.0
+RECANCEL_S = 0.5
 # Confirmations by the rules per tick (0.25 s): 800/s, well under what the writer posts
 # (bench/writer_tx.py: ~6 000/s) so that counter changes never queue behind a burst.
 TIMER_CONFIRMATIONS_PER_TICK = 200
@@ -106,6 +124,35 @@ def counter_specs(name: str, machine: Machine) -> dict[str, CounterSpec]:
             max_counts_per_reading=None if max_units is None else max(1, max_units // upc),
         )
     return specs
+
+
+def _runtime(name: str, cfg: Machine) -> MachineRuntime:
+    return MachineRuntime(name, cfg, counter_specs(name, cfg),
+                          ConfirmRule(cfg.confirm.every_units, cfg.confirm.every_seconds,
+                                      timer_spread(name, cfg.confirm.effective_jitter_seconds)))
+
+
+def _redefined(old: MachineRuntime, cfg: Machine) -> MachineRuntime:
+    """A machine under its new mapping entry, counting on from the old one's positions.
+
+    Its old pending units were confirmed just before (those of an order not known yet stay
+    pending, as they would at a restart)."""
+    rt = _runtime(old.name, cfg)
+    rt.order = cfg.order if isinstance(cfg.order, str) else old.order
+    rt.states, rt.pendings = old.states, old.pendings
+    rt.job_changed = old.job_changed & set(rt.specs)
+    rt.counted_units, rt.counted_total, rt.ignored = old.counted_units, old.counted_total, old.ignored
+    rt.token, rt.owned = old.token, old.owned
+    return rt
+
+
+def _refused(file: str, reason: str, errors: list[str]) -> tuple[str, str]:
+    """Log a refused reload, one line per problem and one for the reload: the running mapping stays."""
+    for error in errors:
+        log.error("mapping_reload_error", file=file, error=error)
+    log.error("mapping_reload_refused", file=file, reason=reason, errors=len(errors),
+              hint="the running mapping stays; fix the file and reload again")
+    return "refused", "\n".join([reason, *errors])
 
 
 async def open_ledger_when_reachable(url: str, stop: asyncio.Event, *, min_s: float = 0.5,
@@ -167,10 +214,21 @@ async def _cancel_all(tasks: list[asyncio.Task], timeout_s: float) -> None:
     A source stuck in a library's teardown must not keep the pending units from being
     confirmed and committed: those come from the counters already read. What is still
     running is named in the log, with its stack, and left to the process exit.
+
+    A task still running is cancelled again every ``RECANCEL_S``: Python 3.11's
+    ``asyncio.wait_for`` (inside pymodbus' and asyncua's requests) can lose a cancellation
+    that arrives together with its answer, and the source then polls on — after a reload, for
+    as long as the gateway runs (seen: a Modbus source still polling 5 s after its cancel).
     """
-    for task in tasks:
-        task.cancel()
-    _, stuck = await asyncio.wait(tasks, timeout=timeout_s)
+    stuck = set(tasks)
+    deadline = time.monotonic() + timeout_s
+    while stuck:
+        for task in stuck:
+            task.cancel()
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        _, stuck = await asyncio.wait(stuck, timeout=min(RECANCEL_S, left))
     for task in stuck:
         stack = io.StringIO()
         task.print_stack(file=stack)
@@ -196,8 +254,13 @@ def _newer_than_committed(rt: MachineRuntime, tv: TagValue) -> bool:
 
 class Gateway:
     def __init__(self, mapping: Mapping, engine: Engine, *, clock: Callable[[], datetime] = utcnow,
-                 stats: str | None = None, lease: LeaseOptions | None = None) -> None:
+                 stats: str | None = None, lease: LeaseOptions | None = None,
+                 mapping_file: str | os.PathLike[str] | None = None,
+                 reload_requests: asyncio.Event | None = None) -> None:
         self.mapping = mapping
+        # Where ``mapping`` was read from, read again whenever ``reload_requests`` is set (SIGHUP).
+        self.mapping_file = mapping_file
+        self._reload_requests = reload_requests
         self.engine = engine
         self.clock = clock
         # Without ``lease`` (tests, the demo's own ledger) nothing is fenced: one process only.
@@ -212,6 +275,8 @@ class Gateway:
         self.machines: dict[str, MachineRuntime] = {}
         self.orders = OrderDirectory()  # units are confirmed against open orders only
         self.sources: list[Source] = []
+        self._running: dict[str, tuple[Source, asyncio.Task]] = {}  # source name → source, its task
+        self._generation: dict[str, int] = {}  # source name → the generation whose values are applied
         self._known_checked_at = 0.0
         self._started = asyncio.Event()
         self._closed = False  # sources stopped (or given up on): no batch is applied after this
@@ -232,7 +297,8 @@ class Gateway:
             for name, rt in self.machines.items():
                 rt.token, rt.owned = tokens.get(name), name in tokens
         self.writer.start()
-        tasks = [asyncio.create_task(src.run(), name=f"source:{src.name}") for src in self._make_sources()]
+        self._start_sources(list(self.mapping.sources))
+        tasks = []
         if self.keeper:
             keeper = asyncio.create_task(self.keeper.keep(self._taken, self._lost), name="leases")
             keeper.add_done_callback(lambda task: self._keeper_ended(task, stop))
@@ -240,12 +306,15 @@ class Gateway:
         ticker = asyncio.create_task(self._tick_forever(), name="confirm-timer")
         housekeeping = asyncio.create_task(_freeze_long_lived_objects(), name="gc-freeze")
         watchdog = asyncio.create_task(self._watch_writer(stop), name="writer-watchdog")
+        reloader = asyncio.create_task(self._reload_when_asked(), name="mapping-reload")
         self._started.set()
-        log.info("gateway_started", machines=len(self.machines), sources=len(tasks))
+        log.info("gateway_started", machines=len(self.machines), sources=len(self._running))
         try:
             await stop.wait()
         finally:
-            await _cancel_all([*tasks, ticker, housekeeping, watchdog], SOURCES_STOP_TIMEOUT_S)
+            await _cancel_all([reloader], SOURCES_STOP_TIMEOUT_S)  # first: it may start sources
+            await _cancel_all([*(task for _, task in self._running.values()), *tasks, ticker, housekeeping, watchdog],
+                              SOURCES_STOP_TIMEOUT_S)
             self._closed = True
             self._confirm_all("shutdown")
             stopped = await asyncio.to_thread(self.writer.stop, shutdown_timeout_s)
@@ -297,10 +366,7 @@ class Gateway:
         resumed = resume_state(self.engine)
         self.orders = order_directory(self.engine)
         for name, cfg in self.mapping.machines.items():
-            rt = MachineRuntime(name, cfg, counter_specs(name, cfg),
-                                ConfirmRule(cfg.confirm.every_units, cfg.confirm.every_seconds,
-                                            timer_spread(name, cfg.confirm.effective_jitter_seconds)))
-            self.machines[name] = rt
+            rt = self.machines[name] = _runtime(name, cfg)
             self._resume(rt, resumed)
 
     def _resume(self, rt: MachineRuntime, resumed: ResumeState) -> None:
@@ -320,7 +386,9 @@ class Gateway:
         """Machines taken over: their state as the last owner committed it, then the latest values."""
         resumed = await asyncio.to_thread(resume_state, self.engine, list(tokens))
         for name, token in tokens.items():
-            rt = self.machines[name]
+            rt = self.machines.get(name)
+            if rt is None:  # taken out of the mapping by a reload meanwhile; its lease is let go
+                continue
             self._resume(rt, resumed)
             rt.token, rt.owned = token, True
             log.warning("machine_taken_over", machine=name, token=token, instance=self.keeper.me.instance)
@@ -334,7 +402,9 @@ class Gateway:
     def _lost(self, lost: dict[str, int]) -> None:
         """Machines another instance owns now: forget them; nothing of theirs is posted from here."""
         for name in sorted(self.keeper.forget(lost)):
-            rt = self.machines[name]
+            rt = self.machines.get(name)
+            if rt is None:  # taken out of the mapping by a reload
+                continue
             rt.token, rt.owned = None, False
             rt.states, rt.pendings, rt.job_changed = {}, {}, set()
             log.error("machine_lost", machine=name, instance=self.keeper.me.instance,
@@ -350,9 +420,136 @@ class Gateway:
         except RuntimeError:  # the loop has closed: the process is ending, nothing to forget
             pass
 
-    def _make_sources(self) -> list[Source]:
-        self.sources = build_sources(self.mapping, self.on_batch)
-        return self.sources
+    # -- sources ---------------------------------------------------------------------
+
+    def _start_sources(self, names: list[str] | tuple[str, ...]) -> None:
+        """Start reading these sources of ``self.mapping`` (those with machines), each in a task."""
+        for name in names:
+            config = self.mapping.sources.get(name)
+            if config is None:
+                continue
+            generation = self._generation[name] = self._generation.get(name, 0) + 1
+
+            def deliver(values: list[TagValue], name: str = name, generation: int = generation) -> None:
+                if self._generation.get(name) == generation:  # not from a source stopped by a reload
+                    self.on_batch(values)
+
+            for src in build_sources(self.mapping.model_copy(update={"sources": {name: config}}), deliver):
+                self._running[name] = (src, asyncio.create_task(src.run(), name=f"source:{name}"))
+        self.sources = [src for src, _ in self._running.values()]
+
+    async def _stop_sources(self, names: list[str] | tuple[str, ...]) -> None:
+        """Stop reading these sources; whatever they still deliver is dropped."""
+        stopping = [self._running.pop(name)[1] for name in names if name in self._running]
+        for name in names:
+            self._generation[name] = self._generation.get(name, 0) + 1
+        self.sources = [src for src, _ in self._running.values()]
+        if stopping:
+            await _cancel_all(stopping, SOURCES_STOP_TIMEOUT_S)
+
+    # -- reloading the mapping --------------------------------------------------------
+
+    async def _reload_when_asked(self) -> None:
+        if self._reload_requests is None:
+            return
+        while True:
+            await self._reload_requests.wait()
+            self._reload_requests.clear()  # a request during this reload makes one more, after it
+            try:
+                await self.reload()
+            except Exception:  # noqa: BLE001 — the gateway counts on; the next request tries again
+                log.exception("mapping_reload_failed", file=str(self.mapping_file))
+
+    async def reload(self) -> tuple[str, str]:
+        """Read the mapping file again and apply it, or refuse it: ("applied" | "refused", detail).
+
+        The outcome answers the ``gateway reload`` requests open when the reload began (they
+        were made before the file was read)."""
+        requests = await self._reload_step(leases.open_reload_requests, [])
+        outcome, detail = await self._reload()
+        await self._reload_step(leases.reload_done, None, requests, outcome, detail)
+        return outcome, detail
+
+    async def _reload_step(self, step, failed, *args):
+        """A ``leases`` step on the reload requests; without leases (no instance) there are none."""
+        if self.keeper is None:
+            return failed
+
+        def run():
+            with self.engine.begin() as conn:
+                return step(conn, self.keeper.me, *args)
+
+        try:
+            return await asyncio.to_thread(run)
+        except Exception as exc:  # noqa: BLE001 — the reload itself does not depend on it
+            log.warning("mapping_reload_not_recorded", error=str(exc).splitlines()[0],
+                        hint="`gateway reload` waits in vain for this answer; the log has the outcome")
+            return failed
+
+    async def _reload(self) -> tuple[str, str]:
+        file = str(self.mapping_file)
+        log.info("mapping_reload_started", file=file)
+        try:
+            new = await asyncio.to_thread(checked_mapping, self.mapping_file)
+        except InputFileError as exc:
+            return _refused(file, "the mapping has errors", exc.lines())
+        except OSError as exc:
+            return _refused(file, "the mapping cannot be read", [f"{file}: {exc.strerror or exc}"])
+        change = diff_mappings(self.mapping, new)
+        tokens: dict[str, int] = {}
+        if self.keeper is not None and change.added:
+            try:
+                tokens = await self.keeper.take(list(change.added))
+            except MachinesOwned as exc:
+                return _refused(file, "machines it adds are owned by another running gateway", [
+                    f"{h.machine}: instance {h.instance!r} on host {h.host}, pid {h.pid}"
+                    for h in exc.holders])
+            except Exception as exc:  # noqa: BLE001 — the database; nothing has changed
+                return _refused(file, "the leases of the machines it adds cannot be taken",
+                                [str(exc).splitlines()[0]])
+        try:
+            resumed = await asyncio.to_thread(resume_state, self.engine, list(change.added)) if change.added else None
+        except Exception as exc:  # noqa: BLE001 — the database; nothing has changed but the new leases
+            if self.keeper is not None:
+                await self.keeper.let_go(list(change.added))
+            return _refused(file, "the committed state of the machines it adds cannot be read",
+                            [str(exc).splitlines()[0]])
+        await self._stop_sources(change.sources_rebuilt)
+        self._apply(new, change, resumed, tokens)
+        self._start_sources([*change.sources_reconnected, *change.sources_started])
+        if change.removed and self.keeper is not None:
+            await self.committed()  # their last confirmations are in the ledger before anyone may take them
+            await self.keeper.let_go(list(change.removed))
+        log.info("mapping_reloaded", file=file, added=list(change.added), removed=list(change.removed),
+                 changed=list(change.changed), unchanged=len(change.unchanged),
+                 sources_reconnected=list(change.sources_reconnected),
+                 sources_started=list(change.sources_started), sources_stopped=list(change.sources_stopped))
+        return "applied", change.summary()
+
+    def _apply(self, new: Mapping, change: MappingChange, resumed: ResumeState | None,
+               tokens: dict[str, int]) -> None:
+        """The new mapping's machines, in one step on the event loop (no value comes in between)."""
+        commit = Commit()
+        now = self.clock()
+        for name in (*change.removed, *change.changed):
+            rt = self.machines[name]
+            if rt.owned:  # the old definition's units, confirmed as at shutdown
+                self._confirm_machine(rt, commit, now, trigger="reload")
+        self._submit(commit)  # fenced by their tokens, before any of them changes
+        for name in change.removed:
+            del self.machines[name]
+            for key in [k for k in self.last_seen if k[0] == name]:
+                del self.last_seen[key]
+        if self.keeper is not None:
+            self.keeper.drop(list(change.removed))  # no longer renewed; released once committed
+        for name in change.changed:
+            self.machines[name] = _redefined(self.machines[name], new.machines[name])
+        for name in change.added:
+            rt = self.machines[name] = _runtime(name, new.machines[name])
+            self._resume(rt, resumed)
+            if self.keeper is not None:
+                rt.token, rt.owned = tokens.get(name), name in tokens
+        self.mapping = new
 
     async def _tick_forever(self, interval_s: float = 0.25) -> None:
         while True:

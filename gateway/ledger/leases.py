@@ -279,12 +279,19 @@ class Fence:
         return lost
 
 
-def release(conn: Connection, me: Me) -> int:
-    """Let this process's leases expire now (a clean stop); how many there were."""
+def release(conn: Connection, me: Me, machines: Iterable[str] | None = None) -> int:
+    """Let this process's leases expire now; how many there were.
+
+    Without ``machines`` it is a clean stop: every lease, and the instance is marked stopped.
+    With them (machines taken out of the mapping by a reload) only those leases."""
     now = db_now(conn)
-    result = conn.execute(update(t.machine_leases).where(_L.process == me.process).values(expires_at=now))
-    conn.execute(update(t.gateway_instances).where(
-        t.gateway_instances.c.process == me.process).values(stopped_at=now))
+    which = _L.process == me.process
+    if machines is not None:
+        which = which & _L.machine.in_(sorted(machines))
+    result = conn.execute(update(t.machine_leases).where(which).values(expires_at=now))
+    if machines is None:
+        conn.execute(update(t.gateway_instances).where(
+            t.gateway_instances.c.process == me.process).values(stopped_at=now))
     return result.rowcount
 
 
@@ -333,3 +340,50 @@ def status(conn: Connection) -> list[InstanceStatus]:
                                   None if i.last_commit_at is None else now - i.last_commit_at,
                                   leases.get(i.process, [])))
     return out
+
+
+# -- mapping reloads (``gateway reload``) ----------------------------------------------------
+# The command asks a running instance by a row, then SIGHUP; the instance answers every open
+# request of its process with the outcome of the reload that read the mapping after it.
+
+_R = t.mapping_reloads.c
+
+
+def instance(conn: Connection, name: str):
+    """The ``gateway_instances`` row of ``name`` with ``running`` (as ``status`` decides it), or None."""
+    row = conn.execute(select(t.gateway_instances).where(t.gateway_instances.c.name == name)).first()
+    if row is None:
+        return None
+    running = row.stopped_at is None and db_now(conn) - row.seen_at < row.ttl_s
+    return row, running
+
+
+def request_reload(conn: Connection, process: str, instance_name: str) -> int:
+    """A request to the gateway process ``process`` to reload its mapping; its id."""
+    return conn.execute(t.mapping_reloads.insert().values(
+        process=process, instance=instance_name, requested_by="command", requested_at=db_now(conn))
+        .returning(_R.id)).scalar_one()
+
+
+def open_reload_requests(conn: Connection, me: Me) -> list[int]:
+    """The requests to this process not answered yet (taken before the mapping is read)."""
+    return list(conn.execute(select(_R.id).where(_R.process == me.process, _R.outcome.is_(None))
+                             .order_by(_R.id)).scalars())
+
+
+def reload_done(conn: Connection, me: Me, requests: list[int], outcome: str, detail: str) -> None:
+    """Answer ``requests`` with the outcome; a reload nobody requested (a bare SIGHUP) gets a row."""
+    now = db_now(conn)
+    if requests:
+        conn.execute(update(t.mapping_reloads).where(_R.id.in_(requests), _R.outcome.is_(None))
+                     .values(outcome=outcome, detail=detail, finished_at=now))
+    else:
+        conn.execute(t.mapping_reloads.insert().values(
+            process=me.process, instance=me.instance, requested_by="signal", requested_at=now, finished_at=now,
+            outcome=outcome, detail=detail))
+
+
+def reload_outcome(conn: Connection, request: int) -> tuple[str, str] | None:
+    """(outcome, detail) of a request once the gateway answered it."""
+    row = conn.execute(select(_R.outcome, _R.detail).where(_R.id == request)).first()
+    return None if row is None or row.outcome is None else (row.outcome, row.detail or "")

@@ -446,6 +446,22 @@ machine_leases = Table(
 )
 
 
+# Reloads of a running gateway's mapping (``gateway reload``, SIGHUP): a request made by the
+# command, answered by the gateway with the outcome of the reload that read the mapping after
+# it; a reload by a bare SIGHUP leaves a row of its own. Times by the database's clock.
+mapping_reloads = Table(
+    "mapping_reloads", metadata,
+    _id(),
+    Column("process", String(32), nullable=False),  # the gateway process asked (``leases.Me.process``)
+    Column("instance", String(64), nullable=False),
+    Column("requested_by", String(16), nullable=False),  # "command" or "signal"
+    Column("requested_at", Float, nullable=False),
+    Column("finished_at", Float),
+    Column("outcome", String(12)),  # NULL while open; "applied" or "refused"
+    Column("detail", Text),
+)
+
+
 dead_letters = Table(
     "dead_letters", metadata,
     # Changes the database refused for their content; kept whole, with the error.
@@ -462,7 +478,8 @@ dead_letters = Table(
 # refused at open (``LedgerVersionError``) and upgraded by ``gateway db upgrade`` (alembic,
 # ``gateway/ledger/migrations``). Changing a table above means: a new migration that sets
 # this row to the new number, and SCHEMA_VERSION raised to it.
-SCHEMA_VERSION = 3  # 1: the schema before version numbers (baseline); 2: counted_units; 3: leases
+SCHEMA_VERSION = 4  # 1: the schema before version numbers (baseline); 2: counted_units; 3: leases;
+# 4: mapping_reloads
 UPGRADE_COMMAND = "gateway db upgrade --db URL"
 
 schema_version = Table(

@@ -43,6 +43,9 @@ SCENARIOS = [  # (name in the figures, what is broken)
     ("refused posting, reprocess racing the writer", "planning of PRESS-01's order fails (injected) until "
      "fixed: its confirmations wait in the error queue; after the fix `gateway errors reprocess` runs while "
      "the gateway posts the same order's first rows"),
+    ("mapping reload", "the mapping rewritten and reloaded 6 times while every machine counts: a machine added "
+     "(`gateway reload`), changed (SIGHUP), its OPC UA source's interval changed, a machine removed, an invalid "
+     "file and one with a bad master-data reference refused; each machine reconciled over its time in the mapping"),
     ("writer thread dies", "the ledger writer thread ends (injected SystemExit): the gateway exits 1 within "
      "10 s; restarted, it recounts from the last commit"),
 ]
