@@ -83,5 +83,7 @@ def _reads(mapping: Mapping) -> dict[str, tuple]:
     for name, config in mapping.sources.items():
         tags = opcua_tags(mapping, name) if config.opcua is not None else modbus_tags(mapping, name)
         if tags:
-            reads[name] = (config, tuple(tags))
+            # An OPC UA session also depends on the PKI folder and the application URI it presents.
+            session = (mapping.pki, mapping.application_uri) if config.opcua is not None else ()
+            reads[name] = (config, tuple(tags), session)
     return reads

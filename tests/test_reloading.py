@@ -100,3 +100,11 @@ async def test_a_reload_adding_a_machine_another_gateway_owns_is_refused_and_cha
         recorded = conn.execute(select(t.mapping_reloads)).one()
     assert (recorded.instance, recorded.requested_by, recorded.outcome) == ("line-a", "signal", "refused")
     gateway.keeper.release()
+
+
+def test_a_new_application_uri_or_pki_folder_reconnects_the_opc_ua_sources_only(tmp_path):
+    old = load_mapping(mapping(tmp_path, "old.yaml"))
+    path = mapping(tmp_path)
+    path.write_text('application_uri: "urn:other:backflush-gateway"\npki: certificates\n' + path.read_text())
+    assert diff_mappings(old, load_mapping(path)) == MappingChange(unchanged=("ASSY-03", "PRESS-01"),
+                                                                  sources_reconnected=("line",))
