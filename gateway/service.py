@@ -53,7 +53,7 @@ from gateway.mapping.model import COUNTER_WIDTH_BITS, Machine, Mapping
 from gateway.ledger.leases import LEDGER
 from gateway.ownership import LeaseKeeper, LeaseOptions
 from gateway.sources import build_sources
-from gateway.sources.base import ORDER_ROLE, Source, TagValue
+from gateway.sources.base import ORDER_ROLE, Source, SourceHealth, TagValue
 from gateway.clock import utcnow
 
 log = structlog.get_logger("gateway.service")
@@ -562,3 +562,14 @@ class Gateway:
 
     async def started(self) -> None:
         await self._started.wait()
+
+    # -- read-only views (HTTP status, metrics) -----------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """Started (machines restored, sources and writer running) and not yet stopping."""
+        return self._started.is_set() and not self._closed
+
+    def source_health(self) -> dict[str, SourceHealth]:
+        """Each source's connection as it is now (empty before the sources are built)."""
+        return {src.name: src.health for src in self.sources}
