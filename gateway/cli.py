@@ -52,6 +52,8 @@ app.add_typer(db_app, name="db")
 from gateway.cli_reports import register as _register_reports; _register_reports(stock_app, report_app)  # noqa: I001
 from gateway.cli_adjust import register as _register_adjust; _register_adjust(app)  # noqa: I001
 from gateway.cli_anomalies import register as _register_anomalies; _register_anomalies(app)  # noqa: I001
+from gateway.http.cli import AuthMetricsOption, HttpOption, TokensOption  # noqa: I001, E402
+from gateway.http.cli import register as _register_http; _register_http(app)  # noqa: I001, E402
 
 # After the ledger is committed, what is left (library tasks, worker threads) gets this
 # long to end before the process ends without them.
@@ -83,6 +85,9 @@ def run(
     lease_ttl: float = typer.Option(DEFAULT_TTL_S, "--lease-ttl", min=1.0,
                                     help="Seconds a machine's lease lasts without renewal (renewed every third); "
                                          "a standby takes over within this time after an owner dies."),
+    http: str = HttpOption,
+    tokens: Path = TokensOption,
+    http_auth_metrics: bool = AuthMetricsOption,
 ) -> None:
     """Run the gateway until SIGINT/SIGTERM; pending units are confirmed on the way out.
 
@@ -101,6 +106,9 @@ def run(
         fail(exc.lines())
 
     me = Me.here(instance)  # this gateway as an owner; its database sessions carry its name
+    from gateway.http.cli import prepare, serving
+
+    http_plan = prepare(http, tokens, http_auth_metrics)  # the port is taken now: in use → exit 1 at once
 
     async def main() -> bool:
         stop = asyncio.Event()
@@ -115,7 +123,8 @@ def run(
             return True  # stopped before the database came back: nothing was counted
         gateway = Gateway(config, engine, stats=str(stats) if stats else None,
                           lease=LeaseOptions(instance, lease_ttl, standby, me))
-        done = await gateway.run(stop, shutdown_timeout_s=shutdown_timeout)
+        async with serving(http_plan, gateway):
+            done = await gateway.run(stop, shutdown_timeout_s=shutdown_timeout)
         diagnostics.exit_guard(0 if done else 1, EXIT_GRACE_S)
         return done
 
