@@ -566,6 +566,11 @@ class Gateway:
     # -- read-only views (HTTP status, metrics) -----------------------------------------
 
     @property
+    def has_started(self) -> bool:
+        """``run`` got as far as starting the writer and the sources (it may have stopped since)."""
+        return self._started.is_set()
+
+    @property
     def running(self) -> bool:
         """Started (machines restored, sources and writer running) and not yet stopping."""
         return self._started.is_set() and not self._closed

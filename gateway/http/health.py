@@ -2,6 +2,7 @@
 
 * **Alive**: the event loop turns (a heartbeat task is not late by more than a limit) and
   the ledger writer thread runs and has not been failing to commit for longer than a limit.
+  While the gateway is still starting (restoring its state from the ledger) it is alive.
   A supervisor restarts a gateway that is not alive.
 * **Ready**: the gateway has started, the ledger answered a read recently, and every source
   is connected or has been disconnected for less than its retry budget. A gateway that is not
@@ -62,9 +63,10 @@ def liveness(gw, watch: StatusWatch, limits: Limits) -> tuple[bool, dict]:
     loop_ok = since_beat <= watch.beat_s + limits.loop_lag_s and watch.lag_s <= limits.loop_lag_s
     w = gw.writer
     failing_s = (time.time() - w.health.failing_since.timestamp()) if w.health.failing_since else 0.0
-    writer_ok = w.alive and failing_s <= limits.writer_failing_s
+    starting = not gw.has_started  # restoring from the ledger: the writer is not started yet
+    writer_ok = (w.alive or starting) and failing_s <= limits.writer_failing_s
     body = {
-        "status": "ok" if loop_ok and writer_ok else "failing",
+        "status": ("starting" if starting else "ok") if loop_ok and writer_ok else "failing",
         "event_loop": {"ok": loop_ok, "last_beat_s_ago": round(since_beat, 3), "lag_s": round(watch.lag_s, 3),
                        "max_lag_s": round(watch.max_lag_s, 3), "limit_s": limits.loop_lag_s},
         "writer": {"ok": writer_ok, "alive": w.alive, "failing_s": round(failing_s, 1),
