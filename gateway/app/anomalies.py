@@ -1,0 +1,53 @@
+"""Anomalies that hold units: list them, accept (post the units once) or reject (write them off).
+
+Never here: printing; the decision's postings (``gateway.ledger.anomalies``).
+"""
+
+from __future__ import annotations
+
+from gateway.app import checks
+from gateway.app.errors import AppError
+from gateway.app.ledger import on_ledger
+from gateway.app.models import AcceptAnomaly, Anomaly, AnomalyDecided, RejectAnomaly
+from gateway.ledger import anomalies as ledger_anomalies
+from gateway.ledger.anomalies import DecisionRefused
+
+
+@on_ledger
+def list_anomalies(engine, *, include_decided: bool = False) -> list[Anomaly]:
+    """Anomalies waiting for a decision (all of them with ``include_decided``)."""
+    return [Anomaly(id=a.id, machine=a.machine, counter=a.counter, kind=a.kind, status=a.status,
+                    units_held=a.units_held, source_time=a.source_time, detail=a.detail, decision=a.decision,
+                    confirmation_id=a.confirmation_id)
+            for a in ledger_anomalies.list_anomalies(engine, include_decided=include_decided)]
+
+
+@on_ledger
+def accept(engine, request: AcceptAnomaly) -> AnomalyDecided:
+    """Post the units an anomaly holds, once, as a confirmation with its backflush."""
+    if request.order is not None:
+        with engine.connect() as conn:
+            checks.order(conn, request.order)
+    try:
+        confirmation, order, units = ledger_anomalies.accept(engine, request.anomaly_id, reason=request.reason,
+                                                             order=request.order, operation=request.operation)
+    except DecisionRefused as exc:
+        raise _refused(exc) from None
+    return AnomalyDecided(anomaly_id=request.anomaly_id, decision="accepted", units=units,
+                          confirmation_id=confirmation, order=order)
+
+
+@on_ledger
+def reject(engine, request: RejectAnomaly) -> AnomalyDecided:
+    """Write off the units an anomaly holds: nothing is posted."""
+    try:
+        units = ledger_anomalies.reject(engine, request.anomaly_id, reason=request.reason)
+    except DecisionRefused as exc:
+        raise _refused(exc) from None
+    return AnomalyDecided(anomaly_id=request.anomaly_id, decision="rejected", units=units, confirmation_id=None,
+                          order=None)
+
+
+def _refused(exc: DecisionRefused) -> AppError:
+    text = str(exc)
+    return AppError("not_found" if text.startswith("no anomaly") else "conflict", f"refused: {text}")

@@ -1,0 +1,74 @@
+"""Stock a person moves by hand: receive without an order (501), issue to an order (261), count (701/702).
+
+Every reference is checked before anything is posted: the material, the location (a
+typo must not open a new one), the lot (given exactly for lot-tracked materials; issued
+and counted lots must exist), the order, and the quantity in the material's decimals.
+
+Never here: printing; the postings themselves (``gateway.ledger.operations``,
+``gateway.ledger.orders``, ``gateway.ledger.inventory`` make them).
+"""
+
+from __future__ import annotations
+
+from gateway.app import checks
+from gateway.app.errors import AppError
+from gateway.app.ledger import on_ledger
+from gateway.app.models import CountRecorded, CountStock, IssueStock, ReceiveStock, StockIssued, StockReceived
+from gateway.ledger.inventory import record_count
+from gateway.ledger.operations import OperationRefused, receive_stock
+from gateway.ledger.orders import issue_manually
+
+
+@on_ledger
+def receive(engine, request: ReceiveStock) -> StockReceived:
+    """Goods receipt without an order (movement 501), e.g. line-side replenishment."""
+    with engine.connect() as conn:
+        m = checks.material(conn, request.material)
+        checks.location(conn, request.location)
+        checks.lot(conn, m, request.lot, must_exist=False)
+        checks.positive(checks.in_decimals(m, request.qty))
+    try:
+        receive_stock(engine, request.material, request.qty, request.location, lot=request.lot,
+                      expires_on=request.expires_on)
+    except OperationRefused as exc:
+        raise AppError("conflict", str(exc)) from None
+    return StockReceived(material=m.id, qty=request.qty, uom=m.uom, location=request.location, lot=request.lot,
+                         expires_on=request.expires_on)
+
+
+@on_ledger
+def issue(engine, request: IssueStock) -> StockIssued:
+    """A component issued to a released order by hand (e.g. one with flushing rule ``manual``)."""
+    with engine.connect() as conn:
+        order = checks.order(conn, request.order)
+        m = checks.material(conn, request.material)
+        checks.location(conn, request.location)
+        checks.lot(conn, m, request.lot, must_exist=True)
+        checks.positive(checks.in_decimals(m, request.qty))
+    if order.status != "released":
+        raise AppError("conflict", f"order {request.order} is {order.status}; no more issues to it")
+    try:
+        doc = issue_manually(engine, request.material, request.qty, request.order, request.location, lot=request.lot)
+    except OperationRefused as exc:
+        raise AppError("conflict", str(exc)) from None
+    return StockIssued(document=doc, material=m.id, qty=request.qty, uom=m.uom, order=request.order,
+                       location=request.location, lot=request.lot)
+
+
+@on_ledger
+def count(engine, request: CountStock) -> CountRecorded:
+    """A physical count; the difference to the book is posted (701 gain / 702 loss)."""
+    with engine.connect() as conn:
+        m = checks.material(conn, request.material)
+        checks.location(conn, request.location)
+        checks.lot(conn, m, request.lot, must_exist=True)
+        checks.in_decimals(m, request.counted, verb="counted")
+    if request.counted < 0:
+        raise AppError("invalid", f"a counted quantity is a number of zero or more, got {request.counted}")
+    try:
+        r = record_count(engine, request.material, request.counted, request.location, lot=request.lot)
+    except OperationRefused as exc:
+        raise AppError("conflict", str(exc)) from None
+    return CountRecorded(id=r.id, material=r.material, location=r.location, lot=r.lot, uom=r.uom, book_qty=r.book_qty,
+                         counted_qty=r.counted_qty, difference=r.difference,
+                         movement=r.movement.value if r.movement else None, counted_at=r.counted_at)
