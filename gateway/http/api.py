@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from datetime import datetime
 from decimal import Decimal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
@@ -91,7 +92,7 @@ async def machines(request: Request) -> list[MachineView]:
 
 @router.get("/machines/{name}", response_model=MachineView, response_model_by_alias=True, tags=["machines"],
             dependencies=[Depends(viewer)])
-async def machine(request: Request, name: str = Path(max_length=64)) -> MachineView:
+async def machine(request: Request, name: Annotated[str, Path(max_length=64)]) -> MachineView:
     """One machine (404 if the mapping has no machine of that name)."""
     if name not in request.app.state.ctx.gateway.machines:
         raise Problem(404, "unknown-machine", f"no machine {name!r} in this gateway's mapping")

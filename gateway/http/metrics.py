@@ -77,6 +77,7 @@ class GatewayMetrics:
 
     def __init__(self, gateway, *, ledger_every_s: float = LEDGER_EVERY_S) -> None:
         self.gateway = gateway
+        self.engine = gateway.engine  # for the ledger-only figures; the server gives it an engine of its own
         self.ledger_every_s = ledger_every_s
         self.registry = CollectorRegistry(auto_describe=True)
         self._lock = threading.Lock()  # the hook runs in the writer thread, scrapes on the loop
@@ -140,7 +141,7 @@ class GatewayMetrics:
 
     async def refresh_ledger(self) -> None:
         try:
-            self.ledger = await asyncio.to_thread(LedgerFigures.read, self.gateway.engine)
+            self.ledger = await asyncio.to_thread(LedgerFigures.read, self.engine)
         except Exception as exc:  # noqa: BLE001 — a read; readiness reports it, the next round retries
             self.ledger.error = short_error(exc)
             log.warning("ledger_figures_not_read", error=self.ledger.error,

@@ -49,6 +49,9 @@ def problem(status: int, detail: str, *, kind: str | None = None, errors: list[d
                         headers=headers)
 
 
+# The application layer's refusals (``gateway.app.errors.AppError.kind``).
+APP_ERROR_STATUS = {"not_found": 404, "invalid": 422, "conflict": 409, "unavailable": 503}
+
 # For the OpenAPI document: what the error answers look like.
 PROBLEM_RESPONSES: dict[int | str, dict] = {
     code: {"model": ProblemBody, "content": {MEDIA_TYPE: {}}, "description": HTTPStatus(code).phrase}
@@ -58,6 +61,15 @@ PROBLEM_RESPONSES: dict[int | str, dict] = {
 
 def install(app: FastAPI) -> None:
     """Answer every error as a problem."""
+
+    from gateway.app.errors import AppError
+
+    @app.exception_handler(AppError)
+    async def _refused(_: Request, exc: AppError) -> JSONResponse:
+        status = APP_ERROR_STATUS[exc.kind]
+        body = ProblemBody(type=TYPE_BASE + exc.kind.replace("_", "-"), title=exc.title, status=status,
+                           detail=exc.detail)
+        return JSONResponse(body.model_dump(exclude_none=True), status_code=status, media_type=MEDIA_TYPE)
 
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem) -> JSONResponse:
@@ -74,6 +86,13 @@ def install(app: FastAPI) -> None:
                   for e in exc.errors()]
         detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors) or "the request is not valid"
         return problem(422, detail, kind="invalid-request", errors=errors)
+
+    @app.exception_handler(UnicodeEncodeError)
+    async def _not_text(request: Request, exc: UnicodeEncodeError) -> JSONResponse:
+        # JSON may carry lone surrogates ("\ud800"), which no database stores as text.
+        log.warning("http_bad_text", method=request.method, path=request.url.path, error=str(exc)[:200])
+        return problem(422, "the request holds text that is not valid Unicode (a lone surrogate)",
+                       kind="invalid-request")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -14,13 +14,14 @@ import contextlib
 import socket
 from dataclasses import dataclass
 
+import anyio
 import structlog
 import uvicorn
 from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway.http import api, problems
+from gateway.http import api, ledger_api, problems
 from gateway.http.auth import Tokens
 from gateway.http.health import Limits, StatusWatch, liveness, readiness
 from gateway.http.metrics import GatewayMetrics, build_version
@@ -38,6 +39,8 @@ class Context:
     tokens: Tokens
     limits: Limits
     auth_metrics: bool
+    ledger_engine: object = None  # the API's own engine: its reads never take the writer's connections
+    ledger_calls: object = None  # anyio.CapacityLimiter: ledger operations at once
 
 
 def build_app(ctx: Context) -> FastAPI:
@@ -67,6 +70,7 @@ def build_app(ctx: Context) -> FastAPI:
         return Response(ctx.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(api.router)
+    app.include_router(ledger_api.router)
     return app
 
 
@@ -100,6 +104,8 @@ class HttpServer:
     async def start(self) -> None:
         """Attach the metrics hook and serve; call before ``gateway.run`` (the hook must see every commit)."""
         await asyncio.to_thread(self.metrics.seed, self.gateway.engine)
+        self.ctx.ledger_engine = self.metrics.engine = await asyncio.to_thread(_own_engine, self.gateway.engine)
+        self.ctx.ledger_calls = anyio.CapacityLimiter(ledger_api.LEDGER_CALLS)
         self.gateway.writer.after_commit.append(self.metrics.committed)
         config = uvicorn.Config(self.app, lifespan="off", log_config=None, access_log=False, server_header=False,
                                 timeout_graceful_shutdown=2, timeout_keep_alive=5)
@@ -127,3 +133,12 @@ class HttpServer:
         if pending:
             await asyncio.wait(pending, timeout=5)
         self.sock.close()
+        if self.ctx.ledger_engine is not None:
+            self.ctx.ledger_engine.dispose()
+
+
+def _own_engine(engine):
+    """Another engine on the gateway's ledger, with a pool of its own."""
+    from gateway.ledger.schema import open_engine
+
+    return open_engine(engine.url.render_as_string(hide_password=False), create=False, check_version=False)

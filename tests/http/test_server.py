@@ -47,9 +47,14 @@ async def test_every_refusal_is_a_problem_document(tmp_path):
         too_long = await client.get(f"/api/v1/machines/{'M' * 65}", headers=auth(VIEWER))
         no_route = await client.get("/api/v1/nothing-here")
         ok = await client.get("/api/v1/machines", headers=auth(VIEWER))
+        headers = {**auth(OPERATOR), "content-type": "application/json"}
+        surrogate = await client.post("/api/v1/stock/receive", headers=headers,
+                                      content=b'{"material": "\\ud800", "qty": "1", "location": "LS-ASSY"}')
+        huge_id = await client.post("/api/v1/anomalies/accept", headers=headers, json={"anomaly_id": 2**70})
+        not_json = await client.post("/api/v1/errors/reprocess", headers=headers, content=b"{ids: [1")
         stop.set()
         await task
-    for r in (none, wrong, basic, unknown, too_long, no_route):
+    for r in (none, wrong, basic, unknown, too_long, no_route, surrogate, huge_id, not_json):
         assert r.headers["content-type"] == PROBLEM, r.text
         assert set(r.json()) >= {"type", "title", "status", "detail"}
     assert (none.status_code, none.json()["detail"]) == (
@@ -61,6 +66,10 @@ async def test_every_refusal_is_a_problem_document(tmp_path):
     assert (unknown.status_code, unknown.json()["detail"]) == (404, "no machine 'NOPE-99' in this gateway's mapping")
     assert too_long.status_code == 422 and too_long.json()["errors"][0]["loc"] == ["path", "name"]
     assert (no_route.status_code, no_route.json()["title"]) == (404, "Not Found")
+    assert (surrogate.status_code, surrogate.json()["detail"]) == (
+        422, "the request holds text that is not valid Unicode (a lone surrogate)")
+    assert huge_id.status_code == 422 and huge_id.json()["errors"][0]["loc"] == ["body", "anomaly_id"]
+    assert not_json.status_code == 422 and not_json.json()["errors"][0]["type"] == "json_invalid"
     assert ok.status_code == 200 and [m["name"] for m in ok.json()] == ["ASSY-03", "LATHE-04", "PRESS-01"]
 
 
