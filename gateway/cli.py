@@ -490,14 +490,16 @@ def demo(
                                            help="Port for the simulated Modbus server (default: the mapping's)."),
     mapping: Path = typer.Option(Path("mappings/demo-plant.yaml"), "--mapping", help="Demo mapping file."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the gateway's log lines."),
+    http: str = HttpOption,
 ) -> None:
     """Simulated PLCs → gateway → ledger for a while, then reconcile against the simulator."""
     from gateway.demo import DemoError, run_demo
+    from gateway.http.cli import prepare
 
     logs.configure(level="info" if verbose else "warning")
     try:
         ok = asyncio.run(run_demo(seconds=seconds, db=db, port=port, mapping_path=mapping, live=sys.stdout.isatty(),
-                                  modbus_port=modbus_port))
+                                  modbus_port=modbus_port, http=prepare(http, None, False)))
     except InputFileError as exc:
         fail(exc.lines())
     except DemoError as exc:

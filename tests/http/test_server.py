@@ -172,3 +172,14 @@ def test_run_serves_http_and_still_stops_cleanly_on_sigterm(tmp_path):
     assert proc.returncode == 0, err[-2000:]
     assert '"event": "gateway_stopped"' in err and '"committed": true' in err
     assert '"event": "http_serving"' in err
+
+
+@pytest.mark.slow
+def test_demo_serves_http_and_says_where(tmp_path):
+    port = free_port()
+    out = subprocess.run([sys.executable, "-m", "gateway.cli", "demo", "--seconds", "1", "--port", str(free_port()),
+                          "--modbus-port", str(free_port()), "--db", f"sqlite:///{tmp_path / 'demo.sqlite'}",
+                          "--http", f"127.0.0.1:{port}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert f"HTTP: http://127.0.0.1:{port}  (/health /ready /metrics /api/v1/machines /openapi.json)" in out.stdout
+    assert "API token for this demo run (operator): bgw_" in out.stdout
