@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
 
 from gateway.http.problems import PROBLEM_RESPONSES, Problem
+from gateway.sources.base import ORDER_ROLE
 from gateway.http.security import viewer
 
 
@@ -58,14 +59,14 @@ class MachineView(BaseModel):
 router = APIRouter(prefix="/api/v1", responses=PROBLEM_RESPONSES)
 
 
-def _machine_view(request: Request, name: str) -> MachineView:
+def _machine_view(request: Request, name: str, health: dict) -> MachineView:
     ctx = request.app.state.ctx
     gw = ctx.gateway
     rt = gw.machines[name]
     counted, good, scrap = ctx.metrics.committed_figures(name)
-    seen = [tv for (m, _), tv in list(gw.last_seen.items()) if m == name]
-    last = max((tv.received_at for tv in seen), default=None)
-    h = gw.source_health().get(rt.config.source)
+    seen = [gw.last_seen.get((name, role)) for role in (*rt.specs, ORDER_ROLE)]  # its own tags only
+    last = max((tv.received_at for tv in seen if tv is not None), default=None)
+    h = health.get(rt.config.source)
     now = time.time()
     source = SourceView(name=rt.config.source, connected=bool(h and h.connected),
                         last_data_at=h.last_data_at if h else None,
@@ -87,7 +88,9 @@ def _machine_view(request: Request, name: str) -> MachineView:
             dependencies=[Depends(viewer)])
 async def machines(request: Request) -> list[MachineView]:
     """Every machine of the mapping: order, units, last value and its age, its source's health."""
-    return [_machine_view(request, name) for name in sorted(request.app.state.ctx.gateway.machines)]
+    gw = request.app.state.ctx.gateway
+    health = gw.source_health()  # once per request, not per machine
+    return [_machine_view(request, name, health) for name in sorted(gw.machines)]
 
 
 @router.get("/machines/{name}", response_model=MachineView, response_model_by_alias=True, tags=["machines"],
@@ -96,4 +99,5 @@ async def machine(request: Request, name: Annotated[str, Path(max_length=64)]) -
     """One machine (404 if the mapping has no machine of that name)."""
     if name not in request.app.state.ctx.gateway.machines:
         raise Problem(404, "unknown-machine", f"no machine {name!r} in this gateway's mapping")
-    return _machine_view(request, name)
+    gw = request.app.state.ctx.gateway
+    return _machine_view(request, name, gw.source_health())
