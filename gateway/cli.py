@@ -1,8 +1,13 @@
-"""Command line: ``gateway run | demo | validate | masterdata load | report | db upgrade``.
+"""Command line: ``gateway run | demo | validate | masterdata load | report | db upgrade`` and the
+commands on the ledger (orders, confirmations, stock, errors, trace, status).
 
-Exit codes: 0 success, 1 bad input (mapping, master data) or a demo that did not
-reconcile, 2 usage errors (typer's own). Bad input is reported as ``file:line: key:
-message`` lines on stderr, never as a traceback.
+Thin: each command parses its arguments, calls one function of the application layer
+(``gateway.app``, which validates and opens the ledger the guarded way) and renders its
+answer (``--format table|json|csv`` on every list and report). Exit codes: 0 success
+(also a correct empty answer), 1 bad input (mapping, master data, a refused request, a
+ledger that cannot be used) or a demo that did not reconcile, 2 usage errors (typer's
+own). Bad input is one line on stderr (``file:line: key: message`` for files), never a
+traceback.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from pathlib import Path
 import typer
 
 from gateway import diagnostics, logs
-from gateway.cli_common import DbOption, age_text, fail, with_ledger
+from gateway.cli_common import DbOption, Format, FormatOption, age_text, emit, fail, on_ledger, parsed
 from gateway.ledger.leases import DEFAULT_TTL_S, LEDGER
 from gateway.yamldoc import InputFileError
 
@@ -24,6 +29,7 @@ class _App(typer.Typer):
     """Every command: a ledger of another schema version is one line on stderr and exit 1."""
 
     def __call__(self, *args, **kwargs):
+        from gateway.app import AppError
         from gateway.ledger.schema import LedgerVersionError
 
         try:
@@ -31,12 +37,37 @@ class _App(typer.Typer):
         except LedgerVersionError as exc:
             typer.echo(f"error: {exc}", err=True)
             sys.exit(1)
+        except AppError as exc:
+            typer.echo(exc.detail, err=True)
+            sys.exit(1)
 
 
 app = _App(add_completion=False, no_args_is_help=True,
                   help="Backflush Gateway: PLC counters → production confirmations → backflush postings.")
 masterdata_app = typer.Typer(no_args_is_help=True, help="Master data: materials, work centers, BOMs, routings, orders, stock.")
 app.add_typer(masterdata_app, name="masterdata")
+
+
+def _print_version(value: bool) -> None:
+    if not value:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    from gateway.ledger.schema import SCHEMA_VERSION
+
+    try:
+        number = version("backflush-gateway")
+    except PackageNotFoundError:
+        number = "(not installed)"
+    typer.echo(f"gateway {number}, ledger schema version {SCHEMA_VERSION}")
+    raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="Print the gateway's version and its ledger schema version.")) -> None:
+    """Backflush Gateway: PLC counters → production confirmations → backflush postings."""
+
 stock_app = typer.Typer(no_args_is_help=True, help="Stock: receive goods at a location.")
 app.add_typer(stock_app, name="stock")
 errors_app = typer.Typer(no_args_is_help=True, help="The backflush error queue: list and reprocess.")
@@ -100,6 +131,13 @@ def run(
     from gateway.service import Gateway, open_ledger_when_reachable
 
     logs.configure(json=log_json, level=log_level.value)
+    from gateway.app import AppError
+    from gateway.app.ledger import check_url
+
+    try:
+        check_url(db, create=True)  # a URL that cannot name a ledger fails now; an unreachable server is waited for
+    except AppError as exc:
+        fail(exc.detail)
     try:
         config = load_mapping(mapping)
     except InputFileError as exc:
@@ -183,17 +221,24 @@ def validate(
 
 @masterdata_app.command("load")
 def masterdata_load(file: Path = typer.Argument(..., help="Master-data YAML file."), db: str = DbOption) -> None:
-    """Load master data into the ledger, all or nothing; loading it again changes nothing."""
+    """Load master data into the ledger, all or nothing; loading it again changes nothing.
+
+    Creates the ledger if the database holds none yet (a SQLite file in an existing folder)."""
+    from gateway.app.ledger import ledger_errors
     from gateway.ledger.masters import MasterDataConflict, store_masterdata
-    from gateway.ledger.schema import open_engine
     from gateway.masterdata.load import load_masterdata, to_domain
 
     try:
         md = load_masterdata(file)
     except InputFileError as exc:
         fail(exc.lines() + ["nothing was loaded"])
+
+    def store(engine):
+        with ledger_errors(engine.url):
+            return store_masterdata(engine, to_domain(md), md.stock)
+
     try:
-        report = store_masterdata(open_engine(db), to_domain(md), md.stock)
+        report = on_ledger(db, store, create=True)
     except MasterDataConflict as exc:
         fail([f"{file}: {exc}", "nothing was loaded"])
     typer.echo(
@@ -215,22 +260,14 @@ def stock_receive(
     db: str = DbOption,
 ) -> None:
     """Receive stock without an order (movement 501), e.g. to replenish line-side stock."""
-    from datetime import date
-    from decimal import Decimal, InvalidOperation
+    from gateway.app import checks, stock
+    from gateway.app.models import ReceiveStock
+    from gateway.report import fmt
 
-    from gateway.ledger.operations import OperationRefused, receive_stock
-    from gateway.ledger.schema import open_engine
-
-    try:
-        qty = Decimal(quantity)
-        expires = date.fromisoformat(expiry) if expiry else None
-    except (InvalidOperation, ValueError) as exc:
-        fail(f"bad quantity or date: {exc}")
-    try:
-        receive_stock(open_engine(db), material, qty, location, lot=lot, expires_on=expires)
-    except OperationRefused as exc:
-        fail(str(exc))
-    typer.echo(f"received {quantity} {material} at {location}" + (f" lot {lot}" if lot else ""))
+    request = ReceiveStock(material=material, qty=parsed(checks.quantity, quantity), location=location, lot=lot,
+                           expires_on=parsed(checks.day, expiry, "--expiry") if expiry else None)
+    r = on_ledger(db, stock.receive, request)
+    typer.echo(f"received {fmt(r.qty)} {r.uom} {r.material} at {r.location}" + (f" lot {r.lot}" if r.lot else ""))
 
 
 @stock_app.command("issue")
@@ -243,113 +280,81 @@ def stock_issue(
     db: str = DbOption,
 ) -> None:
     """Issue a component to an order by hand (e.g. one with flushing rule `manual`)."""
-    from decimal import Decimal, InvalidOperation
+    from gateway.app import checks, stock
+    from gateway.app.models import IssueStock
+    from gateway.report import fmt
 
-    from gateway.ledger.operations import OperationRefused
-    from gateway.ledger.orders import issue_manually
-    from gateway.ledger.schema import open_engine
-
-    try:
-        qty = Decimal(quantity)
-    except InvalidOperation:
-        fail(f"bad quantity {quantity!r}")
-    try:
-        doc = issue_manually(open_engine(db), material, qty, order, location, lot=lot)
-    except OperationRefused as exc:
-        fail(str(exc))
-    typer.echo(f"issued {quantity} {material} to order {order} ({doc})")
+    request = IssueStock(material=material, qty=parsed(checks.quantity, quantity), order=order, location=location,
+                         lot=lot)
+    r = on_ledger(db, stock.issue, request)
+    typer.echo(f"issued {fmt(r.qty)} {r.uom} {r.material} to order {r.order} ({r.document})")
 
 
 def _print_order(view, *, title: str) -> None:
-    from rich.table import Table
-
-    from gateway.report import fmt, make_console
+    from gateway.report import fmt, make_console, table
 
     console = make_console()
-    o = view.order
-    console.print(f"[b]{title}[/] {o.number}: {fmt(o.quantity)} {o.material}, status {o.status}, "
-                  f"received {fmt(view.received)}, produced lot {o.output_lot}")
-    ops = Table(title="Operations")
-    for col in ("operation", "work center", "final", "yield", "scrap"):
-        ops.add_column(col)
-    for op in o.operations:
-        y, s = view.progress[op.operation]
-        ops.add_row(op.operation, op.work_center, "yes" if op.final else "", fmt(y), fmt(s))
-    console.print(ops)
-    comps = Table(title="Components: planned for the quantity confirmed vs issued")
-    for col in ("item", "material", "op", "rule (from)", "planned", "backflushed", "manual", "adjusted",
-                "variance", "WIP", "open errors"):
-        comps.add_column(col, justify="left" if col in ("item", "material", "op", "rule (from)") else "right")
-    for c in view.components + view.extra:
-        comps.add_row(c.item, c.material, c.operation, f"{c.rule} ({c.rule_source})" if c.rule_source else c.rule,
-                      fmt(c.planned), fmt(c.backflushed), fmt(c.manual), fmt(c.adjusted), fmt(c.variance),
-                      fmt(c.wip), fmt(c.open_errors))
-    console.print(comps)
+    console.print(f"[b]{title}[/] {view.number}: {fmt(view.quantity)} {view.uom} {view.material}, status {view.status}, "
+                  f"received {fmt(view.received)}, produced lot {view.produced_lot}")
+    console.print(table("Operations", ("operation", "work center", "final", "yield", "scrap"),
+                        [(op.operation, op.work_center, "yes" if op.final else "", fmt(op.yield_qty), fmt(op.scrap_qty))
+                         for op in view.operations], numeric=("yield", "scrap")))
+    numbers = ("planned", "backflushed", "manual", "adjusted", "variance", "WIP", "open errors")
+    console.print(table(
+        "Components: planned for the quantity confirmed vs issued",
+        ("item", "material", "op", "rule (from)", *numbers),
+        [(c.item, c.material, c.operation, f"{c.rule} ({c.rule_source})" if c.rule_source else c.rule,
+          fmt(c.planned), fmt(c.backflushed), fmt(c.manual), fmt(c.adjusted), fmt(c.variance), fmt(c.wip),
+          fmt(c.open_errors)) for c in view.components], numeric=numbers))
 
 
 @orders_app.command("show")
-def orders_show(order: str = typer.Argument(...), db: str = DbOption) -> None:
+def orders_show(order: str = typer.Argument(...), db: str = DbOption, format: Format = FormatOption) -> None:
     """An order's progress per operation and, per component, its effective flushing rule and consumption."""
-    from gateway.ledger.operations import OperationRefused
-    from gateway.ledger.orders import order_view
-    from gateway.ledger.schema import open_engine
+    from gateway.app import orders
 
-    try:
-        view = order_view(open_engine(db), order)
-    except OperationRefused as exc:
-        fail(str(exc))
-    _print_order(view, title="Order")
+    emit(on_ledger(db, orders.show_order, order), format, lambda view: _print_order(view, title="Order"))
 
 
 @orders_app.command("complete")
-def orders_complete(order: str = typer.Argument(...), db: str = DbOption) -> None:
+def orders_complete(order: str = typer.Argument(...), db: str = DbOption, format: Format = FormatOption) -> None:
     """Issue the accrued order-completion components, close the order, print its variance."""
-    from gateway.ledger.operations import OperationRefused
-    from gateway.ledger.orders import complete_order
-    from gateway.ledger.schema import open_engine
+    from gateway.app import orders
 
-    try:
-        view = complete_order(open_engine(db), order)
-    except OperationRefused as exc:
-        fail(str(exc))
-    _print_order(view, title="Completed order")
+    emit(on_ledger(db, orders.complete_order, order), format,
+         lambda view: _print_order(view, title="Completed order"))
 
 
 @errors_app.command("list")
-def errors_list(all_: bool = typer.Option(False, "--all", help="Include resolved items."), db: str = DbOption) -> None:
+def errors_list(all_: bool = typer.Option(False, "--all", help="Include resolved items."), db: str = DbOption,
+                format: Format = FormatOption) -> None:
     """Open backflush errors: age, order, material, missing quantity, reason."""
-    from rich.table import Table
+    from gateway.app import error_queue
+    from gateway.app.models import ErrorItem
+    from gateway.ledger.schema import utcnow
+    from gateway.report import fmt, make_console, table
 
-    from gateway.ledger.operations import list_errors
-    from gateway.ledger.schema import open_engine, utcnow
-    from gateway.report import fmt, make_console
+    def show(items) -> None:
+        now = utcnow()
+        make_console().print(table(
+            f"Backflush error queue ({len(items)} item(s))",
+            ("id", "age", "order", "material", "location", "missing", "status", "reason"),
+            [(str(e.id), age_text(now - e.created_at), e.order, e.material or "(whole confirmation)", e.location,
+              f"{fmt(e.missing_qty)} {e.uom}", e.status, e.reason) for e in items], numeric=("id", "age", "missing")))
 
-    items = list_errors(open_engine(db), include_closed=all_)
-    table = Table(title=f"Backflush error queue ({len(items)} item(s))")
-    for col in ("id", "age", "order", "material", "location", "missing", "status", "reason"):
-        table.add_column(col, overflow="fold")
-    now = utcnow()
-    for e in items:
-        table.add_row(str(e.id), age_text(now - e.created_at), e.order,
-                      e.material or "(whole confirmation)", e.location, f"{fmt(e.missing_qty)} {e.uom}",
-                      e.status, e.reason)
-    make_console().print(table)
+    emit(on_ledger(db, error_queue.list_errors, include_closed=all_), format, show, rows=ErrorItem)
 
 
 @errors_app.command("reprocess")
 def errors_reprocess(ids: list[int] = typer.Argument(None, help="Error ids (default: all open)."),
                      db: str = DbOption) -> None:
     """Retry open errors against the stock and master data as they are now."""
-    from gateway.ledger.operations import OperationRefused, reprocess_errors
-    from gateway.ledger.schema import open_engine
+    from gateway.app import error_queue
 
-    try:
-        result = reprocess_errors(open_engine(db), ids or None)
-    except OperationRefused as exc:
-        fail(str(exc))
+    result = on_ledger(db, error_queue.reprocess, ids or None)
     typer.echo(f"resolved: {len(result.resolved)}  still open: {len(result.still_open)}")
-    for item, why in result.still_open:
-        typer.echo(f"  {item}: {why}")
+    for item in result.still_open:
+        typer.echo(f"  {item.id}: {item.reason}")
 
 
 @confirmations_app.command("reverse")
@@ -361,41 +366,30 @@ def confirmations_reverse(
     db: str = DbOption,
 ) -> None:
     """Post the exact inverse of a confirmation (262, 102, negative activities), linked to it."""
-    from gateway.ledger.operations import OperationRefused, reverse_confirmation
-    from gateway.ledger.schema import open_engine
+    from gateway.app import confirmations
+    from gateway.app.models import ReverseConfirmation
 
-    try:
-        result = reverse_confirmation(open_engine(db), confirmation_id, reason, force_reason=force)
-    except OperationRefused as exc:
-        fail(str(exc))
-    typer.echo(f"reversed {confirmation_id} as {result.reversal_id}: {result.movements} goods movement(s) "
-               f"taken back" + (" (forced)" if result.forced else ""))
+    r = on_ledger(db, confirmations.reverse, ReverseConfirmation(confirmation_id=confirmation_id, reason=reason,
+                                                                 force_reason=force))
+    typer.echo(f"reversed {confirmation_id} as {r.reversal_id}: {r.movements} goods movement(s) "
+               f"taken back" + (" (forced)" if r.forced else ""))
 
 
 @confirmations_app.command("list")
 def confirmations_list(order: str | None = typer.Option(None, "--order"), last: int = typer.Option(20, "--last"),
-                       db: str = DbOption) -> None:
+                       db: str = DbOption, format: Format = FormatOption) -> None:
     """The latest confirmations with their quantities and whether they were reversed."""
-    from rich.table import Table
-    from sqlalchemy import select
+    from gateway.app import confirmations
+    from gateway.app.models import ConfirmationRow
+    from gateway.report import fmt, make_console, table
 
-    from gateway.ledger import schema as t
-    from gateway.ledger.schema import open_engine
-    from gateway.report import fmt, make_console
+    def show(rows) -> None:
+        make_console().print(table(
+            "Confirmations", ("id", "posted", "machine", "order", "op", "yield", "scrap", "trigger", "reversed by"),
+            [(r.id, f"{r.posted_at:%Y-%m-%d %H:%M:%S}", r.machine, r.order, r.operation, f"{fmt(r.yield_qty)} {r.uom}",
+              fmt(r.scrap_qty), r.trigger, r.reversed_by or "") for r in rows], numeric=("id", "yield", "scrap")))
 
-    c, r = t.confirmations, t.reversals
-    q = (select(c, r.c.id.label("reversal")).outerjoin(r, r.c.confirmation_id == c.c.id)
-         .order_by(c.c.posted_at.desc()).limit(last))
-    if order:
-        q = q.where(c.c.order_no == order)
-    table = Table(title="Confirmations")
-    for col in ("id", "posted", "machine", "order", "op", "yield", "scrap", "trigger", "reversed by"):
-        table.add_column(col, no_wrap=col == "id")
-    with open_engine(db).connect() as conn:
-        for row in conn.execute(q):
-            table.add_row(row.id, f"{row.posted_at:%Y-%m-%d %H:%M:%S}", row.machine, row.order_no, row.operation,
-                          f"{fmt(row.yield_qty)} {row.uom}", fmt(row.scrap_qty), row.trigger, row.reversal or "")
-    make_console().print(table)
+    emit(on_ledger(db, confirmations.list_confirmations, order=order, last=last), format, show, rows=ConfirmationRow)
 
 
 @app.command()
@@ -404,81 +398,92 @@ def trace(
     material: str | None = typer.Option(None, "--material", "-m", help="Material, if the lot number is ambiguous."),
     forward: bool = typer.Option(False, "--forward", help="Where-used (into which lots) instead of where-from."),
     db: str = DbOption,
+    format: Format = FormatOption,
 ) -> None:
     """Genealogy of a lot across all levels: where-from (default) or where-used."""
-    from gateway.ledger.operations import trace as trace_lot
-    from gateway.ledger.schema import open_engine
+    from gateway.app import reports
     from gateway.report import fmt
 
-    lines = trace_lot(open_engine(db), lot, material=material, direction="forward" if forward else "back")
-    if not lines:
-        fail(f"no genealogy for lot {lot}" + (f" of {material}" if material else ""))
-    for line in lines:
-        arrow = "" if line.depth == 0 else ("used in " if forward else "made from ")
-        qty = f"  {fmt(line.qty)} {line.uom}" if line.depth else ""
-        typer.echo(f"{'  ' * line.depth}{arrow}{line.material} lot {line.lot}{qty}")
+    def show(result) -> None:
+        if not result.lines:
+            of = f" of {material}" if material else ""
+            typer.echo(f"lot {lot}{of} is used nowhere" if forward else f"lot {lot}{of} is made from no other lot")
+        for line in result.lines:
+            arrow = "" if line.depth == 0 else ("used in " if forward else "made from ")
+            qty = f"  {fmt(line.qty)} {line.uom}" if line.depth else ""
+            typer.echo(f"{'  ' * line.depth}{arrow}{line.material} lot {line.lot}{qty}")
+
+    emit(on_ledger(db, reports.trace, lot, material=material, direction="forward" if forward else "back"), format,
+         show)
 
 
 @app.command()
-def status(db: str = DbOption) -> None:
+def status(db: str = DbOption, format: Format = FormatOption) -> None:
     """Gateways on this ledger: running or not, the machines each owns, lease age, last commit."""
-    from gateway.ledger.leases import status as read_status
+    from gateway.app.models import GatewayInstance
+    from gateway.app import reports
 
-    def read(engine):
-        with engine.connect() as conn:
-            return read_status(conn)
+    def show(instances) -> None:
+        if not instances:
+            typer.echo("no gateway has run on this ledger with leases yet")
+        for i in instances:
+            state = ("running" + (" (standby)" if i.standby and not i.leases else "")) if i.running else "not running"
+            commit = "never" if i.last_commit_ago_s is None else f"{i.last_commit_ago_s:.0f} s ago"
+            typer.echo(f"{i.name}  host {i.host}  pid {i.pid}  {state}  seen {i.seen_ago_s:.0f} s ago  "
+                       f"last commit {commit}  machines {len(i.leases)}")
+            for lease in i.leases:
+                typer.echo(f"  {lease.machine:<24} lease age {lease.age_s:.0f} s  expires in {lease.expires_in_s:.0f} s")
 
-    instances = with_ledger(db, read)
-    if not instances:
-        typer.echo("no gateway has run on this ledger with leases yet")
-        return
-    for i in instances:
-        state = ("running" + (" (standby)" if i.standby and not i.machines else "")) if i.running else "not running"
-        commit = "never" if i.last_commit_ago_s is None else f"{i.last_commit_ago_s:.0f} s ago"
-        owned = [m for m in i.machines if m[0] != LEDGER]
-        typer.echo(f"{i.name}  host {i.host}  pid {i.pid}  {state}  seen {i.seen_ago_s:.0f} s ago  "
-                   f"last commit {commit}  machines {len(owned)}")
-        for machine, age, expires in owned:
-            typer.echo(f"  {machine:<24} lease age {age:.0f} s  expires in {expires:.0f} s")
+    emit(on_ledger(db, reports.status), format, show, rows=GatewayInstance)
 
 
 @report_app.callback(invoke_without_command=True)
-def report(ctx: typer.Context, db: str = DbOption) -> None:
+def report(ctx: typer.Context, db: str = DbOption, format: Format = FormatOption) -> None:
     """Print what the ledger holds: confirmations, issues, receipts, activities, stock.
 
     Exits 1 if a machine's units counted differ from confirmed + pending + held + written off."""
     if ctx.invoked_subcommand is not None:
         return
-    from gateway.ledger.queries import summary
+    from gateway.app import reports
     from gateway.report import print_summary
 
-    result = with_ledger(db, summary)
-    print_summary(result)
+    result = on_ledger(db, reports.summary)
+    emit(result, format, print_summary)
     if result.unbalanced:
         raise typer.Exit(1)  # the ledger does not account for every unit counted
 
 
 @report_app.command("journal")
 def report_journal(order: str = typer.Option(..., "--order", help="Production order."),
-                   db: str = DbOption) -> None:
+                   db: str = DbOption, format: Format = FormatOption) -> None:
     """Every ledger line of one order (confirmations, movements, activities, genealogy, errors…)."""
-    from gateway.ledger.queries import journal
+    from gateway.app import reports
     from gateway.report import journal_markdown
 
-    typer.echo(journal_markdown(with_ledger(db, lambda engine: journal(engine, order))))
+    emit(on_ledger(db, reports.journal, order), format, lambda j: typer.echo(journal_markdown(j.sections)))
 
 
 @db_app.command("upgrade")
 def db_upgrade(db: str = DbOption) -> None:
     """Upgrade the ledger's tables to this gateway's schema version (back the ledger up first)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from gateway.app import AppError
+    from gateway.app.ledger import check_url, database_error, masked
     from gateway.ledger.migrate import upgrade
 
     try:
+        check_url(db)
         before, after = upgrade(db)
+    except AppError as exc:
+        fail(exc.detail)
+    except SQLAlchemyError as exc:
+        fail(database_error(db, exc).detail)
     except ValueError as exc:
-        fail(f"cannot upgrade the ledger at {db}: {exc}")
-    typer.echo(f"{db}: schema version {before} → {after}" if before != after else
-               f"{db}: schema version {after}, nothing to upgrade")
+        fail(f"cannot upgrade the ledger at {masked(db)}: {exc}")
+    where = masked(db)
+    typer.echo(f"{where}: schema version {before} → {after}" if before != after else
+               f"{where}: schema version {after}, nothing to upgrade")
 
 
 @app.command()

@@ -1,56 +1,34 @@
 """Commands for adjustments: ``gateway adjust scrap | rework | substitute | consumption``.
 
-Presentation only: what an adjustment posts is decided in ``gateway.ledger.adjustments``.
-A refused adjustment (bad reason code, unknown order or item, not enough stock or issued
-quantity) ends with one line on stderr and exit code 1, never a traceback, and posts
-nothing.
+Presentation only: the application layer (``gateway.app.adjustments``) checks the request
+and ``gateway.ledger.adjustments`` decides what it posts. A refused adjustment (bad reason
+code, unknown order or item, not enough stock or issued quantity) ends with one line on
+stderr and exit code 1, never a traceback, and posts nothing.
 """
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
-
 import typer
 
-# Not imported from gateway.cli: under `python -m gateway.cli` that module is __main__,
-# and importing it by name would build a second command tree.
-DEFAULT_DB = "sqlite:///gateway-ledger.sqlite"
-DbOption = typer.Option(DEFAULT_DB, "--db", help="SQLAlchemy URL of the ledger (SQLite file or postgresql+psycopg://…).")
+from gateway.cli_common import DbOption, on_ledger, parsed
+
 ReasonOption = typer.Option(..., "--reason", help="Reason code: 2 to 32 of A-Z, 0-9, '_', '-' (e.g. DAMAGED).")
 NoteOption = typer.Option("", "--note", help="Free text for the audit trail.")
 
 
-def _fail(line: str) -> None:
-    typer.echo(line, err=True)
-    raise typer.Exit(1)
+def _qty(text: str, what: str = "quantity"):
+    from gateway.app import checks
+
+    return parsed(checks.quantity, text, what)
 
 
-def _qty(text: str, what: str = "quantity") -> Decimal:
-    try:
-        qty = Decimal(text)
-    except InvalidOperation:
-        qty = Decimal("NaN")
-    if not qty.is_finite():
-        _fail(f"bad {what} {text!r}: give a number such as 12.5")
-    return qty
-
-
-def _post(db: str, adjust, *args, **kwargs) -> None:
+def _post(db: str, adjust, request) -> None:
     """Run one adjustment and print what it posted, or its refusal as one line."""
-    from sqlalchemy.exc import SQLAlchemyError
-
     from gateway import logs
-    from gateway.ledger.operations import OperationRefused
-    from gateway.ledger.schema import open_engine
     from gateway.report import fmt
 
     logs.configure(level="warning")  # the summary line below says what was posted; warnings go to stderr
-    try:
-        r = adjust(open_engine(db), *args, **kwargs)
-    except OperationRefused as exc:
-        _fail(str(exc))
-    except SQLAlchemyError as exc:
-        _fail(f"cannot write the ledger at {db}: {str(exc.orig if hasattr(exc, 'orig') else exc).splitlines()[0]}")
+    r = on_ledger(db, adjust, request)
     queued = f"; {r.queued} shortage(s) queued (`gateway errors list`)" if r.queued else ""
     typer.echo(f"{r.document}: {r.kind} of {fmt(r.qty)} {r.uom} {r.material} on order {r.order}, "
                f"{r.movements} goods movement(s){queued}")
@@ -65,9 +43,11 @@ def _at_operation(kind: str, done: str, summary: str):
         operation: str = typer.Option(..., "--operation", "--op", help=f"Routing operation where they were {done}."),
         reason: str = ReasonOption, note: str = NoteOption, db: str = DbOption,
     ) -> None:
-        from gateway.ledger import adjustments
+        from gateway.app import adjustments
+        from gateway.app.models import AdjustAtOperation
 
-        _post(db, getattr(adjustments, kind), order, operation, _qty(quantity), reason, note)
+        _post(db, getattr(adjustments, kind), AdjustAtOperation(order=order, operation=operation, qty=_qty(quantity),
+                                                                reason_code=reason, note=note))
 
     command.__doc__ = summary
     return command
@@ -88,10 +68,12 @@ def adjust_substitute(
     reason: str = ReasonOption, note: str = NoteOption, db: str = DbOption,
 ) -> None:
     """Substitution: the planned material goes back to its lots, the substitute is issued for the item."""
-    from gateway.ledger.adjustments import substitute
+    from gateway.app.adjustments import substitute
+    from gateway.app.models import AdjustSubstitute
 
     with_qty = None if with_quantity is None else _qty(with_quantity, "--with-qty")
-    _post(db, substitute, order, item, with_material, _qty(quantity), reason, note, with_qty=with_qty)
+    _post(db, substitute, AdjustSubstitute(order=order, item=item, with_material=with_material, qty=_qty(quantity),
+                                           with_qty=with_qty, reason_code=reason, note=note))
 
 
 def adjust_consumption(
@@ -101,9 +83,11 @@ def adjust_consumption(
     reason: str = ReasonOption, note: str = NoteOption, db: str = DbOption,
 ) -> None:
     """Over- or under-consumption of one component: an extra issue, or a return to the latest lots."""
-    from gateway.ledger.adjustments import consumption
+    from gateway.app.adjustments import consumption
+    from gateway.app.models import AdjustConsumption
 
-    _post(db, consumption, order, item, _qty(quantity), reason, note)
+    _post(db, consumption, AdjustConsumption(order=order, item=item, delta=_qty(quantity), reason_code=reason,
+                                             note=note))
 
 
 def register(app: typer.Typer) -> None:

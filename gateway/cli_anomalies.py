@@ -1,32 +1,35 @@
 """Commands for anomalies: ``gateway anomalies list | accept ID | reject ID``.
 
-Presentation only: what a decision posts is decided in ``gateway.ledger.anomalies``. A
-refused decision (unknown id, already decided, information-only anomaly) ends with one
-line on stderr and exit code 1, never a traceback, and changes nothing.
+Presentation only: ``gateway.app.anomalies`` checks and decides. A refused decision
+(unknown id, already decided, information-only anomaly) ends with one line on stderr and
+exit code 1, never a traceback, and changes nothing.
 """
 
 from __future__ import annotations
 
 import typer
 
-from gateway.cli_common import DbOption, fail, with_ledger
+from gateway.cli_common import DbOption, Format, FormatOption, emit, on_ledger
 
 ReasonOption = typer.Option("", "--reason", help="Why: kept with the decision for the audit trail.")
 
 
 def anomalies_list(all_: bool = typer.Option(False, "--all", help="Include decided and information-only ones."),
-                   db: str = DbOption) -> None:
+                   db: str = DbOption, format: Format = FormatOption) -> None:
     """Anomalies waiting for a decision (held units are not posted until accepted)."""
-    from gateway.ledger.anomalies import list_anomalies
+    from gateway.app.anomalies import list_anomalies
+    from gateway.app.models import Anomaly
+    from gateway.report import fmt
 
-    rows = with_ledger(db, lambda engine: list_anomalies(engine, include_decided=all_))
-    if not rows:
-        typer.echo("no open anomalies" if not all_ else "no anomalies")
-        return
-    for r in rows:
-        decided = f" → {r.decision} {r.confirmation_id or ''}".rstrip() if r.decision else ""
-        typer.echo(f"{r.id:>6}  {r.source_time:%Y-%m-%d %H:%M:%S}  {r.machine}/{r.counter or '-'}  {r.kind}  "
-                   f"{r.status}{decided}  held {r.units_held}  {r.detail}")
+    def show(rows) -> None:
+        if not rows:
+            typer.echo("no open anomalies" if not all_ else "no anomalies")
+        for r in rows:
+            decided = f" → {r.decision} {r.confirmation_id or ''}".rstrip() if r.decision else ""
+            typer.echo(f"{r.id:>6}  {r.source_time:%Y-%m-%d %H:%M:%S}  {r.machine}/{r.counter or '-'}  {r.kind}  "
+                       f"{r.status}{decided}  held {fmt(r.units_held)}  {r.detail}")
+
+    emit(on_ledger(db, list_anomalies, include_decided=all_), format, show, rows=Anomaly)
 
 
 def anomalies_accept(anomaly_id: int = typer.Argument(..., help="Anomaly id (see `gateway anomalies list`)."),
@@ -36,31 +39,24 @@ def anomalies_accept(anomaly_id: int = typer.Argument(..., help="Anomaly id (see
                      operation: str | None = typer.Option(None, "--operation"),
                      db: str = DbOption) -> None:
     """Post the units an anomaly holds, once, as a confirmation with its backflush."""
-    from gateway.ledger.anomalies import DecisionRefused, accept
+    from gateway.app.anomalies import accept
+    from gateway.app.models import AcceptAnomaly
+    from gateway.report import fmt
 
-    def run(engine):
-        try:
-            return accept(engine, anomaly_id, reason=reason, order=order, operation=operation)
-        except DecisionRefused as exc:
-            fail(f"refused: {exc}")
-
-    confirmation, order_no, units = with_ledger(db, run)
-    typer.echo(f"anomaly {anomaly_id} accepted: {units} units confirmed on order {order_no} as {confirmation}")
+    r = on_ledger(db, accept, AcceptAnomaly(anomaly_id=anomaly_id, reason=reason, order=order, operation=operation))
+    typer.echo(f"anomaly {anomaly_id} accepted: {fmt(r.units)} units confirmed on order {r.order} as "
+               f"{r.confirmation_id}")
 
 
 def anomalies_reject(anomaly_id: int = typer.Argument(..., help="Anomaly id (see `gateway anomalies list`)."),
                      reason: str = ReasonOption, db: str = DbOption) -> None:
     """Write off the units an anomaly holds: nothing is posted."""
-    from gateway.ledger.anomalies import DecisionRefused, reject
+    from gateway.app.anomalies import reject
+    from gateway.app.models import RejectAnomaly
+    from gateway.report import fmt
 
-    def run(engine):
-        try:
-            return reject(engine, anomaly_id, reason=reason)
-        except DecisionRefused as exc:
-            fail(f"refused: {exc}")
-
-    units = with_ledger(db, run)
-    typer.echo(f"anomaly {anomaly_id} rejected: {units} held units written off, nothing posted")
+    r = on_ledger(db, reject, RejectAnomaly(anomaly_id=anomaly_id, reason=reason))
+    typer.echo(f"anomaly {anomaly_id} rejected: {fmt(r.units)} held units written off, nothing posted")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,17 +1,21 @@
-"""Human-readable tables of what the ledger holds (``gateway report``, ``gateway demo``).
+"""Human-readable tables of what the ledger holds (``gateway report``, ``gateway demo``), and the
+table and console every command prints with.
 
-Read-only presentation: it formats a ``LedgerSummary``; it computes nothing that a
-posting depends on.
+Read-only presentation: it formats what the application layer returns; it computes
+nothing that a posting depends on.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from decimal import Decimal
 
 from rich.console import Console
 from rich.table import Table
 
-from gateway.ledger.queries import LedgerSummary
+from gateway.app.models import LedgerSummary
+from gateway.ledger import queries
 
 
 def fmt(q: Decimal) -> str:
@@ -20,24 +24,71 @@ def fmt(q: Decimal) -> str:
 
 
 def make_console() -> Console:
-    """A terminal's own width; 120 columns when piped, so tables stay readable in logs."""
+    """A terminal's own width; when piped, ``COLUMNS`` if set, else 120 columns so tables stay readable in logs."""
     console = Console()
-    return console if console.is_terminal else Console(width=120)
+    return console if console.is_terminal or "COLUMNS" in os.environ else Console(width=120)
 
 
-def print_summary(s: LedgerSummary, *, truth: dict[str, Decimal] | None = None, console: Console | None = None) -> None:
+def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[str]], *,
+          numeric: Sequence[str] = (), caption: str | None = None, min_width: int | None = None,
+          width: int | None = None) -> Table:
+    """A table whose numeric columns are never cut or wrapped: when it is wider than the console
+    (``width``, default ``make_console()``'s) the text columns wrap and numeric titles fold
+    instead (a quantity cut to ``6.7…`` reads as another quantity)."""
+    t = Table(title=title, caption=caption, min_width=min_width)
+    widths = _fit(columns, rows, numeric, width or make_console().width)
+    for i, col in enumerate(columns):
+        # A numeric column is as wide as its widest value: only its title folds.
+        t.add_column(col, justify="right" if col in numeric else "left", overflow="fold", width=widths[i])
+    for r in rows:
+        t.add_row(*r)
+    return t
+
+
+def _fit(columns: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence[str],
+         width: int) -> list[int | None]:
+    """Column widths that fit ``width``, or all None (natural widths) when the table fits as it is.
+
+    Shrinks the widest column first, in rounds: text columns down to 8 characters and
+    numeric titles down to their values (at least 6), numeric titles down to 3, then text
+    columns down to 3. A numeric column never gets narrower than its widest value."""
+    values = [max((_cells(r[i]) for r in rows), default=0) for i in range(len(columns))]
+    natural = [max(v, _cells(c)) for v, c in zip(values, columns)]
+    room = width - (3 * len(columns) + 1)  # a border and two spaces of padding per column
+    if sum(natural) <= room:
+        return [None] * len(columns)
+    widths = list(natural)
+    text = [c not in numeric for c in columns]
+    rounds = ([min(n, 8) if t else max(v, min(n, 6)) for t, v, n in zip(text, values, natural)],
+              [min(n, 8) if t else max(v, min(n, 3)) for t, v, n in zip(text, values, natural)],
+              [min(n, 3) if t else max(v, min(n, 3)) for t, v, n in zip(text, values, natural)])
+    for floors in rounds:
+        while sum(widths) > room:
+            shrinkable = [i for i, w in enumerate(widths) if w > floors[i]]
+            if not shrinkable:
+                break
+            widest = max(shrinkable, key=lambda i: widths[i])
+            widths[widest] -= 1
+    return list(widths)
+
+
+def _cells(markup: str) -> int:
+    from rich.text import Text
+
+    return max((Text.from_markup(line).cell_len for line in markup.splitlines()), default=0)
+
+
+def print_summary(s: LedgerSummary | queries.LedgerSummary, *, truth: dict[str, Decimal] | None = None,
+                  console: Console | None = None) -> None:
+    if isinstance(s, queries.LedgerSummary):
+        from gateway.app.reports import from_ledger
+
+        s = from_ledger(s)
     console = console or make_console()
-    t = Table(title="Machines: every unit counted is confirmed, pending, held or written off",
-              caption="units counted (with the counter state) = confirmed yield + scrap + pending + held "
-                      "+ written off (rejected anomalies)")
-    for col in ("machine", "confirmations", "yield", "scrap", "pending", "held", "written off", "units counted",
-                "balanced"):
-        t.add_column(col, justify="right" if col != "machine" else "left", no_wrap=True)
-    if truth is not None:
-        t.add_column("simulator truth", justify="right")
-        t.add_column("match")
-    for name in sorted(set(s.machines) | set(truth or {})):
-        m = s.machines.get(name)
+    machines = {m.machine: m for m in s.machines}
+    rows = []
+    for name in sorted(set(machines) | set(truth or {})):
+        m = machines.get(name)
         row = [name] + ([str(m.confirmations), fmt(m.confirmed_yield), fmt(m.confirmed_scrap), fmt(m.pending),
                          fmt(m.held), fmt(m.written_off), "by hand" if m.counted is None else fmt(m.counted),
                          "[green]yes[/]" if m.balanced else f"[red]NO: {fmt(m.accounted)} accounted[/]"]
@@ -46,46 +97,34 @@ def print_summary(s: LedgerSummary, *, truth: dict[str, Decimal] | None = None, 
             expected = truth.get(name, Decimal(0))
             got = m.accounted if m else Decimal(0)
             row += [fmt(expected), "[green]yes[/]" if got == expected else "[red]NO[/]"]
-        t.add_row(*row)
-    console.print(t)
+        rows.append(row)
+    numbers = ("confirmations", "yield", "scrap", "pending", "held", "written off", "units counted")
+    console.print(table("Machines: every unit counted is confirmed, pending, held or written off",
+                        ["machine", *numbers, "balanced", *(("simulator truth", "match") if truth is not None else ())],
+                        rows, numeric=(*numbers, "simulator truth"),
+                        caption="units counted (with the counter state) = confirmed yield + scrap + pending + held "
+                                "+ written off (rejected anomalies)"))
     if s.unbalanced:
         console.print(f"[red]units counted differ from confirmed + pending + held + written off on: "
                       f"{', '.join(s.unbalanced)}[/]")
 
-    g = Table(title="Goods movements posted by backflush",
-              caption="issued = 261 − 262, received = 101 − 102")
-    for col in ("material", "issued", "received", "uom"):
-        g.add_column(col, justify="left" if col in ("material", "uom") else "right")
-    for material, uom in sorted(set(s.issued) | set(s.received)):
-        g.add_row(material, fmt(s.issued.get((material, uom), Decimal(0))),
-                  fmt(s.received.get((material, uom), Decimal(0))), uom)
-    console.print(g)
-
+    console.print(table("Goods movements posted by backflush", ("material", "issued", "received", "uom"),
+                        [(g.material, fmt(g.issued), fmt(g.received), g.uom) for g in s.goods],
+                        numeric=("issued", "received"), caption="issued = 261 − 262, received = 101 − 102"))
     if s.not_backflushed:
-        n = Table(title="Not backflushed: manual, or WIP until order completion")
-        for col in ("material", "rule", "planned", "uom"):
-            n.add_column(col, justify="right" if col == "planned" else "left")
-        for (material, rule, uom), qty in sorted(s.not_backflushed.items()):
-            n.add_row(material, rule, fmt(qty), uom)
-        console.print(n)
-
-    a = Table(title="Activities")
-    for col in ("work center", "activity", "hours", "cost"):
-        a.add_column(col, justify="left" if col in ("work center", "activity") else "right")
+        console.print(table("Not backflushed: manual, or WIP until order completion",
+                            ("material", "rule", "planned", "uom"),
+                            [(n.material, n.rule, fmt(n.planned), n.uom) for n in s.not_backflushed],
+                            numeric=("planned",)))
+    rows = [(a.work_center, a.activity, "" if a.activity == "overhead" else fmt(a.hours), f"{fmt(a.cost)} {a.currency}")
+            for a in s.activities]
     total: dict[str, Decimal] = {}
-    for (wc, activity), (hours, cost, currency) in sorted(s.activities.items()):
-        a.add_row(wc, activity, "" if activity == "overhead" else fmt(hours), f"{fmt(cost)} {currency}")
-        total[currency] = total.get(currency, Decimal(0)) + cost
-    for currency, cost in total.items():
-        a.add_row("[b]total[/]", "", "", f"[b]{fmt(cost)} {currency}[/]")
-    console.print(a)
-
-    st = Table(title="Stock left")
-    for col in ("material", "location", "lot", "quantity", "uom"):
-        st.add_column(col, justify="right" if col == "quantity" else "left")
-    for (material, location, lot, uom), qty in sorted(s.stock.items()):
-        st.add_row(material, location, lot, fmt(qty), uom)
-    console.print(st)
+    for a in s.activities:
+        total[a.currency] = total.get(a.currency, Decimal(0)) + a.cost
+    rows += [("[b]total[/]", "", "", f"[b]{fmt(cost)} {currency}[/]") for currency, cost in total.items()]
+    console.print(table("Activities", ("work center", "activity", "hours", "cost"), rows, numeric=("hours", "cost")))
+    console.print(table("Stock left", ("material", "location", "lot", "quantity", "uom"),
+                        [(r.material, r.location, r.lot, fmt(r.qty), r.uom) for r in s.stock], numeric=("quantity",)))
     console.print(
         f"open backflush errors: {s.open_errors}   open anomalies: {s.open_anomalies}   "
         f"duplicate confirmation ids: {s.duplicate_confirmation_ids}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -20,8 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def gateway(*args: str) -> subprocess.CompletedProcess:
+    """The command at 120 columns (tables follow COLUMNS; at 80 the names in these wide reports wrap)."""
     return subprocess.run([sys.executable, "-m", "gateway.cli", *args], check=False, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "120"})
 
 
 @pytest.fixture
@@ -95,7 +97,8 @@ def test_errors_report(db):
     (("NOPE", "1", "-l", "LS1"), "unknown material 'NOPE'; load it with `gateway masterdata load`"),
     (("SEAL", "1.5", "-l", "LS1"), "SEAL is counted in 0 decimal(s) of PC; got 1.5"),
     (("SEAL", "1", "-l", "LS1", "--lot", "L1"), "SEAL is not lot-tracked: leave out --lot"),
-    (("SEAL", "abc", "-l", "LS1"), "bad quantity 'abc'"),
+    (("SEAL", "abc", "-l", "LS1"), "bad quantity 'abc': write a number like 4940 or 12.5"),
+    (("SEAL", "1", "-l", "LS-1"), "unknown location 'LS-1'; did you mean LS1?"),
 ])
 def test_refused_counts_are_one_line_and_exit_1(db, args, message):
     result = gateway("stock", "count", *args, "--db", db)

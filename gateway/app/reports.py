@@ -35,7 +35,11 @@ from gateway.ledger.leases import LEDGER
 @on_ledger
 def summary(engine) -> LedgerSummary:
     """Per machine: units counted against confirmed + pending + held + written off; goods, activities, stock."""
-    s = queries.summary(engine)
+    return from_ledger(queries.summary(engine))
+
+
+def from_ledger(s: queries.LedgerSummary) -> LedgerSummary:
+    """The ledger's summary as the model every front end shows."""
     zero = Decimal(0)
     return LedgerSummary(
         machines=[MachineBalance(machine=name, confirmations=m.confirmations, confirmed_yield=m.confirmed_yield,
