@@ -176,9 +176,10 @@ async def _serve(http, gw: Gateway, console: Console):
         token, line = new_token("demo", Role.operator)
         http.tokens = Tokens.parse(line, "the demo's token")
     async with serving(http, gw) as server:
-        console.print(f"HTTP: {server.url}  (/health /ready /metrics /api/v1/machines /openapi.json)")
+        # soft_wrap: a URL or token broken over two lines cannot be copied
+        console.print(f"HTTP: {server.url}  (/health /ready /metrics /api/v1/machines /openapi.json)", soft_wrap=True)
         if token:
-            console.print(f"API token for this demo run (operator): {token}")
+            console.print(f"API token for this demo run (operator): {token}", soft_wrap=True)
         yield
 
 
