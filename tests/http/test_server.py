@@ -183,3 +183,27 @@ def test_demo_serves_http_and_says_where(tmp_path):
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert f"HTTP: http://127.0.0.1:{port}  (/health /ready /metrics /api/v1/machines /openapi.json)" in out.stdout
     assert "API token for this demo run (operator): bgw_" in out.stdout
+
+
+async def test_ready_is_503_once_a_source_is_down_longer_than_its_budget(tmp_path):
+    from gateway.http.health import Limits
+
+    gw, stop = idle_gateway(tmp_path), asyncio.Event()
+    async with served(gw, limits=Limits(source_budget_s=1.0)) as (server, client):
+        task = asyncio.create_task(gw.run(stop))
+        await gw.started()
+        early = await client.get("/ready")
+        await asyncio.sleep(2.0)
+        late = await client.get("/ready")
+        health = await client.get("/health")
+        stop.set()
+        await task
+    assert early.status_code == 200, early.text  # not connected, but within the budget
+    assert late.status_code == 503
+    body = late.json()
+    assert body["status"] == "not ready" and body["ledger"]["ok"] is True
+    assert {name: s["ok"] for name, s in body["sources"].items()} == {"line": False, "lathes": False}
+    assert body["sources"]["line"]["disconnected_s"] > 1.0
+    assert "Connect call failed" in body["sources"]["line"]["last_error"]
+    assert body["machines"]["LATHE-04"] == {"owned": True, "source": "lathes", "source_ok": False}
+    assert health.status_code == 200  # alive all the same: a PLC away is not the gateway's failure
