@@ -17,8 +17,8 @@ from tests.http.served import OPERATOR, VIEWER, auth, dec, line, scrape, served
 
 
 @pytest.mark.slow
-async def test_machines_and_metrics_equal_the_ledger_after_a_committed_run(sqlite_url):
-    ln = line(sqlite_url)
+async def test_machines_and_metrics_equal_the_ledger_after_a_committed_run(ledger_url):
+    ln = line(ledger_url)
     async with served(ln.gateway) as (server, client):
         async with ln:
             health, ready = await client.get("/health"), await client.get("/ready")
