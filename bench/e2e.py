@@ -28,6 +28,12 @@ times ``leases.renew`` + ``heartbeat`` (one transaction, as the keeper does) and
 fence (inside a transaction) on the run's lease rows, ``--lease-reps`` times each. A list
 (``--instances 1,2``) runs each count back to back in one invocation and prints one table.
 
+``--http-load`` runs each configuration twice in one invocation, the gateway serving HTTP both
+times: first with nobody asking, then with ``/metrics`` scraped every second and ``--api-rps``
+API requests per second (``HttpLoad.MIX``: single machines, the confirmations and anomaly
+lists, every tenth the whole machine list), and prints the change → commit percentiles of
+both side by side with the API's own response times. Without it the gateway serves no HTTP.
+
 It needs the ``bench`` extra (psutil, matplotlib). It only ever contacts 127.0.0.1 (and
 the PostgreSQL URL given, in a schema of its own that it drops), every run is bounded by
 ``--seconds`` plus start-up and catch-up timeouts, and it kills only the processes it started.
@@ -37,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import platform
@@ -58,6 +65,7 @@ import psutil
 
 from bench.machine import cpu_model  # noqa: E402
 from tests.integration.lines import spawn, wait_for  # noqa: E402
+from tests.support import free_port  # noqa: E402
 
 RESULTS = ROOT / "bench" / "RESULTS.md"
 NS = "urn:backflush-gateway:simulator"
@@ -131,6 +139,8 @@ class Plan:
     db: str
     tick: float
     instances: int = 1  # gateway processes on the same ledger, each owning a share of the machines
+    http: bool = False  # the gateway serves HTTP (--http-load)
+    api_rps: float = 0.0  # …and this many API requests/s plus a /metrics scrape every second reach it
     sims: list[Sim] = field(default_factory=list)
 
 
@@ -383,6 +393,82 @@ def raw_inserts(source_url: str, db: str, window: tuple[float, float], transacti
     return {"rows": sum(len(r) for r in rows.values()), "transactions": n, "seconds": took}
 
 
+# --- HTTP load (--http-load) -----------------------------------------------------------
+
+
+class HttpLoad:
+    """Open-loop HTTP clients of one gateway: ``/metrics`` every second and ``rps`` API requests/s
+    on a fixed schedule (a slow answer does not lower the rate), each request timed."""
+
+    # Repeated in turn: mostly one machine (what a line board polls), lists from the ledger,
+    # and every tenth request the whole machine list.
+    MIX = ("machine", "machine", "machine", "confirmations", "machine", "machine", "anomalies", "machine",
+           "machine", "machines")
+
+    def __init__(self, url: str, token: str, machines: list[str], rps: float) -> None:
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        import httpx
+        self.url, self.rps, self.machines = url, rps, machines
+        self.client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30,
+                                   limits=httpx.Limits(max_connections=16))
+        self.pool = ThreadPoolExecutor(16, thread_name_prefix="http-load")
+        self.stop = threading.Event()
+        self.api_ms: list[float] = []
+        self.scrape_ms: list[float] = []
+        self.failed: dict[str, int] = {}
+        self.thread = threading.Thread(target=self._schedule, name="http-load", daemon=True)
+
+    def __enter__(self) -> HttpLoad:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.pool.shutdown(wait=True)
+        self.client.close()
+
+    def _path(self, i: int) -> str:
+        kind = self.MIX[i % len(self.MIX)]
+        if kind == "machine":
+            return f"/api/v1/machines/{self.machines[i % len(self.machines)]}"
+        return {"confirmations": "/api/v1/confirmations?last=20", "anomalies": "/api/v1/anomalies",
+                "machines": "/api/v1/machines"}[kind]
+
+    def _get(self, path: str, into: list[float]) -> None:
+        began = time.perf_counter()
+        try:
+            status = self.client.get(path).status_code
+        except Exception as exc:  # noqa: BLE001 — counted, the load goes on
+            status = type(exc).__name__
+        into.append(1000 * (time.perf_counter() - began))
+        if status != 200:
+            self.failed[str(status)] = self.failed.get(str(status), 0) + 1
+
+    def _schedule(self) -> None:
+        began, i, scrapes = time.monotonic(), 0, 0
+        while not self.stop.is_set():
+            now = time.monotonic() - began
+            if now >= scrapes:
+                self.pool.submit(self._get, "/metrics", self.scrape_ms)
+                scrapes += 1
+            if self.rps > 0 and now >= i / self.rps:
+                self.pool.submit(self._get, self._path(i), self.api_ms)
+                i += 1
+                continue
+            self.stop.wait(min(scrapes, (i / self.rps) if self.rps > 0 else scrapes) - now)
+
+    def figures(self, seconds: float) -> dict:
+        def q(xs: list[float], p: float) -> float:
+            xs = sorted(xs)
+            return xs[min(len(xs) - 1, int(p * len(xs)))] if xs else float("nan")
+        return {"api_requests": len(self.api_ms), "api_per_s": len(self.api_ms) / seconds,
+                "api_p50_ms": q(self.api_ms, 0.5), "api_p99_ms": q(self.api_ms, 0.99), "scrapes": len(self.scrape_ms),
+                "scrape_p99_ms": q(self.scrape_ms, 0.99), "failed": self.failed}
+
+
 # --- one run --------------------------------------------------------------------------
 
 
@@ -448,12 +534,17 @@ def run(plan: Plan, ceilings: bool = True, log_dir: Path | None = None, profile:
         # keeper logs every lease renewal with its duration.
         parts = shares(plan)
         stats_files = [work / f"stats-{k + 1}.jsonl" for k in range(len(parts))]
+        http_ports = [free_port() for _ in parts]
+        token = "bench-" + uuid.uuid4().hex
+        (work / "tokens.yaml").write_text(f"- {{name: bench, role: viewer, sha256: {hashlib.sha256(token.encode()).hexdigest()}}}\n")
         for k, part in enumerate(parts):
             mapping = work / f"mapping-{k + 1}.yaml"
             mapping.write_text(mapping_yaml(plan, part if len(parts) > 1 else None))
+            http = ["--http", f"127.0.0.1:{http_ports[k]}", "--tokens", str(work / "tokens.yaml")] if plan.http \
+                else ["--http", "off"]
             gateways.append(spawn(["-m", "gateway.cli", "run", "--mapping", str(mapping), "--db", url, "--log-json",
                                    "--log-level", "debug", "--instance", f"gw-{k + 1}",
-                                   "--stats", str(stats_files[k])], log))
+                                   "--stats", str(stats_files[k]), *http], log))
         gws = [psutil.Process(g.pid) for g in gateways]
         gateway = gateways[0]
         wait_for(lambda: ledger_matches(engine, plan, truth(plan)), 120 + plan.opcua / 20, "the gateway's baseline")
@@ -463,6 +554,9 @@ def run(plan: Plan, ceilings: bool = True, log_dir: Path | None = None, profile:
             spy = subprocess.Popen([shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(gateway.pid), "-d", str(int(plan.seconds)),
                                     "-f", "raw", "-o", str(profile), "--threads", "-r", "50"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        load = None
+        if plan.http and plan.api_rps > 0:  # the first instance's API, with the machines it owns
+            load = HttpLoad(f"http://127.0.0.1:{http_ports[0]}", token, parts[0], plan.api_rps).__enter__()
         command_all(plan, "resume")
         began = time.time()
         warm = began + min(3.0, plan.seconds / 5)
@@ -476,6 +570,10 @@ def run(plan: Plan, ceilings: bool = True, log_dir: Path | None = None, profile:
                 cpu_at["gw"], cpu_at["sim"], cpu_at["t"] = cpu_seconds(gws), cpu_seconds(sim_ps), now
                 cpu_at["each"] = [cpu_seconds([g]) for g in gws]
         end_t = time.time()
+        if load is not None:
+            load.__exit__(None, None, None)
+            out["http_load"] = load.figures(end_t - began)
+        out["http"], out["api_rps"] = plan.http, plan.api_rps
         if spy is not None:
             spy.wait(60)
         gw_cpu, sim_cpu = cpu_seconds(gws) - cpu_at["gw"], cpu_seconds(sim_ps) - cpu_at["sim"]
@@ -736,6 +834,11 @@ def describe(r: dict) -> str:
             f"{n} leases: renew+heartbeat {c['renew_ms_p50']:.1f} / {c['renew_ms_p99']:.1f}, "
             f"fence {c['fence_ms_p50']:.1f} / {c['fence_ms_p99']:.1f}" for n, c in lc["sizes"].items())
             + f" (writer transaction p50 {r['tx_ms_p50']:.0f} ms, {lc['machines_per_tx']} counter states)")
+    if r.get("http_load"):
+        h = r["http_load"]
+        lines.append(f"  HTTP load: {h['api_requests']} API requests ({h['api_per_s']:.0f}/s) p50 {h['api_p50_ms']:.0f} ms, "
+                     f"p99 {h['api_p99_ms']:.0f} ms; {h['scrapes']} /metrics scrapes p99 {h['scrape_p99_ms']:.0f} ms; "
+                     f"not 200: {h['failed'] or 'none'}")
     verdict = "OK" if not r["lost"] and not r["duplicates"] else "UNITS LOST OR DOUBLED"
     lines.append(f"  exactly once: made {r['units_made']}, accounted {r['units_accounted']}: {verdict}")
     return "\n".join(lines)
@@ -814,6 +917,23 @@ def instances_table(rows: list[dict]) -> str:
     return "\n".join(out + cost)
 
 
+def http_load_table(rows: list[dict]) -> str:
+    """--http-load: each configuration idle and under HTTP load, side by side."""
+    out = ["| machines | HTTP | changes/s committed | p50 / p95 / p99 change → commit | gateway CPU | API p50 / p99 | "
+           "/metrics p99 | exactly once |", "|---|---|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        who = " + ".join(f"{r[k]} {n}" for k, n in (("opcua", "OPC UA"), ("modbus", "Modbus")) if r[k])
+        h = r.get("http_load")
+        load = (f"/metrics 1/s + {r['api_rps']:g} API req/s" if h else "served, idle")
+        api = f"{h['api_p50_ms']:.0f} / {h['api_p99_ms']:.0f} ms" if h else "–"
+        scrape = f"{h['scrape_p99_ms']:.0f} ms" if h else "–"
+        ok = "yes" if not r["lost"] and not r["duplicates"] else f"NO ({len(r['lost'])} machines)"
+        out.append(f"| {who} at {r['rate']:g} Hz | {load} | {r['changes_per_s']:.0f} | {r['latency_p50_ms']:.0f} / "
+                   f"{r['latency_p95_ms']:.0f} / {r['latency_p99_ms']:.0f} ms | {r['gateway_cpu_pct']:.1f} % | {api} | "
+                   f"{scrape} | {ok} |")
+    return "\n".join(out)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--opcua", type=int, default=0, help="OPC UA machines")
@@ -836,6 +956,10 @@ def main() -> int:
                              "a list (1,2) runs each count back to back and prints a comparison table")
     parser.add_argument("--lease-reps", type=int, default=50,
                         help="repetitions of the lease renewal/fence timing after each run (0: none)")
+    parser.add_argument("--http-load", action="store_true",
+                        help="run each configuration twice, the gateway serving HTTP: idle, then with /metrics scraped "
+                             "every second and --api-rps API requests/s; compare change → commit latency")
+    parser.add_argument("--api-rps", type=float, default=50.0, help="API requests per second with --http-load")
     parser.add_argument("--scaling", action="store_true", help="run the scaling table and plot bench/scaling.png")
     parser.add_argument("--append", action="store_true", help="append the scaling table to bench/RESULTS.md")
     parser.add_argument("--raw-opcua", help=argparse.SUPPRESS)
@@ -852,15 +976,18 @@ def main() -> int:
     if args.scaling and counts != [1]:
         parser.error("--scaling runs one gateway instance")
 
-    def plan_for(opcua: int, modbus: int, rate: float, instances: int = 1) -> Plan:
+    def plan_for(opcua: int, modbus: int, rate: float, instances: int = 1, api_rps: float | None = None) -> Plan:
         procs = args.sim_procs or max(1, -(-opcua // 500))
         return Plan(opcua, modbus, rate, args.upc, args.seconds, args.publishing_ms, args.poll_ms, procs,
-                    args.modbus_per_proc, args.db, min(args.tick, 0.5 / rate), instances)
+                    args.modbus_per_proc, args.db, min(args.tick, 0.5 / rate), instances,
+                    http=api_rps is not None, api_rps=api_rps or 0.0)
 
     combos = [(*c, 1) for c in SCALING] if args.scaling else [(args.opcua, args.modbus, args.rate, n) for n in counts]
     rows, failed = [], False
-    for opcua, modbus, rate, instances in combos:
-        r = run(plan_for(opcua, modbus, rate, instances), ceilings=not args.no_ceilings, log_dir=args.keep_logs,
+    loads = [0.0, args.api_rps] if args.http_load else [None]  # --http-load: idle, then loaded, same configuration
+    combos = [(*c, load) for c in combos for load in loads]
+    for opcua, modbus, rate, instances, api_rps in combos:
+        r = run(plan_for(opcua, modbus, rate, instances, api_rps), ceilings=not args.no_ceilings, log_dir=args.keep_logs,
                 profile=args.profile, lease_reps=args.lease_reps)
         print(describe(r), flush=True)
         rows.append(r)
@@ -870,6 +997,8 @@ def main() -> int:
                 f.write(json.dumps(r) + "\n")
     if len(counts) > 1:
         print(instances_table(rows))
+    if args.http_load:
+        print(http_load_table(rows))
     if args.scaling:
         print(table(rows))
         plot(rows, ROOT / "bench" / "scaling.png")

@@ -86,6 +86,8 @@ from gateway.cli_anomalies import register as _register_anomalies; _register_ano
 from gateway.cli_browse import register as _register_browse; _register_browse(app)  # noqa: I001
 from gateway.cli_pki import register as _register_pki; _register_pki(app)  # noqa: I001
 from gateway.cli_reload import register as _register_reload; _register_reload(app)  # noqa: I001
+from gateway.http.cli import AuthMetricsOption, HttpOption, TokensOption  # noqa: I001, E402
+from gateway.http.cli import register as _register_http; _register_http(app)  # noqa: I001, E402
 
 # After the ledger is committed, what is left (library tasks, worker threads) gets this
 # long to end before the process ends without them.
@@ -117,6 +119,9 @@ def run(
     lease_ttl: float = typer.Option(DEFAULT_TTL_S, "--lease-ttl", min=1.0,
                                     help="Seconds a machine's lease lasts without renewal (renewed every third); "
                                          "a standby takes over within this time after an owner dies."),
+    http: str = HttpOption,
+    tokens: Path = TokensOption,
+    http_auth_metrics: bool = AuthMetricsOption,
 ) -> None:
     """Run the gateway until SIGINT/SIGTERM; pending units are confirmed on the way out.
 
@@ -125,15 +130,15 @@ def run(
     Each machine is owned by one gateway at a time (a lease in the ledger). A second gateway
     for the same machines is refused (exit 2) unless it is started with --standby.
     """
+    from gateway.app import AppError
+    from gateway.app.ledger import check_url
+    from gateway.http.cli import prepare, serving
     from gateway.ledger.leases import MachinesOwned, Me, session_name
     from gateway.ownership import LeaseOptions
     from gateway.reloading import checked_mapping
     from gateway.service import Gateway, open_ledger_when_reachable
 
     logs.configure(json=log_json, level=log_level.value)
-    from gateway.app import AppError
-    from gateway.app.ledger import check_url
-
     try:
         check_url(db, create=True)  # a URL that cannot name a ledger fails now; an unreachable server is waited for
     except AppError as exc:
@@ -144,6 +149,7 @@ def run(
         fail(exc.lines())
 
     me = Me.here(instance)  # this gateway as an owner; its database sessions carry its name
+    http_plan = prepare(http, tokens, http_auth_metrics)  # the port is taken now: in use → exit 1 at once
 
     async def main() -> bool:
         stop = asyncio.Event()
@@ -161,7 +167,8 @@ def run(
         gateway = Gateway(config, engine, stats=str(stats) if stats else None,
                           lease=LeaseOptions(instance, lease_ttl, standby, me),
                           mapping_file=mapping, reload_requests=reload)
-        done = await gateway.run(stop, shutdown_timeout_s=shutdown_timeout)
+        async with serving(http_plan, gateway):
+            done = await gateway.run(stop, shutdown_timeout_s=shutdown_timeout)
         diagnostics.exit_guard(0 if done else 1, EXIT_GRACE_S)
         return done
 
@@ -497,14 +504,16 @@ def demo(
                                            help="Port for the simulated Modbus server (default: the mapping's)."),
     mapping: Path = typer.Option(Path("mappings/demo-plant.yaml"), "--mapping", help="Demo mapping file."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the gateway's log lines."),
+    http: str = HttpOption,
 ) -> None:
     """Simulated PLCs → gateway → ledger for a while, then reconcile against the simulator."""
     from gateway.demo import DemoError, run_demo
+    from gateway.http.cli import prepare
 
     logs.configure(level="info" if verbose else "warning")
     try:
         ok = asyncio.run(run_demo(seconds=seconds, db=db, port=port, mapping_path=mapping, live=sys.stdout.isatty(),
-                                  modbus_port=modbus_port))
+                                  modbus_port=modbus_port, http=prepare(http, None, False)))
     except InputFileError as exc:
         fail(exc.lines())
     except DemoError as exc:

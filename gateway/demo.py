@@ -10,6 +10,7 @@ simulators make afterwards must be in the ledger exactly once, whatever the prot
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 import time
 from decimal import Decimal
@@ -95,7 +96,8 @@ def _with_ports(mapping: Mapping, opcua_port: int, modbus_port: int | None) -> t
 
 
 async def run_demo(*, seconds: float, db: str | None, port: int, mapping_path: Path, live: bool,
-                   modbus_port: int | None = None) -> bool:
+                   modbus_port: int | None = None, http=None) -> bool:
+    """``http``: a ``gateway.http.cli.HttpPlan`` (its port already bound) to serve the gateway on, or None."""
     console = make_console()
     mapping_path = _find(mapping_path)
     mapping = load_mapping(mapping_path)
@@ -128,19 +130,22 @@ async def run_demo(*, seconds: float, db: str | None, port: int, mapping_path: P
                   f"modbus 127.0.0.1:{modbus_port} ({', '.join(lathes.models)})")
     gw = Gateway(mapping, engine)
     stop = asyncio.Event()
-    task = asyncio.create_task(gw.run(stop))
     try:
-        await wait_until(lambda: caught_up(gw, *plcs), 30, "the gateway to connect and read every counter")
-        start_truth = _truth_units(*plcs)
-        for sim in plcs:
-            await sim.command("*", "resume")
-        await _produce(gw, plcs, seconds, start_truth, console, live)
-        for sim in plcs:
-            await sim.command("*", "pause")
-        await wait_until(lambda: caught_up(gw, *plcs), 30, "the gateway to read the final counter values")
+        async with _serve(http, gw, console):  # before the gateway runs: its metrics see every commit
+            task = asyncio.create_task(gw.run(stop))
+            try:
+                await wait_until(lambda: caught_up(gw, *plcs), 30, "the gateway to connect and read every counter")
+                start_truth = _truth_units(*plcs)
+                for sim in plcs:
+                    await sim.command("*", "resume")
+                await _produce(gw, plcs, seconds, start_truth, console, live)
+                for sim in plcs:
+                    await sim.command("*", "pause")
+                await wait_until(lambda: caught_up(gw, *plcs), 30, "the gateway to read the final counter values")
+            finally:
+                stop.set()
+                await task
     finally:
-        stop.set()
-        await task
         for sim in plcs:
             await sim.stop()
     end_truth = _truth_units(*plcs)
@@ -155,6 +160,27 @@ async def run_demo(*, seconds: float, db: str | None, port: int, mapping_path: P
     console.print(f"explore the ledger: gateway report --db {db}   (also: gateway orders show 1000123, "
                   "gateway confirmations list, gateway errors list)")
     return ok
+
+
+@contextlib.asynccontextmanager
+async def _serve(http, gw: Gateway, console: Console):
+    """Serve the demo's gateway over HTTP and say where (a token for the API is made if none is configured)."""
+    if http is None:
+        yield
+        return
+    from gateway.http.auth import Role, Tokens, new_token
+    from gateway.http.cli import serving
+
+    token = None
+    if not len(http.tokens):
+        token, line = new_token("demo", Role.operator)
+        http.tokens = Tokens.parse(line, "the demo's token")
+    async with serving(http, gw) as server:
+        # soft_wrap: a URL or token broken over two lines cannot be copied
+        console.print(f"HTTP: {server.url}  (/health /ready /metrics /api/v1/machines /openapi.json)", soft_wrap=True)
+        if token:
+            console.print(f"API token for this demo run (operator): {token}", soft_wrap=True)
+        yield
 
 
 async def _produce(gw: Gateway, plcs: tuple[SimulatedPlant, ...], seconds: float, start: dict[str, Decimal],

@@ -69,7 +69,7 @@ from gateway.ledger.leases import LEDGER, MachinesOwned
 from gateway.ownership import LeaseKeeper, LeaseOptions
 from gateway.reloading import MappingChange, checked_mapping, diff_mappings
 from gateway.sources import build_sources
-from gateway.sources.base import ORDER_ROLE, Source, TagValue
+from gateway.sources.base import ORDER_ROLE, Source, SourceHealth, TagValue
 from gateway.clock import utcnow
 from gateway.yamldoc import InputFileError
 
@@ -759,3 +759,19 @@ class Gateway:
 
     async def started(self) -> None:
         await self._started.wait()
+
+    # -- read-only views (HTTP status, metrics) -----------------------------------------
+
+    @property
+    def has_started(self) -> bool:
+        """``run`` got as far as starting the writer and the sources (it may have stopped since)."""
+        return self._started.is_set()
+
+    @property
+    def running(self) -> bool:
+        """Started (machines restored, sources and writer running) and not yet stopping."""
+        return self._started.is_set() and not self._closed
+
+    def source_health(self) -> dict[str, SourceHealth]:
+        """Each source's connection as it is now (empty before the sources are built)."""
+        return {src.name: src.health for src in self.sources}

@@ -14,6 +14,10 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import create_engine, text
 
+# Every `gateway run` / `gateway demo` the tests start would serve HTTP on 127.0.0.1:8080 by
+# default; many run at once, so they serve nothing unless a test asks (tests/http).
+os.environ.setdefault("GATEWAY_HTTP", "off")
+
 PG_URL = os.environ.get("GATEWAY_TEST_PG", "postgresql+psycopg://127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -18,6 +18,10 @@ confirmations and counter states written — so a benchmark can measure commit r
 latency from outside the process. Without it a ``Commit`` only counts its changes and keeps
 their oldest and newest source time; nothing is written.
 
+``after_commit`` hooks (metrics, benchmarks) are called in the writer thread after each
+transaction has committed, with what it committed (``Committed``). A hook must be quick and
+must not touch the ledger; whatever it raises is logged and never affects the writing.
+
 If the database is unreachable or locked, the writer keeps what is queued, retries with
 backoff and reports it in ``health``. An unexpected error in the writer itself is retried
 the same way and logged; the thread does not end while the gateway runs, and should it
@@ -139,6 +143,21 @@ class Commit:
                     or self.counted)
 
 
+@dataclass(frozen=True)
+class Committed:
+    """What one transaction committed, handed to the ``after_commit`` hooks.
+
+    ``batch`` is the change-set as written (less what the fence dropped); ``posted`` is how
+    many of its confirmations were new (a replay of one already in the ledger is not posted
+    again); the times are ``time.time()`` at the transaction's start and after its commit.
+    """
+
+    batch: Commit
+    posted: int
+    began_at: float
+    committed_at: float
+
+
 @dataclass
 class WriterHealth:
     transactions: int = 0
@@ -172,6 +191,8 @@ class LedgerWriter:
         self._drained = False  # set when the thread ends with everything queued written
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
         self.health = WriterHealth()
+        # Called in this thread after every commit (see the module docstring); add before start().
+        self.after_commit: list[Callable[[Committed], None]] = []
 
     def start(self) -> None:
         self._thread.start()
@@ -180,6 +201,11 @@ class LedgerWriter:
     def alive(self) -> bool:
         """False once the thread has ended (after ``stop``, or because it died)."""
         return self._thread.is_alive()
+
+    @property
+    def queue_depth(self) -> int:
+        """Change-sets (and barriers) waiting for the writer: approximate, for health and metrics."""
+        return self._queue.qsize()
 
     @property
     def recording(self) -> bool:
@@ -334,7 +360,7 @@ class LedgerWriter:
         time.sleep(delay)
 
     def _commit(self, batch: Commit) -> None:
-        began = time.time() if self._stats is not None else 0.0
+        began = time.time() if self._stats is not None or self.after_commit else 0.0
         if self._held and not batch.machines().isdisjoint(self._held):
             batch = batch.without(set(self._held))
         lost: set[str] = set()
@@ -371,6 +397,18 @@ class LedgerWriter:
                 "newest_source": batch.newest_source.timestamp() if batch.newest_source else None,
                 "confirmations": posted, "counter_states": len(batch.counter_states),
             })
+        if self.after_commit:
+            self._committed(Committed(batch, posted, began, time.time()))
+
+    def _committed(self, done: Committed) -> None:
+        """Tell the hooks; the transaction is committed, so nothing they do may fail it (a retry would
+        write it again)."""
+        for hook in self.after_commit:
+            try:
+                hook(done)
+            except Exception as exc:  # noqa: BLE001 — a hook's failure is its own, never the ledger's
+                log.warning("after_commit_hook_failed", hook=getattr(hook, "__qualname__", repr(hook)),
+                            error=short_error(exc))
 
     def _write_stats(self) -> None:
         """Append the committed transactions' stats lines; a failure here never touches the ledger."""
