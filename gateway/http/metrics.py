@@ -93,7 +93,8 @@ class GatewayMetrics:
     # -- committed figures ---------------------------------------------------------------
 
     def seed(self, engine: Engine) -> None:
-        """What the ledger holds for the mapping's machines now; call before the writer starts."""
+        """What the ledger holds for the mapping's machines now: before the writer starts, and when a
+        reload adds machines."""
         machines = list(self.gateway.mapping.machines)
         c = t.confirmations.c
         confirmed: dict[tuple[str, str], Decimal] = {(m, k): Decimal(0) for m in machines for k in KINDS}
@@ -116,6 +117,12 @@ class GatewayMetrics:
             # first outcome was unknown): which ones is not known here, so read the totals again.
             log.info("metrics_resync", reason="replayed confirmations", posted=done.posted,
                      batch=len(batch.confirmations))
+            self.seed(self.gateway.engine)
+            return
+        touched = {c.machine for c in batch.confirmations} | set(batch.counted)
+        if (touched - self.counted.keys()) & self.gateway.mapping.machines.keys():
+            # A machine a reload added: its past is in the ledger, not in these figures yet; the
+            # read includes this transaction, committed just now.
             self.seed(self.gateway.engine)
             return
         with self._lock:

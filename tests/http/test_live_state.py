@@ -8,6 +8,8 @@ say exactly what the ledger holds.
 from __future__ import annotations
 
 import asyncio
+import json
+from decimal import Decimal
 
 import pytest
 
@@ -82,3 +84,31 @@ async def test_the_figures_survive_a_restart_on_the_same_ledger(sqlite_url):
     # Disconnected, but within the source's retry budget: still ready.
     assert ready.status_code == 200, ready.text
     assert ready.json()["sources"]["line"]["connected"] is False
+
+
+@pytest.mark.slow
+async def test_a_machine_a_reload_adds_brings_its_ledger_history_into_the_figures(sqlite_url, tmp_path):
+    """ASSY-03 was counted by an earlier run; a reload adds it to a gateway that started without it."""
+    first = line(sqlite_url)
+    async with first:
+        await first.produce(0.8, "ASSY-03")
+    second = line(sqlite_url)
+    whole = second.gateway.mapping
+    file = tmp_path / "plant.yaml"
+    file.write_text(json.dumps(whole.model_dump(mode="json", exclude_none=True)))  # JSON is YAML
+    press_only = whole.model_copy(update={"machines": {"PRESS-01": whole.machines["PRESS-01"]}})
+    second.gateway = Gateway(press_only, second.engine, mapping_file=file)
+    async with served(second.gateway) as (_, client):
+        async with second:
+            await second.produce(0.3, "PRESS-01")
+            assert (await second.gateway.reload())[0] == "applied"
+            await second.produce(0.5, "ASSY-03")
+        body = (await client.get("/api/v1/machines/ASSY-03", headers=auth(VIEWER))).json()
+        metrics = scrape((await client.get("/metrics")).text)
+    t = summary(second.engine).machines["ASSY-03"]
+    assert t.confirmed_yield > first.made("ASSY-03") * Decimal("0.5")  # both runs' confirmations
+    assert (dec(body["confirmed"]["yield"]), dec(body["confirmed"]["scrap"])) == (t.confirmed_yield,
+                                                                                  t.confirmed_scrap)
+    labels = (("machine", "ASSY-03"),)
+    assert metrics[("gateway_units_counted_total", labels)] == float(t.counted)
+    assert metrics[("gateway_units_confirmed_total", (("kind", "yield"), *labels))] == float(t.confirmed_yield)
