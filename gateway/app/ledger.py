@@ -122,10 +122,44 @@ def on_ledger(fn: Callable[P, T]) -> Callable[P, T]:
     @wraps(fn)
     def call(*args: P.args, **kwargs: P.kwargs) -> T:
         engine = args[0] if args else kwargs["engine"]
+        for value in (*args[1:], *kwargs.values()):
+            storable(value)
         with ledger_errors(engine.url):  # type: ignore[union-attr]
             return fn(*args, **kwargs)
 
     return call
+
+
+# The ledger's integer columns are signed 64-bit on every backend.
+MAX_LEDGER_INT = 2**63 - 1
+
+
+def storable(value: object) -> None:
+    """Refuse what no ledger can hold before a query is built from it: whole numbers beyond
+    64 bits (an id typed with too many digits) and text that is not Unicode (a lone
+    surrogate, which a terminal or a JSON body can carry). Checked here, at the one door
+    every operation passes, so that no front end meets a driver's traceback."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if abs(value) > MAX_LEDGER_INT:
+            raise AppError("invalid", f"{value} is out of range: no id or number in the ledger is beyond "
+                                      f"±{MAX_LEDGER_INT}")
+    elif isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = value.encode("utf-8", "backslashreplace").decode()
+            raise AppError("invalid", f"'{shown}' is not valid text (it holds a lone surrogate, shown as \\u…); "
+                                      "type it again") from None
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for item in value:
+            storable(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            storable(item)
+    elif hasattr(value, "model_dump"):  # a pydantic input model
+        storable(value.model_dump())
 
 
 def database_error(url: str | URL, exc: SQLAlchemyError) -> AppError:

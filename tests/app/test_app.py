@@ -163,3 +163,13 @@ def test_answers_are_json_with_exact_decimals(ledger):
     dumped = summary.model_dump(mode="json")
     assert {"material": "RESIN", "location": "LS1", "lot": "R2", "uom": "KG", "qty": "49.5"} in dumped["stock"]
     assert dumped["machines"][0]["machine"] == "M1" and dumped["machines"][0]["confirmed_yield"] == "30"
+
+
+def test_what_no_ledger_can_hold_is_refused_before_a_query_is_built(ledger):
+    from gateway.app import error_queue, orders
+
+    assert refusal(error_queue.reprocess, ledger, [1, 2**63]) == (
+        "invalid", f"{2**63} is out of range: no id or number in the ledger is beyond ±{2**63 - 1}")
+    # A terminal or a JSON body can carry a lone surrogate; no database stores it as text.
+    assert refusal(orders.show_order, ledger, "1000\udc80") == (
+        "invalid", "'1000\\udc80' is not valid text (it holds a lone surrogate, shown as \\u…); type it again")
