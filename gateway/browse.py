@@ -6,12 +6,15 @@ data types and what they hold right now. This module has two halves:
 
 * I/O: ``browse`` walks the address space from one node down to a depth, level by level
   (one Browse and one Read request per level, in batches the server accepts), and
-  ``describe`` reads the nodes a user picked; both connect through ``build_client``;
+  ``describe`` reads the nodes a user picked; both connect through ``session``, which
+  makes and connects the client exactly as the gateway's OPC UA source does
+  (``secure_client``, ``connect_client``): same security, same PKI and trust list;
 * pure: ``render_tree``, ``render_json``, ``notes`` and ``mapping_yaml`` turn what was
   read into lines, so that the output is tested without a server.
 
-It must never write to a server, never print or log a password, and never walk without
-a bound: the depth and a node budget limit every request it makes.
+It must never write to a server, never print or log a password, never trust a server
+certificate the gateway would not, and never walk without a bound: the depth and a node
+budget limit every request it makes.
 """
 
 from __future__ import annotations
@@ -28,7 +31,10 @@ from typing import Any
 from asyncua import Client, ua
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
-from gateway.sources.opcua import DEFAULT_ITEMS_PER_CALL, _without_credentials, resolve_address
+from gateway.mapping.model import OpcUaSource as OpcUaSourceConfig
+from gateway.pki import Pki, default_application_uri
+from gateway.sources.opcua import CREDENTIALS_CODES, DEFAULT_ITEMS_PER_CALL, ConnectRefused, connect_client, \
+    connect_hint, resolve_address, secure_client, without_credentials
 
 OBJECTS_FOLDER = "i=85"
 SERVER_OBJECT = "i=2253"
@@ -54,16 +60,19 @@ class BrowseError(Exception):
 
 @dataclass(frozen=True)
 class Endpoint:
-    """How to reach one OPC UA server: what a mapping's ``opcua:`` source says about it."""
+    """How to reach one OPC UA server, as the gateway's source for it does: the source's
+    settings (a mapping's ``opcua:``, or made from the command line, with the password as
+    SecretStr), the PKI folder and the application URI the gateway states in its
+    certificate and sessions. The last two matter only for a secured endpoint."""
 
-    url: str
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)  # never in a repr, log or traceback
+    config: OpcUaSourceConfig
+    pki: Pki = field(default_factory=lambda: Pki("pki"))
+    application_uri: str = field(default_factory=default_application_uri)
 
     @property
     def shown(self) -> str:
         """The URL as output may show it: no user info."""
-        return _without_credentials(self.url)
+        return without_credentials(self.config.endpoint)
 
 
 @dataclass(frozen=True)
@@ -97,34 +106,32 @@ class Browse:
 # --- connecting ---------------------------------------------------------------------------
 
 
-def build_client(endpoint: Endpoint, timeout_s: float) -> Client:
-    """A client for ``endpoint``: anonymous, or with username and password; no security yet.
+async def build_client(endpoint: Endpoint, timeout_s: float, log: Any = None) -> Client:
+    """A client made as the gateway's source makes one (``secure_client``), not connected.
 
-    The one place where browse makes a client: when the secure client builder (trust
-    list, certificates, ``security:``) is in ``gateway.sources.opcua``, this function
-    becomes a call to it, so that browse connects exactly as the gateway does.
+    Anonymous or with username and password; for a secured endpoint with the gateway's
+    certificate (made in the PKI on first use) and a server certificate that passed the
+    PKI's trust list or the pin, so that browse trusts exactly the servers the gateway trusts.
+    ``log`` gets the one line this can log: the gateway's certificate made, with its thumbprint.
     """
-    client = Client(endpoint.url, timeout=timeout_s)
-    client.description = "Backflush Gateway browse"
-    # A session left behind by a dropped connection counts against small PLC limits
-    # until it times out; asyncua's default is an hour.
-    client.session_timeout = 30_000
-    if endpoint.username:
-        client.set_user(endpoint.username)
-    if endpoint.password:
-        client.set_password(endpoint.password)
-    return client
+    return await asyncio.wait_for(
+        secure_client(endpoint.config, endpoint.pki, endpoint.application_uri, name="browse", timeout=timeout_s,
+                      log=log),
+        timeout_s * 3)  # asks the server for its endpoints first when secured: several round trips
 
 
 @asynccontextmanager
-async def session(endpoint: Endpoint, timeout_s: float = DEFAULT_TIMEOUT_S) -> AsyncIterator[Client]:
+async def session(endpoint: Endpoint, timeout_s: float = DEFAULT_TIMEOUT_S, log: Any = None
+                  ) -> AsyncIterator[Client]:
     """A connected client; every failure to connect becomes one BrowseError line."""
-    client = build_client(endpoint, timeout_s)
+    client = None
     try:
+        client = await build_client(endpoint, timeout_s, log)
         # Several round trips (hello, channel, session, activate), each with its timeout.
-        await asyncio.wait_for(client.connect(), timeout_s * 3)
+        await connect_client(client, timeout_s * 3)
     except Exception as exc:  # noqa: BLE001 — every cause is turned into a message below
-        await _close(client)
+        if client is not None:
+            await _close(client)
         raise BrowseError(_connect_problem(endpoint, exc, timeout_s)) from None
     try:
         yield client
@@ -142,21 +149,20 @@ async def _close(client: Client) -> None:
         pass
 
 
-_LOGIN_CODES = frozenset({ua.StatusCodes.BadUserAccessDenied, ua.StatusCodes.BadIdentityTokenInvalid,
-                          ua.StatusCodes.BadIdentityTokenRejected})
-_SECURITY_CODES = frozenset({ua.StatusCodes.BadSecurityChecksFailed, ua.StatusCodes.BadCertificateUntrusted,
-                             ua.StatusCodes.BadSecurityPolicyRejected, ua.StatusCodes.BadSecurityModeRejected})
-
-
 def _connect_problem(endpoint: Endpoint, exc: BaseException, timeout_s: float) -> str:
+    """The refusals the gateway words (certificates, security, the server's status codes)
+    as it words them; a login, an unreachable or silent server in browse's own words,
+    which name its options."""
     where = f"cannot connect to {endpoint.shown}"
-    if isinstance(exc, UaStatusCodeError) and exc.code in _LOGIN_CODES:
-        who = f"user {endpoint.username!r}" if endpoint.username else "an anonymous session"
+    if isinstance(exc, UaStatusCodeError) and exc.code in CREDENTIALS_CODES:
+        user = endpoint.config.username
+        who = f"user {user!r}" if user else "an anonymous session"
         return (f"{endpoint.shown} refused {who} ({ua.StatusCode(exc.code).name}): check --username and the password "
                 f"(--password-file or OPCUA_PASSWORD), or the user's rights on the server")
-    if isinstance(exc, UaStatusCodeError) and exc.code in _SECURITY_CODES:
-        return (f"{where}: the server refuses an unsecured session ({ua.StatusCode(exc.code).name}); "
-                f"browse connects without security for now")
+    if isinstance(exc, ConnectRefused):
+        return f"{exc}; {connect_hint(exc, endpoint.config, endpoint.pki)}"
+    if isinstance(exc, UaStatusCodeError):
+        return f"{where}: {_exception_text(exc)}; {connect_hint(exc, endpoint.config, endpoint.pki)}"
     if isinstance(exc, ConnectionRefusedError):
         return f"{where}: nothing listens there; is the OPC UA server running, are host and port right?"
     if isinstance(exc, TimeoutError):
@@ -198,14 +204,14 @@ class _Walk:
 
 async def browse(endpoint: Endpoint, root: str = OBJECTS_FOLDER, *, depth: int = DEFAULT_DEPTH,
                  max_nodes: int = DEFAULT_MAX_NODES, include_server: bool = False,
-                 timeout_s: float = DEFAULT_TIMEOUT_S) -> Browse:
+                 timeout_s: float = DEFAULT_TIMEOUT_S, log: Any = None) -> Browse:
     """The address space from ``root`` down ``depth`` levels, at most ``max_nodes`` nodes.
 
     The server's own Server object (i=2253, diagnostics and capabilities: hundreds of
     nodes no counter lives in) is listed but not browsed unless ``include_server`` or
     ``root`` is inside it. Raises BrowseError for an unknown root or a failed connection.
     """
-    async with session(endpoint, timeout_s) as client:
+    async with session(endpoint, timeout_s, log) as client:
         walk = await _start(client)
         root_id = _resolve(root, walk.namespaces)
         (found,) = await _describe_nodes(walk, [root_id], [root])
@@ -241,10 +247,10 @@ async def browse(endpoint: Endpoint, root: str = OBJECTS_FOLDER, *, depth: int =
         return Browse(endpoint.shown, tuple(walk.nodes), depth, max_nodes, not_shown)
 
 
-async def describe(endpoint: Endpoint, node_ids: Sequence[str], timeout_s: float = DEFAULT_TIMEOUT_S
-                   ) -> list[BrowsedNode]:
+async def describe(endpoint: Endpoint, node_ids: Sequence[str], timeout_s: float = DEFAULT_TIMEOUT_S,
+                   log: Any = None) -> list[BrowsedNode]:
     """The nodes ``node_ids`` with class, data type and value; BrowseError if one is unknown."""
-    async with session(endpoint, timeout_s) as client:
+    async with session(endpoint, timeout_s, log) as client:
         walk = await _start(client)
         ids = [_resolve(text, walk.namespaces) for text in node_ids]
         found = await _describe_nodes(walk, ids, list(node_ids))

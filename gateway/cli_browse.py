@@ -1,8 +1,11 @@
 """Command ``gateway browse``: see a PLC's OPC UA address space and pick counter tags.
 
-Presentation only: reading is ``gateway.browse``'s. The password comes from a file or the
-environment, never from the command line (``ps`` would show it), and is never printed.
-Every failure is one line on stderr and exit code 1, never a traceback.
+Presentation only: reading is ``gateway.browse``'s. How to connect comes from a mapping's
+source (``--mapping``/``--source``, loaded as the gateway loads it) or from the options,
+which say what a source's ``opcua:`` says (``--security``, ``--server-certificate``) and
+where the PKI is. The password comes from a file or the environment, never from the
+command line (``ps`` would show it), and is never printed. Every failure is one line on
+stderr and exit code 1, never a traceback.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
@@ -46,6 +50,18 @@ def browse(
     mapping: Path | None = typer.Option(None, "--mapping", "-m", help="Connect the way this mapping's source "
                                         "does (with --source)."),
     source: str | None = typer.Option(None, "--source", help="The mapping's OPC UA source to connect as."),
+    security: str | None = typer.Option(None, "--security", metavar="POLICY:MODE",
+                                        help="Secure the connection as a source's `security:` does, e.g. "
+                                             "Basic256Sha256:SignAndEncrypt (default: none; with --mapping: "
+                                             "the source's)."),
+    pki: Path | None = typer.Option(None, "--pki", help="PKI folder: the gateway's certificate and the server "
+                                    "certificates it trusts (default: pki; with --mapping: the mapping's)."),
+    application_uri: str | None = typer.Option(None, "--application-uri", help="What the gateway calls itself "
+                                               "(default: urn:<host name>:backflush-gateway; with --mapping: "
+                                               "the mapping's)."),
+    server_certificate: str | None = typer.Option(None, "--server-certificate", metavar="PIN",
+                                                  help="Trust only this server certificate (its SHA-256 or SHA-1 "
+                                                       "thumbprint, or its file) instead of the PKI's trust list."),
     timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Seconds to wait for each answer."),
 ) -> None:
     """Show a PLC's OPC UA address space as a tree, to pick counter and order tags.
@@ -56,7 +72,8 @@ def browse(
     from gateway import browse as b
 
     args = list(args or [])
-    endpoint = _endpoint(args, mapping, source, username, password_file)
+    endpoint = _endpoint(args, mapping, source, username, password_file, security, pki, application_uri,
+                         server_certificate)
     picks = args if mapping is not None else args[1:]
     if picks and not yaml:
         fail("error: node ids after the endpoint are for --yaml; to browse below a node, give --node ID")
@@ -65,14 +82,15 @@ def browse(
              "(good=ID, scrap=ID, order=ID to name the role)")
     if yaml and fmt is not Format.tree:
         fail("error: --yaml prints YAML; leave out --format")
+    log = _stderr_log()
     try:
         with _quiet("asyncua"):
             if yaml:
                 roles_ids = [b.parse_pick(p) for p in picks]
-                nodes = asyncio.run(b.describe(endpoint, [nid for _, nid in roles_ids], timeout))
+                nodes = asyncio.run(b.describe(endpoint, [nid for _, nid in roles_ids], timeout, log))
             else:
                 result = asyncio.run(b.browse(endpoint, node, depth=depth, max_nodes=max_nodes,
-                                              include_server=all_, timeout_s=timeout))
+                                              include_server=all_, timeout_s=timeout, log=log))
     except b.BrowseError as exc:
         fail(f"error: {exc}")
     if yaml:
@@ -97,10 +115,27 @@ def _quiet(logger_name: str) -> Iterator[None]:
         logger.setLevel(level)
 
 
+def _stderr_log():
+    """Where the one log line browse can cause goes: the gateway's certificate made on the
+    first secured connect, with the thumbprint to trust on the server. On stderr, as stdout
+    may be JSON; a logger of its own, as a command run in-process (tests, an embedding
+    program) must not change how the process logs afterwards."""
+    import structlog
+
+    return structlog.wrap_logger(
+        structlog.PrintLogger(sys.stderr),
+        processors=[structlog.processors.add_log_level, structlog.dev.ConsoleRenderer(colors=False)],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+
 def _endpoint(args: list[str], mapping: Path | None, source: str | None, username: str | None,
-              password_file: Path | None):
-    """Where to connect and as whom: the ENDPOINT argument, or a mapping's source; options override."""
-    from gateway.browse import Endpoint
+              password_file: Path | None, security: str | None, pki: Path | None, application_uri: str | None,
+              server_certificate: str | None):
+    """Where to connect, how and as whom: the ENDPOINT argument and the options, or a mapping's
+    source; --username and the password override the source's."""
+    from dataclasses import replace
+
+    from pydantic import SecretStr
 
     if (mapping is None) != (source is None):
         fail("error: --mapping and --source go together: the mapping file and the name of its OPC UA source")
@@ -109,48 +144,95 @@ def _endpoint(args: list[str], mapping: Path | None, source: str | None, usernam
             fail("error: give the ENDPOINT (opc.tcp://host:port), or --mapping FILE --source NAME")
         if not args[0].startswith("opc.tcp://"):
             fail(f"error: {args[0]!r} is not an endpoint: it must start with opc.tcp://")
-        endpoint = Endpoint(args[0])
+        endpoint = _from_options(args[0], security, pki, application_uri, server_certificate)
     else:
         if args and args[0].startswith("opc.tcp://"):
             fail("error: give either the ENDPOINT or --mapping/--source, not both")
+        options = {"--security": security, "--pki": pki, "--application-uri": application_uri,
+                   "--server-certificate": server_certificate}
+        given = [option for option, value in options.items() if value is not None]
+        if given:
+            fail(f"error: {', '.join(given)}: with --mapping/--source, browse connects as the source does (its "
+                 f"`security:` and `server_certificate:`, the mapping's `pki:` and `application_uri:`); "
+                 f"change the mapping, or give the ENDPOINT instead")
         endpoint = _from_mapping(mapping, source)
+    config = endpoint.config
     password = _password(password_file)
-    user = username or endpoint.username
+    user = username or config.username
     if password is not None and not user:
         fail("error: a password needs a user: give --username")
-    return Endpoint(endpoint.url, user, password if password is not None else endpoint.password)
+    changes = {"username": user} | ({"password": SecretStr(password)} if password is not None else {})
+    return replace(endpoint, config=config.model_copy(update=changes))
+
+
+def _from_options(url: str, security: str | None, pki: Path | None, application_uri: str | None,
+                  server_certificate: str | None):
+    """A source made from the command line, as a mapping's ``opcua:`` would say it."""
+    from gateway.browse import Endpoint
+    from gateway.mapping.model import OpcUaSource, is_thumbprint
+    from gateway.pki import Pki, PkiError, default_application_uri, load_certificate
+
+    if server_certificate is not None and not is_thumbprint(server_certificate):
+        try:
+            load_certificate(server_certificate)
+        except PkiError as exc:
+            fail(f"error: --server-certificate: {exc}; give the server's certificate file or its SHA-256 or SHA-1 "
+                 f"thumbprint")
+    config = OpcUaSource(endpoint=url, security=_security(security) if security else None,
+                         server_certificate=server_certificate or None)
+    return Endpoint(config, Pki(pki or "pki"), application_uri or default_application_uri())
+
+
+def _security(text: str):
+    """``POLICY:MODE`` as the mapping's ``security: {policy, mode}``, checked against the same names."""
+    from typing import get_args
+
+    from pydantic import ValidationError
+
+    from gateway.mapping.model import Security, SecurityModeName, SecurityPolicyName
+
+    policies, modes = get_args(SecurityPolicyName), get_args(SecurityModeName)
+    policy, sep, mode = text.partition(":")
+    where = f"error: --security {text!r}"
+    if not sep:
+        fail(f"{where}: write POLICY:MODE, e.g. Basic256Sha256:SignAndEncrypt")
+    if policy not in policies:
+        fail(f"{where}: unknown policy {policy!r}; the policies are {', '.join(policies)}")
+    if mode not in modes:
+        fail(f"{where}: unknown mode {mode!r}; the modes are {', '.join(modes)}")
+    try:
+        return Security(policy=policy, mode=mode)
+    except ValidationError as exc:  # policy None with a mode, or a policy without one
+        fail(f"{where}: {exc.errors()[0]['ctx']['error']}")
 
 
 def _from_mapping(path: Path, name: str):
-    """The endpoint and credentials of the mapping's source ``name``; the rest of the file may be unfinished."""
+    """The mapping's source ``name`` as ``read_mapping`` loads it (password file read, ``${NAME}``
+    expanded, paths relative to the mapping), with the mapping's PKI folder and application
+    URI; the rest of the file may be unfinished."""
     from gateway.browse import Endpoint
     from gateway.mapping.load import read_mapping
-    from pydantic import ValidationError
+    from gateway.pki import Pki, default_application_uri
 
-    from gateway.mapping.model import SourceConfig
-
-    loaded = read_mapping(path)
+    loaded = read_mapping(path, unfinished=True)
     if loaded.doc is None:  # not YAML at all
         fail([str(e) for e in loaded.errors] + [f"error: cannot use {path}"])
     data = loaded.doc.data if isinstance(loaded.doc.data, dict) else {}
     sources = data.get("sources") if isinstance(data.get("sources"), dict) else {}
     if name not in sources:
         fail(f"error: {path} has no source {name!r}; it has: {', '.join(map(str, sources)) or 'none'}")
-    # Only this source has to be right: the rest of a mapping being written may be unfinished.
-    problems = [str(e) for e in loaded.errors if e.path == f"sources.{name}" or e.path.startswith(f"sources.{name}.")]
-    if problems:
-        fail(problems + [f"error: cannot use source {name!r} of {path}"])
-    try:
-        config = SourceConfig.model_validate(sources[name])
-    except ValidationError as exc:  # reported at file:line above in all cases met so far; a net
-        fail(f"error: source {name!r} of {path}: {exc.errors()[0]['msg']}")
+    mapping = loaded.model
+    config = mapping.sources.get(name) if mapping is not None else None
+    # Only this source has to be right (and, when it is secured, where its certificates are
+    # and what the gateway calls itself): the rest of a mapping being written may be unfinished.
+    secured = config is not None and config.opcua is not None and config.opcua.secured
+    keys = [f"sources.{name}"] + (["pki", "application_uri"] if secured else [])
+    problems = [str(e) for e in loaded.errors if any(e.path == k or e.path.startswith(f"{k}.") for k in keys)]
+    if problems or config is None:  # without problems of its own, a source is in the valid part; a net
+        fail((problems or [str(e) for e in loaded.errors]) + [f"error: cannot use source {name!r} of {path}"])
     if config.opcua is None:
         fail(f"error: source {name!r} of {path} is a {config.protocol} source; browse reads OPC UA servers")
-    if config.opcua.security:
-        fail(f"error: source {name!r} of {path} uses `security:`; browse cannot open a secured session yet "
-             f"(browse the endpoint without security if the server offers it)")
-    secret = config.opcua.password
-    return Endpoint(config.opcua.endpoint, config.opcua.username, secret.get_secret_value() if secret else None)
+    return Endpoint(config.opcua, Pki(mapping.pki or "pki"), mapping.application_uri or default_application_uri())
 
 
 def _password(password_file: Path | None) -> str | None:

@@ -1,26 +1,34 @@
-"""``gateway browse``: against the simulated PLC over a real socket, and its pure rendering table by table.
+"""``gateway browse``: against the simulated PLC over a real socket, against a secured asyncua
+server (trust list, pin, a mapping's password file), and its pure rendering table by table.
 
 The simulator runs in its own process for the whole module with its machines paused, so
-every value the tests expect is the simulator's own truth at that moment.
+every value the tests expect is the simulator's own truth at that moment. The secured
+server and its certificate are the source security tests' (tests/sources).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from click.testing import Result
 from typer.testing import CliRunner
 
 from gateway.browse import Browse, BrowsedNode, describe_node, format_value, mapping_yaml, notes, parse_pick, \
     render_json, render_tree
 from gateway.cli import app
 from gateway.mapping.load import load_mapping
+from gateway.pki import Pki, describe, load_certificate
 from simulators.control import sim_command_sync
+from tests.sources.conftest import URI as SECURE_NS
+from tests.sources.test_opcua_security import GATEWAY_URI, PASSWORD, USER, SecurePlc, start_secure_plc, trust
 from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -242,17 +250,19 @@ def test_connects_the_way_a_mapping_source_does(plc, tmp_path):
     path.write_text("sources:\n"
                     f"  line-1: {{opcua: {{endpoint: 'opc.tcp://127.0.0.1:{port}'}}}}\n"
                     "  lathe: {modbus: {host: 127.0.0.1}}\n"
-                    "  secure: {opcua: {endpoint: 'opc.tcp://127.0.0.1:1', security: 'Basic256Sha256,Sign,c,k'}}\n"
+                    "  old: {opcua: {endpoint: 'opc.tcp://127.0.0.1:1', security: 'Basic256Sha256,Sign,c,k'}}\n"
                     "  anonymous: {opcua: {endpoint: 'opc.tcp://127.0.0.1:" + port + "', username: bob, "
                     "password: hunter2}}\n"
-                    "  typo: {opcua: {endpoint: '127.0.0.1:4840'}}\n")
+                    "  typo: {opcua: {endpoint: '127.0.0.1:4840'}}\n"
+                    "  secure: {opcua: {endpoint: 'opc.tcp://127.0.0.1:" + port + "', "
+                    "security: {policy: Basic256Sha256, mode: Sign}}}\n")
     result = browse("--mapping", str(path), "--source", "line-1", "--node", f"{NSU}PRESS-01", "--depth", "0")
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[0] == f"PRESS-01  Object  {NSU}PRESS-01  (+4 below)"
     yaml = browse("--mapping", str(path), "--source", "line-1", "--yaml", f"{NSU}PRESS-01.GoodCount")
     assert yaml.exit_code == 0 and f'good:  {{node: "{NSU}PRESS-01.GoodCount", type: uint32}}' in yaml.stdout
     one_line_error(browse("--mapping", str(path), "--source", "line-2"),
-                   f"error: {path} has no source 'line-2'; it has: line-1, lathe, secure, anonymous, typo")
+                   f"error: {path} has no source 'line-2'; it has: line-1, lathe, old, anonymous, typo, secure")
     typo = browse("--mapping", str(path), "--source", "typo")
     assert typo.exit_code == 1 and typo.stderr.splitlines() == [
         f"{path}:6: sources.typo.opcua.endpoint: must start with opc.tcp://, got '127.0.0.1:4840'",
@@ -260,15 +270,161 @@ def test_connects_the_way_a_mapping_source_does(plc, tmp_path):
     ]
     one_line_error(browse("--mapping", str(path), "--source", "lathe"),
                    f"error: source 'lathe' of {path} is a modbus source; browse reads OPC UA servers")
-    one_line_error(browse("--mapping", str(path), "--source", "secure"),
-                   f"error: source 'secure' of {path} uses `security:`; browse cannot open a secured session yet "
-                   f"(browse the endpoint without security if the server offers it)")
+    old = browse("--mapping", str(path), "--source", "old")
+    assert old.exit_code == 1 and old.stderr.splitlines() == [
+        f"{path}:4: sources.old.opcua.security: the security string is no longer read; write security: "
+        f"{{policy: Basic256Sha256, mode: Sign}}, certificate: c, private_key: k (certificate and private_key are "
+        f"optional: the gateway makes its own in the PKI folder)",
+        f"error: cannot use source 'old' of {path}",
+    ]
+    # A secured source is tried as the gateway tries it: the gateway's certificate made in the
+    # mapping's PKI folder (pki next to the mapping), the server asked for its endpoints.
+    secure = browse("--mapping", str(path), "--source", "secure")
+    assert secure.exit_code == 1 and secure.stdout == ""
+    created, refused = secure.stderr.splitlines()
+    own = describe(load_certificate(tmp_path / "pki" / "own" / "certs" / "gateway.der"))
+    assert "opcua.own_certificate_created" in created and own.thumbprint in created
+    assert refused == ("error: the server offers no endpoint with policy Basic256Sha256 and mode Sign (it offers "
+                       "None/None); set `security` in the mapping to one of the offered policy/mode pairs")
     refused = browse("--mapping", str(path), "--source", "anonymous")
     one_line_error(refused, f"error: {plc.endpoint} refused user 'bob' (BadIdentityTokenRejected): check "
                             f"--username and the password (--password-file or OPCUA_PASSWORD), or the user's "
                             f"rights on the server")
     one_line_error(browse(plc.endpoint, "--mapping", str(path), "--source", "line-1"),
                    "error: give either the ENDPOINT or --mapping/--source, not both")
+
+
+# --- a secured server (Basic256Sha256/SignAndEncrypt, user and password) ---------------------
+# The server runs on the test's event loop; each command runs in a thread with its own
+# (the CLI's asyncio.run), as it would in a shell.
+
+PRESS = f"nsu={SECURE_NS};s=Press01"
+
+
+@pytest.fixture
+async def secure_plc(tmp_path: Path) -> AsyncIterator[SecurePlc]:
+    server = await start_secure_plc(tmp_path)
+    yield server
+    await server.plc.stop()
+
+
+async def in_thread(*args: str, env: dict | None = None) -> Result:
+    return await asyncio.to_thread(runner.invoke, app, list(args), env=env)
+
+
+def press_tree() -> list[str]:
+    return [
+        f"Press01  Object  {PRESS}",
+        f"├── Good  Variable  UInt32 = 0  {PRESS}.Good",
+        f"├── Scrap  Variable  UInt32 = 0  {PRESS}.Scrap",
+        f'└── Order  Variable  String = ""  {PRESS}.Order',
+    ]
+
+
+async def test_a_secured_server_is_refused_until_its_certificate_is_trusted(secure_plc: SecurePlc,
+                                                                           tmp_path: Path) -> None:
+    pki = tmp_path / "pki"
+    # The gateway's certificate made beforehand (README: step 1), so that browse's only line is its refusal.
+    assert (await in_thread("pki", "init", "--pki", str(pki))).exit_code == 0
+    password = tmp_path / "password.txt"
+    password.write_text(PASSWORD + "\n")
+    endpoint, info = secure_plc.plc.endpoint, secure_plc.info
+    args = (endpoint, "--security", "Basic256Sha256:SignAndEncrypt", "--pki", str(pki), "--username", USER,
+            "--password-file", str(password), "--node", PRESS)
+
+    refused = await in_thread("browse", *args)
+    saved = pki / "rejected" / "certs" / f"Secure PLC [{info.thumbprint}].der"
+    one_line_error(refused, f"error: BadCertificateUntrusted: the server's certificate is not trusted; {endpoint} "
+                            f"presents CN=Secure PLC, SHA-1 thumbprint {info.thumbprint}, valid {info.validity}; "
+                            f"saved as {saved}; compare the thumbprint with the one the server shows; if they "
+                            f"match: gateway pki trust {info.thumbprint[:16]} --pki {pki}")
+    assert [p.name for p in saved.parent.iterdir()] == [saved.name]
+    assert list((pki / "trusted" / "certs").iterdir()) == []  # nothing trusted by itself
+
+    trusted = await in_thread("pki", "trust", info.thumbprint[:16], "--pki", str(pki))
+    assert trusted.exit_code == 0, trusted.output
+    result = await in_thread("browse", *args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == press_tree()
+    assert result.stderr == ""
+    assert PASSWORD not in refused.output + result.output
+
+
+async def test_a_pinned_server_certificate_needs_no_trust_list(secure_plc: SecurePlc, tmp_path: Path) -> None:
+    pki = tmp_path / "pki"
+    args = (secure_plc.plc.endpoint, "--security", "Basic256Sha256:SignAndEncrypt", "--pki", str(pki),
+            "--username", USER, "--node", PRESS)
+    env = {"OPCUA_PASSWORD": PASSWORD}
+    for pin in (str(secure_plc.cert_file), secure_plc.info.sha256):
+        result = await in_thread("browse", *args, "--server-certificate", pin, env=env)
+        assert result.exit_code == 0, result.output
+        assert result.stdout.splitlines() == press_tree()
+    other = await in_thread("browse", *args, "--server-certificate", "AB" * 32, env=env)
+    assert other.exit_code == 1 and len(other.stderr.splitlines()) == 1
+    assert other.stderr.startswith("error: BadCertificateUntrusted: the server's certificate is not the pinned one; ")
+    assert list((pki / "rejected" / "certs").iterdir()) == []  # a pin mismatch is no candidate for trust
+
+
+async def test_a_mapping_source_is_browsed_with_its_password_file_pki_and_application_uri(
+        secure_plc: SecurePlc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    plant = tmp_path / "plant"
+    (plant / "secrets").mkdir(parents=True)
+    (plant / "secrets" / "press.txt").write_text(PASSWORD + "\n")
+    (plant / "secrets" / "wrong.txt").write_text("N0t-the-Pa55\n")
+    monkeypatch.setenv("PLC_ENDPOINT", secure_plc.plc.endpoint)
+    secured = "security: {policy: Basic256Sha256, mode: SignAndEncrypt}, username: operator"
+    # No machines yet: the mapping is being written. Every path is relative to the mapping.
+    mapping = plant / "plant.yaml"
+    mapping.write_text(f"pki: certs\n"
+                       f"application_uri: {GATEWAY_URI}\n"
+                       f"sources:\n"
+                       f"  press: {{opcua: {{endpoint: '${{PLC_ENDPOINT}}', {secured}, "
+                       f"password_file: secrets/press.txt}}}}\n"
+                       f"  wrong: {{opcua: {{endpoint: '${{PLC_ENDPOINT}}', {secured}, "
+                       f"password_file: secrets/wrong.txt}}}}\n")
+    pki = Pki(plant / "certs")
+    pki.init()
+    trust(pki, secure_plc)
+
+    result = await in_thread("browse", "--mapping", str(mapping), "--source", "press", "--node", PRESS)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == press_tree()
+    # Made on this first secured connect, in the mapping's folder, for the mapping's application URI.
+    own = describe(load_certificate(pki.own_certificate))
+    assert own.application_uri == GATEWAY_URI
+    (created,) = result.stderr.splitlines()
+    assert "opcua.own_certificate_created" in created and own.thumbprint in created
+
+    one_line_error(await in_thread("browse", "--mapping", str(mapping), "--source", "wrong", "--node", PRESS),
+                   f"error: {secure_plc.plc.endpoint} refused user 'operator' (BadUserAccessDenied): check "
+                   f"--username and the password (--password-file or OPCUA_PASSWORD), or the user's rights on "
+                   f"the server")
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    (["--security", "Basic256Sha256"], "error: --security 'Basic256Sha256': write POLICY:MODE, "
+                                       "e.g. Basic256Sha256:SignAndEncrypt"),
+    (["--security", "Basic512:Sign"], "error: --security 'Basic512:Sign': unknown policy 'Basic512'; the policies "
+                                      "are None, Basic256Sha256, Aes128Sha256RsaOaep, Aes256Sha256RsaPss, Basic256, "
+                                      "Basic128Rsa15"),
+    (["--security", "Basic256Sha256:Encrypt"], "error: --security 'Basic256Sha256:Encrypt': unknown mode 'Encrypt'; "
+                                               "the modes are None, Sign, SignAndEncrypt"),
+    (["--security", "None:Sign"], "error: --security 'None:Sign': policy None with mode Sign: policy None goes with "
+                                  "mode None only, and a policy other than None needs mode Sign or SignAndEncrypt"),
+    (["--server-certificate", "plc.der"], "error: --server-certificate: cannot read plc.der: No such file or "
+                                          "directory; give the server's certificate file or its SHA-256 or SHA-1 "
+                                          "thumbprint"),
+])
+def test_security_options_are_checked_before_connecting(args, error):
+    one_line_error(browse("opc.tcp://127.0.0.1:4840", *args), error)
+
+
+def test_security_options_belong_to_the_mapping_with_a_source(tmp_path):
+    one_line_error(browse("--mapping", str(tmp_path / "plant.yaml"), "--source", "line-1", "--pki", "certs",
+                          "--security", "Basic256Sha256:Sign"),
+                   "error: --security, --pki: with --mapping/--source, browse connects as the source does (its "
+                   "`security:` and `server_certificate:`, the mapping's `pki:` and `application_uri:`); change the "
+                   "mapping, or give the ENDPOINT instead")
 
 
 def test_node_ids_without_yaml_are_refused():

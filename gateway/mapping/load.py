@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from gateway.mapping.model import (
     CounterTag,
@@ -34,6 +34,7 @@ from gateway.mapping.model import (
     OrderTag,
     is_thumbprint,
 )
+from gateway.masterdata.model import Id
 from gateway.yamldoc import FileError, Loaded, Loc, YamlDoc, by_line, dotted, read_model, repeats, show, unknown
 
 
@@ -42,18 +43,28 @@ def load_mapping(path: str | os.PathLike[str]) -> Mapping:
     return read_mapping(path).require()
 
 
-def read_mapping(path: str | os.PathLike[str]) -> Loaded[Mapping]:
+def read_mapping(path: str | os.PathLike[str], *, unfinished: bool = False) -> Loaded[Mapping]:
     """Every problem in the file, and the part of it that is valid: passwords read from
     their files, and file names in the mapping (the PKI folder, certificates, keys)
     joined to the mapping's folder, as a program in any working directory needs them —
     they are relative to the mapping file so that a plant folder can be moved as a whole.
+
+    ``unfinished``: a mapping still being written, whose ``machines:`` may be missing; its
+    sources are read all the same (``gateway browse`` connects as one of them to find
+    the tags the machines will need).
     """
-    loaded = read_model(path, Mapping, _whole_file_errors)
+    loaded = read_model(path, _Unfinished if unfinished else Mapping, _whole_file_errors)
     if loaded.doc is None or loaded.model is None:
         return loaded
     mapping, errors = _with_password_files(loaded.doc, loaded.model)
     mapping = _paths_from(os.path.dirname(loaded.file), mapping)
     return replace(loaded, model=mapping, errors=by_line(loaded.errors + errors))
+
+
+class _Unfinished(Mapping):
+    """A mapping without machines yet: the missing key is no error, and the valid part keeps the sources."""
+
+    machines: dict[Id, Machine] = Field(default_factory=dict)
 
 
 # A password file holds one line; anything much bigger is the wrong file (or /dev/zero).

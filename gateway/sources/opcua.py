@@ -23,7 +23,8 @@ outages and servers that go silent. What real plants taught us, and how it is ha
   secured connection is built only by ``secure_client``: it checks the server's
   certificate against the PKI's trust list (or the source's pin) before the secure
   channel is opened, and every refusal — ours or the server's — is one line with what
-  to do (``ConnectRefused``, ``_STATUS_HINTS``), never a traceback.
+  to do (``ConnectRefused``, ``connect_hint``), never a traceback. ``gateway browse``
+  connects through the same two functions (``secure_client``, ``connect_client``).
 
 This module must never drop, merge or reorder a tag's values, never invent a value, never
 raise out of ``run()`` (except on cancellation), never accept a server certificate nobody
@@ -60,7 +61,10 @@ from gateway.pki import CertificateRefused, CertInfo, Pki, PkiError, default_app
 from gateway.sources.base import ReconnectingSource, TagSpec, TagValue
 from gateway.clock import utcnow
 
-__all__ = ["ConnectRefused", "OpcUaSource", "connect_client", "resolve_address", "secure_client"]
+__all__ = [
+    "CREDENTIALS_CODES", "ConnectRefused", "OpcUaSource", "connect_client", "connect_hint", "resolve_address",
+    "secure_client", "without_credentials",
+]
 
 # Ten samples per item per publishing interval: a PLC that counts faster than we publish
 # still loses nothing, and a cumulative counter survives even an overflow (its last value
@@ -215,7 +219,7 @@ async def _secure(client: Client, config: OpcUaSourceConfig, pki: Pki, applicati
     try:
         await pki.check_server_certificate(
             x509.load_der_x509_certificate(server_der), endpoint.Server,
-            endpoint=_without_credentials(config.endpoint), host=urlsplit(config.endpoint).hostname,
+            endpoint=without_credentials(config.endpoint), host=urlsplit(config.endpoint).hostname,
             pin=config.server_certificate, cli_hint=f" --pki {pki.root}")
     except CertificateRefused as exc:
         raise ConnectRefused(exc.reason, exc.hint) from None
@@ -413,7 +417,7 @@ class OpcUaSource(ReconnectingSource):
         pki: Pki | None = None,
         application_uri: str | None = None,
     ) -> None:
-        self._endpoint_for_logs = _without_credentials(config.endpoint)
+        self._endpoint_for_logs = without_credentials(config.endpoint)
         log = (log or structlog.get_logger(__name__)).bind(source=name, endpoint=self._endpoint_for_logs)
         super().__init__(name, config.reconnect_min_s, config.reconnect_max_s, log)
         self.config = config
@@ -603,13 +607,7 @@ class OpcUaSource(ReconnectingSource):
             self._flush_pending(conn)
 
     def _why(self, exc: Exception) -> tuple[str, str]:
-        error, hint = _explain(exc)
-        code = exc.code if isinstance(exc, UaStatusCodeError) else None
-        if (code in _OWN_CERTIFICATE_CODES or getattr(exc, "own_certificate", False)) and self.config.secured:
-            hint += f" ({_own_certificate_text(self.config, self._pki)})"
-        elif code in _CREDENTIALS_CODES:
-            hint += f" (user {self.config.username!r})" if self.config.username else " (no username: anonymous)"
-        return error, hint
+        return _explain(exc)[0], connect_hint(exc, self.config, self._pki)
 
     # --- notifications ----------------------------------------------------------------
 
@@ -804,7 +802,7 @@ def _aware(ts: datetime | None) -> datetime | None:
 
 
 
-def _without_credentials(endpoint: str) -> str:
+def without_credentials(endpoint: str) -> str:
     """The endpoint as logs may show it: ``opc.tcp://user:secret@host`` loses the userinfo."""
     parts = urlsplit(endpoint)
     if "@" not in parts.netloc:
@@ -866,10 +864,23 @@ _OWN_CERTIFICATE_CODES = frozenset({
     ua.StatusCodes.BadCertificateTimeInvalid, ua.StatusCodes.BadCertificateHostNameInvalid,
     ua.StatusCodes.BadCertificateRevoked, ua.StatusCodes.BadCertificateInvalid,
 })
-_CREDENTIALS_CODES = frozenset({
+# Refusals of the login (user, password): the user goes with the hint.
+CREDENTIALS_CODES = frozenset({
     ua.StatusCodes.BadUserAccessDenied, ua.StatusCodes.BadIdentityTokenInvalid,
     ua.StatusCodes.BadIdentityTokenRejected,
 })
+
+
+def connect_hint(exc: BaseException, config: OpcUaSourceConfig, pki: Pki) -> str:
+    """What to do about ``exc``, a failed connect of ``config``: the hint the source logs,
+    naming the gateway's certificate (thumbprint, URI) or the user when they are the cause."""
+    hint = _hint_for(exc)
+    code = exc.code if isinstance(exc, UaStatusCodeError) else None
+    if (code in _OWN_CERTIFICATE_CODES or getattr(exc, "own_certificate", False)) and config.secured:
+        hint += f" ({_own_certificate_text(config, pki)})"
+    elif code in CREDENTIALS_CODES:
+        hint += f" (user {config.username!r})" if config.username else " (no username: anonymous)"
+    return hint
 
 
 def _hint_for(exc: BaseException) -> str:
