@@ -462,6 +462,21 @@ mapping_reloads = Table(
 )
 
 
+# Every mapping the workbench applied (``gateway.http.mapping_api``): who, when, why, the
+# whole text and what the reload changed; a restore applies an old text again as a new
+# row. Append-only: rows are inserted, never updated or deleted.
+mapping_versions = Table(
+    "mapping_versions", metadata,
+    _id(),
+    Column("applied_at", UtcDateTime, nullable=False),
+    Column("actor", String(64), nullable=False),  # the token's name; "file" for the text found before
+    Column("comment", Text, nullable=False),
+    Column("hash", String(64), nullable=False),  # hex SHA-256 of the file's bytes (UTF-8)
+    Column("text", Text, nullable=False),
+    Column("diff_summary", Text, nullable=False),  # gateway.reloading.MappingChange.summary()
+)
+
+
 dead_letters = Table(
     "dead_letters", metadata,
     # Changes the database refused for their content; kept whole, with the error.
@@ -478,8 +493,8 @@ dead_letters = Table(
 # refused at open (``LedgerVersionError``) and upgraded by ``gateway db upgrade`` (alembic,
 # ``gateway/ledger/migrations``). Changing a table above means: a new migration that sets
 # this row to the new number, and SCHEMA_VERSION raised to it.
-SCHEMA_VERSION = 4  # 1: the schema before version numbers (baseline); 2: counted_units; 3: leases;
-# 4: mapping_reloads
+SCHEMA_VERSION = 5  # 1: the schema before version numbers (baseline); 2: counted_units; 3: leases;
+# 4: mapping_reloads; 5: mapping_versions
 UPGRADE_COMMAND = "gateway db upgrade --db URL"
 
 schema_version = Table(
