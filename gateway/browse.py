@@ -604,10 +604,9 @@ def mapping_yaml(picks: Sequence[tuple[str | None, BrowsedNode]], endpoint: str)
         for role in ("good", "scrap"):
             if role in counters:
                 node = counters[role]
-                tag = f"{{node: {json.dumps(node.node_id)}, type: {COUNTER_TYPES[_kind(node)]}}}"
-                body.append((f"      {role + ':':<6} {tag}", _now(node)))
+                body.append((f"      {role + ':':<6} {tag_text(node, role)}", _now(node)))
     if order is not None:
-        body.append((f"    order: {{node: {json.dumps(order.node_id)}}}", _now(order)))
+        body.append((f"    order: {tag_text(order, 'order')}", _now(order)))
     width = max((len(line) for line, _ in body), default=0)
     lines = [f"# read from {endpoint}: paste under the machine's name in `machines:`"]
     lines += [f"{line.ljust(width)}  # {note}" if note else line for line, note in body]
@@ -615,6 +614,16 @@ def mapping_yaml(picks: Sequence[tuple[str | None, BrowsedNode]], endpoint: str)
         lines.append("    # no counter among these nodes: a machine needs `counters: good:` (UInt16, UInt32, UInt64)")
     lines += [f"    # {c}" for c in comments]
     return lines
+
+
+def tag_text(node: BrowsedNode, role: str) -> str | None:
+    """The mapping's tag for ``node`` as ``role`` (``{node: "…", type: uint32}`` for a counter,
+    ``{node: "…"}`` for the order); None when it cannot be one (``counter_problem`` says why)."""
+    if role == "order":
+        return None if _order_problem(node) else f"{{node: {json.dumps(node.node_id)}}}"
+    if counter_problem(node):
+        return None
+    return f"{{node: {json.dumps(node.node_id)}, type: {COUNTER_TYPES[_kind(node)]}}}"
 
 
 def _now(node: BrowsedNode) -> str:
