@@ -48,9 +48,9 @@ NAV = [
 
 def routers() -> list:
     """The console's routers, included by ``mount``."""
-    from gateway.console import actions, auth, pages
+    from gateway.console import actions, auth, pages, workbench
 
-    return [auth.router, pages.router, actions.router]
+    return [auth.router, pages.router, actions.router, workbench.router]
 
 
 def mount(app, ctx, **board_options):

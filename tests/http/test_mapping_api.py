@@ -11,64 +11,15 @@ reads a simulated device whose numbers are word-swapped and decodes them every w
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 from sqlalchemy import func, select
 
 from gateway.ledger import schema as t
 from gateway.ledger.queries import summary
 from gateway.mapping.load import load_mapping
-from simulators.machine import SimMachineConfig
-from simulators.modbus_plc import ModbusPlc
-from simulators.opcua_plc import NAMESPACE_URI, OpcUaPlc
+from tests.http.plant_file import ASSY, NS, RUNNING, plcs, sha
 from tests.http.served import OPERATOR, VIEWER, auth, dec, served
 from tests.integration.lines import Line
-from tests.support import free_port
-
-NS = f"nsu={NAMESPACE_URI};s="
-RUNNING = """\
-sources:
-  line:
-    opcua: {{endpoint: "opc.tcp://127.0.0.1:{opc}", publishing_interval_ms: 50, reconnect_min_s: 0.1, reconnect_max_s: 0.5}}
-  lathes:
-    modbus: {{host: 127.0.0.1, port: {modbus}, timeout_s: 2}}
-machines:
-  PRESS-01:
-    source: line
-    work_center: WC-PRESS
-    units_per_cycle: 4
-    counters:
-      good:  {{node: "{ns}PRESS-01.GoodCount", type: uint32}}
-      scrap: {{node: "{ns}PRESS-01.ScrapCount", type: uint32}}
-    order: {{node: "{ns}PRESS-01.OrderNumber"}}
-    confirm: {{every_units: 40, every_seconds: 1}}
-"""
-ASSY = """\
-  ASSY-03:
-    source: line
-    work_center: WC-ASSY
-    counters:
-      good:  {good}
-      scrap: {scrap}
-    order: "1000124"
-    confirm: {{every_units: 25, every_seconds: 1}}
-"""
-
-
-def sha(text: str | bytes) -> str:
-    return hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()
-
-
-def plcs() -> tuple[OpcUaPlc, ModbusPlc]:
-    opc = OpcUaPlc([SimMachineConfig("PRESS-01", rate_hz=40, units_per_cycle=4, order="1000123", seed=1),
-                    SimMachineConfig("ASSY-03", rate_hz=60, scrap_ratio=0.1, order="1000124", seed=3)],
-                   port=free_port(), tick_s=0.01)
-    # Word-swapped (CDAB) and past 16 bits, so that only one of the decodings is the count.
-    lathe = ModbusPlc([SimMachineConfig("LATHE-04", rate_hz=10, order="1000125", initial_count=70_000, paused=True)],
-                      port=free_port(), word_order="little")
-    return opc, lathe
-
 
 @pytest.mark.slow
 async def test_a_machine_added_through_the_workbench_counts_and_an_invalid_edit_is_refused(sqlite_url, tmp_path):
