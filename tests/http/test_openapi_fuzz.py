@@ -24,6 +24,7 @@ from tests.integration.lines import MASTERDATA, ROOT, line_mapping
 from tests.support import free_port
 
 EXAMPLES_PER_OPERATION = 8
+PLC_UNREACHABLE = {"urn:backflush-gateway:problem:browse-failed", "urn:backflush-gateway:problem:modbus-read-failed"}
 
 
 @pytest.fixture(scope="module")
@@ -69,11 +70,19 @@ def test_no_request_makes_a_server_error(gateway_url):
     for result in schema.get_all_operations():
         operation = result.ok()
 
+        browsing = "/browse/" in operation.path  # reads a PLC: none answers here
+
         @given(case=operation.as_strategy())
         @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
                   suppress_health_check=list(HealthCheck))
         def check(case):
-            response = case.call_and_validate(headers=auth(OPERATOR), checks=[not_a_server_error])
+            if browsing:
+                response = case.call(headers=auth(OPERATOR))
+                if response.status_code >= 500:  # the one 5xx it may give: a 502 naming the unreachable PLC
+                    assert response.status_code == 502 and response.json()["type"] in PLC_UNREACHABLE, (
+                        operation.label, response.status_code, response.text)
+            else:
+                response = case.call_and_validate(headers=auth(OPERATOR), checks=[not_a_server_error])
             seen.setdefault(operation.label, set()).add(response.status_code)
             if response.status_code >= 400:
                 assert response.headers["content-type"] == ["application/problem+json"], (
@@ -81,4 +90,4 @@ def test_no_request_makes_a_server_error(gateway_url):
 
         check()
     assert len(seen) >= 20, sorted(seen)  # every operation was exercised
-    assert all(code < 500 for codes in seen.values() for code in codes), seen
+    assert all(code < 500 or (code == 502 and "/browse/" in label) for label, codes in seen.items() for code in codes), seen
