@@ -460,14 +460,14 @@ class Gateway:
             except Exception:  # noqa: BLE001 — the gateway counts on; the next request tries again
                 log.exception("mapping_reload_failed", file=str(self.mapping_file))
 
-    async def reload(self) -> tuple[str, str]:
+    async def reload(self, requested_by: str = "signal") -> tuple[str, str]:
         """Read the mapping file again and apply it, or refuse it: ("applied" | "refused", detail).
 
         The outcome answers the ``gateway reload`` requests open when the reload began (they
-        were made before the file was read)."""
+        were made before the file was read); without one it is recorded as ``requested_by``."""
         requests = await self._reload_step(leases.open_reload_requests, [])
         outcome, detail = await self._reload()
-        await self._reload_step(leases.reload_done, None, requests, outcome, detail)
+        await self._reload_step(leases.reload_done, None, requests, outcome, detail, requested_by)
         return outcome, detail
 
     async def _reload_step(self, step, failed, *args):

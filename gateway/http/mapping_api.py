@@ -342,7 +342,7 @@ async def apply(request: Request, text: str, base_hash: str, comment: str, actor
                                detail=f"the mapping has {len(checked.errors)} error(s); the file is unchanged")
         data = text.encode("utf-8")
         await anyio.to_thread.run_sync(_replace, file, data)
-        outcome, detail = await gateway.reload()
+        outcome, detail = await gateway.reload(requested_by="workbench")
         if outcome != "applied":
             await anyio.to_thread.run_sync(_replace, file, before)  # what runs is what the file says
             log.warning("mapping_apply_refused", file=str(file), actor=actor, detail=detail.splitlines()[0])

@@ -371,15 +371,17 @@ def open_reload_requests(conn: Connection, me: Me) -> list[int]:
                              .order_by(_R.id)).scalars())
 
 
-def reload_done(conn: Connection, me: Me, requests: list[int], outcome: str, detail: str) -> None:
-    """Answer ``requests`` with the outcome; a reload nobody requested (a bare SIGHUP) gets a row."""
+def reload_done(conn: Connection, me: Me, requests: list[int], outcome: str, detail: str,
+                requested_by: str = "signal") -> None:
+    """Answer ``requests`` with the outcome; a reload nobody requested that way (a bare SIGHUP, the
+    workbench's apply) gets a row, saying who asked."""
     now = db_now(conn)
     if requests:
         conn.execute(update(t.mapping_reloads).where(_R.id.in_(requests), _R.outcome.is_(None))
                      .values(outcome=outcome, detail=detail, finished_at=now))
     else:
         conn.execute(t.mapping_reloads.insert().values(
-            process=me.process, instance=me.instance, requested_by="signal", requested_at=now, finished_at=now,
+            process=me.process, instance=me.instance, requested_by=requested_by, requested_at=now, finished_at=now,
             outcome=outcome, detail=detail))
 
 

@@ -454,7 +454,7 @@ mapping_reloads = Table(
     _id(),
     Column("process", String(32), nullable=False),  # the gateway process asked (``leases.Me.process``)
     Column("instance", String(64), nullable=False),
-    Column("requested_by", String(16), nullable=False),  # "command" or "signal"
+    Column("requested_by", String(16), nullable=False),  # "command", "signal" or "workbench"
     Column("requested_at", Float, nullable=False),
     Column("finished_at", Float),
     Column("outcome", String(12)),  # NULL while open; "applied" or "refused"

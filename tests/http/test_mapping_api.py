@@ -6,7 +6,8 @@ machine with the tags the browse offers, checks it, sees what a reload would cha
 applies it: it counts, equal to the simulator's truth. An invalid edit is refused with
 its ``file:line`` errors and leaves the file alone; a stale edit is a 409; a viewer cannot
 apply; the history grows and a restore brings the first mapping back. The Modbus browse
-reads a simulated device whose numbers are word-swapped and decodes them every way.
+reads a simulated device whose numbers are word-swapped and decodes them every way. A valid
+text the gateway refuses (a machine another gateway owns) puts the previous file back.
 """
 
 from __future__ import annotations
@@ -14,12 +15,18 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
+from gateway.ledger import leases
 from gateway.ledger import schema as t
+from gateway.ledger.leases import Me
 from gateway.ledger.queries import summary
+from gateway.ledger.schema import open_engine
 from gateway.mapping.load import load_mapping
+from gateway.ownership import LeaseOptions
+from gateway.service import Gateway
 from tests.http.plant_file import ASSY, NS, RUNNING, plcs, sha
 from tests.http.served import OPERATOR, VIEWER, auth, dec, served
 from tests.integration.lines import Line
+from tests.support import free_port
 
 @pytest.mark.slow
 async def test_a_machine_added_through_the_workbench_counts_and_an_invalid_edit_is_refused(sqlite_url, tmp_path):
@@ -168,3 +175,37 @@ async def test_an_unreachable_plc_is_a_problem_and_a_gateway_without_its_file_ca
         assert down.json()["detail"].startswith(f"lathes (127.0.0.1:{lathe.port} unit 1), holding 0..15: cannot connect")
         opc_down = await client.get("/api/v1/browse/opcua/line", headers=v)
         assert opc_down.status_code == 502 and opc_down.json()["type"] == "urn:backflush-gateway:problem:browse-failed"
+
+
+@pytest.mark.postgres
+async def test_an_apply_the_gateway_refuses_puts_the_file_back(pg_url, tmp_path):
+    """Valid, but ASSY-03 is owned by another running gateway: the reload refuses, the file is as before."""
+    engine = open_engine(pg_url)
+    with engine.begin() as conn:
+        leases.acquire(conn, Me("line-b", "edge-2", 4242), ["ASSY-03"], 60, all_or_nothing=True)
+    (tmp_path / "plant").mkdir()
+    file = tmp_path / "plant" / "plant.yaml"
+    running = RUNNING.format(opc=free_port(), modbus=free_port(), ns=NS)
+    file.write_text(running)
+    gateway = Gateway(load_mapping(file), engine, lease=LeaseOptions("line-a", 10, me=Me.here("line-a")),
+                      mapping_file=file)
+    gateway.keeper.start()
+    gateway._restore()
+    edited = running + ASSY.format(good=f'{{node: "{NS}ASSY-03.GoodCount", type: uint32}}',
+                                   scrap=f'{{node: "{NS}ASSY-03.ScrapCount", type: uint32}}')
+    try:
+        async with served(gateway) as (_, client):
+            result = (await client.post("/api/v1/mapping/apply", headers=auth(OPERATOR), json={
+                "text": edited, "base_hash": sha(running), "comment": "ASSY-03"})).json()
+            versions = (await client.get("/api/v1/mapping/versions", headers=auth(VIEWER))).json()
+    finally:
+        gateway.keeper.release()
+    assert (result["outcome"], result["errors"], result["hash"], result["version_id"]) == (
+        "refused", [], sha(running), None)
+    assert result["detail"] == ("machines it adds are owned by another running gateway\n"
+                                "ASSY-03: instance 'line-b' on host edge-2, pid 4242\nthe file is back as it was")
+    assert file.read_text() == running and list(file.parent.iterdir()) == [file]
+    assert list(gateway.machines) == ["PRESS-01"] and versions == []
+    with engine.connect() as conn:
+        recorded = conn.execute(select(t.mapping_reloads)).one()
+    assert (recorded.instance, recorded.requested_by, recorded.outcome) == ("line-a", "workbench", "refused")
