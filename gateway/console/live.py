@@ -69,6 +69,10 @@ class Board:
         health = gw.source_health()  # once per tick, not per machine
         return {name: self._row(name, health) for name in sorted(gw.machines)}
 
+    def row(self, name: str) -> dict:
+        """One machine's board row now."""
+        return self._row(name, self.ctx.gateway.source_health())
+
     def _row(self, name: str, health: dict) -> dict:
         gw = self.ctx.gateway
         v = machine_view(self.ctx, name, health)

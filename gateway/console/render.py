@@ -49,8 +49,8 @@ templates.env.filters.update(qty=qty, when=when, age=age)
 templates.env.globals.update(nav=NAV, version=build_version())
 
 
-def render(request: Request, name: str, principal: Principal | None, *, active: str = "", status_code: int = 200,
+def render(request: Request, template: str, principal: Principal | None, *, active: str = "", status_code: int = 200,
            **context):
-    return templates.TemplateResponse(request, name, {
+    return templates.TemplateResponse(request, template, {
         "principal": principal, "can_act": principal is not None and principal.role is Role.operator,
         "active": active, "kiosk": "kiosk" in request.query_params, **context}, status_code=status_code)

@@ -136,13 +136,16 @@ const console_ = (() => {
       });
     }
     filter();
+    board.querySelectorAll("[data-machine]").forEach(ages);
   }
 
   function machinePage() {
     const m = document.querySelector("[data-machine-stream]");
     if (!m) return;
     staleAfter = Number(m.dataset.staleAfter || 300);
-    live(m.parentElement, m.dataset.machineStream, null);
+    const tile = m.closest("[data-machine]");
+    live(tile.parentElement, m.dataset.machineStream, null);
+    ages(tile);
   }
 
   document.addEventListener("DOMContentLoaded", () => { boardPage(); machinePage(); });
