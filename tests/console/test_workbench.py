@@ -11,24 +11,19 @@ docs/console/workbench.png.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
 from gateway.ledger.queries import summary
 from gateway.mapping.load import load_mapping
+from tests.console.browser import VIEWPORT, browser_page, chromium, login, shot
 from tests.http.plant_file import NS, RUNNING, plcs, sha
 from tests.http.served import OPERATOR, VIEWER, served
-from tests.integration.lines import ROOT, Line
+from tests.integration.lines import Line
 
-CHROMIUM = shutil.which("chromium")
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(
-    CHROMIUM is None and os.environ.get("CI") != "true",
-    reason="no Chromium found (apt-get install chromium): the workbench's browser test needs one")]
-SCREENSHOT = ROOT / "docs" / "console" / "workbench.png"
+pytestmark = pytest.mark.slow
 ADDED = f"""\
   ASSY-03:
     source: line
@@ -40,18 +35,10 @@ ADDED = f"""\
 """
 
 
-async def logged_in(browser, url: str, token: str):
-    page = await browser.new_page(viewport={"width": 1366, "height": 768})
-    await page.goto(f"{url}/console/login?next=/console/mapping")
-    await page.fill("input[name=token]", token)
-    await page.click("button[type=submit]")
-    await page.wait_for_url("**/console/mapping")
-    return page
-
-
 async def test_a_machine_added_by_browsing_counts_and_an_invalid_edit_is_refused_at_its_line(sqlite_url, tmp_path,
                                                                                              monkeypatch):
-    from playwright.async_api import async_playwright, expect
+    chromium()  # or skip, saying why
+    from playwright.async_api import expect
 
     opc, lathe = plcs()
     (tmp_path / "plant").mkdir()
@@ -60,9 +47,8 @@ async def test_a_machine_added_by_browsing_counts_and_an_invalid_edit_is_refused
     ln = Line(sqlite_url, opc, load_mapping(tmp_path / "plant" / "plant.yaml"))
     monkeypatch.chdir(tmp_path)  # the gateway runs on a relative name, as `gateway run --mapping plant/plant.yaml`
     file = ln.gateway.mapping_file = Path("plant", "plant.yaml")
-    async with lathe, served(ln.gateway) as (server, _), ln, async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM)
-        page = await logged_in(browser, server.url, OPERATOR)
+    async with lathe, served(ln.gateway) as (server, _), ln, browser_page(server.url) as page:
+        await login(page, OPERATOR, "/console/mapping")
         validity = page.locator("#wb-validity")
         await expect(validity).to_have_text("valid")
 
@@ -117,8 +103,7 @@ async def test_a_machine_added_by_browsing_counts_and_an_invalid_edit_is_refused
         await expect(result).to_contain_text("the mapping has 1 error(s); the file is unchanged")
         await page.click('.wb-tabs [data-tab="browse"]')
         await page.evaluate("document.getElementById('toast').hidden = true")
-        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        await page.screenshot(path=str(SCREENSHOT))
+        await shot(page, "workbench")
         assert file.read_text() == edited and sha(file.read_bytes()) == sha(edited)
         assert sorted(ln.gateway.machines) == ["ASSY-03", "PRESS-01"]
 
@@ -133,12 +118,12 @@ async def test_a_machine_added_by_browsing_counts_and_an_invalid_edit_is_refused
                      ).not_to_have_text("70000")
 
         # A viewer: no Apply button, and the action refused.
-        viewer = await logged_in(browser, server.url, VIEWER)
+        viewer = await (await page.context.browser.new_context(viewport=VIEWPORT, base_url=server.url)).new_page()
+        await login(viewer, VIEWER, "/console/mapping")
         await expect(viewer.locator("#wb-validity")).to_have_text("valid")
         assert await viewer.locator("#wb-apply").count() == 0
         refused = await viewer.request.post(f"{server.url}/console/actions/mapping/apply", headers={
             "Origin": server.url}, data={"text": running, "base_hash": sha(edited), "comment": ""})
         assert refused.status == 403 and (await refused.json())["detail"] == (
             "token 'board' has role viewer; this needs operator")
-        await browser.close()
     assert file.read_text() == edited
