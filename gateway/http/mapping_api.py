@@ -341,7 +341,11 @@ async def apply(request: Request, text: str, base_hash: str, comment: str, actor
             return ApplyResult(**_validation(file, checked), outcome="refused", hash=base_hash,
                                detail=f"the mapping has {len(checked.errors)} error(s); the file is unchanged")
         data = text.encode("utf-8")
-        await anyio.to_thread.run_sync(_replace, file, data)
+        try:
+            await anyio.to_thread.run_sync(_replace, file, data)
+        except OSError as exc:  # nothing was replaced: the rename is the only step that changes the file
+            raise Problem(409, "mapping-file-unwritable", f"{file}: cannot write it ({exc.strerror or exc}); "
+                                                          "nothing was applied") from None
         outcome, detail = await gateway.reload(requested_by="workbench")
         if outcome != "applied":
             await anyio.to_thread.run_sync(_replace, file, before)  # what runs is what the file says
