@@ -509,11 +509,13 @@ def demo(
     """Simulated PLCs → gateway → ledger for a while, then reconcile against the simulator."""
     from gateway.demo import DemoError, run_demo
     from gateway.http.cli import prepare
+    from gateway.http.listen import DEFAULT_LISTEN
 
     logs.configure(level="info" if verbose else "warning")
     try:
         ok = asyncio.run(run_demo(seconds=seconds, db=db, port=port, mapping_path=mapping, live=sys.stdout.isatty(),
-                                  modbus_port=modbus_port, http=prepare(http, None, False)))
+                                  modbus_port=modbus_port,
+                                  http=prepare(http, None, False, any_port_if_taken=http == DEFAULT_LISTEN)))
     except InputFileError as exc:
         fail(exc.lines())
     except DemoError as exc:

@@ -142,6 +142,22 @@ def test_run_with_the_port_in_use_says_so_in_one_line_and_exits_1(tmp_path):
     assert not (tmp_path / "ledger.sqlite").exists()  # refused before anything started
 
 
+def test_the_demo_serves_on_a_free_port_when_its_default_one_is_taken():
+    """A demo is for trying things: another program on 8080 must not stop it (a run is refused, above)."""
+    import socket
+
+    from gateway.http.cli import prepare
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        plan = prepare(f"127.0.0.1:{port}", None, False, any_port_if_taken=True)
+        try:
+            host, got = plan.sock.getsockname()[:2]
+            assert host == "127.0.0.1" and got not in (0, port)
+        finally:
+            plan.sock.close()
+
+
 def test_run_serves_http_and_still_stops_cleanly_on_sigterm(tmp_path):
     port = free_port()
     tokens = tmp_path / "tokens.yaml"
