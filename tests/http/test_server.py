@@ -66,8 +66,9 @@ async def test_every_refusal_is_a_problem_document(tmp_path):
     assert (unknown.status_code, unknown.json()["detail"]) == (404, "no machine 'NOPE-99' in this gateway's mapping")
     assert too_long.status_code == 422 and too_long.json()["errors"][0]["loc"] == ["path", "name"]
     assert (no_route.status_code, no_route.json()["title"]) == (404, "Not Found")
+    # The application layer refuses it, for every front end alike.
     assert (surrogate.status_code, surrogate.json()["detail"]) == (
-        422, "the request holds text that is not valid Unicode (a lone surrogate)")
+        422, "'\\ud800' is not valid text (it holds a lone surrogate, shown as \\u…); type it again")
     assert huge_id.status_code == 422 and huge_id.json()["errors"][0]["loc"] == ["body", "anomaly_id"]
     assert not_json.status_code == 422 and not_json.json()["errors"][0]["type"] == "json_invalid"
     assert ok.status_code == 200 and [m["name"] for m in ok.json()] == ["ASSY-03", "LATHE-04", "PRESS-01"]
