@@ -60,7 +60,11 @@ router = APIRouter(prefix="/api/v1", responses=PROBLEM_RESPONSES)
 
 
 def _machine_view(request: Request, name: str, health: dict) -> MachineView:
-    ctx = request.app.state.ctx
+    return machine_view(request.app.state.ctx, name, health)
+
+
+def machine_view(ctx, name: str, health: dict) -> MachineView:
+    """One machine now, from the server context (``health``: ``gateway.source_health()``, read once)."""
     gw = ctx.gateway
     rt = gw.machines[name]
     counted, good, scrap = ctx.metrics.committed_figures(name)

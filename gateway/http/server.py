@@ -41,9 +41,11 @@ class Context:
     auth_metrics: bool
     ledger_engine: object = None  # the API's own engine: its reads never take the writer's connections
     ledger_calls: object = None  # anyio.CapacityLimiter: ledger operations at once
+    console: object = None  # the web console's board hub (gateway.console.live.Board)
 
 
-def build_app(ctx: Context) -> FastAPI:
+def build_app(ctx: Context, *, console: dict | None = None) -> FastAPI:
+    """The app; ``console``: the web console's board options (``gateway.console.live.Board``)."""
     app = FastAPI(title="Backflush Gateway", version=build_version(),
                   description="Live state of a running gateway and its ledger. Errors are RFC 9457 problems.",
                   docs_url=None, redoc_url=None)
@@ -71,6 +73,9 @@ def build_app(ctx: Context) -> FastAPI:
 
     app.include_router(api.router)
     app.include_router(ledger_api.router)
+    from gateway.console import mount
+
+    ctx.console = mount(app, ctx, **(console or {}))
     return app
 
 
@@ -86,13 +91,13 @@ class HttpServer:
     """The server of one gateway on a bound socket: ``start``, ``stop``."""
 
     def __init__(self, sock: socket.socket, gateway, *, tokens: Tokens | None = None, auth_metrics: bool = False,
-                 limits: Limits = Limits()) -> None:
+                 limits: Limits = Limits(), console: dict | None = None) -> None:
         self.sock = sock
         self.gateway = gateway
         self.metrics = GatewayMetrics(gateway)
         self.watch = StatusWatch(gateway)
         self.ctx = Context(gateway, self.metrics, self.watch, tokens or Tokens([]), limits, auth_metrics)
-        self.app = build_app(self.ctx)
+        self.app = build_app(self.ctx, console=console)
         self._server: _Server | None = None
         self._tasks: list[asyncio.Task] = []
 
@@ -112,7 +117,8 @@ class HttpServer:
         self._server = _Server(config)
         self._tasks = [asyncio.create_task(self._server.serve(sockets=[self.sock]), name="http-server"),
                        asyncio.create_task(self.watch.run(), name="http-status-watch"),
-                       asyncio.create_task(self.metrics.keep_ledger_figures(), name="http-ledger-figures")]
+                       asyncio.create_task(self.metrics.keep_ledger_figures(), name="http-ledger-figures"),
+                       asyncio.create_task(self.ctx.console.run(), name="console-board")]
         while not self._server.started:
             if self._tasks[0].done():
                 self._tasks[0].result()  # raises what stopped it
