@@ -50,6 +50,10 @@ def print_comparison(a: DryRun, b: DryRun) -> None:
                   _mark(x, differs), _mark(y, differs)] for line, x, y, differs in rows]
         console.print(table(machine, ["", a.mapping, b.mapping], shown, numeric=[a.mapping, b.mapping]))
     for run in (a, b):
+        for machine, m in run.machines.items():
+            for x in m.anomalies:
+                console.print(f"[red]{escape(run.mapping)}: {escape(machine)} anomaly[/] {x.kind}"
+                              f"{' ' + x.counter if x.counter else ''}: {escape(x.detail)}")
         _print_problems(console, run, prefix=f"{run.mapping}: ")
     console.print(f"{differing} line(s) differ" if differing else "the two mappings make the same")
     for run in (a, b):
