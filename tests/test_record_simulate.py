@@ -235,3 +235,31 @@ async def test_replay_serves_the_recording_value_for_value(tmp_path):
     for machine in ("PRESS-01", "LATHE-04"):
         values = [v.value for v in got if (v.machine, v.role) == (machine, "good")]
         assert [v for v in values if v != 0] == goods, machine  # 0: the node before the first value, if seen
+
+
+def test_dry_run_refusals_are_one_line_each(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from gateway.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    case = ROOT / "tests" / "recordings" / "plc_reset_counts_after_the_reset"
+    mapping = (case / "mapping.yaml").read_text().replace("masterdata: ../../../mappings/demo-masterdata.yaml\n", "")
+    Path("mapping.yaml").write_text(mapping)
+    lines = (case / "recording.jsonl").read_text().splitlines()
+    Path("rec.jsonl").write_text("\n".join([lines[0], "garbage", lines[2].replace('"machine": "ASSY-03", ', "")]))
+    runner = CliRunner()
+    result = runner.invoke(app, ["dry-run", "-m", "mapping.yaml", "-r", "rec.jsonl"])
+    assert (result.exit_code, result.stderr) == (1, "mapping.yaml: a dry-run plans against master data: give "
+                                                    "--masterdata FILE, or name it in the mapping (`masterdata: "
+                                                    "FILE`)\n")
+    result = runner.invoke(app, ["dry-run", "-m", "mapping.yaml", "-r", "rec.jsonl", "--masterdata", str(MASTERDATA)])
+    assert (result.exit_code, result.stderr) == (1, "rec.jsonl:2: not JSON: Expecting value\n"
+                                                    "rec.jsonl:3: machine: Field required\n")
+    Path("rec.jsonl").write_text("\n".join(lines))
+    result = runner.invoke(app, ["dry-run", "-m", "mapping.yaml", "-r", "rec.jsonl", "--masterdata", str(MASTERDATA)])
+    assert result.exit_code == 1  # the PLC reset
+    assert "ASSY-03: 75 units counted, yield 75, scrap 0, 1 confirmation(s)\n" in result.stdout
+    assert ("  anomaly reset good: counter went down from 1050 to 5 (PLC restart or clear); counted 5 after the "
+            "reset, the counts between the last reading and the reset are unknown\n") in result.stdout
+    assert result.stdout.endswith("\n1 anomaly(ies)\n")

@@ -31,10 +31,11 @@ def print_dry_run(run: DryRun) -> None:
                               f"{fmt(a.cost)} {a.currency}")
             for e in c.errors:
                 console.print(f"    [red]not issued[/] {e.material} {fmt(e.missing)} {e.uom} at {e.location}: "
-                              f"{escape(e.reason)}")
+                              f"{escape(e.reason)}", soft_wrap=True)
         for a in m.anomalies:
             held = f", {fmt(a.units_held)} units held" if a.units_held else ""
-            console.print(f"  [red]anomaly[/] {a.kind}{' ' + a.counter if a.counter else ''}{held}: {escape(a.detail)}")
+            console.print(f"  [red]anomaly[/] {a.kind}{' ' + a.counter if a.counter else ''}{held}: {escape(a.detail)}",
+                          soft_wrap=True)  # one line per anomaly, for grep
     _print_problems(console, run)
     console.print()
     console.print("[green]no anomalies[/]" if run.clean else f"[red]{_verdict(run)}[/]")
@@ -53,7 +54,7 @@ def print_comparison(a: DryRun, b: DryRun) -> None:
         for machine, m in run.machines.items():
             for x in m.anomalies:
                 console.print(f"[red]{escape(run.mapping)}: {escape(machine)} anomaly[/] {x.kind}"
-                              f"{' ' + x.counter if x.counter else ''}: {escape(x.detail)}")
+                              f"{' ' + x.counter if x.counter else ''}: {escape(x.detail)}", soft_wrap=True)
         _print_problems(console, run, prefix=f"{run.mapping}: ")
     console.print(f"{differing} line(s) differ" if differing else "the two mappings make the same")
     for run in (a, b):
