@@ -199,6 +199,7 @@ def test_demo_serves_http_and_says_where(tmp_path):
                           "--http", f"127.0.0.1:{port}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert f"HTTP: http://127.0.0.1:{port}  (/health /ready /metrics /api/v1/machines /openapi.json)" in out.stdout
+    assert f"web console: http://127.0.0.1:{port}/console/  (while the demo runs; log in with the token below)" in out.stdout
     assert "API token for this demo run (operator): bgw_" in out.stdout
 
 
