@@ -86,6 +86,7 @@ from gateway.cli_anomalies import register as _register_anomalies; _register_ano
 from gateway.cli_browse import register as _register_browse; _register_browse(app)  # noqa: I001
 from gateway.cli_pki import register as _register_pki; _register_pki(app)  # noqa: I001
 from gateway.cli_reload import register as _register_reload; _register_reload(app)  # noqa: I001
+from gateway.cli_commissioning import register as _register_commissioning; _register_commissioning(app)  # noqa: I001, E402
 from gateway.http.cli import AuthMetricsOption, HttpOption, TokensOption  # noqa: I001, E402
 from gateway.http.cli import register as _register_http; _register_http(app)  # noqa: I001, E402
 
@@ -509,11 +510,13 @@ def demo(
     """Simulated PLCs → gateway → ledger for a while, then reconcile against the simulator."""
     from gateway.demo import DemoError, run_demo
     from gateway.http.cli import prepare
+    from gateway.http.listen import DEFAULT_LISTEN
 
     logs.configure(level="info" if verbose else "warning")
     try:
         ok = asyncio.run(run_demo(seconds=seconds, db=db, port=port, mapping_path=mapping, live=sys.stdout.isatty(),
-                                  modbus_port=modbus_port, http=prepare(http, None, False)))
+                                  modbus_port=modbus_port,
+                                  http=prepare(http, None, False, any_port_if_taken=http == DEFAULT_LISTEN)))
     except InputFileError as exc:
         fail(exc.lines())
     except DemoError as exc:

@@ -177,6 +177,7 @@ async def _serve(http, gw: Gateway, console: Console):
         http.tokens = Tokens.parse(line, "the demo's token")
     async with serving(http, gw) as server:
         # soft_wrap: a URL or token broken over two lines cannot be copied
+        console.print(f"web console: {server.url}/console/  (while the demo runs; log in with the token below)", soft_wrap=True)
         console.print(f"HTTP: {server.url}  (/health /ready /metrics /api/v1/machines /openapi.json)", soft_wrap=True)
         if token:
             console.print(f"API token for this demo run (operator): {token}", soft_wrap=True)

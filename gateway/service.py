@@ -84,6 +84,7 @@ RECANCEL_S = 0.5
 # (bench/writer_tx.py: ~6 000/s) so that counter changes never queue behind a burst.
 TIMER_CONFIRMATIONS_PER_TICK = 200
 WRITER_WATCH_S = 0.5  # how often the service checks that the ledger writer thread is alive
+TICK_S = 0.25  # how often the confirm timer checks what is due (also in a dry-run's replay)
 
 
 @dataclass
@@ -551,7 +552,7 @@ class Gateway:
                 rt.token, rt.owned = tokens.get(name), name in tokens
         self.mapping = new
 
-    async def _tick_forever(self, interval_s: float = 0.25) -> None:
+    async def _tick_forever(self, interval_s: float = TICK_S) -> None:
         while True:
             await asyncio.sleep(interval_s)
             await self._refresh_known_orders()  # orders loaded or completed from the CLI meanwhile
@@ -752,6 +753,27 @@ class Gateway:
             if rt.owned:
                 self._confirm_machine(rt, commit, now, trigger=trigger)
         self._submit(commit)
+
+    # -- replaying a recording (gateway dry-run) -----------------------------------------
+    # The same machines, decisions and writer as ``run``, without sources, leases or the
+    # tick task: the caller feeds recorded batches to ``on_batch`` and calls ``tick`` where
+    # the confirm timer would have run, with ``clock`` showing the recorded time.
+
+    def open_replay(self) -> None:
+        """Restore the machines from the ledger and start the writer (no sources)."""
+        self._restore()
+        self.writer.start()
+        self._started.set()
+
+    def tick(self) -> None:
+        """What the confirm timer does every ``TICK_S``: confirm what the rules say is due."""
+        self._confirm_all(None)
+
+    def close_replay(self, timeout_s: float = 30.0) -> bool:
+        """As at shutdown: confirm every pending unit of a known order, commit; True if committed."""
+        self._closed = True
+        self._confirm_all("shutdown")
+        return self.writer.stop(timeout_s) and not self.writer.health.held_machines
 
     async def committed(self) -> None:
         """Wait until everything handed to the writer so far is in the ledger."""

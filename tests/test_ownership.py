@@ -12,7 +12,6 @@ import asyncio
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 import pytest
 from sqlalchemy import select

@@ -32,12 +32,24 @@ class HttpPlan:
     auth_metrics: bool
 
 
-def prepare(http: str, tokens_file: Path | None, auth_metrics: bool) -> HttpPlan | None:
-    """Parse, load the tokens and bind the port now (None: --http off); one line and exit 1 if not."""
+def prepare(http: str, tokens_file: Path | None, auth_metrics: bool, *,
+            any_port_if_taken: bool = False) -> HttpPlan | None:
+    """Parse, load the tokens and bind the port now (None: --http off); one line and exit 1 if not.
+
+    ``any_port_if_taken``: the demo's default port may be taken by another program; a
+    demo is for trying things, so it serves on a free port then (and prints the URL)."""
     try:
         listen = Listen.parse(http)
         tokens = Tokens.load(tokens_file)
-        return None if listen is None else HttpPlan(bind(listen), tokens, auth_metrics)
+        if listen is None:
+            return None
+        try:
+            sock = bind(listen)
+        except PortInUse:
+            if not any_port_if_taken:
+                raise
+            sock = bind(Listen(listen.host, 0))
+        return HttpPlan(sock, tokens, auth_metrics)
     except (ValueError, PortInUse) as exc:  # TokenConfigError is a ValueError
         fail(f"error: {exc}")
 

@@ -50,7 +50,9 @@ class TagValue:
 
     ``source_time`` is the PLC's timestamp (UTC, timezone-aware); ``received_at`` is when
     the gateway got it. ``value`` is ``None`` when the PLC sent no usable value (then
-    ``quality`` is not GOOD).
+    ``quality`` is not GOOD). ``server_time`` and ``status`` are what the protocol said
+    besides (OPC UA: the ServerTimestamp and the StatusCode's name), for ``gateway record``;
+    None where the protocol has no such thing (Modbus). Nothing decides by them.
     """
 
     machine: str
@@ -59,6 +61,8 @@ class TagValue:
     source_time: datetime
     quality: Quality
     received_at: datetime
+    server_time: datetime | None = None
+    status: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

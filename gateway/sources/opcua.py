@@ -660,7 +660,9 @@ class OpcUaSource(ReconnectingSource):
             self._mark_bad(conn, item.specs, status.name)
         value = dv.Value.Value if dv.Value is not None and quality is not Quality.BAD else None
         source_time = _aware(dv.SourceTimestamp or dv.ServerTimestamp) or received_at
-        return [TagValue(s.machine, s.role, value, source_time, quality, received_at) for s in item.specs]
+        server_time, status_name = _aware(dv.ServerTimestamp), status.name
+        return [TagValue(s.machine, s.role, value, source_time, quality, received_at, server_time, status_name)
+                for s in item.specs]
 
     def _flush_pending(self, conn: _Connection) -> None:
         if not conn.pending:

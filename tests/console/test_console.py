@@ -5,7 +5,7 @@ What a shift lead sees must be what the ledger holds: the board's counts rise wh
 produces and end equal to the ledger's counted units; a counter jump the gateway would not believe
 is an anomaly on the board and is accepted from the machine page; a backflush shortage is
 reprocessed from the error queue once stock was received on the stock page; a viewer sees no
-operator button and its POST is refused. Each test saves screenshots to docs/console/.
+operator button and its POST is refused. Each test takes screenshots (saved to docs/console/ with GATEWAY_SCREENSHOTS=1).
 """
 
 from __future__ import annotations

@@ -46,6 +46,8 @@ SCENARIOS = [  # (name in the figures, what is broken)
     ("mapping reload", "the mapping rewritten and reloaded 6 times while every machine counts: a machine added "
      "(`gateway reload`), changed (SIGHUP), its OPC UA source's interval changed, a machine removed, an invalid "
      "file and one with a bad master-data reference refused; each machine reconciled over its time in the mapping"),
+    ("CLI stock postings while the gateway backflushes", "`gateway stock receive`, `stock issue` and `stock count` "
+     "of the steel coil PRESS-01's confirmations issue, 4 rounds while it counts: each command succeeds once"),
     ("writer thread dies", "the ledger writer thread ends (injected SystemExit): the gateway exits 1 within "
      "10 s; restarted, it recounts from the last commit"),
 ]

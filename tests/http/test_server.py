@@ -66,8 +66,9 @@ async def test_every_refusal_is_a_problem_document(tmp_path):
     assert (unknown.status_code, unknown.json()["detail"]) == (404, "no machine 'NOPE-99' in this gateway's mapping")
     assert too_long.status_code == 422 and too_long.json()["errors"][0]["loc"] == ["path", "name"]
     assert (no_route.status_code, no_route.json()["title"]) == (404, "Not Found")
+    # The application layer refuses it, for every front end alike.
     assert (surrogate.status_code, surrogate.json()["detail"]) == (
-        422, "the request holds text that is not valid Unicode (a lone surrogate)")
+        422, "'\\ud800' is not valid text (it holds a lone surrogate, shown as \\u…); type it again")
     assert huge_id.status_code == 422 and huge_id.json()["errors"][0]["loc"] == ["body", "anomaly_id"]
     assert not_json.status_code == 422 and not_json.json()["errors"][0]["type"] == "json_invalid"
     assert ok.status_code == 200 and [m["name"] for m in ok.json()] == ["ASSY-03", "LATHE-04", "PRESS-01"]
@@ -142,6 +143,22 @@ def test_run_with_the_port_in_use_says_so_in_one_line_and_exits_1(tmp_path):
     assert not (tmp_path / "ledger.sqlite").exists()  # refused before anything started
 
 
+def test_the_demo_serves_on_a_free_port_when_its_default_one_is_taken():
+    """A demo is for trying things: another program on 8080 must not stop it (a run is refused, above)."""
+    import socket
+
+    from gateway.http.cli import prepare
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        plan = prepare(f"127.0.0.1:{port}", None, False, any_port_if_taken=True)
+        try:
+            host, got = plan.sock.getsockname()[:2]
+            assert host == "127.0.0.1" and got not in (0, port)
+        finally:
+            plan.sock.close()
+
+
 def test_run_serves_http_and_still_stops_cleanly_on_sigterm(tmp_path):
     port = free_port()
     tokens = tmp_path / "tokens.yaml"
@@ -182,6 +199,7 @@ def test_demo_serves_http_and_says_where(tmp_path):
                           "--http", f"127.0.0.1:{port}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert f"HTTP: http://127.0.0.1:{port}  (/health /ready /metrics /api/v1/machines /openapi.json)" in out.stdout
+    assert f"web console: http://127.0.0.1:{port}/console/  (while the demo runs; log in with the token below)" in out.stdout
     assert "API token for this demo run (operator): bgw_" in out.stdout
 
 
