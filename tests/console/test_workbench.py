@@ -6,7 +6,7 @@ picks its good, scrap and order tags; the page checks the text as it changes, sh
 and applies it — the machine then counts what the simulator made. An invalid edit shows its
 ``file:line`` error at its line and Apply refuses it: the file and the running mapping stay.
 The registers of a Modbus device read decoded in every order. A viewer sees no Apply button, and the action is refused to it. The screenshot of the page is
-docs/console/workbench.png.
+docs/console/workbench.png (written with GATEWAY_SCREENSHOTS=1).
 """
 
 from __future__ import annotations
