@@ -600,6 +600,7 @@ class Gateway:
             return
         commit = Commit(source_times=[] if self.writer.recording else None)
         now = self.clock()
+        self._first_states(values)
         try:
             for tv in values:
                 rt = self.machines.get(tv.machine)
@@ -617,6 +618,18 @@ class Gateway:
         finally:
             # What was applied in memory must reach the ledger even if a later value raised.
             self._submit(commit)
+
+    def _first_states(self, values: list[TagValue]) -> None:
+        """A machine whose state is not known yet takes it from this batch, wherever in it.
+
+        The first batch after a (re)connect has every tag's current value, the state tag's
+        often after the counters (it changed last); the counts made meanwhile are judged by
+        the state the machine is in now, the only one known, rather than held for want of it.
+        """
+        for tv in values:
+            rt = self.machines.get(tv.machine)
+            if tv.role == STATE_ROLE and rt is not None and rt.state is None and tv.quality is Quality.GOOD:
+                rt.state = tv.value
 
     def _submit(self, commit: Commit) -> None:
         """Hand a change-set to the writer, fenced by the lease token of each machine it touches."""
