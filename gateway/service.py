@@ -6,6 +6,13 @@ change before the counter values that follow it), through the pure core, and the
 resulting changes go to the ``LedgerWriter`` as one ``Commit``. The writer commits them
 together, so what is in the ledger is always a consistent point to resume from.
 
+A machine with ``job_counters: reset`` counts the first value of each counter after an
+order change from 0 (a job reset). An order change that happened while the gateway was not
+reading (the first order value after a start or takeover differs from the committed one)
+is a job change it did not see: the old job's last units are unknown, and say so. A
+machine with ``count_when`` counts only while its state tag holds one of the listed
+values; units counted otherwise (or before its state is known) are held as anomalies.
+
 Units counted while the order is unknown (no order number yet, or a number that is not
 in the master data) are kept pending under that number and recorded as an anomaly;
 they are confirmed as soon as the order is known. Nothing is dropped.
@@ -69,7 +76,7 @@ from gateway.ledger.leases import LEDGER, MachinesOwned
 from gateway.ownership import LeaseKeeper, LeaseOptions
 from gateway.reloading import MappingChange, checked_mapping, diff_mappings
 from gateway.sources import build_sources
-from gateway.sources.base import ORDER_ROLE, Source, SourceHealth, TagValue
+from gateway.sources.base import ORDER_ROLE, STATE_ROLE, Source, SourceHealth, TagValue
 from gateway.clock import utcnow
 from gateway.yamldoc import InputFileError
 
@@ -99,6 +106,9 @@ class MachineRuntime:
     states: dict[str, CounterState] = field(default_factory=dict)
     pendings: dict[tuple[str, str], Pending] = field(default_factory=dict)
     job_changed: set[str] = field(default_factory=set)
+    job_change_unseen: set[str] = field(default_factory=set)  # of job_changed: changed while not reading
+    order_seen: bool = False  # an order value was read since the state was resumed
+    state: object = None  # the count_when tag's latest good value; None: not known
     reported_unknown: set[str] = field(default_factory=set)
     reported_bad: set[str] = field(default_factory=set)  # tags in a streak of bad values, reported once
     counted_units: Decimal = Decimal(0)  # since this process started, for progress output
@@ -123,8 +133,20 @@ def counter_specs(name: str, machine: Machine) -> dict[str, CounterSpec]:
             machine=name, counter=counter, width_bits=COUNTER_WIDTH_BITS[tag.type], units_per_count=upc,
             rollover_window=tag.rollover_window,
             max_counts_per_reading=None if max_units is None else max(1, max_units // upc),
+            resets_with_job=machine.job_counters == "reset",
         )
     return specs
+
+
+def _not_producing(rt: MachineRuntime) -> str | None:
+    """Why the machine is not producing now (``count_when``), or None while it is."""
+    gate = rt.config.count_when
+    if gate is None or rt.state in gate.states:
+        return None
+    allowed = ", ".join(map(str, gate.states))
+    if rt.state is None:
+        return f"its state is not known (count_when: no good value read yet), counting only in {allowed}"
+    return f"state {rt.state!r}, counting only in {allowed}"
 
 
 def _runtime(name: str, cfg: Machine) -> MachineRuntime:
@@ -142,6 +164,8 @@ def _redefined(old: MachineRuntime, cfg: Machine) -> MachineRuntime:
     rt.order = cfg.order if isinstance(cfg.order, str) else old.order
     rt.states, rt.pendings = old.states, old.pendings
     rt.job_changed = old.job_changed & set(rt.specs)
+    rt.job_change_unseen = old.job_change_unseen & set(rt.specs)
+    rt.order_seen, rt.state = old.order_seen, old.state
     rt.counted_units, rt.counted_total, rt.ignored = old.counted_units, old.counted_total, old.ignored
     rt.token, rt.owned = old.token, old.owned
     return rt
@@ -375,7 +399,7 @@ class Gateway:
         rt.order = cfg.order if isinstance(cfg.order, str) else resumed.machine_orders.get(name, "")
         rt.states = {c: s for (m, c), s in resumed.counter_states.items() if m == name}
         rt.pendings = {(p.order, p.operation): p for k, p in resumed.pendings.items() if k[0] == name}
-        rt.job_changed = set()
+        rt.job_changed, rt.job_change_unseen, rt.order_seen, rt.state = set(), set(), False, None
         rt.counted_total = resumed.counted.get(name, Decimal(0))
         log.info("machine_resumed", machine=name, order=rt.order or None, operation=cfg.operation,
                  counters={c: str(s.position) for c, s in rt.states.items()},
@@ -396,7 +420,7 @@ class Gateway:
             latest = [tv for (m, _), tv in self.last_seen.items() if m == name and _newer_than_committed(rt, tv)]
             try:
                 # The order first: units counted from here belong to the order running now.
-                self.on_batch(sorted(latest, key=lambda tv: tv.role != ORDER_ROLE))
+                self.on_batch(sorted(latest, key=lambda tv: tv.role not in (ORDER_ROLE, STATE_ROLE)))
             except Exception as exc:  # noqa: BLE001 — the machine is ours; the next value is counted as usual
                 log.error("takeover_replay_failed", machine=name, error=str(exc).splitlines()[0])
 
@@ -407,7 +431,7 @@ class Gateway:
             if rt is None:  # taken out of the mapping by a reload
                 continue
             rt.token, rt.owned = None, False
-            rt.states, rt.pendings, rt.job_changed = {}, {}, set()
+            rt.states, rt.pendings, rt.job_changed, rt.job_change_unseen = {}, {}, set(), set()
             log.error("machine_lost", machine=name, instance=self.keeper.me.instance,
                       hint="another instance owns this machine now; this one stands by and takes it over "
                            "again if that lease expires")
@@ -577,6 +601,7 @@ class Gateway:
             return
         commit = Commit(source_times=[] if self.writer.recording else None)
         now = self.clock()
+        self._first_states(values)
         try:
             for tv in values:
                 rt = self.machines.get(tv.machine)
@@ -587,11 +612,25 @@ class Gateway:
                     continue  # another instance counts it; these units are its to confirm
                 if tv.role == ORDER_ROLE:
                     self._order_value(rt, tv, commit, now)
+                elif tv.role == STATE_ROLE:
+                    rt.state = tv.value if tv.quality is Quality.GOOD else None
                 else:
                     self._counter_value(rt, tv, commit, now)
         finally:
             # What was applied in memory must reach the ledger even if a later value raised.
             self._submit(commit)
+
+    def _first_states(self, values: list[TagValue]) -> None:
+        """A machine whose state is not known yet takes it from this batch, wherever in it.
+
+        The first batch after a (re)connect has every tag's current value, the state tag's
+        often after the counters (it changed last); the counts made meanwhile are judged by
+        the state the machine is in now, the only one known, rather than held for want of it.
+        """
+        for tv in values:
+            rt = self.machines.get(tv.machine)
+            if tv.role == STATE_ROLE and rt is not None and rt.state is None and tv.quality is Quality.GOOD:
+                rt.state = tv.value
 
     def _submit(self, commit: Commit) -> None:
         """Hand a change-set to the writer, fenced by the lease token of each machine it touches."""
@@ -611,12 +650,17 @@ class Gateway:
                             f"{rt.order!r} — check the order tag in the PLC and the mapping")
             return
         rt.reported_bad.discard(tv.role)
+        # The first order read since the last committed state: a different one changed
+        # while nobody was reading, so the old job's last counts were never read.
+        unseen, rt.order_seen = not rt.order_seen and bool(rt.order), True
         if order == rt.order:
             return
-        log.info("order_changed", machine=rt.name, order=order or None, previous=rt.order or None)
+        log.info("order_changed", machine=rt.name, order=order or None, previous=rt.order or None,
+                 while_not_reading=unseen)
         self._confirm_machine(rt, commit, now, trigger="order_change", only_order=rt.order)
         rt.order = order
         rt.job_changed = set(rt.specs)
+        rt.job_change_unseen = set(rt.specs) if unseen else set()
         commit.machine_orders[rt.name] = order
 
     def _counter_value(self, rt: MachineRuntime, tv: TagValue, commit: Commit, now: datetime) -> None:
@@ -630,11 +674,13 @@ class Gateway:
             return
         reading = CounterReading(rt.name, tv.role, value if quality is Quality.GOOD else None,
                                  tv.source_time, quality, tv.received_at)
-        step = advance(rt.states.get(tv.role), reading, spec, job_changed=tv.role in rt.job_changed)
+        step = advance(rt.states.get(tv.role), reading, spec, job_changed=tv.role in rt.job_changed,
+                       job_change_unseen=tv.role in rt.job_change_unseen, not_producing=_not_producing(rt))
         if step.ignored and step.ignored.startswith("quality"):
             rt.ignored[step.ignored] = rt.ignored.get(step.ignored, 0) + 1
             return
         rt.job_changed.discard(tv.role)
+        rt.job_change_unseen.discard(tv.role)
         if step.ignored != "out_of_range":
             rt.reported_bad.discard(tv.role)
         if step.state is not None and step.state != rt.states.get(tv.role):

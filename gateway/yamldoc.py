@@ -530,15 +530,24 @@ class Loaded(Generic[M]):
 Check = Callable[[YamlDoc, M], list[FileError]]
 
 
-def read_model(path: str | os.PathLike[str], model: type[M], check: Check[M] | None = None) -> Loaded[M]:
+Prepare = Callable[[YamlDoc], tuple[YamlDoc, list[FileError]]]
+
+
+def read_model(path: str | os.PathLike[str], model: type[M], check: Check[M] | None = None,
+               prepare: Prepare | None = None) -> Loaded[M]:
     """Read ``path``, validate it against ``model`` and run ``check`` on the valid part.
 
-    Never raises for bad content: everything found is in the result's ``errors``.
+    ``prepare`` turns the document into the one validated (e.g. templates expanded),
+    with the problems it found. Never raises for bad content: everything found is in
+    the result's ``errors``.
     """
     doc, errors = read_yaml(path)
     file = os.fspath(path)
     if doc is None:
         return Loaded(file, None, None, errors)
+    if prepare is not None:
+        doc, prepared = prepare(doc)
+        errors = errors + prepared
     if not isinstance(doc.data, dict):
         return Loaded(file, doc, None, errors + [_not_a_mapping(doc, model)])
     try:

@@ -6,6 +6,7 @@ What a client sees, in namespace ``urn:backflush-gateway:simulator`` (resolve it
 * per machine ``M`` an object ``s=M`` with the variables ``s=M.OrderNumber`` (String),
   ``s=M.GoodCount`` and ``s=M.ScrapCount`` (UInt16/UInt32/UInt64 by counter width) and
   ``s=M.State`` (Int32, PackML: 6 Execute, 5 Suspended);
+* with ``interfaces``, EUROMAP 77 and PackML nodes too (see ``simulators.standard_interfaces``);
 * the method ``s=Sim.Command`` on the object ``s=Sim``:
   ``(machine, command, argument)`` -> JSON text (see ``simulators.commands``); besides
   those commands, ``bad_value`` with ``bad``, ``uncertain``, ``float``, ``string``,
@@ -48,6 +49,7 @@ from datetime import datetime, timedelta, timezone
 
 from asyncua import Node, Server, ua
 
+from simulators import standard_interfaces
 from simulators.commands import SimCommandError
 from simulators.demo import demo_machines
 from simulators.machine import MachineModel, SimMachineConfig
@@ -112,14 +114,15 @@ class _Tag:
     read: Callable[[MachineModel], object]
 
 
-def _machine_tags(width_bits: int) -> tuple[_Tag, ...]:
+def _machine_tags(width_bits: int, interfaces: tuple[str, ...] = ()) -> tuple[_Tag, ...]:
     counter = _COUNTER_VARIANTS[width_bits]
+    orders, counters, states = (tuple(_Tag(*n) for n in group) for group in standard_interfaces.nodes(interfaces))
     # Write order matters: the order tag before the counters it explains.
     return (
-        _Tag("OrderNumber", ua.VariantType.String, operator.attrgetter("order")),
+        _Tag("OrderNumber", ua.VariantType.String, operator.attrgetter("order")), *orders,
         _Tag("GoodCount", counter, operator.attrgetter("good_count")),
-        _Tag("ScrapCount", counter, operator.attrgetter("scrap_count")),
-        _Tag("State", ua.VariantType.Int32, operator.attrgetter("state")),
+        _Tag("ScrapCount", counter, operator.attrgetter("scrap_count")), *counters,
+        _Tag("State", ua.VariantType.Int32, operator.attrgetter("state")), *states,
     )
 
 
@@ -174,10 +177,10 @@ async def _retype(server: Server, nid: ua.NodeId, variant: ua.VariantType, stamp
                                        ua.AttributeIds.DataType)
 
 
-async def _add_machine(parent: Node, idx: int, model: MachineModel) -> _MachineNodes:
+async def _add_machine(parent: Node, idx: int, model: MachineModel, interfaces: tuple[str, ...] = ()) -> _MachineNodes:
     machine = await parent.add_object(ua.NodeId(model.name, idx), ua.QualifiedName(model.name, idx))
     node_ids = []
-    for tag in _machine_tags(model.config.width_bits):
+    for tag in _machine_tags(model.config.width_bits, interfaces):
         nid = ua.NodeId(f"{model.name}.{tag.name}", idx)
         await machine.add_variable(nid, ua.QualifiedName(tag.name, idx), tag.read(model), tag.variant)
         node_ids.append((tag, nid))
@@ -220,8 +223,11 @@ class OpcUaPlc(SimulatedPlant):
         port: int = 4840,
         tick_s: float = 0.02,
         extra_namespaces_first: int = 0,
+        interfaces: Sequence[str] = (),
     ) -> None:
         super().__init__(machines, tick_s)
+        self.interfaces = tuple(interfaces)  # standard address spaces besides our own
+        standard_interfaces.nodes(self.interfaces)  # refuses an unknown one now, not at start
         self.host = host
         self.port = port
         self.extra_namespaces_first = extra_namespaces_first
@@ -308,7 +314,7 @@ class OpcUaPlc(SimulatedPlant):
 
     async def _add_address_space(self, server: Server, idx: int) -> list[_MachineNodes]:
         objects = server.nodes.objects
-        machine_nodes = [await _add_machine(objects, idx, model) for model in self.models.values()]
+        machine_nodes = [await _add_machine(objects, idx, model, self.interfaces) for model in self.models.values()]
         sim = await objects.add_object(ua.NodeId(COMMAND_OBJECT, idx), ua.QualifiedName(COMMAND_OBJECT, idx))
         arguments = [_string_argument(name) for name in ("machine", "command", "argument")]
         await sim.add_method(
@@ -399,6 +405,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Simulated PLC: machines counting cycles on an OPC UA server.",
     )
     add_machine_arguments(parser, port=4840, demo_help="add the demo plant's three OPC UA machines")
+    parser.add_argument("--interface", action="append", default=[], choices=standard_interfaces.INTERFACES,
+                        help="also serve this standard address space for every machine (repeatable)")
     args = parser.parse_args(argv)
     args.machines = machines_from_args(parser, args, demo_machines)
     return args
@@ -411,7 +419,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return (f"simulated PLC serving {', '.join(plc.models)} on {plc.endpoint} "
                 f"(namespace {NAMESPACE_URI}) after {took_s:.2f} s")
 
-    build = functools.partial(OpcUaPlc, args.machines, host=args.host, port=args.port, tick_s=args.tick)
+    build = functools.partial(OpcUaPlc, args.machines, host=args.host, port=args.port, tick_s=args.tick,
+                              interfaces=tuple(args.interface))
     return run_cli(build, serving, f"opc.tcp://{args.host}:{args.port}")
 
 

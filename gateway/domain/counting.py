@@ -12,12 +12,27 @@ value outside 0 .. 2^W-1                      BAD_VALUE anomaly, state unchanged
 first reading ever                            baseline only: 0 counts (never the lifetime total)
 same value again                              no-op (idempotent)
 value > last                                  counts = value − last
+first value after a job change, on a counter  job reset: counts = value (from 0), no anomaly
+that restarts with every job (resets_with_job)
 value < last with a job/order change          job reset: counts = value, no anomaly
 value < last, wrapped delta ≤ rollover window rollover: counts = 2^W − last + value
 value < last otherwise                        reset: counts = value, RESET anomaly (the counts
                                               between the last reading and the reset are unknown)
+a job reset the gateway did not see happen    as a job reset, plus a JOB_CHANGE_UNSEEN anomaly
+(``job_change_unseen``: the job changed       holding nothing: the old job's counts after the
+while it was not reading)                     last reading are unknown, never guessed
 counts > plausibility limit                   IMPLAUSIBLE anomaly holds the counts; not posted
+counts while the machine is not producing     NOT_PRODUCING anomaly holds the counts; not posted,
+(``not_producing``: outside ``count_when``)   not lost (a person accepts or rejects them)
 ============================================  =================================================
+
+A job reset is not a PLC reset. The units counted before the job change belong to the
+old job (they were counted from its readings); those after the reset to the new one.
+What a job reset can leave unknown is the old job's tail — units made after the last
+value the gateway read and before the counter restarted. While the gateway reads a
+subscription that delivers every change, that tail is empty; across an outage it is not
+observable, so it is recorded as such with the last position known, and nothing is
+invented for it.
 
 Every accepted change of raw value moves the position; a decrease also opens a new
 epoch, so positions are strictly increasing and a range of them names production once.
@@ -59,8 +74,16 @@ def advance(
     spec: CounterSpec,
     *,
     job_changed: bool = False,
+    job_change_unseen: bool = False,
+    not_producing: str | None = None,
 ) -> Step:
-    """Apply one reading to a counter's state (see the module table)."""
+    """Apply one reading to a counter's state (see the module table).
+
+    ``job_changed``: the machine's job (order) changed since this counter's last reading;
+    ``job_change_unseen``: and it changed while the gateway was not reading, so the old
+    job's last counts may never have been read. ``not_producing``: why the machine is not
+    producing now (its state is outside ``count_when``); None while it produces.
+    """
     if reading.quality is not Quality.GOOD or reading.value is None:
         return Step(state, ignored=f"quality_{reading.quality.value}")
     value = reading.value
@@ -70,16 +93,18 @@ def advance(
         return Step(_state(reading, Position(0, value)), ignored="baseline")
 
     last = state.position
-    if value == last.raw:
+    job_reset = job_changed and (spec.resets_with_job or value < last.raw)
+    if value == last.raw and not job_reset:
         return Step(state, ignored="unchanged")
-    if value > last.raw:
-        return _counted(state, reading, spec, value - last.raw, Position(last.epoch, value))
+    if value > last.raw and not job_reset:
+        return _counted(state, reading, spec, value - last.raw, Position(last.epoch, value), not_producing)
     new = Position(last.epoch + 1, value)
-    if job_changed:
-        return _counted(state, reading, spec, value, new)
+    if job_reset:
+        unseen = _job_change_unseen(state, reading, value) if job_change_unseen else None
+        return _counted(state, reading, spec, value, new, not_producing, note=unseen)
     wrapped = spec.modulus - last.raw + value
     if wrapped <= spec.effective_rollover_window:
-        return _counted(state, reading, spec, wrapped, new)
+        return _counted(state, reading, spec, wrapped, new, not_producing)
     reset = Anomaly(
         machine=reading.machine,
         counter=reading.counter,
@@ -93,10 +118,23 @@ def advance(
         start=last,
         end=new,
     )
-    step = _counted(state, reading, spec, value, new)
-    if step.anomaly is not None:  # also implausible: keep the hold, mention the reset
-        return step
-    return Step(step.state, increment=step.increment, anomaly=reset)
+    return _counted(state, reading, spec, value, new, not_producing, note=reset)
+
+
+def _job_change_unseen(state: CounterState, reading: CounterReading, value: int) -> Anomaly:
+    return Anomaly(
+        machine=reading.machine,
+        counter=reading.counter,
+        kind=AnomalyKind.JOB_CHANGE_UNSEEN,
+        detail=(
+            f"the job changed while the gateway was not reading: counted {value} for the new job from its "
+            f"job reset; the previous job's counts after {state.position.raw} (its last reading, "
+            f"{state.source_time.isoformat()}) until the reset are unknown"
+        ),
+        source_time=reading.source_time,
+        start=state.position,
+        end=Position(state.position.epoch + 1, value),
+    )
 
 
 def _state(reading: CounterReading, position: Position) -> CounterState:
@@ -104,24 +142,35 @@ def _state(reading: CounterReading, position: Position) -> CounterState:
 
 
 def _counted(
-    state: CounterState, reading: CounterReading, spec: CounterSpec, counts: int, end: Position
+    state: CounterState, reading: CounterReading, spec: CounterSpec, counts: int, end: Position,
+    not_producing: str | None = None, note: Anomaly | None = None,
 ) -> Step:
+    """The counts between the state and ``end``: an increment, or held by an anomaly.
+
+    ``note`` is an anomaly that comes with these counts (a reset); when the counts are
+    held, the hold is the anomaly and the note goes into its detail.
+    """
     new_state = _state(reading, end)
+    held: tuple[AnomalyKind, str] | None = None
     if spec.max_counts_per_reading is not None and counts > spec.max_counts_per_reading:
-        held = Anomaly(
+        held = (AnomalyKind.IMPLAUSIBLE, f"{counts} counts in one reading exceeds the plausibility limit of "
+                f"{spec.max_counts_per_reading}; held as an open anomaly, not posted")
+    elif not_producing is not None and counts > 0:
+        held = (AnomalyKind.NOT_PRODUCING, f"{counts} counts while the machine was not producing "
+                f"({not_producing}); held as an open anomaly, not posted: accept to post them, reject to "
+                "write them off")
+    if held is not None:
+        kind, detail = held
+        return Step(new_state, anomaly=Anomaly(
             machine=reading.machine,
             counter=reading.counter,
-            kind=AnomalyKind.IMPLAUSIBLE,
-            detail=(
-                f"{counts} counts in one reading exceeds the plausibility limit of "
-                f"{spec.max_counts_per_reading}; held as an open anomaly, not posted"
-            ),
+            kind=kind,
+            detail=detail if note is None or note.kind is AnomalyKind.RESET else f"{detail}; {note.detail}",
             source_time=reading.source_time,
             start=state.position,
             end=end,
             counts_held=counts,
-        )
-        return Step(new_state, anomaly=held)
+        ))
     increment = Increment(
         machine=reading.machine,
         counter=reading.counter,
@@ -130,7 +179,7 @@ def _counted(
         end=end,
         source_time=reading.source_time,
     )
-    return Step(new_state, increment=increment)
+    return Step(new_state, increment=increment, anomaly=note)
 
 
 def _bad_value(reading: CounterReading, spec: CounterSpec, state: CounterState | None) -> Anomaly:

@@ -59,6 +59,9 @@ class CounterSpec:
     rollover_window: int | None = None
     # A delta above this many counts is held for an operator's decision.
     max_counts_per_reading: int | None = None
+    # The PLC restarts this counter at 0 whenever the job changes (EUROMAP 77, PackML
+    # ``Count``): the first value after a job change counts from 0, whatever it is.
+    resets_with_job: bool = False
 
     @property
     def modulus(self) -> int:
@@ -109,6 +112,12 @@ class AnomalyKind(enum.Enum):
     UNKNOWN_ORDER = "unknown_order"  # units kept pending until the order is known
     BAD_VALUE = "bad_value"  # wrong type / negative / out of range
     WORK_CENTER_MISMATCH = "work_center"  # the order's operation runs on another work center
+    NOT_PRODUCING = "not_producing"  # counted outside the machine's count_when states, held for a decision
+    JOB_CHANGE_UNSEEN = "job_change_unseen"  # job changed while not read: the old job's last units unknown
+
+
+# Anomalies that hold counted units until a person accepts (posts) or rejects them.
+HOLDING_KINDS = frozenset({AnomalyKind.IMPLAUSIBLE, AnomalyKind.NOT_PRODUCING})
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ from gateway.ledger.masters import MasterCache
 from gateway.ledger.tx import buffered
 from gateway.ledger.posting import post_confirmation
 
-DECIDABLE = ("implausible",)
+DECIDABLE = ("implausible", "not_producing")
 
 
 class DecisionRefused(Exception):

@@ -24,7 +24,7 @@ from gateway.domain.backflush import plan
 from gateway.domain.confirming import Pending, format_positions
 from gateway.domain.records import (
     Anomaly,
-    AnomalyKind,
+    HOLDING_KINDS,
     BackflushPlan,
     Confirmation,
 )
@@ -244,7 +244,7 @@ def _pending_row(p: Pending) -> dict:
 
 
 def _anomaly_row(a: Anomaly, units_held: Decimal, now: datetime) -> dict:
-    needs_decision = a.kind in (AnomalyKind.IMPLAUSIBLE,)
+    needs_decision = a.kind in HOLDING_KINDS
     return {
         "machine": a.machine, "counter": a.counter, "kind": a.kind.value, "detail": a.detail,
         "start_pos": str(a.start) if a.start else None, "end_pos": str(a.end) if a.end else None,

@@ -31,9 +31,12 @@ from gateway.mapping.model import (
     ModbusCounterTag,
     ModbusOrderTag,
     ModbusSource,
+    ModbusStateTag,
     OrderTag,
+    StateTag,
     is_thumbprint,
 )
+from gateway.mapping.templates import with_presets
 from gateway.masterdata.model import Id
 from gateway.yamldoc import FileError, Loaded, Loc, YamlDoc, by_line, dotted, read_model, repeats, show, unknown
 
@@ -53,7 +56,7 @@ def read_mapping(path: str | os.PathLike[str], *, unfinished: bool = False) -> L
     sources are read all the same (``gateway browse`` connects as one of them to find
     the tags the machines will need).
     """
-    loaded = read_model(path, _Unfinished if unfinished else Mapping, _whole_file_errors)
+    loaded = read_model(path, _Unfinished if unfinished else Mapping, _whole_file_errors, with_presets)
     if loaded.doc is None or loaded.model is None:
         return loaded
     mapping, errors = _with_password_files(loaded.doc, loaded.model)
@@ -159,8 +162,8 @@ def _shared_nodes(doc: YamlDoc, mapping: Mapping) -> list[FileError]:
     """
     errors = []
     for (source, node), loc, first in repeats(_nodes(mapping)):
-        if loc[2] == first[2] == "order":
-            continue
+        if loc[2] == first[2] and loc[2] in ("order", "count_when"):
+            continue  # a line's machines may share one order tag, or one state tag
         where = f"{dotted(first[:-1])} (line {doc.line(first)})"
         errors.append(doc.error(loc, f"node {show(node)} of source '{source}' is already used at {where}"))
     return errors
@@ -168,11 +171,11 @@ def _shared_nodes(doc: YamlDoc, mapping: Mapping) -> list[FileError]:
 
 def _nodes(mapping: Mapping) -> Iterator[tuple[tuple[str, str], Loc]]:
     for name, machine, loc, tag in _tags(mapping):
-        if isinstance(tag, (CounterTag, OrderTag)):
+        if isinstance(tag, (CounterTag, OrderTag, StateTag)):
             yield (machine.source, tag.node.strip()), loc + ("node",)
 
 
-Tag = CounterTag | OrderTag | ModbusCounterTag | ModbusOrderTag
+Tag = CounterTag | OrderTag | StateTag | ModbusCounterTag | ModbusOrderTag | ModbusStateTag
 
 
 def _tags(mapping: Mapping) -> Iterator[tuple[str, Machine, Loc, Tag]]:
@@ -184,6 +187,9 @@ def _tags(mapping: Mapping) -> Iterator[tuple[str, Machine, Loc, Tag]]:
     for name, machine in mapping.machines.items():
         if not isinstance(machine.order, str):
             yield name, machine, ("machines", name, "order"), machine.order
+    for name, machine in mapping.machines.items():
+        if machine.count_when is not None:
+            yield name, machine, ("machines", name, "count_when"), machine.count_when
 
 
 def _counters(machine: Machine) -> Iterator[tuple[str, CounterTag | ModbusCounterTag]]:
@@ -199,11 +205,11 @@ def _wrong_protocol(doc: YamlDoc, mapping: Mapping) -> list[FileError]:
         source = mapping.sources.get(machine.source)
         if source is None:
             continue  # reported as an unknown source
-        if source.protocol == "modbus" and isinstance(tag, (CounterTag, OrderTag)):
+        if source.protocol == "modbus" and isinstance(tag, (CounterTag, OrderTag, StateTag)):
             errors.append(doc.error(loc + ("node",), (
                 f"source '{machine.source}' is a Modbus source: write this tag as "
                 "{register: …, type: …}, not as an OPC UA node")))
-        elif source.protocol == "opcua" and isinstance(tag, (ModbusCounterTag, ModbusOrderTag)):
+        elif source.protocol == "opcua" and isinstance(tag, (ModbusCounterTag, ModbusOrderTag, ModbusStateTag)):
             errors.append(doc.error(loc + ("register",), (
                 f"source '{machine.source}' is an OPC UA source: write this tag as {{node: …}}, "
                 "not as a Modbus register")))
@@ -231,7 +237,8 @@ def _modbus_layout(doc: YamlDoc, mapping: Mapping) -> list[FileError]:
     units: dict[tuple[str, int, int, str], list[_Span]] = {}
     for _, machine, loc, tag in _tags(mapping):
         source = mapping.sources.get(machine.source)
-        if source is None or source.modbus is None or not isinstance(tag, (ModbusCounterTag, ModbusOrderTag)):
+        if source is None or source.modbus is None or not isinstance(tag, (ModbusCounterTag, ModbusOrderTag,
+                                                                             ModbusStateTag)):
             continue
         config: ModbusSource = source.modbus
         if tag.registers > config.max_registers_per_read:
@@ -284,4 +291,5 @@ def _overlaps(doc: YamlDoc, spans: list[_Span]) -> list[FileError]:
 
 
 def _same_order_tag(a: _Span, b: _Span) -> bool:
-    return isinstance(a.tag, ModbusOrderTag) and a.tag == b.tag
+    """The same order (or state) tag, shared by a line's machines: one value, read once."""
+    return isinstance(a.tag, (ModbusOrderTag, ModbusStateTag)) and a.tag == b.tag

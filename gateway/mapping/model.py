@@ -188,7 +188,19 @@ class OrderTag(_Strict):
     node: Annotated[str, Field(min_length=1)]
 
 
-def _span_check(tag: ModbusCounterTag | ModbusOrderTag) -> None:
+# State gating: the machine's state tag and the values in which it produces.
+StateValues = Annotated[list[int], Field(min_length=1, alias="in")]
+
+
+class StateTag(_Strict):
+    """``count_when`` on an OPC UA source: count only while this node's value is one of ``in``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    node: Annotated[str, Field(min_length=1)]
+    states: StateValues
+
+
+def _span_check(tag: ModbusCounterTag | ModbusOrderTag | ModbusStateTag) -> None:
     last = tag.register + tag.registers - 1
     if last > LAST_ADDRESS:
         raise ValueError(
@@ -254,6 +266,27 @@ with warnings.catch_warnings():
             return self
 
 
+    class ModbusStateTag(_Strict):
+        """``count_when`` on a Modbus source: a whole number in 1, 2 or 4 registers."""
+
+        model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+        register: Register = Field()
+        table: RegisterTable = "holding"
+        type: Literal["int16", "uint16", "int32", "uint32"] = "uint16"
+        word_order: Endianness = "big"
+        byte_order: Endianness = "big"
+        states: StateValues
+
+        @property
+        def registers(self) -> int:
+            return MODBUS_TYPE_REGISTERS[self.type]
+
+        @model_validator(mode="after")
+        def _fits(self) -> ModbusStateTag:
+            _span_check(self)
+            return self
+
+
 # A tag with any of these keys is a Modbus tag; otherwise an OPC UA one. Deciding by the
 # keys written (not by trying both) keeps the messages about the shape that was meant.
 _MODBUS_KEYS = frozenset({"register", "table", "length", "word_order", "byte_order"})
@@ -273,6 +306,10 @@ def _tag_kind(opcua: type[BaseModel], modbus: type[BaseModel]) -> Any:
 AnyCounterTag = Annotated[
     Union[Annotated[CounterTag, Tag("CounterTag")], Annotated[ModbusCounterTag, Tag("ModbusCounterTag")]],
     _tag_kind(CounterTag, ModbusCounterTag),
+]
+AnyStateTag = Annotated[
+    Union[Annotated[StateTag, Tag("StateTag")], Annotated[ModbusStateTag, Tag("ModbusStateTag")]],
+    _tag_kind(StateTag, ModbusStateTag),
 ]
 AnyOrderTag = Annotated[
     Union[Annotated[OrderTag, Tag("OrderTag")], Annotated[ModbusOrderTag, Tag("ModbusOrderTag")]],
@@ -317,6 +354,13 @@ class Machine(_Strict):
     order: AnyOrderTag | Id
     confirm: ConfirmRule = ConfirmRule()
     plausibility: Plausibility = Plausibility()
+    # Count only while the machine produces: units counted in other states are held as
+    # anomalies (not posted, not lost) for a person to accept or reject.
+    count_when: AnyStateTag | None = None
+    # reset: the PLC restarts the counters at 0 at every job (order) change — EUROMAP 77,
+    # PackML Count. The first value after an order change then counts from 0: a job reset,
+    # not a PLC reset. continue: the counters go on across orders (the default).
+    job_counters: Literal["continue", "reset"] = "continue"
 
 
 class Mapping(_Strict):

@@ -18,9 +18,11 @@ from gateway.mapping.model import (
     Mapping,
     ModbusCounterTag,
     ModbusOrderTag,
+    ModbusStateTag,
     OrderTag,
+    StateTag,
 )
-from gateway.sources.base import ORDER_ROLE, Source, TagSpec, TagValue
+from gateway.sources.base import ORDER_ROLE, STATE_ROLE, Source, TagSpec, TagValue
 from gateway.sources.modbus_registers import ModbusTag
 
 __all__ = ["build_sources", "modbus_tags", "opcua_tags"]
@@ -50,7 +52,7 @@ def build_sources(mapping: Mapping, on_batch: Callable[[list[TagValue]], None]) 
 
 def opcua_tags(mapping: Mapping, source: str) -> list[TagSpec]:
     """The tags of the machines on OPC UA source ``source``, counters before the order tag."""
-    return [TagSpec(machine, role, _expect(tag, (CounterTag, OrderTag), machine, source).node)
+    return [TagSpec(machine, role, _expect(tag, (CounterTag, OrderTag, StateTag), machine, source).node)
             for machine, role, tag in _tags(mapping, source)]
 
 
@@ -58,7 +60,7 @@ def modbus_tags(mapping: Mapping, source: str) -> list[ModbusTag]:
     """The tags of the machines on Modbus source ``source``, counters before the order tag."""
     tags = []
     for machine, role, tag in _tags(mapping, source):
-        t = _expect(tag, (ModbusCounterTag, ModbusOrderTag), machine, source)
+        t = _expect(tag, (ModbusCounterTag, ModbusOrderTag, ModbusStateTag), machine, source)
         length = t.length if isinstance(t, ModbusOrderTag) else None
         tags.append(ModbusTag(machine, role, t.register, t.type, t.table, length,
                               word_order=t.word_order, byte_order=t.byte_order))
@@ -75,6 +77,8 @@ def _tags(mapping: Mapping, source: str) -> Iterator[tuple[str, str, object]]:
                 yield name, role, tag
         if not isinstance(machine.order, str):
             yield name, ORDER_ROLE, machine.order
+        if machine.count_when is not None:
+            yield name, STATE_ROLE, machine.count_when
 
 
 def _expect(tag: object, kind: tuple[type, ...], machine: str, source: str):  # noqa: ANN202 - narrows to `kind`

@@ -48,6 +48,9 @@ SCENARIOS = [  # (name in the figures, what is broken)
      "file and one with a bad master-data reference refused; each machine reconciled over its time in the mapping"),
     ("CLI stock postings while the gateway backflushes", "`gateway stock receive`, `stock issue` and `stock count` "
      "of the steel coil PRESS-01's confirmations issue, 4 rounds while it counts: each command succeeds once"),
+    ("job changes during kill -9", "EUROMAP 77 preset on PRESS-01: the job changes (ResetJobCounters) 8 times "
+     "(24 with --soak), half while the gateway reads, half while it is SIGKILLed; the old job's unread tail "
+     "of a change while down is measured and reported as unobservable"),
     ("writer thread dies", "the ledger writer thread ends (injected SystemExit): the gateway exits 1 within "
      "10 s; restarted, it recounts from the last commit"),
 ]
