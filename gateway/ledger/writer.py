@@ -38,7 +38,10 @@ stored position stays where the ledger is complete and the next start recounts t
 units from the PLC counter. The other machines go on. Nothing is dropped.
 
 What one transaction writes is ``gateway.ledger.posting.apply``; this module is the
-thread, its queue, its retries and its health.
+thread, its queue, its retries and its health. The lines that claim a posting
+(``confirmation_posted`` …) are written here, after COMMIT returned, once per posting and
+with the commit time; a transaction that fails logs them as ``…_attempted`` with its error
+(``gateway.ledger.claims``), so a retried transaction never claims a posting twice.
 """
 
 from __future__ import annotations
@@ -60,7 +63,8 @@ from gateway.backoff import Backoff
 from gateway.domain.confirming import Pending, format_positions
 from gateway.domain.records import Anomaly, Confirmation, CounterState
 from gateway.ledger import schema as t
-from gateway.ledger.failures import is_transient, short_error
+from gateway.ledger.claims import collecting
+from gateway.ledger.failures import cause, is_transient, short_error
 from gateway.ledger.masters import MasterCache
 from gateway.ledger.posting import apply
 
@@ -290,8 +294,10 @@ class LedgerWriter:
         except Exception as exc:
             if is_transient(exc):
                 raise
+            found = cause(exc)
             log.error("ledger_commit_refused", error=short_error(exc), commits=used,
-                      hint="committing one by one to find the refused change")
+                      cause=found.name if found else None,
+                      hint=(f"{found.hint}; " if found else "") + "committing one by one to find the refused change")
             for _ in range(used):
                 self._narrow(commits)
                 del commits[0]
@@ -354,8 +360,7 @@ class LedgerWriter:
             failing_for_s=round((t.utcnow() - h.failing_since).total_seconds(), 1),
             queued_confirmations=h.queued_confirmations,
             exc_info=not transient,  # an error of the writer itself: its traceback helps
-            hint="counting continues in memory; check that the database is reachable and not locked"
-                 if transient else "an unexpected error in the ledger writer; it retries, nothing queued is dropped",
+            hint=_hint(exc, transient),
         )
         time.sleep(delay)
 
@@ -364,15 +369,22 @@ class LedgerWriter:
         if self._held and not batch.machines().isdisjoint(self._held):
             batch = batch.without(set(self._held))
         lost: set[str] = set()
-        with self._engine.begin() as conn:
-            if self._fence is not None and batch.fences:
-                # First in the transaction: the lease rows stay locked until it commits, so no
-                # other instance takes these machines over between this check and the commit.
-                fences = batch.fences
-                lost = self._fence(conn, fences)
-                if lost:
-                    batch = batch.without(lost)
-            posted = apply(conn, batch, self._masters)
+        with collecting() as claimed:
+            try:
+                with self._engine.begin() as conn:
+                    if self._fence is not None and batch.fences:
+                        # First in the transaction: the lease rows stay locked until it commits, so no
+                        # other instance takes these machines over between this check and the commit.
+                        fences = batch.fences
+                        lost = self._fence(conn, fences)
+                        if lost:
+                            batch = batch.without(lost)
+                    posted = apply(conn, batch, self._masters)
+            except BaseException as exc:
+                claimed.attempted(exc)
+                raise
+        # Only now, COMMIT having returned, may a line say that something is in the ledger.
+        claimed.committed(t.utcnow())
         if lost:
             log.error("ledger_changes_fenced_off", machines=sorted(lost),
                       hint="this instance lost the machines' leases; their changes were not written and the "
@@ -419,6 +431,17 @@ class LedgerWriter:
             self._stats.write("".join(json.dumps(r) + "\n" for r in lines))
         except (OSError, ValueError) as exc:
             log.warning("stats_not_written", error=short_error(exc), lines=len(lines))
+
+
+def _hint(exc: Exception, transient: bool) -> str:
+    """What a failed commit's log line tells a person: the real cause if it is known, and what happens now."""
+    found = cause(exc)
+    if found is not None:
+        return f"{found.hint}; counting continues in memory and the writer retries" if transient else (
+            f"{found.hint}; the writer retries, nothing queued is dropped")
+    if transient:
+        return "counting continues in memory; the database is unreachable or busy, the writer retries"
+    return "an unexpected error in the ledger writer; it retries, nothing queued is dropped"
 
 
 def _merged(commits: list[Commit]) -> tuple[Commit, int]:

@@ -33,7 +33,8 @@ def _ledger_of_version_1(url: str):
             "id": "C-1", "machine": "M1", "order_no": "1000123", "operation": "0010", "yield_qty": D(20),
             "scrap_qty": D(0), "uom": "PC", "start_pos": "good=0:0", "end_pos": "good=0:20",
             "first_source_time": T0, "last_source_time": T0, "trigger": "every_units", "posted_at": T0}])
-        for later in ("counted_units", "machine_leases", "gateway_instances", "mapping_reloads"):  # versions 2-4
+        for later in ("counted_units", "machine_leases", "gateway_instances", "mapping_reloads",
+                      "audit_log"):  # versions 2-5
             conn.execute(text(f"DROP TABLE {later}"))
         conn.execute(text("DROP TABLE schema_version"))
         conn.execute(text("DROP TABLE alembic_version"))
