@@ -30,7 +30,7 @@ from datetime import datetime
 import structlog
 from sqlalchemy import Connection, Engine
 
-from gateway.ledger.failures import short_error
+from gateway.ledger.failures import lost_to_transient, root_error
 from gateway.ledger.schema import utcnow
 
 log = structlog.get_logger("gateway.ledger")
@@ -66,7 +66,7 @@ class Claims:
 
     def attempted(self, exc: BaseException) -> None:
         """Log every claim as ``<event>_attempted``: its transaction did not commit (``exc``)."""
-        error = short_error(exc)
+        error = root_error(exc)
         for c in self.items:
             log.warning(f"{c.event}_attempted", **c.fields, error=error,
                         hint="not in the ledger: the transaction did not commit")
@@ -84,13 +84,16 @@ def claim(event: str, posting: str, *, level: str = "info", **fields: object) ->
 
 @contextmanager
 def tentative() -> Iterator[None]:
-    """A part of a transaction that may roll back alone (a savepoint): if it raises, its claims go too."""
+    """A part of a transaction that may roll back alone (a savepoint): if it raises, its claims go too.
+
+    Unless the failure is transient (a full disk, a lost connection): then the whole transaction
+    fails, and its claims, these included, are logged as attempted."""
     claims = _current.get()
     mark = len(claims.items) if claims is not None else 0
     try:
         yield
-    except BaseException:
-        if claims is not None:
+    except BaseException as exc:
+        if claims is not None and not lost_to_transient(exc):
             del claims.items[mark:]
         raise
 

@@ -7,10 +7,12 @@ repeat it forever while counting goes on in memory.
 
 Transient: the database is busy or locked, the connection was lost or refused, the
 server is shutting down or restarting, a concurrent transaction won (serialization
-failure, deadlock), or the ledger's disk is full (it is freed by a person, and then the
-same transaction goes in whole: setting changes aside as refused would hold machines for
-what is no fault of theirs). Everything else, including SQLite's "no such table/column" and
-SQL syntax errors (which are also ``OperationalError``), is not.
+failure, deadlock), or the ledger cannot take any write right now: its disk is full, it is
+read-only (a file's mode, a read-only mount, a PostgreSQL standby after a failover), or the
+user lacks the permission. A person fixes those, and then the same transaction goes in
+whole; treating them as refusals would set every machine's changes aside for what is no
+fault of theirs. Everything else, including SQLite's "no such table/column" and SQL syntax
+errors (which are also ``OperationalError``), is not.
 
 ``cause`` names the real cause of a database failure for a person, with what to do next:
 a full disk, a read-only ledger, a permission denied, tables of another schema version,
@@ -32,10 +34,12 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 # SQLite primary result codes: the file is busy or locked by another connection, or cannot
 # be reached right now (I/O error, cannot open: a network file system gone, a disk pulled).
 _SQLITE_TRANSIENT = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN,
-                     sqlite3.SQLITE_FULL}
+                     sqlite3.SQLITE_FULL, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM}
 # PostgreSQL SQLSTATEs (and classes): serialization failure, deadlock, lock or statement
-# timeout, disk full, too many connections, admin/crash shutdown, cannot connect now.
-_PG_TRANSIENT = {"40001", "40P01", "55P03", "57014", "53100", "53300", "57P01", "57P02", "57P03", "57P05"}
+# timeout, disk full, too many connections, admin/crash shutdown, cannot connect now, read-only
+# transaction (a standby), insufficient privilege.
+_PG_TRANSIENT = {"40001", "40P01", "55P03", "57014", "53100", "53300", "57P01", "57P02", "57P03", "57P05", "25006",
+                 "42501"}
 _PG_TRANSIENT_CLASSES = {"08"}  # connection exception
 
 
@@ -43,13 +47,40 @@ def is_transient(exc: BaseException) -> bool:
     """True for errors that go away by themselves (see the module docstring)."""
     if isinstance(exc, DisconnectionError | PoolTimeout | TimeoutError | ConnectionError):
         return True
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES):
         return True
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated:
             return True
         return _driver_error_is_transient(exc.orig)
     return _driver_error_is_transient(exc)
+
+
+def lost_to_transient(exc: BaseException) -> bool:
+    """True if ``exc`` is transient, or was raised while handling one (up its ``__context__`` chain).
+
+    A savepoint whose work failed on a full disk or an I/O error cannot always be rolled back
+    alone: SQLite then rolls back the whole transaction, and the savepoint's own rollback fails
+    with "no such savepoint". What follows would run outside any transaction, so such a
+    failure is the transaction's, retried whole, never a refusal of the savepoint's content."""
+    return transient_root(exc) is not None
+
+
+def transient_root(exc: BaseException) -> BaseException | None:
+    """The transient error ``exc`` is or was raised while handling (see ``lost_to_transient``), if any."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if is_transient(exc):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__context__
+    return None
+
+
+def root_error(exc: BaseException) -> str:
+    """``short_error`` of what really failed: the transient error behind ``exc`` if there is one
+    (a full disk rather than the "no such savepoint" it caused), else ``exc`` itself."""
+    return short_error(transient_root(exc) or exc)
 
 
 def _driver_error_is_transient(err: BaseException | None) -> bool:
@@ -143,7 +174,19 @@ _BY_TEXT = [
 
 
 def cause(exc: BaseException) -> Cause | None:
-    """The real cause of a database failure, if it is one of those a person can act on (module docstring)."""
+    """The real cause of a database failure, if it is one of those a person can act on (module docstring);
+    looked for in ``exc`` and then in what it was raised while handling (see ``lost_to_transient``)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        found = _cause_of(exc)
+        if found is not None:
+            return found
+        seen.add(id(exc))
+        exc = exc.__context__
+    return None
+
+
+def _cause_of(exc: BaseException) -> Cause | None:
     from gateway.ledger.schema import LedgerVersionError
 
     if isinstance(exc, LedgerVersionError):

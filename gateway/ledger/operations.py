@@ -39,7 +39,7 @@ from gateway.domain.reversal import Posted, reverse
 from gateway.ledger import schema as t
 from gateway.ledger.audit import Action, manual
 from gateway.ledger.claims import claim
-from gateway.ledger.failures import is_transient, short_error
+from gateway.ledger.failures import lost_to_transient, short_error
 from gateway.ledger.masters import MasterCache, read_materials, read_order, read_work_centers
 from gateway.ledger.sql import issued_to_order
 from gateway.ledger.tx import LedgerTx, buffered
@@ -186,7 +186,7 @@ def _reprocess_one(tx: LedgerTx, row, masters: MasterCache, now: datetime) -> tu
                 if not refusal:
                     backflush(tx, confirmation, masters, now)
         except Exception as exc:
-            if is_transient(exc):
+            if lost_to_transient(exc):
                 raise
             refusal = f"not posted: {short_error(exc)}; fix the cause, then `gateway errors reprocess`"
         return (row.missing_qty, refusal) if refusal else (Decimal(0), "")

@@ -32,7 +32,7 @@ from gateway.domain.records import (
 )
 from gateway.ledger import schema as t
 from gateway.ledger.claims import claim, tentative
-from gateway.ledger.failures import cause, is_transient, short_error
+from gateway.ledger.failures import cause, lost_to_transient, short_error
 from gateway.ledger.masters import MasterCache
 from gateway.ledger.sql import upsert
 from gateway.ledger.tx import LedgerTx, buffered
@@ -93,7 +93,7 @@ def post_confirmations(conn: Connection, confirmations: list[Confirmation], mast
             tx.prefetch_confirmations(c.id for c in confirmations)
             return sum(post_confirmation(tx, c, masters, now) for c in confirmations)
     except Exception as exc:
-        if is_transient(exc):
+        if lost_to_transient(exc):
             raise
         found = cause(exc)
         log.error("postings_refused", error=short_error(exc), confirmations=len(confirmations),
@@ -108,7 +108,7 @@ def _post_alone(conn: Connection, c: Confirmation, masters: MasterCache, now: da
         with tentative(), conn.begin_nested(), buffered(conn) as tx:
             return post_confirmation(tx, c, masters, now)
     except Exception as exc:
-        if is_transient(exc):
+        if lost_to_transient(exc):
             raise
         reason = f"not posted: {short_error(exc)}; fix the cause, then `gateway errors reprocess`"
     with buffered(conn) as tx:

@@ -64,7 +64,7 @@ from gateway.domain.confirming import Pending, format_positions
 from gateway.domain.records import Anomaly, Confirmation, CounterState
 from gateway.ledger import schema as t
 from gateway.ledger.claims import collecting
-from gateway.ledger.failures import cause, is_transient, short_error
+from gateway.ledger.failures import cause, lost_to_transient, root_error, short_error
 from gateway.ledger.masters import MasterCache
 from gateway.ledger.posting import apply
 
@@ -292,7 +292,7 @@ class LedgerWriter:
         try:
             self._commit(batch)
         except Exception as exc:
-            if is_transient(exc):
+            if lost_to_transient(exc):
                 raise
             found = cause(exc)
             log.error("ledger_commit_refused", error=short_error(exc), commits=used,
@@ -310,7 +310,7 @@ class LedgerWriter:
             self._commit(commits[0])
             return
         except Exception as exc:
-            if is_transient(exc):
+            if lost_to_transient(exc):
                 raise
         for machine in sorted(commits[0].machines() - set(self._held)):
             rest = commits[0].machines() - {machine}
@@ -318,7 +318,7 @@ class LedgerWriter:
             try:
                 self._commit(part)
             except Exception as exc:
-                if is_transient(exc):
+                if lost_to_transient(exc):
                     raise
                 self._set_aside(part, machine, exc)
             commits[0] = commits[0].without({machine})  # done: a retry must not write it twice
@@ -339,7 +339,7 @@ class LedgerWriter:
         except Exception as failed:
             log.error("dead_letter_not_written", machine=machine, error=short_error(failed),
                       hint="the refused change is only in this log; the machine stays held all the same")
-            if is_transient(failed):
+            if lost_to_transient(failed):
                 raise
             return
         self.health.dead_letters += 1
@@ -348,10 +348,10 @@ class LedgerWriter:
         h = self.health
         h.retries += 1
         h.failing_since = h.failing_since or t.utcnow()
-        h.last_error = short_error(exc)
+        h.last_error = root_error(exc)
         h.queued_confirmations = sum(len(c.confirmations) for c in commits)
         delay = self._backoff.next()
-        transient = is_transient(exc)
+        transient = lost_to_transient(exc)
         log.error(
             "ledger_commit_failed",
             error=h.last_error,
