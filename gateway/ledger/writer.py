@@ -360,7 +360,7 @@ class LedgerWriter:
             failing_for_s=round((t.utcnow() - h.failing_since).total_seconds(), 1),
             queued_confirmations=h.queued_confirmations,
             exc_info=not transient,  # an error of the writer itself: its traceback helps
-            hint=_hint(exc, transient),
+            hint=commit_hint(exc, transient),
         )
         time.sleep(delay)
 
@@ -433,7 +433,7 @@ class LedgerWriter:
             log.warning("stats_not_written", error=short_error(exc), lines=len(lines))
 
 
-def _hint(exc: Exception, transient: bool) -> str:
+def commit_hint(exc: BaseException, transient: bool) -> str:
     """What a failed commit's log line tells a person: the real cause if it is known, and what happens now."""
     found = cause(exc)
     if found is not None:

@@ -222,19 +222,45 @@ def test_the_write_lock_of_another_process_is_named(sqlite_url):
     engine.dispose()
 
 
-def test_an_unreachable_server_is_named_as_refusing_connections():
-    from gateway.ledger.schema import open_engine
+def _commit_failure(url: str) -> tuple[str, bool]:
+    """What the writer's ``ledger_commit_failed`` line says for the ledger at ``url``: (hint, transient).
 
-    engine = open_engine(f"postgresql+psycopg://127.0.0.1:{free_port()}/none", check_version=False)
-    writer = _writer(engine)
-    with capture_logs() as logs:
-        writer.submit(Commit(confirmations=_confirmations(1)))
-        _wait(lambda: writer.health.retries >= 1)
-    writer.stop(0.5)
-    failed = next(e for e in logs if e["event"] == "ledger_commit_failed")
-    assert failed["hint"].startswith("the database server refuses connections: start it, or fix the host and port")
-    assert failed["transient"] is True
-    engine.dispose()
+    The real driver's error, from a real attempt to connect; no writer thread is left retrying
+    (a writer that cannot reach its database never drains, so it could not be stopped)."""
+    from gateway.ledger.failures import lost_to_transient
+    from gateway.ledger.schema import open_engine
+    from gateway.ledger.writer import commit_hint
+
+    engine = open_engine(url, check_version=False)
+    try:
+        with pytest.raises(Exception) as failed:
+            with engine.begin():
+                pass
+    finally:
+        engine.dispose()
+    transient = lost_to_transient(failed.value)
+    return commit_hint(failed.value, transient), transient
+
+
+def test_an_unreachable_server_is_named_as_refusing_connections():
+    hint, transient = _commit_failure(f"postgresql+psycopg://127.0.0.1:{free_port()}/none")
+    assert hint == ("the database server refuses connections: start it, or fix the host and port in --db (or "
+                    "GATEWAY_DB); nothing is lost, the PLC counters keep the units; counting continues in memory "
+                    "and the writer retries")
+    assert transient
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(("database", "hint"), [
+    ("postgresql+psycopg://no_such_clerk@127.0.0.1:5432/test",
+     "the database server refused the login: fix user and password in --db (or GATEWAY_DB), or the server's "
+     "pg_hba.conf; counting continues in memory and the writer retries"),
+    ("postgresql+psycopg://127.0.0.1:5432/no_such_ledger_db",
+     "the database named in --db does not exist: create it (createdb NAME) or fix the name in --db; counting "
+     "continues in memory and the writer retries"),
+])
+def test_a_failed_login_and_a_missing_database_are_told_apart(pg_available, database, hint):
+    assert _commit_failure(database)[0] == hint
 
 
 @pytest.mark.postgres
