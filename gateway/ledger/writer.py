@@ -63,7 +63,7 @@ from gateway.backoff import Backoff
 from gateway.domain.confirming import Pending, format_positions
 from gateway.domain.records import Anomaly, Confirmation, CounterState
 from gateway.ledger import schema as t
-from gateway.ledger.claims import collecting
+from gateway.ledger.claims import transaction
 from gateway.ledger.failures import cause, lost_to_transient, root_error, short_error
 from gateway.ledger.masters import MasterCache
 from gateway.ledger.posting import apply
@@ -369,22 +369,16 @@ class LedgerWriter:
         if self._held and not batch.machines().isdisjoint(self._held):
             batch = batch.without(set(self._held))
         lost: set[str] = set()
-        with collecting() as claimed:
-            try:
-                with self._engine.begin() as conn:
-                    if self._fence is not None and batch.fences:
-                        # First in the transaction: the lease rows stay locked until it commits, so no
-                        # other instance takes these machines over between this check and the commit.
-                        fences = batch.fences
-                        lost = self._fence(conn, fences)
-                        if lost:
-                            batch = batch.without(lost)
-                    posted = apply(conn, batch, self._masters)
-            except BaseException as exc:
-                claimed.attempted(exc)
-                raise
-        # Only now, COMMIT having returned, may a line say that something is in the ledger.
-        claimed.committed(t.utcnow())
+        # The lines claiming its postings are written when this block ends: after COMMIT returned.
+        with transaction(self._engine) as (conn, _):
+            if self._fence is not None and batch.fences:
+                # First in the transaction: the lease rows stay locked until it commits, so no
+                # other instance takes these machines over between this check and the commit.
+                fences = batch.fences
+                lost = self._fence(conn, fences)
+                if lost:
+                    batch = batch.without(lost)
+            posted = apply(conn, batch, self._masters)
         if lost:
             log.error("ledger_changes_fenced_off", machines=sorted(lost),
                       hint="this instance lost the machines' leases; their changes were not written and the "
