@@ -21,7 +21,7 @@ from pathlib import Path
 import typer
 
 from gateway import diagnostics, logs
-from gateway.cli_common import DbOption, Format, FormatOption, age_text, emit, fail, on_ledger, parsed
+from gateway.cli_common import DbOption, Format, FormatOption, actor, age_text, emit, fail, on_ledger, parsed
 from gateway.ledger.leases import DEFAULT_TTL_S, LEDGER
 from gateway.yamldoc import InputFileError
 
@@ -243,9 +243,18 @@ def masterdata_load(file: Path = typer.Argument(..., help="Master-data YAML file
     except InputFileError as exc:
         fail(exc.lines() + ["nothing was loaded"])
 
+    # The audit row names the file and its exact content (SHA-256), and what the load changed.
+    import hashlib
+
+    from gateway.ledger.audit import Action
+
+    sha256 = hashlib.sha256(file.read_bytes()).hexdigest()
+    audit = Action(actor(), "masterdata.load", subject=file.name[:128],
+                   detail={"file": str(file), "sha256": sha256})
+
     def store(engine):
         with ledger_errors(engine.url):
-            return store_masterdata(engine, to_domain(md), md.stock)
+            return store_masterdata(engine, to_domain(md), md.stock, audit=audit)
 
     try:
         report = on_ledger(db, store, create=True)
@@ -276,7 +285,7 @@ def stock_receive(
 
     request = ReceiveStock(material=material, qty=parsed(checks.quantity, quantity), location=location, lot=lot,
                            expires_on=parsed(checks.day, expiry, "--expiry") if expiry else None)
-    r = on_ledger(db, stock.receive, request)
+    r = on_ledger(db, stock.receive, request, actor=actor())
     typer.echo(f"received {fmt(r.qty)} {r.uom} {r.material} at {r.location}" + (f" lot {r.lot}" if r.lot else ""))
 
 
@@ -296,7 +305,7 @@ def stock_issue(
 
     request = IssueStock(material=material, qty=parsed(checks.quantity, quantity), order=order, location=location,
                          lot=lot)
-    r = on_ledger(db, stock.issue, request)
+    r = on_ledger(db, stock.issue, request, actor=actor())
     typer.echo(f"issued {fmt(r.qty)} {r.uom} {r.material} to order {r.order} ({r.document})")
 
 
@@ -331,7 +340,7 @@ def orders_complete(order: str = typer.Argument(...), db: str = DbOption, format
     """Issue the accrued order-completion components, close the order, print its variance."""
     from gateway.app import orders
 
-    emit(on_ledger(db, orders.complete_order, order), format,
+    emit(on_ledger(db, orders.complete_order, order, actor=actor()), format,
          lambda view: _print_order(view, title="Completed order"))
 
 
@@ -361,7 +370,7 @@ def errors_reprocess(ids: list[int] = typer.Argument(None, help="Error ids (defa
     """Retry open errors against the stock and master data as they are now."""
     from gateway.app import error_queue
 
-    result = on_ledger(db, error_queue.reprocess, ids or None)
+    result = on_ledger(db, error_queue.reprocess, ids or None, actor=actor())
     typer.echo(f"resolved: {len(result.resolved)}  still open: {len(result.still_open)}")
     for item in result.still_open:
         typer.echo(f"  {item.id}: {item.reason}")
@@ -380,7 +389,7 @@ def confirmations_reverse(
     from gateway.app.models import ReverseConfirmation
 
     r = on_ledger(db, confirmations.reverse, ReverseConfirmation(confirmation_id=confirmation_id, reason=reason,
-                                                                 force_reason=force))
+                                                                 force_reason=force), actor=actor())
     typer.echo(f"reversed {confirmation_id} as {r.reversal_id}: {r.movements} goods movement(s) "
                f"taken back" + (" (forced)" if r.forced else ""))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from gateway.cli_common import DbOption, Format, FormatOption, emit, on_ledger
+from gateway.cli_common import DbOption, Format, FormatOption, actor, emit, on_ledger
 
 ReasonOption = typer.Option("", "--reason", help="Why: kept with the decision for the audit trail.")
 
@@ -43,7 +43,8 @@ def anomalies_accept(anomaly_id: int = typer.Argument(..., help="Anomaly id (see
     from gateway.app.models import AcceptAnomaly
     from gateway.report import fmt
 
-    r = on_ledger(db, accept, AcceptAnomaly(anomaly_id=anomaly_id, reason=reason, order=order, operation=operation))
+    r = on_ledger(db, accept, AcceptAnomaly(anomaly_id=anomaly_id, reason=reason, order=order, operation=operation),
+                  actor=actor())
     typer.echo(f"anomaly {anomaly_id} accepted: {fmt(r.units)} units confirmed on order {r.order} as "
                f"{r.confirmation_id}")
 
@@ -55,7 +56,7 @@ def anomalies_reject(anomaly_id: int = typer.Argument(..., help="Anomaly id (see
     from gateway.app.models import RejectAnomaly
     from gateway.report import fmt
 
-    r = on_ledger(db, reject, RejectAnomaly(anomaly_id=anomaly_id, reason=reason))
+    r = on_ledger(db, reject, RejectAnomaly(anomaly_id=anomaly_id, reason=reason), actor=actor())
     typer.echo(f"anomaly {anomaly_id} rejected: {fmt(r.units)} held units written off, nothing posted")
 
 

@@ -45,9 +45,13 @@ def fail(lines: str | list[str]) -> NoReturn:
 
 def on_ledger(db: str, operation: Callable[..., T], *args: Any, create: bool = False, **kwargs: Any) -> T:
     """Open the ledger the guarded way, run one application-layer operation on it; an ``AppError`` is one line."""
+    from gateway import logs
     from gateway.app import AppError
     from gateway.app.ledger import open_ledger
 
+    # The command prints its answer; the ledger's log lines (each posting, after its commit) would
+    # only repeat it, so just warnings go to stderr, and stdout stays the answer (JSON, CSV).
+    logs.configure(level="warning")
     try:
         engine = open_ledger(db, create=create)
     except AppError as exc:
@@ -63,6 +67,13 @@ def on_ledger(db: str, operation: Callable[..., T], *args: Any, create: bool = F
 def with_ledger(db: str, use: Callable[[Engine], T]) -> T:
     """Run ``use`` on an existing ledger (see ``on_ledger``)."""
     return on_ledger(db, use)
+
+
+def actor():
+    """Who runs this command, for the audit trail: the OS user, this host, the command line without secrets."""
+    from gateway.app.audit import cli_actor
+
+    return cli_actor(sys.argv)
 
 
 def parsed(parse: Callable[..., T], *args: Any) -> T:

@@ -1,4 +1,4 @@
-"""Commands for physical counts and the reports on them: ``stock count``, ``report accuracy | errors``.
+"""Commands for physical counts and the reports on them: ``stock count``, ``report accuracy | errors | audit``.
 
 Presentation only: ``gateway.app.stock`` checks a count and ``gateway.app.reports`` reads
 the numbers. A refused count or an unreadable ledger ends with one line on stderr and exit
@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import typer
 
-from gateway.cli_common import DbOption, Format, FormatOption, age_text, emit, on_ledger, parsed
+from gateway.cli_common import DbOption, Format, FormatOption, actor, age_text, emit, on_ledger, parsed
 
 
 def stock_count(
@@ -27,7 +27,7 @@ def stock_count(
     from gateway.report import fmt
 
     r = on_ledger(db, stock.count, CountStock(material=material, counted=parsed(checks.quantity, counted),
-                                              location=location, lot=lot))
+                                              location=location, lot=lot), actor=actor())
     where = f"{r.location}" + (f" lot {r.lot}" if r.lot else "")
     posted = (f"posted {r.movement} ({'gain' if r.difference > 0 else 'loss'}) {fmt(r.difference)} {r.uom}"
               if r.movement else "no difference, nothing posted")
@@ -92,8 +92,36 @@ def report_errors(db: str = DbOption, format: Format = FormatOption) -> None:
     emit(on_ledger(db, reports.error_metrics), format, show)
 
 
+def report_audit(since: str | None = typer.Option(None, "--since", help="From this date or time (UTC), "
+                                                 "e.g. 2026-03-31 or 2026-03-31T14:00."),
+                 actor_name: str | None = typer.Option(None, "--actor", help="Only this user or API token."),
+                 order: str | None = typer.Option(None, "--order", help="Only actions on this order."),
+                 last: int | None = typer.Option(None, "--last", help="Only the last N actions."),
+                 db: str = DbOption, format: Format = FormatOption) -> None:
+    """The audit trail: every manual action, who did it, from where, when, why, and what it posted."""
+    from gateway.app import checks
+    from gateway.app.audit import list_audit
+    from gateway.app.models import AuditEntry
+    from gateway.report import make_console, table
+
+    def show(rows) -> None:
+        if not rows:
+            typer.echo("no manual actions recorded" + (" that match" if since or actor_name or order else ""))
+            return
+        make_console().print(table(
+            f"Audit trail ({len(rows)} action(s))",
+            ("id", "at (UTC)", "actor", "from", "action", "order", "subject", "reason", "postings"),
+            [(str(r.id), f"{r.at:%Y-%m-%d %H:%M:%S}", f"{r.actor} ({r.actor_kind})", f"{r.host}: {r.via}", r.action,
+              r.order or "", r.subject, r.reason, " ".join(r.postings)) for r in rows], numeric=("id",)))
+
+    start = parsed(checks.moment, since, "--since") if since else None
+    emit(on_ledger(db, list_audit, since=start, actor=actor_name, order=order, last=last), format, show,
+         rows=AuditEntry)
+
+
 def register(stock_app: typer.Typer, report_app: typer.Typer) -> None:
     """Add the commands to the CLI's ``stock`` and ``report`` groups."""
     stock_app.command("count")(stock_count)
     report_app.command("accuracy")(report_accuracy)
     report_app.command("errors")(report_errors)
+    report_app.command("audit")(report_audit)

@@ -11,6 +11,7 @@ from gateway.app.ledger import on_ledger
 from gateway.app.models import AcceptAnomaly, Anomaly, AnomalyDecided, RejectAnomaly
 from gateway.ledger import anomalies as ledger_anomalies
 from gateway.ledger.anomalies import DecisionRefused
+from gateway.ledger.audit import Action, Actor
 
 
 @on_ledger
@@ -23,14 +24,15 @@ def list_anomalies(engine, *, include_decided: bool = False) -> list[Anomaly]:
 
 
 @on_ledger
-def accept(engine, request: AcceptAnomaly) -> AnomalyDecided:
+def accept(engine, request: AcceptAnomaly, *, actor: Actor) -> AnomalyDecided:
     """Post the units an anomaly holds, once, as a confirmation with its backflush."""
     if request.order is not None:
         with engine.connect() as conn:
             checks.order(conn, request.order)
     try:
-        confirmation, order, units = ledger_anomalies.accept(engine, request.anomaly_id, reason=request.reason,
-                                                             order=request.order, operation=request.operation)
+        confirmation, order, units = ledger_anomalies.accept(
+            engine, request.anomaly_id, reason=request.reason, order=request.order, operation=request.operation,
+            audit=Action(actor, "anomalies.accept", reason=request.reason, subject=f"anomaly {request.anomaly_id}"))
     except DecisionRefused as exc:
         raise _refused(exc) from None
     return AnomalyDecided(anomaly_id=request.anomaly_id, decision="accepted", units=units,
@@ -38,10 +40,12 @@ def accept(engine, request: AcceptAnomaly) -> AnomalyDecided:
 
 
 @on_ledger
-def reject(engine, request: RejectAnomaly) -> AnomalyDecided:
+def reject(engine, request: RejectAnomaly, *, actor: Actor) -> AnomalyDecided:
     """Write off the units an anomaly holds: nothing is posted."""
     try:
-        units = ledger_anomalies.reject(engine, request.anomaly_id, reason=request.reason)
+        units = ledger_anomalies.reject(engine, request.anomaly_id, reason=request.reason,
+                                        audit=Action(actor, "anomalies.reject", reason=request.reason,
+                                                     subject=f"anomaly {request.anomaly_id}"))
     except DecisionRefused as exc:
         raise _refused(exc) from None
     return AnomalyDecided(anomaly_id=request.anomaly_id, decision="rejected", units=units, confirmation_id=None,

@@ -11,7 +11,7 @@ Never here: writing to the ledger, printing.
 from __future__ import annotations
 
 import difflib
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 
 from sqlalchemy import Connection, select, union
@@ -29,6 +29,16 @@ def quantity(text: str, what: str = "quantity") -> Decimal:
     if not qty.is_finite():
         raise AppError("invalid", f"bad {what} {text!r}: write a number like 4940 or 12.5")
     return qty
+
+
+def moment(text: str, what: str = "time") -> datetime:
+    """A point in time typed by a person: a date (its midnight, UTC) or an ISO time (UTC unless it says)."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise AppError("invalid", f"bad {what} {text!r}: write it as YYYY-MM-DD or YYYY-MM-DDTHH:MM, "
+                                  "e.g. 2026-03-31T14:00 (UTC unless it gives an offset)") from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def day(text: str, what: str = "date") -> date:

@@ -11,6 +11,7 @@ from gateway.app.errors import AppError
 from gateway.app.ledger import on_ledger
 from gateway.app.models import ConfirmationRow, ReversalPosted, ReverseConfirmation
 from gateway.ledger import schema as t
+from gateway.ledger.audit import Action, Actor
 from gateway.ledger.operations import OperationRefused, reverse_confirmation
 
 
@@ -35,7 +36,7 @@ def list_confirmations(engine, *, order: str | None = None, last: int = 20) -> l
 
 
 @on_ledger
-def reverse(engine, request: ReverseConfirmation) -> ReversalPosted:
+def reverse(engine, request: ReverseConfirmation, *, actor: Actor) -> ReversalPosted:
     """Post the exact inverse of a confirmation, linked to it."""
     if not request.reason.strip():
         raise AppError("invalid", "give a reason for the reversal (--reason)")
@@ -47,7 +48,11 @@ def reverse(engine, request: ReverseConfirmation) -> ReversalPosted:
         raise AppError("not_found", f"no confirmation {request.confirmation_id}")
     try:
         result = reverse_confirmation(engine, request.confirmation_id, request.reason,
-                                      force_reason=request.force_reason)
+                                      force_reason=request.force_reason,
+                                      audit=Action(actor, "confirmations.reverse", reason=request.reason,
+                                                   subject=request.confirmation_id,
+                                                   detail={"force": request.force_reason} if request.force_reason
+                                                   else {}))
     except OperationRefused as exc:
         raise AppError("conflict", str(exc)) from None
     return ReversalPosted(confirmation_id=request.confirmation_id, reversal_id=result.reversal_id,

@@ -9,6 +9,7 @@ from gateway.app.errors import AppError
 from gateway.app.ledger import on_ledger
 from gateway.app.models import ErrorItem, Reprocessed, StillOpen
 from gateway.ledger import operations
+from gateway.ledger.audit import Action, Actor
 
 
 @on_ledger
@@ -21,10 +22,10 @@ def list_errors(engine, *, include_closed: bool = False) -> list[ErrorItem]:
 
 
 @on_ledger
-def reprocess(engine, ids: list[int] | None = None) -> Reprocessed:
+def reprocess(engine, ids: list[int] | None = None, *, actor: Actor) -> Reprocessed:
     """Retry the open items (all, or these ids); an id that is not open is refused, nothing is retried."""
     try:
-        result = operations.reprocess_errors(engine, ids or None)
+        result = operations.reprocess_errors(engine, ids or None, audit=Action(actor, "errors.reprocess"))
     except operations.OperationRefused as exc:
         raise AppError("not_found", str(exc)) from None
     return Reprocessed(resolved=result.resolved,

@@ -29,6 +29,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from gateway.app.errors import AppError
+from gateway.ledger import failures
 
 URL_HINT = "write sqlite:///FILE (a file; sqlite:////abs/path) or postgresql+psycopg://USER@HOST:5432/DATABASE"
 # PostgreSQL: how long to wait for the server before saying it cannot be reached.
@@ -190,7 +191,18 @@ def database_error(url: str | URL, exc: SQLAlchemyError) -> AppError:
     if "unable to open database file" in text:
         return AppError("unavailable", f"cannot open the ledger at {where}: unable to open database file "
                                        "(check the folder exists and is writable)")
+    found = failures.cause(exc)
+    if found is not None and found.name in _NAMED:
+        # Nothing was written: the operation's transaction rolled back whole.
+        todo = found.todo.replace("--db URL", f"--db {where}")
+        return AppError(_NAMED[found.name], f"{found.what} at {where} ({first}): {todo}; nothing was written")
     return AppError("unavailable", f"cannot use the ledger at {where}: {first}")
+
+
+# The causes ``database_error`` names in the words of ``gateway.ledger.failures.cause`` (the others
+# above have their own sentences, naming the server and the user), and how a front end reports them.
+_NAMED = {"disk_full": "unavailable", "permission_denied": "unavailable", "schema_mismatch": "conflict",
+          "another_writer": "conflict", "locked": "unavailable"}
 
 
 def _reach_reason(text: str) -> str:

@@ -399,3 +399,23 @@ class GatewayInstance(Model):
     seen_ago_s: float
     last_commit_ago_s: float | None
     leases: list[Lease]  # machines owned now (not the ledger-wide SQLite lease)
+
+
+# -- the audit trail ---------------------------------------------------------------------
+
+
+class AuditEntry(Model):
+    """One manual action: who, from where, when, why, and the ids of what it posted."""
+
+    id: int
+    at: datetime
+    actor: str  # the OS user of a command, the API token's name
+    actor_kind: Literal["cli", "api", "console"]
+    host: str
+    via: str  # the command line (without secrets) or the method and endpoint
+    action: str
+    reason: str
+    order: str | None
+    subject: str
+    postings: list[str]
+    detail: dict[str, Any]  # the ledger before (``before``), what changed (``changed``), a file's SHA-256 …

@@ -10,6 +10,7 @@ from gateway.app.errors import AppError
 from gateway.app.ledger import on_ledger
 from gateway.app.models import ComponentUse, OperationProgress, OrderView
 from gateway.ledger import orders as ledger_orders
+from gateway.ledger.audit import Action, Actor
 from gateway.ledger.operations import OperationRefused
 
 
@@ -23,7 +24,7 @@ def show_order(engine, number: str) -> OrderView:
 
 
 @on_ledger
-def complete_order(engine, number: str) -> OrderView:
+def complete_order(engine, number: str, *, actor: Actor) -> OrderView:
     """Issue the accrued order-completion components, close the order; its view afterwards."""
     with engine.connect() as conn:
         row = checks.order(conn, number)
@@ -31,7 +32,8 @@ def complete_order(engine, number: str) -> OrderView:
     if row.status != "released":
         raise AppError("conflict", f"order {number} is {row.status} already")
     try:
-        view = ledger_orders.complete_order(engine, number)
+        view = ledger_orders.complete_order(engine, number, audit=Action(actor, "orders.complete", order=number,
+                                                                         subject=number))
     except OperationRefused as exc:
         raise AppError("conflict", str(exc)) from None
     return _view(view, uom)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from gateway.app import checks
 from gateway.app.errors import AppError
 from gateway.app.ledger import on_ledger
+from gateway.ledger.audit import Action, Actor
 from gateway.app.models import CountRecorded, CountStock, IssueStock, ReceiveStock, StockIssued, StockReceived
 from gateway.ledger.inventory import record_count
 from gateway.ledger.operations import OperationRefused, receive_stock
@@ -20,7 +21,7 @@ from gateway.ledger.orders import issue_manually
 
 
 @on_ledger
-def receive(engine, request: ReceiveStock) -> StockReceived:
+def receive(engine, request: ReceiveStock, *, actor: Actor) -> StockReceived:
     """Goods receipt without an order (movement 501), e.g. line-side replenishment."""
     with engine.connect() as conn:
         m = checks.material(conn, request.material)
@@ -29,7 +30,7 @@ def receive(engine, request: ReceiveStock) -> StockReceived:
         checks.positive(checks.in_decimals(m, request.qty))
     try:
         receive_stock(engine, request.material, request.qty, request.location, lot=request.lot,
-                      expires_on=request.expires_on)
+                      expires_on=request.expires_on, audit=Action(actor, "stock.receive", subject=request.material))
     except OperationRefused as exc:
         raise AppError("conflict", str(exc)) from None
     return StockReceived(material=m.id, qty=request.qty, uom=m.uom, location=request.location, lot=request.lot,
@@ -37,7 +38,7 @@ def receive(engine, request: ReceiveStock) -> StockReceived:
 
 
 @on_ledger
-def issue(engine, request: IssueStock) -> StockIssued:
+def issue(engine, request: IssueStock, *, actor: Actor) -> StockIssued:
     """A component issued to a released order by hand (e.g. one with flushing rule ``manual``)."""
     with engine.connect() as conn:
         order = checks.order(conn, request.order)
@@ -48,7 +49,8 @@ def issue(engine, request: IssueStock) -> StockIssued:
     if order.status != "released":
         raise AppError("conflict", f"order {request.order} is {order.status}; no more issues to it")
     try:
-        doc = issue_manually(engine, request.material, request.qty, request.order, request.location, lot=request.lot)
+        doc = issue_manually(engine, request.material, request.qty, request.order, request.location, lot=request.lot,
+                             audit=Action(actor, "stock.issue", order=request.order, subject=request.material))
     except OperationRefused as exc:
         raise AppError("conflict", str(exc)) from None
     return StockIssued(document=doc, material=m.id, qty=request.qty, uom=m.uom, order=request.order,
@@ -56,7 +58,7 @@ def issue(engine, request: IssueStock) -> StockIssued:
 
 
 @on_ledger
-def count(engine, request: CountStock) -> CountRecorded:
+def count(engine, request: CountStock, *, actor: Actor) -> CountRecorded:
     """A physical count; the difference to the book is posted (701 gain / 702 loss)."""
     with engine.connect() as conn:
         m = checks.material(conn, request.material)
@@ -66,7 +68,8 @@ def count(engine, request: CountStock) -> CountRecorded:
     if request.counted < 0:
         raise AppError("invalid", f"a counted quantity is a number of zero or more, got {request.counted}")
     try:
-        r = record_count(engine, request.material, request.counted, request.location, lot=request.lot)
+        r = record_count(engine, request.material, request.counted, request.location, lot=request.lot,
+                         audit=Action(actor, "stock.count", subject=request.material))
     except OperationRefused as exc:
         raise AppError("conflict", str(exc)) from None
     return CountRecorded(id=r.id, material=r.material, location=r.location, lot=r.lot, uom=r.uom, book_qty=r.book_qty,

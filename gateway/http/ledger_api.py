@@ -6,12 +6,15 @@ the same input models, the same checks and the same messages as the CLI. An ``Ap
 becomes a problem (not_found 404, invalid 422, conflict 409, unavailable 503). The calls
 block on the database, so they run in worker threads — at most ``LEDGER_CALLS`` at a time,
 on an engine of their own — and the event loop that reads the PLCs never waits on them.
-Reads need ``viewer``, anything that posts needs ``operator``.
+Reads need ``viewer``, anything that posts needs ``operator``. Every posting call carries its
+``Actor`` into the application layer — the token's name, the client's address, the method and
+endpoint — and the audit trail records it (``GET /api/v1/audit`` reads the trail).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Literal, TypeVar
 
 import anyio
@@ -20,6 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.app import anomalies, confirmations, error_queue, orders, reports, stock
 from gateway.app import models as m
+from gateway.app.audit import Actor, list_audit
+from gateway.http.auth import Principal
 from gateway.http.problems import PROBLEM_RESPONSES
 from gateway.http.security import operator, viewer
 
@@ -31,6 +36,15 @@ router = APIRouter(prefix="/api/v1", responses={**PROBLEM_RESPONSES, 503: PROBLE
     "description": "The ledger is unavailable"}})
 read = [Depends(viewer)]
 write = [Depends(operator)]
+
+
+def acting(request: Request, principal: Principal = Depends(operator)) -> Actor:
+    """Who asks for a posting: the token's name, from the client's address, at this endpoint."""
+    client = request.client.host if request.client else "unknown"
+    return Actor(name=principal.name, kind="api", host=client, via=f"{request.method} {request.url.path}")
+
+
+By = Annotated[Actor, Depends(acting)]
 
 
 async def call(request: Request, fn: Callable[..., T], *args, **kwargs) -> T:
@@ -69,9 +83,9 @@ async def get_order(request: Request, number: Name) -> m.OrderView:
 
 
 @router.post("/orders/{number}/complete", tags=["orders"], dependencies=write)
-async def complete_order(request: Request, number: Name) -> m.OrderView:
+async def complete_order(request: Request, number: Name, actor: By) -> m.OrderView:
     """Issue the accrued order-completion components and close the order."""
-    return await call(request, orders.complete_order, number)
+    return await call(request, orders.complete_order, number, actor=actor)
 
 
 # -- confirmations ----------------------------------------------------------------------
@@ -85,9 +99,9 @@ async def list_confirmations(request: Request, order: str | None = Query(None, m
 
 
 @router.post("/confirmations/reverse", tags=["confirmations"], dependencies=write)
-async def reverse_confirmation(request: Request, body: m.ReverseConfirmation) -> m.ReversalPosted:
+async def reverse_confirmation(request: Request, body: m.ReverseConfirmation, actor: By) -> m.ReversalPosted:
     """Post the exact, linked inverse of one confirmation."""
-    return await call(request, confirmations.reverse, body)
+    return await call(request, confirmations.reverse, body, actor=actor)
 
 
 # -- the backflush error queue -----------------------------------------------------------
@@ -100,9 +114,9 @@ async def list_errors(request: Request, include_closed: bool = Query(False, alia
 
 
 @router.post("/errors/reprocess", tags=["errors"], dependencies=write)
-async def reprocess_errors(request: Request, body: ReprocessErrors) -> m.Reprocessed:
+async def reprocess_errors(request: Request, body: ReprocessErrors, actor: By) -> m.Reprocessed:
     """Retry open errors against today's stock, posting nothing twice."""
-    return await call(request, error_queue.reprocess, body.ids)
+    return await call(request, error_queue.reprocess, body.ids, actor=actor)
 
 
 # -- anomalies ----------------------------------------------------------------------------
@@ -115,15 +129,15 @@ async def list_anomalies(request: Request, include_decided: bool = Query(False, 
 
 
 @router.post("/anomalies/accept", tags=["anomalies"], dependencies=write)
-async def accept_anomaly(request: Request, body: AcceptAnomaly) -> m.AnomalyDecided:
+async def accept_anomaly(request: Request, body: AcceptAnomaly, actor: By) -> m.AnomalyDecided:
     """Post the held units once, as a confirmation with its backflush."""
-    return await call(request, anomalies.accept, body)
+    return await call(request, anomalies.accept, body, actor=actor)
 
 
 @router.post("/anomalies/reject", tags=["anomalies"], dependencies=write)
-async def reject_anomaly(request: Request, body: RejectAnomaly) -> m.AnomalyDecided:
+async def reject_anomaly(request: Request, body: RejectAnomaly, actor: By) -> m.AnomalyDecided:
     """Write the held units off."""
-    return await call(request, anomalies.reject, body)
+    return await call(request, anomalies.reject, body, actor=actor)
 
 
 # -- stock and lots -----------------------------------------------------------------------
@@ -138,21 +152,21 @@ async def get_stock(request: Request, material: str | None = Query(None, max_len
 
 
 @router.post("/stock/receive", tags=["stock"], dependencies=write)
-async def receive_stock(request: Request, body: m.ReceiveStock) -> m.StockReceived:
+async def receive_stock(request: Request, body: m.ReceiveStock, actor: By) -> m.StockReceived:
     """Receive stock without an order (movement 501)."""
-    return await call(request, stock.receive, body)
+    return await call(request, stock.receive, body, actor=actor)
 
 
 @router.post("/stock/issue", tags=["stock"], dependencies=write)
-async def issue_stock(request: Request, body: m.IssueStock) -> m.StockIssued:
+async def issue_stock(request: Request, body: m.IssueStock, actor: By) -> m.StockIssued:
     """Issue a component to an order by hand (movement 261)."""
-    return await call(request, stock.issue, body)
+    return await call(request, stock.issue, body, actor=actor)
 
 
 @router.post("/stock/count", tags=["stock"], dependencies=write)
-async def count_stock(request: Request, body: m.CountStock) -> m.CountRecorded:
+async def count_stock(request: Request, body: m.CountStock, actor: By) -> m.CountRecorded:
     """Record a physical count; the difference is posted as 701/702."""
-    return await call(request, stock.count, body)
+    return await call(request, stock.count, body, actor=actor)
 
 
 @router.get("/lots/{lot}/trace", tags=["stock"], dependencies=read)
@@ -187,6 +201,19 @@ async def report_accuracy(request: Request) -> list[m.AccuracyRow]:
 async def report_errors(request: Request) -> m.ErrorMetrics:
     """Error-queue metrics: open items by age and material, errors per 1 000 confirmations."""
     return await call(request, reports.error_metrics)
+
+
+@router.get("/audit", tags=["reports"], dependencies=read)
+async def audit_trail(request: Request, since: datetime | None = None,
+                      actor: str | None = Query(None, max_length=128), order: str | None = Query(None, max_length=64),
+                      last: int | None = Query(None, ge=1, le=100000)) -> list[m.AuditEntry]:
+    """The audit trail, oldest first: every manual action with who, from where, when, why and what it posted
+    (``since`` an ISO time, UTC unless it says; of one ``actor``; of one ``order``; the ``last`` N)."""
+    if since is not None and since.tzinfo is None:
+        from datetime import UTC
+
+        since = since.replace(tzinfo=UTC)
+    return await call(request, list_audit, since=since, actor=actor, order=order, last=last)
 
 
 @router.get("/gateways", tags=["reports"], dependencies=read)

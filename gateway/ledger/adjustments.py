@@ -50,6 +50,8 @@ from gateway.domain.records import (
     StockView,
 )
 from gateway.ledger import schema as t
+from gateway.ledger.audit import Action, manual
+from gateway.ledger.claims import claim
 from gateway.ledger.masters import (
     MasterCache,
     read_materials,
@@ -83,10 +85,10 @@ class AdjustmentResult:
 
 
 def scrap(engine: Engine, order_no: str, operation: str, qty: Decimal, reason_code: str, note: str = "", *,
-          now: datetime | None = None) -> AdjustmentResult:
+          now: datetime | None = None, audit: Action | None = None) -> AdjustmentResult:
     """Scrap reported by hand: a confirmation of ``qty`` scrap, backflushed like a machine's."""
     now = now or t.utcnow()
-    with _adjustment(engine, order_no, reason_code) as (tx, order, doc):
+    with _adjustment(engine, order_no, reason_code, audit) as (tx, order, doc):
         product = _operation_and_product(tx.conn, order, operation)
         adj.check_quantity(qty, product)
         post_confirmation(tx, Confirmation(
@@ -100,10 +102,10 @@ def scrap(engine: Engine, order_no: str, operation: str, qty: Decimal, reason_co
 
 
 def rework(engine: Engine, order_no: str, operation: str, qty: Decimal, reason_code: str, note: str = "", *,
-           now: datetime | None = None) -> AdjustmentResult:
+           now: datetime | None = None, audit: Action | None = None) -> AdjustmentResult:
     """Rework of ``qty`` units at ``operation``: its rework items and labor, no receipt, no progress."""
     now = now or t.utcnow()
-    with _adjustment(engine, order_no, reason_code) as (tx, order, doc):
+    with _adjustment(engine, order_no, reason_code, audit) as (tx, order, doc):
         product = _operation_and_product(tx.conn, order, operation)
         materials = read_materials(tx.conn)
         locations = {(c.material, c.supply_location) for c in order.components
@@ -114,11 +116,12 @@ def rework(engine: Engine, order_no: str, operation: str, qty: Decimal, reason_c
 
 
 def substitute(engine: Engine, order_no: str, item: str, with_material: str, qty: Decimal, reason_code: str,
-               note: str = "", *, with_qty: Decimal | None = None, now: datetime | None = None) -> AdjustmentResult:
+               note: str = "", *, with_qty: Decimal | None = None, now: datetime | None = None,
+               audit: Action | None = None) -> AdjustmentResult:
     """``with_qty`` (default ``qty``) of ``with_material`` issued for ``item`` instead of ``qty`` of its material."""
     now = now or t.utcnow()
     b_qty = qty if with_qty is None else with_qty
-    with _adjustment(engine, order_no, reason_code) as (tx, order, doc):
+    with _adjustment(engine, order_no, reason_code, audit) as (tx, order, doc):
         component = adj.bom_item(order, item)
         materials = read_materials(tx.conn)
         b = materials.get(with_material)
@@ -131,10 +134,10 @@ def substitute(engine: Engine, order_no: str, item: str, with_material: str, qty
 
 
 def consumption(engine: Engine, order_no: str, item: str, delta: Decimal, reason_code: str, note: str = "", *,
-                now: datetime | None = None) -> AdjustmentResult:
+                now: datetime | None = None, audit: Action | None = None) -> AdjustmentResult:
     """Over-consumption (``delta > 0``: issue more) or under-consumption (``delta < 0``: give back)."""
     now = now or t.utcnow()
-    with _adjustment(engine, order_no, reason_code) as (tx, order, doc):
+    with _adjustment(engine, order_no, reason_code, audit) as (tx, order, doc):
         component = adj.bom_item(order, item)
         material = read_materials(tx.conn)[component.material]
         stock = tx.stock({(material.id, component.supply_location)}) if delta > 0 else StockView()
@@ -148,11 +151,13 @@ def consumption(engine: Engine, order_no: str, item: str, delta: Decimal, reason
 
 
 @contextmanager
-def _adjustment(engine: Engine, order_no: str, reason_code: str) -> Iterator[tuple[LedgerTx, ProductionOrder, str]]:
-    """One transaction for one adjustment document; a refusal rolls all of it back."""
+def _adjustment(engine: Engine, order_no: str, reason_code: str,
+                audit: Action | None) -> Iterator[tuple[LedgerTx, ProductionOrder, str]]:
+    """One transaction for one adjustment document (with its audit row); a refusal rolls all of it back."""
     try:
         adj.check_reason_code(reason_code)
-        with engine.begin() as conn, buffered(conn) as tx:
+        with manual(engine, audit) as record, buffered(record.conn) as tx:
+            conn = record.conn
             tx.order_status(order_no)  # the order's lock, before anything is read (module docstring)
             order = read_order(conn, order_no)
             if order is None:
@@ -188,4 +193,7 @@ def _record(conn: Connection, doc: str, order: ProductionOrder, kind: str, opera
     conn.execute(insert(t.adjustments), [{
         "id": doc, "order_no": order.number, "operation": operation, "kind": kind, "reason_code": reason_code,
         "note": note, "material": material.id, "qty": qty, "uom": material.uom, "created_at": now}])
+    claim("adjustment_posted", doc, document=doc, kind=kind, order=order.number, operation=operation,
+          material=material.id, qty=str(qty), uom=material.uom, reason_code=reason_code, movements=movements,
+          queued=queued)
     return AdjustmentResult(doc, kind, order.number, material.id, qty, material.uom, movements, queued)

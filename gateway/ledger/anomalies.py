@@ -31,6 +31,8 @@ from gateway.domain.records import Increment, Position
 from gateway.ledger import schema as t
 from gateway.ledger.masters import MasterCache
 from gateway.ledger.tx import buffered
+from gateway.ledger.audit import Action, manual
+from gateway.ledger.claims import claim
 from gateway.ledger.posting import post_confirmation
 
 DECIDABLE = ("implausible", "not_producing")
@@ -109,11 +111,13 @@ def _uom(conn: Connection, order: str) -> str | None:
 
 
 def accept(engine: Engine, anomaly_id: int, *, reason: str = "", order: str | None = None,
-           operation: str | None = None) -> tuple[str, str, Decimal]:
+           operation: str | None = None, audit: Action | None = None) -> tuple[str, str, Decimal]:
     """Post the held units; returns (confirmation id, order, units). One transaction."""
     now = t.utcnow()
-    with engine.begin() as conn:
+    with manual(engine, audit) as record:
+        conn = record.conn
         row = _open_anomaly(conn, anomaly_id)
+        record.before = {"status": row.status, "units_held": row.units_held, "machine": row.machine}
         start, end = _position(row.start_pos), _position(row.end_pos)
         if start is None or end is None or not row.counter:
             raise DecisionRefused(f"anomaly {anomaly_id} has no counter range to post")
@@ -136,15 +140,23 @@ def accept(engine: Engine, anomaly_id: int, *, reason: str = "", order: str | No
         if not posted:
             raise DecisionRefused(f"confirmation {confirmation.id} of anomaly {anomaly_id} is already posted")
         _decide(conn, anomaly_id, "accepted", reason, now, confirmation.id, order, operation)
+        record.order, record.changed = order, {"status": "accepted"}
+        claim("anomaly_accepted", confirmation.id, anomaly_id=anomaly_id, confirmation_id=confirmation.id,
+              order=order, operation=operation, units=str(row.units_held), reason=reason)
     return confirmation.id, order, row.units_held
 
 
-def reject(engine: Engine, anomaly_id: int, *, reason: str = "") -> Decimal:
+def reject(engine: Engine, anomaly_id: int, *, reason: str = "", audit: Action | None = None) -> Decimal:
     """Write the held units off; returns how many. Nothing is posted."""
     now = t.utcnow()
-    with engine.begin() as conn:
+    with manual(engine, audit) as record:
+        conn = record.conn
         row = _open_anomaly(conn, anomaly_id)
+        record.before = {"status": row.status, "units_held": row.units_held, "machine": row.machine}
         _decide(conn, anomaly_id, "rejected", reason, now, None, None, None)
+        record.changed = {"status": "rejected"}
+        claim("anomaly_rejected", "", anomaly_id=anomaly_id, machine=row.machine, units=str(row.units_held),
+              reason=reason)
     return row.units_held
 
 

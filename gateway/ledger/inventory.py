@@ -24,6 +24,9 @@ from sqlalchemy import Connection, Engine, func, insert, select
 from gateway.domain.records import GoodsMovement, MovementKind
 from gateway.ledger import schema as t
 from gateway.ledger.operations import OperationRefused, stock_material
+from gateway.ledger.audit import Action, manual
+from gateway.ledger.claims import claim
+from gateway.ledger.operations import movement_ids
 from gateway.ledger.tx import buffered
 
 _HUNDRED = Decimal(100)
@@ -52,7 +55,7 @@ class CountResult:
 
 
 def record_count(engine: Engine, material: str, counted: Decimal, location: str, *, lot: str = "",
-                 now: datetime | None = None) -> CountResult:
+                 now: datetime | None = None, audit: Action | None = None) -> CountResult:
     """Record a physical count and post its difference to the book (701 gain / 702 loss).
 
     A count that matches the book is still recorded (it is the start of the next
@@ -63,9 +66,11 @@ def record_count(engine: Engine, material: str, counted: Decimal, location: str,
         raise OperationRefused("give the counted location with --location")
     if not counted.is_finite() or counted < 0:
         raise OperationRefused(f"a counted quantity is a number of zero or more, got {counted}")
-    with engine.begin() as conn, buffered(conn) as tx:
+    with manual(engine, audit) as record, buffered(record.conn) as tx:
+        conn = record.conn
         m = stock_material(conn, material, counted, lot, verb="counted")
         book = tx.stock_qty(material, location, lot)
+        record.before = {"stock": book}
         count_id = conn.execute(insert(t.stock_counts).values(
             material=material, location=location, lot=lot, book_qty=book, counted_qty=counted, uom=m.uom,
             counted_at=now)).inserted_primary_key[0]
@@ -73,6 +78,10 @@ def record_count(engine: Engine, material: str, counted: Decimal, location: str,
         if counted != book:
             kind = MovementKind.COUNT_GAIN if counted > book else MovementKind.COUNT_LOSS
             tx.move(None, None, [GoodsMovement(kind, material, location, counted - book, m.uom, lot=lot)], now)
+            record.postings = [f"movement:{i}" for i in movement_ids(tx, kind, material, location, lot, now)]
+        claim("stock_counted", f"count:{count_id}", count_id=count_id, material=material, location=location, lot=lot,
+              book_qty=str(book), counted_qty=str(counted), uom=m.uom, movement=kind.value if kind else None,
+              movements=" ".join(record.postings))
     return CountResult(count_id, material, location, lot, book, counted, m.uom, now, kind)
 
 

@@ -34,6 +34,8 @@ from gateway.domain.records import (
 from gateway.ledger import schema as t
 from gateway.ledger.sql import upsert
 from gateway.ledger.tx import LedgerTx, buffered
+from gateway.ledger.audit import Action, manual
+from gateway.ledger.claims import claim
 
 
 class MasterDataConflict(Exception):
@@ -44,6 +46,10 @@ class MasterDataConflict(Exception):
 class StoreReport:
     materials: int = 0
     work_centers: int = 0
+    materials_new: int = 0
+    materials_updated: int = 0
+    work_centers_new: int = 0
+    work_centers_updated: int = 0
     orders_new: int = 0
     orders_unchanged: int = 0
     orders_updated: int = 0
@@ -127,22 +133,27 @@ def read_order(conn: Connection, number: str) -> ProductionOrder | None:
     )
 
 
-def store_masterdata(engine: Engine, domain, stock_rows) -> StoreReport:
-    """Write master data (``gateway.masterdata.load.to_domain`` output) atomically."""
+def store_masterdata(engine: Engine, domain, stock_rows, *, audit: Action | None = None) -> StoreReport:
+    """Write master data (``gateway.masterdata.load.to_domain`` output) atomically, with its audit row."""
     report = StoreReport()
     now = t.utcnow()
-    with engine.begin() as conn:
-        upsert(conn, t.materials, [
+    with manual(engine, audit) as record:
+        conn = record.conn
+        materials = [
             {"id": m.id, "description": m.description, "uom": m.uom, "decimals": m.decimals,
              "lot_tracked": m.lot_tracked, "negative_stock_allowed": m.negative_stock_allowed,
              "lot_selection": m.lot_selection}
-            for m in domain.materials.values()], ["id"])
+            for m in domain.materials.values()]
+        report.materials_new, report.materials_updated = _changes(conn, t.materials, materials)
+        upsert(conn, t.materials, materials, ["id"])
         report.materials = len(domain.materials)
-        upsert(conn, t.work_centers, [
+        work_centers = [
             {"id": w.id, "description": w.description, "labor_rate": w.labor_rate, "machine_rate": w.machine_rate,
              "overhead_pct_of_labor": w.overhead_pct_of_labor, "currency": w.currency,
              "supply_location": w.supply_location}
-            for w in domain.work_centers.values()], ["id"])
+            for w in domain.work_centers.values()]
+        report.work_centers_new, report.work_centers_updated = _changes(conn, t.work_centers, work_centers)
+        upsert(conn, t.work_centers, work_centers, ["id"])
         report.work_centers = len(domain.work_centers)
         with buffered(conn) as tx:
             # Locked, sorted, before any stock (gateway.ledger.tx): a posting to one of these
@@ -152,7 +163,17 @@ def store_masterdata(engine: Engine, domain, stock_rows) -> StoreReport:
                 _store_order(conn, order, report)
             for s in stock_rows:
                 _post_opening_stock(tx, s, domain.materials[s.material], report, now)
+        record.changed = {k: v for k, v in vars(report).items() if k != "notes"}
+        claim("masterdata_loaded", "", **record.changed, **(audit.detail if audit else {}))
     return report
+
+
+def _changes(conn: Connection, table, rows: list[dict]) -> tuple[int, int]:
+    """How many of ``rows`` are new to ``table``, and how many change a stored row (by ``id``)."""
+    stored = {r["id"]: r for r in (row._asdict() for row in conn.execute(select(table)))}
+    new = sum(1 for r in rows if r["id"] not in stored)
+    changed = sum(1 for r in rows if r["id"] in stored and any(stored[r["id"]][k] != v for k, v in r.items()))
+    return new, changed
 
 
 def _store_order(conn: Connection, order: ProductionOrder, report: StoreReport) -> None:

@@ -37,7 +37,9 @@ from gateway.domain.records import (
 )
 from gateway.domain.reversal import Posted, reverse
 from gateway.ledger import schema as t
-from gateway.ledger.failures import is_transient, short_error
+from gateway.ledger.audit import Action, manual
+from gateway.ledger.claims import claim
+from gateway.ledger.failures import lost_to_transient, short_error
 from gateway.ledger.masters import MasterCache, read_materials, read_order, read_work_centers
 from gateway.ledger.sql import issued_to_order
 from gateway.ledger.tx import LedgerTx, buffered
@@ -75,15 +77,32 @@ def stock_material(conn: Connection, material: str, qty: Decimal, lot: str, *, v
 
 
 def receive_stock(engine: Engine, material: str, qty: Decimal, location: str, *, lot: str = "",
-                  expires_on: date | None = None, now: datetime | None = None) -> None:
+                  expires_on: date | None = None, now: datetime | None = None, audit: Action | None = None) -> None:
     """Goods receipt without an order (movement 501), e.g. line-side replenishment."""
     now = now or t.utcnow()
     if qty <= 0:
         raise OperationRefused(f"quantity must be positive, got {qty}")
-    with engine.begin() as conn, buffered(conn) as tx:
+    with manual(engine, audit) as record, buffered(record.conn) as tx:
+        conn = record.conn
         m = stock_material(conn, material, qty, lot)
+        record.before = {"stock": tx.stock_qty(material, location, lot)}
         tx.register_lot(material, lot, now, expires_on=expires_on)
-        tx.move(None, None, [GoodsMovement(MovementKind.OTHER_RECEIPT, material, location, qty, m.uom, lot=lot)], now)
+        kind = MovementKind.OTHER_RECEIPT
+        tx.move(None, None, [GoodsMovement(kind, material, location, qty, m.uom, lot=lot)], now)
+        for movement in movement_ids(tx, kind, material, location, lot, now):
+            claim("stock_received", f"movement:{movement}", movement_id=movement, material=material, qty=str(qty),
+                  uom=m.uom, location=location, lot=lot)
+
+
+def movement_ids(tx: LedgerTx, kind: MovementKind, material: str, location: str, lot: str,
+                 now: datetime) -> list[int]:
+    """The ids of the goods movements without a document this transaction just made (a receipt, a count):
+    they are what its audit row and log line name."""
+    tx.flush()
+    gm = t.goods_movements.c
+    return list(tx.conn.execute(select(gm.id).where(
+        gm.confirmation_id.is_(None), gm.kind == kind.value, gm.material == material, gm.location == location,
+        gm.lot == lot, gm.posted_at == now).order_by(gm.id)).scalars())
 
 
 # -- error queue ----------------------------------------------------------------------
@@ -119,11 +138,13 @@ class ReprocessResult:
     still_open: list[tuple[int, str]]  # id, why
 
 
-def reprocess_errors(engine: Engine, ids: list[int] | None = None, *, now: datetime | None = None) -> ReprocessResult:
+def reprocess_errors(engine: Engine, ids: list[int] | None = None, *, now: datetime | None = None,
+                     audit: Action | None = None) -> ReprocessResult:
     """Retry open error items (all, or the given ids) against today's stock and master data."""
     now = now or t.utcnow()
     result = ReprocessResult([], [])
-    with engine.begin() as conn, buffered(conn) as tx:
+    with manual(engine, audit) as record, buffered(record.conn) as tx:
+        conn = record.conn
         q = select(t.error_queue).where(t.error_queue.c.status == "open").order_by(t.error_queue.c.id)
         if ids:
             q = q.where(t.error_queue.c.id.in_(ids))
@@ -136,16 +157,23 @@ def reprocess_errors(engine: Engine, ids: list[int] | None = None, *, now: datet
         # Locked: a second `errors reprocess` at the same time waits, then finds them resolved.
         rows = conn.execute(q.with_for_update()).all()
         tx.lock_orders(r.order_no for r in rows)  # all of them first, in one order (deadlocks)
+        record.before = {"open": {row.id: row.missing_qty for row in rows}}
+        record.subject = " ".join(str(row.id) for row in rows)
         for row in rows:
             left, why = _reprocess_one(tx, row, masters, now)
             if left == 0:
                 result.resolved.append(row.id)
             else:
                 result.still_open.append((row.id, why))
+            if left != row.missing_qty:  # something was posted for it
+                claim("error_reprocessed", row.confirmation_id, error_id=row.id, document=row.confirmation_id,
+                      order=row.order_no, material=row.material, missing_before=str(row.missing_qty),
+                      missing_now=str(left), resolved=left == 0)
             conn.execute(update(t.error_queue).where(t.error_queue.c.id == row.id).values(
                 missing_qty=left, attempts=row.attempts + 1,
                 status="resolved" if left == 0 else "open", resolved_at=now if left == 0 else None,
                 reason=row.reason if left == 0 else why))
+        record.changed = {"resolved": result.resolved, "still_open": [i for i, _ in result.still_open]}
     return result
 
 
@@ -158,7 +186,7 @@ def _reprocess_one(tx: LedgerTx, row, masters: MasterCache, now: datetime) -> tu
                 if not refusal:
                     backflush(tx, confirmation, masters, now)
         except Exception as exc:
-            if is_transient(exc):
+            if lost_to_transient(exc):
                 raise
             refusal = f"not posted: {short_error(exc)}; fix the cause, then `gateway errors reprocess`"
         return (row.missing_qty, refusal) if refusal else (Decimal(0), "")
@@ -228,15 +256,19 @@ class ReversalResult:
 
 
 def reverse_confirmation(engine: Engine, confirmation_id: str, reason: str, *, force_reason: str | None = None,
-                         now: datetime | None = None) -> ReversalResult:
+                         now: datetime | None = None, audit: Action | None = None) -> ReversalResult:
     """Post the exact inverse of a confirmation, linked to it; refused if it cannot be undone."""
     now = now or t.utcnow()
     if not reason.strip():
         raise OperationRefused("give a reason for the reversal (--reason)")
-    with engine.begin() as conn, buffered(conn) as tx:
+    with manual(engine, audit) as record, buffered(record.conn) as tx:
+        conn = record.conn
         row = conn.execute(select(t.confirmations).where(t.confirmations.c.id == confirmation_id)).first()
         if row is None:
             raise OperationRefused(f"no confirmation {confirmation_id}")
+        record.order = row.order_no
+        record.before = {"confirmation": {"machine": row.machine, "operation": row.operation,
+                                          "yield_qty": row.yield_qty, "scrap_qty": row.scrap_qty, "uom": row.uom}}
         tx.order_status(row.order_no)  # the order first, then its stock (gateway.ledger.tx)
         done = conn.execute(select(t.reversals).where(t.reversals.c.confirmation_id == confirmation_id)).first()
         if done is not None:
@@ -252,6 +284,8 @@ def reverse_confirmation(engine: Engine, confirmation_id: str, reason: str, *, f
                          .values(status="cancelled", resolved_at=now))
             conn.execute(insert(t.reversals), [{"id": doc, "confirmation_id": confirmation_id, "reason": reason,
                                                 "forced": False, "force_reason": None, "created_at": now}])
+            claim("confirmation_reversed", doc, confirmation_id=confirmation_id, reversal_id=doc,
+                  order=row.order_no, movements=0, forced=False, reason=reason)
             return ReversalResult(doc, 0, False)
         posted = read_posted(conn, confirmation_id)
         used = consumed_output(tx, posted)
@@ -272,6 +306,8 @@ def reverse_confirmation(engine: Engine, confirmation_id: str, reason: str, *, f
         conn.execute(insert(t.reversals), [{"id": doc, "confirmation_id": confirmation_id, "reason": reason,
                                             "forced": bool(used), "force_reason": force_reason if used else None,
                                             "created_at": now}])
+        claim("confirmation_reversed", doc, confirmation_id=confirmation_id, reversal_id=doc, order=row.order_no,
+              movements=len(result.movements), forced=bool(used), reason=reason)
     return ReversalResult(doc, len(result.movements), bool(used))
 
 

@@ -50,6 +50,8 @@ from gateway.ledger.masters import read_materials, read_order
 from gateway.ledger.operations import OperationRefused, stock_material
 from gateway.ledger.posting import write_deferred, write_errors, write_genealogy
 from gateway.ledger.tx import buffered
+from gateway.ledger.audit import Action, manual
+from gateway.ledger.claims import claim
 
 
 def document_kind(document: str | None) -> str:
@@ -164,15 +166,20 @@ def _extra_line(extra: dict[tuple[str, str], ComponentLine], item: ComponentLine
 # -- completion -------------------------------------------------------------------------
 
 
-def complete_order(engine: Engine, number: str, *, now: datetime | None = None) -> OrderView:
+def complete_order(engine: Engine, number: str, *, now: datetime | None = None,
+                   audit: Action | None = None) -> OrderView:
     """Issue the accrued order-completion components, close the order, return its variance."""
     now = now or t.utcnow()
     doc = f"O-{number}"
-    with engine.begin() as conn, buffered(conn) as tx:
+    with manual(engine, audit) as record, buffered(record.conn) as tx:
+        conn = record.conn
         tx.order_status(number)  # the order's lock first: its postings wait, then see it completed
         order = _order(conn, number)
         if order.status != "released":
             raise OperationRefused(f"order {number} is {order.status} already")
+        record.before = {"status": order.status}
+        record.changed = {"status": "completed"}
+        movements = 0
         materials = read_materials(conn)
         wip: dict[str, Decimal] = defaultdict(Decimal)
         for d in conn.execute(select(t.deferred_components).where(
@@ -188,6 +195,7 @@ def complete_order(engine: Engine, number: str, *, now: datetime | None = None) 
             issued = issue_component(qty, material, location, component.item, order,
                                      StockLeft(tx.stock({(material.id, location)})), now.date())
             tx.move(doc, number, issued.movements, now)
+            movements += len(issued.movements)
             write_genealogy(tx, doc, number, issued.genealogy, now)
             write_errors(tx, doc, number, issued.errors, now)
             # The accrual is used up, issued or queued: WIP nets to zero.
@@ -195,6 +203,7 @@ def complete_order(engine: Engine, number: str, *, now: datetime | None = None) 
                                                               FlushingRule.ORDER_COMPLETION, component.item)])
         conn.execute(update(t.production_orders).where(t.production_orders.c.number == number)
                      .values(status="completed"))
+        claim("order_completed", doc, document=doc, order=number, movements=movements)
         tx.flush()  # the view reads what was just posted
         return _view(conn, read_order(conn, number))
 
@@ -203,19 +212,21 @@ def complete_order(engine: Engine, number: str, *, now: datetime | None = None) 
 
 
 def issue_manually(engine: Engine, material: str, qty: Decimal, order_no: str, location: str, *,
-                   lot: str = "", now: datetime | None = None) -> str:
+                   lot: str = "", now: datetime | None = None, audit: Action | None = None) -> str:
     """A person issues a component to an order (e.g. one with flushing rule ``manual``)."""
     now = now or t.utcnow()
     if qty <= 0:
         raise OperationRefused(f"quantity must be positive, got {qty}")
     doc = f"M-{uuid.uuid4().hex[:12]}"
-    with engine.begin() as conn, buffered(conn) as tx:
+    with manual(engine, audit) as record, buffered(record.conn) as tx:
+        conn = record.conn
         tx.order_status(order_no)  # the order's lock first, then its stock (gateway.ledger.tx)
         order = _order(conn, order_no)
         if order.status != "released":
             raise OperationRefused(f"order {order_no} is {order.status}; no more issues to it")
         m = stock_material(conn, material, qty, lot)
         have = tx.stock_qty(material, location, lot)
+        record.before = {"stock": have}
         if have < qty and not (m.negative_stock_allowed and not m.lot_tracked):
             raise OperationRefused(f"only {have} {m.uom} of {material}{' lot ' + lot if lot else ''} at {location}")
         item = next((c.item for c in order.components if c.material == material), "")
@@ -224,4 +235,6 @@ def issue_manually(engine: Engine, material: str, qty: Decimal, order_no: str, l
         if lot:
             write_genealogy(tx, doc, order_no, [GenealogyEdge(material, lot, qty, m.uom, order.material,
                                                               order.output_lot)], now)
+        claim("stock_issued", doc, document=doc, order=order_no, material=material, qty=str(qty), uom=m.uom,
+              location=location, lot=lot)
     return doc

@@ -8,7 +8,9 @@ looks exactly like one posted by the service.
 
 Backflush planning runs here, inside the transaction, so the stock and progress it plans
 against are exactly the ones it commits against. This module never commits and never
-retries: the transaction and its retries belong to the caller.
+retries: the transaction and its retries belong to the caller. For the same reason it
+never logs a line that claims a posting (``confirmation_posted`` …): it claims it
+(``gateway.ledger.claims``), and the line is written once the caller's transaction committed.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from gateway.domain.records import (
     Confirmation,
 )
 from gateway.ledger import schema as t
-from gateway.ledger.failures import is_transient, short_error
+from gateway.ledger.claims import claim, tentative
+from gateway.ledger.failures import cause, lost_to_transient, short_error
 from gateway.ledger.masters import MasterCache
 from gateway.ledger.sql import upsert
 from gateway.ledger.tx import LedgerTx, buffered
@@ -86,29 +89,32 @@ def post_confirmations(conn: Connection, confirmations: list[Confirmation], mast
     # `errors reprocess` takes them the same way, and the two never wait on each other in a cycle.
     LedgerTx(conn).lock_orders(c.order for c in confirmations)
     try:
-        with conn.begin_nested(), buffered(conn) as tx:
+        with tentative(), conn.begin_nested(), buffered(conn) as tx:
             tx.prefetch_confirmations(c.id for c in confirmations)
             return sum(post_confirmation(tx, c, masters, now) for c in confirmations)
     except Exception as exc:
-        if is_transient(exc):
+        if lost_to_transient(exc):
             raise
+        found = cause(exc)
         log.error("postings_refused", error=short_error(exc), confirmations=len(confirmations),
-                  hint="posting the confirmations one by one; those that fail are kept with an error-queue entry")
+                  cause=found.name if found else None,
+                  hint=(f"{found.hint}; " if found else "")
+                  + "posting the confirmations one by one; those that fail are kept with an error-queue entry")
     return sum(_post_alone(conn, c, masters, now) for c in confirmations)
 
 
 def _post_alone(conn: Connection, c: Confirmation, masters: MasterCache, now: datetime) -> bool:
     try:
-        with conn.begin_nested(), buffered(conn) as tx:
+        with tentative(), conn.begin_nested(), buffered(conn) as tx:
             return post_confirmation(tx, c, masters, now)
     except Exception as exc:
-        if is_transient(exc):
+        if lost_to_transient(exc):
             raise
         reason = f"not posted: {short_error(exc)}; fix the cause, then `gateway errors reprocess`"
     with buffered(conn) as tx:
         keep_unposted(tx, c, now, reason)
-    log.error("confirmation_not_posted", confirmation_id=c.id, machine=c.machine, order=c.order,
-              units=str(c.yield_qty + c.scrap_qty), reason=reason)
+    claim("confirmation_not_posted", c.id, level="error", confirmation_id=c.id, machine=c.machine, order=c.order,
+          units=str(c.yield_qty + c.scrap_qty), reason=reason)
     return True
 
 
@@ -120,7 +126,8 @@ def post_confirmation(tx: LedgerTx, c: Confirmation, masters: MasterCache, now: 
     refusal = cannot_plan(tx, c, masters)
     if refusal:
         keep_unposted(tx, c, now, refusal)
-        log.warning("confirmation_not_planned", confirmation_id=c.id, machine=c.machine, order=c.order, reason=refusal)
+        claim("confirmation_not_planned", c.id, level="warning", confirmation_id=c.id, machine=c.machine,
+              order=c.order, reason=refusal)
         return True
     tx.insert(t.confirmations, [_confirmation_row(c, now)])
     backflush(tx, c, masters, now)
@@ -178,8 +185,8 @@ def backflush(tx: LedgerTx, c: Confirmation, masters: MasterCache, now: datetime
     write_plan(tx, c, order.number, result, now)
     tx.add_progress(c.order, c.operation, c.yield_qty, c.scrap_qty)
     tx.add_carry(c.order, result.planned)
-    log.info(
-        "confirmation_posted", confirmation_id=c.id, machine=c.machine, order=c.order, operation=c.operation,
+    claim(
+        "confirmation_posted", c.id, confirmation_id=c.id, machine=c.machine, order=c.order, operation=c.operation,
         yield_qty=str(c.yield_qty), scrap_qty=str(c.scrap_qty), trigger=c.trigger,
         movements=len(result.movements), activities=len(result.activities), errors=len(result.errors),
     )
@@ -206,8 +213,8 @@ def write_errors(tx: LedgerTx, document: str, order_no: str, errors, now: dateti
             "location": e.location, "missing_qty": e.missing_qty, "uom": e.uom, "reason": e.reason,
             "status": "open", "created_at": now} for e in errors])
         for e in errors:
-            log.warning("backflush_error_queued", document=document, order=order_no, material=e.material,
-                        missing=str(e.missing_qty), reason=e.reason)
+            claim("backflush_error_queued", document, level="warning", document=document, order=order_no,
+                  material=e.material, missing=str(e.missing_qty), reason=e.reason)
 
 
 def write_genealogy(tx: LedgerTx, document: str, order_no: str, edges, now: datetime) -> None:

@@ -487,14 +487,56 @@ dead_letters = Table(
     Column("status", String(12), nullable=False, default="open"),
 )
 
+# Every manual action (CLI, HTTP API, console): who, from where, when, why, and what it
+# posted; written in the same transaction as the action's postings (``gateway.ledger.audit``).
+# Append-only: no code updates or deletes a row, and the database itself refuses it (the
+# triggers below, created with the table here and by migration 0005).
+audit_log = Table(
+    "audit_log", metadata,
+    _id(),
+    Column("at", UtcDateTime, nullable=False, index=True),
+    Column("actor", String(128), nullable=False, index=True),  # the OS user (CLI) or the token's name (API)
+    Column("actor_kind", String(8), nullable=False),  # cli | api | console
+    Column("host", String(255), nullable=False),  # where from: the host of the command, the API client's address
+    Column("via", Text, nullable=False),  # the command line (without secrets) or the method and endpoint
+    Column("action", String(32), nullable=False),  # e.g. stock.receive, confirmations.reverse
+    Column("reason", Text, nullable=False, default=""),
+    Column("order_no", String(64), index=True),
+    Column("subject", String(128), nullable=False, default=""),  # what it acted on: a confirmation, an anomaly, …
+    Column("postings", Text, nullable=False, default=""),  # the ids of what it posted, space-separated
+    Column("detail", Text, nullable=False, default="{}"),  # JSON: the ledger before, what changed
+)
+
+AUDIT_APPEND_ONLY = {
+    "postgresql": [
+        "CREATE OR REPLACE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION USING MESSAGE = 'audit_log is append-only: ' || TG_OP || ' refused'; END $$",
+        "CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON audit_log "
+        "FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()",
+    ],
+    "sqlite": [
+        "CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log "
+        "BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: UPDATE refused'); END",
+        "CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log "
+        "BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: DELETE refused'); END",
+    ],
+}
+
+
+@event.listens_for(audit_log, "after_create")
+def _audit_log_append_only(target, connection, **_kw) -> None:
+    for statement in AUDIT_APPEND_ONLY.get(connection.dialect.name, []):
+        connection.exec_driver_sql(statement)
+
+
 # -- schema version ------------------------------------------------------------------------
 # One row: the version of the tables above. A fresh ledger is created from this module and
 # stamped with SCHEMA_VERSION (and alembic's head revision); a ledger of another version is
 # refused at open (``LedgerVersionError``) and upgraded by ``gateway db upgrade`` (alembic,
 # ``gateway/ledger/migrations``). Changing a table above means: a new migration that sets
 # this row to the new number, and SCHEMA_VERSION raised to it.
-SCHEMA_VERSION = 5  # 1: the schema before version numbers (baseline); 2: counted_units; 3: leases;
-# 4: mapping_reloads; 5: mapping_versions
+SCHEMA_VERSION = 6  # 1: the schema before version numbers (baseline); 2: counted_units; 3: leases;
+# 4: mapping_reloads; 5: mapping_versions; 6: audit_log
 UPGRADE_COMMAND = "gateway db upgrade --db URL"
 
 schema_version = Table(

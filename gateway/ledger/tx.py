@@ -59,6 +59,7 @@ from sqlalchemy import Connection, Table, bindparam, insert, select, tuple_
 
 from gateway.domain.records import LotStock, OperationProgress, StockView
 from gateway.ledger import schema as t
+from gateway.ledger.claims import tentative
 from gateway.ledger.sql import LOTS_OF, STOCK_LOTS, insert_absent, movement_row, upsert
 
 _CARRY = select(t.order_carry).where(t.order_carry.c.order_no == bindparam("order")).with_for_update()
@@ -246,8 +247,9 @@ class LedgerTx:
         kept = copy.deepcopy({k: v for k, v in vars(self).items() if k not in ("conn", "_inserts")})
         nested = self.conn.begin_nested()
         try:
-            yield
-            self.flush()
+            with tentative():  # what it claimed goes with it (gateway.ledger.claims)
+                yield
+                self.flush()
         except BaseException:
             nested.rollback()
             vars(self).update(kept)

@@ -38,7 +38,10 @@ stored position stays where the ledger is complete and the next start recounts t
 units from the PLC counter. The other machines go on. Nothing is dropped.
 
 What one transaction writes is ``gateway.ledger.posting.apply``; this module is the
-thread, its queue, its retries and its health.
+thread, its queue, its retries and its health. The lines that claim a posting
+(``confirmation_posted`` …) are written here, after COMMIT returned, once per posting and
+with the commit time; a transaction that fails logs them as ``…_attempted`` with its error
+(``gateway.ledger.claims``), so a retried transaction never claims a posting twice.
 """
 
 from __future__ import annotations
@@ -60,7 +63,8 @@ from gateway.backoff import Backoff
 from gateway.domain.confirming import Pending, format_positions
 from gateway.domain.records import Anomaly, Confirmation, CounterState
 from gateway.ledger import schema as t
-from gateway.ledger.failures import is_transient, short_error
+from gateway.ledger.claims import transaction
+from gateway.ledger.failures import cause, lost_to_transient, root_error, short_error
 from gateway.ledger.masters import MasterCache
 from gateway.ledger.posting import apply
 
@@ -288,10 +292,12 @@ class LedgerWriter:
         try:
             self._commit(batch)
         except Exception as exc:
-            if is_transient(exc):
+            if lost_to_transient(exc):
                 raise
+            found = cause(exc)
             log.error("ledger_commit_refused", error=short_error(exc), commits=used,
-                      hint="committing one by one to find the refused change")
+                      cause=found.name if found else None,
+                      hint=(f"{found.hint}; " if found else "") + "committing one by one to find the refused change")
             for _ in range(used):
                 self._narrow(commits)
                 del commits[0]
@@ -304,7 +310,7 @@ class LedgerWriter:
             self._commit(commits[0])
             return
         except Exception as exc:
-            if is_transient(exc):
+            if lost_to_transient(exc):
                 raise
         for machine in sorted(commits[0].machines() - set(self._held)):
             rest = commits[0].machines() - {machine}
@@ -312,7 +318,7 @@ class LedgerWriter:
             try:
                 self._commit(part)
             except Exception as exc:
-                if is_transient(exc):
+                if lost_to_transient(exc):
                     raise
                 self._set_aside(part, machine, exc)
             commits[0] = commits[0].without({machine})  # done: a retry must not write it twice
@@ -333,7 +339,7 @@ class LedgerWriter:
         except Exception as failed:
             log.error("dead_letter_not_written", machine=machine, error=short_error(failed),
                       hint="the refused change is only in this log; the machine stays held all the same")
-            if is_transient(failed):
+            if lost_to_transient(failed):
                 raise
             return
         self.health.dead_letters += 1
@@ -342,10 +348,10 @@ class LedgerWriter:
         h = self.health
         h.retries += 1
         h.failing_since = h.failing_since or t.utcnow()
-        h.last_error = short_error(exc)
+        h.last_error = root_error(exc)
         h.queued_confirmations = sum(len(c.confirmations) for c in commits)
         delay = self._backoff.next()
-        transient = is_transient(exc)
+        transient = lost_to_transient(exc)
         log.error(
             "ledger_commit_failed",
             error=h.last_error,
@@ -354,8 +360,7 @@ class LedgerWriter:
             failing_for_s=round((t.utcnow() - h.failing_since).total_seconds(), 1),
             queued_confirmations=h.queued_confirmations,
             exc_info=not transient,  # an error of the writer itself: its traceback helps
-            hint="counting continues in memory; check that the database is reachable and not locked"
-                 if transient else "an unexpected error in the ledger writer; it retries, nothing queued is dropped",
+            hint=commit_hint(exc, transient),
         )
         time.sleep(delay)
 
@@ -364,7 +369,8 @@ class LedgerWriter:
         if self._held and not batch.machines().isdisjoint(self._held):
             batch = batch.without(set(self._held))
         lost: set[str] = set()
-        with self._engine.begin() as conn:
+        # The lines claiming its postings are written when this block ends: after COMMIT returned.
+        with transaction(self._engine) as (conn, _):
             if self._fence is not None and batch.fences:
                 # First in the transaction: the lease rows stay locked until it commits, so no
                 # other instance takes these machines over between this check and the commit.
@@ -419,6 +425,17 @@ class LedgerWriter:
             self._stats.write("".join(json.dumps(r) + "\n" for r in lines))
         except (OSError, ValueError) as exc:
             log.warning("stats_not_written", error=short_error(exc), lines=len(lines))
+
+
+def commit_hint(exc: BaseException, transient: bool) -> str:
+    """What a failed commit's log line tells a person: the real cause if it is known, and what happens now."""
+    found = cause(exc)
+    if found is not None:
+        return f"{found.hint}; counting continues in memory and the writer retries" if transient else (
+            f"{found.hint}; the writer retries, nothing queued is dropped")
+    if transient:
+        return "counting continues in memory; the database is unreachable or busy, the writer retries"
+    return "an unexpected error in the ledger writer; it retries, nothing queued is dropped"
 
 
 def _merged(commits: list[Commit]) -> tuple[Commit, int]:

@@ -13,10 +13,14 @@ from gateway.app import AppError, reports, stock
 from gateway.app.checks import quantity
 from gateway.app.ledger import open_ledger
 from gateway.app.models import CountStock, IssueStock
+from gateway.ledger.audit import Actor
 from gateway.ledger import schema as t
 from gateway.ledger.schema import open_engine
 from tests.ledger.test_adjustments import MASTERDATA, ORDER
 from tests.support import ledger_with_masterdata, post_units
+
+
+ME = Actor(name="tester", kind="cli", host="test-host", via="gateway (test)")
 
 
 def refusal(call, *args, **kwargs) -> tuple[str, str]:
@@ -82,7 +86,7 @@ def test_a_ledger_of_another_schema_version_is_a_conflict(tmp_path):
 def test_a_read_only_ledger_reads_but_refuses_a_write_in_one_sentence(ledger, tmp_path):
     ro = open_ledger(f"sqlite:///file:{tmp_path / 'ledger.sqlite'}?mode=ro&uri=true")
     assert [r.qty for r in reports.summary(ro).stock if r.material == "LINER"] == [Decimal(470)]
-    kind, detail = refusal(stock.count, ro, CountStock(material="LINER", counted=Decimal(400), location="LS1"))
+    kind, detail = refusal(stock.count, ro, CountStock(material="LINER", counted=Decimal(400), location="LS1"), actor=ME)
     assert (kind, detail) == ("unavailable", f"the ledger file {tmp_path / 'ledger.sqlite'} is read-only: SQLite "
                               "needs write access to the file and its folder, also to read (WAL mode); fix the "
                               "permissions or copy it elsewhere")
@@ -112,16 +116,16 @@ def test_postgres_failures_name_the_server_never_the_password(pg_available):
 
 def test_a_count_at_an_unknown_location_posts_nothing(ledger):
     before = movements(ledger)
-    assert refusal(stock.count, ledger, CountStock(material="LINER", counted=Decimal(4940), location="LS-1")) == (
+    assert refusal(stock.count, ledger, CountStock(material="LINER", counted=Decimal(4940), location="LS-1"), actor=ME) == (
         "not_found", "unknown location 'LS-1'; did you mean LS1?")
-    assert refusal(stock.count, ledger, CountStock(material="LINER", counted=Decimal(1), location="WAREHOUSE-9")) == (
+    assert refusal(stock.count, ledger, CountStock(material="LINER", counted=Decimal(1), location="WAREHOUSE-9"), actor=ME) == (
         "not_found", "unknown location 'WAREHOUSE-9'; known: FG, LS1")
-    assert refusal(stock.count, ledger, CountStock(material="RESIN", counted=Decimal(1), location="LS1", lot="R9")) == (
+    assert refusal(stock.count, ledger, CountStock(material="RESIN", counted=Decimal(1), location="LS1", lot="R9"), actor=ME) == (
         "not_found", "no lot 'R9' of RESIN")
-    assert refusal(stock.count, ledger, CountStock(material="LINER", counted=Decimal("1.5"), location="LS1")) == (
+    assert refusal(stock.count, ledger, CountStock(material="LINER", counted=Decimal("1.5"), location="LS1"), actor=ME) == (
         "invalid", "LINER is counted in 0 decimal(s) of PC; got 1.5")
     assert movements(ledger) == before
-    done = stock.count(ledger, CountStock(material="LINER", counted=Decimal(460), location="LS1"))
+    done = stock.count(ledger, CountStock(material="LINER", counted=Decimal(460), location="LS1"), actor=ME)
     assert (done.book_qty, done.difference, done.movement) == (Decimal(470), Decimal(-10), "702")
     assert movements(ledger) == before + 1
 
@@ -129,15 +133,15 @@ def test_a_count_at_an_unknown_location_posts_nothing(ledger):
 def test_an_issue_is_checked_against_order_material_location_and_lot(ledger):
     before = movements(ledger)
     ask = dict(material="RESIN", qty=Decimal("0.25"), order=ORDER, location="LS1", lot="R2")
-    assert refusal(stock.issue, ledger, IssueStock(**{**ask, "order": "7000009"})) == ("not_found", "no order 7000009")
-    assert refusal(stock.issue, ledger, IssueStock(**{**ask, "lot": ""})) == (
+    assert refusal(stock.issue, ledger, IssueStock(**{**ask, "order": "7000009"}), actor=ME) == ("not_found", "no order 7000009")
+    assert refusal(stock.issue, ledger, IssueStock(**{**ask, "lot": ""}), actor=ME) == (
         "invalid", "RESIN is lot-tracked: give the lot with --lot")
-    assert refusal(stock.issue, ledger, IssueStock(**{**ask, "qty": Decimal("0.0001")})) == (
+    assert refusal(stock.issue, ledger, IssueStock(**{**ask, "qty": Decimal("0.0001")}), actor=ME) == (
         "invalid", "RESIN is kept in 3 decimal(s) of KG; got 0.0001")
-    assert refusal(stock.issue, ledger, IssueStock(**{**ask, "qty": Decimal(0)})) == (
+    assert refusal(stock.issue, ledger, IssueStock(**{**ask, "qty": Decimal(0)}), actor=ME) == (
         "invalid", "quantity must be positive, got 0")
     assert movements(ledger) == before
-    issued = stock.issue(ledger, IssueStock(**ask))
+    issued = stock.issue(ledger, IssueStock(**ask), actor=ME)
     assert (issued.qty, issued.uom, issued.document[:2]) == (Decimal("0.25"), "KG", "M-")
 
 
@@ -168,7 +172,7 @@ def test_answers_are_json_with_exact_decimals(ledger):
 def test_what_no_ledger_can_hold_is_refused_before_a_query_is_built(ledger):
     from gateway.app import error_queue, orders
 
-    assert refusal(error_queue.reprocess, ledger, [1, 2**63]) == (
+    assert refusal(error_queue.reprocess, ledger, [1, 2**63], actor=ME) == (
         "invalid", f"{2**63} is out of range: no id or number in the ledger is beyond ±{2**63 - 1}")
     # A terminal or a JSON body can carry a lone surrogate; no database stores it as text.
     assert refusal(orders.show_order, ledger, "1000\udc80") == (
