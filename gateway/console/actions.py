@@ -19,9 +19,18 @@ from gateway.console.auth import action_operator
 from gateway.app import models as m
 from gateway.http import ledger_api
 from gateway.http.auth import Principal
+from gateway.ledger.audit import Actor
 
 router = APIRouter(prefix="/console/actions", include_in_schema=False)
-Operator = Annotated[Principal, Depends(action_operator)]
+
+
+def acting(request: Request, principal: Principal = Depends(action_operator)) -> Actor:
+    """Who presses the button: the token's name, from the browser's address, on this console action."""
+    client = request.client.host if request.client else "unknown"
+    return Actor(name=principal.name, kind="console", host=client, via=f"{request.method} {request.url.path}")
+
+
+Operator = Annotated[Actor, Depends(acting)]
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 
 
@@ -35,27 +44,27 @@ class Decide(BaseModel):
 
 
 @router.post("/anomalies/accept")
-async def accept_anomaly(request: Request, _: Operator, body: Decide) -> m.AnomalyDecided:
+async def accept_anomaly(request: Request, actor: Operator, body: Decide) -> m.AnomalyDecided:
     return await ledger_api.accept_anomaly(request, ledger_api.AcceptAnomaly(anomaly_id=body.anomaly_id,
-                                                                              reason=body.reason))
+                                                                              reason=body.reason), actor)
 
 
 @router.post("/anomalies/reject")
-async def reject_anomaly(request: Request, _: Operator, body: Decide) -> m.AnomalyDecided:
+async def reject_anomaly(request: Request, actor: Operator, body: Decide) -> m.AnomalyDecided:
     return await ledger_api.reject_anomaly(request, ledger_api.RejectAnomaly(anomaly_id=body.anomaly_id,
-                                                                              reason=body.reason))
+                                                                              reason=body.reason), actor)
 
 
 @router.post("/errors/reprocess")
-async def reprocess_errors(request: Request, _: Operator, body: ledger_api.ReprocessErrors) -> m.Reprocessed:
-    return await ledger_api.reprocess_errors(request, body)
+async def reprocess_errors(request: Request, actor: Operator, body: ledger_api.ReprocessErrors) -> m.Reprocessed:
+    return await ledger_api.reprocess_errors(request, body, actor)
 
 
 @router.post("/orders/{number}/complete")
-async def complete_order(request: Request, _: Operator, number: ledger_api.Name) -> m.OrderView:
-    return await ledger_api.complete_order(request, number)
+async def complete_order(request: Request, actor: Operator, number: ledger_api.Name) -> m.OrderView:
+    return await ledger_api.complete_order(request, number, actor)
 
 
 @router.post("/stock/receive")
-async def receive_stock(request: Request, _: Operator, body: m.ReceiveStock) -> m.StockReceived:
-    return await ledger_api.receive_stock(request, body)
+async def receive_stock(request: Request, actor: Operator, body: m.ReceiveStock) -> m.StockReceived:
+    return await ledger_api.receive_stock(request, body, actor)

@@ -19,16 +19,18 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import Response
 
-from gateway.console.auth import action_operator, page_viewer, same_origin, stream_viewer
+from gateway.console.actions import acting
+from gateway.console.auth import page_viewer, same_origin, stream_viewer
 from gateway.console.render import render
 from gateway.http import mapping_api as api
 from gateway.http.auth import Principal
 from gateway.http.problems import Problem
+from gateway.ledger.audit import Actor
 from gateway.mapping.model import LAST_ADDRESS, MAX_REGISTERS_PER_READ
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 Viewer = Annotated[Principal, Depends(stream_viewer)]  # script calls: a 401 problem, not a redirect
-Operator = Annotated[Principal, Depends(action_operator)]
+Acting = Annotated[Actor, Depends(acting)]  # an operator pressing a button, for the audit trail
 VersionId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
 SourceName = Annotated[str, PathParam(max_length=64)]
 
@@ -85,10 +87,10 @@ async def browse_modbus(request: Request, _: Viewer, source: SourceName,
 
 
 @router.post("/actions/mapping/apply")
-async def apply(request: Request, who: Operator, body: api.ApplyRequest) -> api.ApplyResult:
-    return await api.apply(request, body.text, body.base_hash, body.comment, who.name)
+async def apply(request: Request, who: Acting, body: api.ApplyRequest) -> api.ApplyResult:
+    return await api.apply(request, body.text, body.base_hash, body.comment, who)
 
 
 @router.post("/actions/mapping/versions/{version_id}/restore")
-async def restore(request: Request, who: Operator, version_id: VersionId, body: api.Restore) -> api.ApplyResult:
+async def restore(request: Request, who: Acting, version_id: VersionId, body: api.Restore) -> api.ApplyResult:
     return await api.restore(request, version_id, body, who)

@@ -38,11 +38,11 @@ import structlog
 from fastapi import APIRouter, Depends, Path as PathParam, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.http.auth import Principal
-from gateway.http.ledger_api import call
+from gateway.http.ledger_api import By, call
 from gateway.http.problems import PROBLEM_RESPONSES, Problem
-from gateway.http.security import operator, viewer
+from gateway.http.security import viewer
 from gateway.ledger import mapping_versions
+from gateway.ledger.audit import Action, Actor
 from gateway.mapping.model import LAST_ADDRESS, MAX_REGISTERS_PER_READ, MODBUS_TYPE_REGISTERS, Mapping
 from gateway.reloading import MappingChange, diff_mappings
 from gateway.yamldoc import FileError, InputFileError
@@ -319,14 +319,14 @@ async def diff_text(request: Request, body: MappingText) -> MappingDiff:
 
 
 @router.post("/mapping/apply", tags=["mapping"], responses={409: {"description": "The file changed since base_hash"}})
-async def apply_text(request: Request, body: ApplyRequest, who: Principal = Depends(operator)) -> ApplyResult:
+async def apply_text(request: Request, body: ApplyRequest, who: By) -> ApplyResult:
     """Write the text to the mapping file and hot-reload it; refused (the file as it was) if invalid.
 
     409 when the file is no longer the one of ``base_hash``. Each applied text becomes a version."""
-    return await apply(request, body.text, body.base_hash, body.comment, who.name)
+    return await apply(request, body.text, body.base_hash, body.comment, who)
 
 
-async def apply(request: Request, text: str, base_hash: str, comment: str, actor: str) -> ApplyResult:
+async def apply(request: Request, text: str, base_hash: str, comment: str, actor: Actor) -> ApplyResult:
     gateway = request.app.state.ctx.gateway
     file = _mapping_file(request)
     async with _lock(request):
@@ -337,7 +337,7 @@ async def apply(request: Request, text: str, base_hash: str, comment: str, actor
                                                   "and redo the edit on it")
         checked = await anyio.to_thread.run_sync(check_text, file, text)
         if checked.errors:
-            log.info("mapping_apply_refused", file=str(file), actor=actor, errors=len(checked.errors))
+            log.info("mapping_apply_refused", file=str(file), actor=actor.name, errors=len(checked.errors))
             return ApplyResult(**_validation(file, checked), outcome="refused", hash=base_hash,
                                detail=f"the mapping has {len(checked.errors)} error(s); the file is unchanged")
         data = text.encode("utf-8")
@@ -349,16 +349,16 @@ async def apply(request: Request, text: str, base_hash: str, comment: str, actor
         outcome, detail = await gateway.reload(requested_by="workbench")
         if outcome != "applied":
             await anyio.to_thread.run_sync(_replace, file, before)  # what runs is what the file says
-            log.warning("mapping_apply_refused", file=str(file), actor=actor, detail=detail.splitlines()[0])
+            log.warning("mapping_apply_refused", file=str(file), actor=actor.name, detail=detail.splitlines()[0])
             return ApplyResult(**_validation(file, checked), outcome="refused", hash=base_hash,
                                detail=f"{detail}\nthe file is back as it was")
         version = await _record(request, before, data, text, actor, comment, detail)
-        log.info("mapping_applied", file=str(file), actor=actor, version=version, change=detail)
+        log.info("mapping_applied", file=str(file), actor=actor.name, version=version, change=detail)
         return ApplyResult(**_validation(file, checked), outcome="applied", detail=detail, hash=_digest(data),
                            version_id=version)
 
 
-async def _record(request: Request, before: bytes, data: bytes, text: str, actor: str, comment: str,
+async def _record(request: Request, before: bytes, data: bytes, text: str, actor: Actor, comment: str,
                   summary: str) -> int | None:
     """The text before (once: unless it is the newest version already) and the applied one."""
     now = request.app.state.ctx.gateway.clock()
@@ -367,8 +367,9 @@ async def _record(request: Request, before: bytes, data: bytes, text: str, actor
                    comment="the mapping file before the workbench applied the next version",
                    text=before.decode("utf-8-sig", errors="replace"), diff_summary="",
                    unless_latest_is=_digest(before))
-        return await call(request, mapping_versions.record, applied_at=now, actor=actor, comment=comment,
-                          hash=_digest(data), text=text, diff_summary=summary)
+        return await call(request, mapping_versions.record, applied_at=now, actor=actor.name, comment=comment,
+                          hash=_digest(data), text=text, diff_summary=summary,
+                          action=Action(actor, "mapping.apply", reason=comment, subject=str(_mapping_file(request))))
     except Exception as exc:  # noqa: BLE001 — the mapping runs; only its record is missing, and said so
         log.error("mapping_version_not_recorded", error=str(exc).splitlines()[0],
                   hint="the new mapping runs; its version is missing from the history")
@@ -399,13 +400,13 @@ class Restore(BaseModel):
 
 @router.post("/mapping/versions/{version_id}/restore", tags=["mapping"])
 async def restore(request: Request, version_id: Annotated[int, PathParam(ge=1, le=2**63 - 1)], body: Restore,
-                  who: Principal = Depends(operator)) -> ApplyResult:
+                  who: By) -> ApplyResult:
     """Apply an old version's text again (a new version; the history only grows)."""
     found = await call(request, mapping_versions.one, version_id)
     if found is None:
         raise Problem(404, "unknown-version", f"no mapping version {version_id}")
     comment = body.comment or f"restored version {version_id}"
-    return await apply(request, found.text, body.base_hash, comment, who.name)
+    return await apply(request, found.text, body.base_hash, comment, who)
 
 
 def _fields(v: mapping_versions.MappingVersion) -> dict:

@@ -14,6 +14,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine, func, select
 
+from gateway.ledger import audit
 from gateway.ledger import schema as t
 
 _V = t.mapping_versions.c
@@ -32,17 +33,22 @@ class MappingVersion:
 
 
 def record(engine: Engine, *, applied_at: datetime, actor: str, comment: str, hash: str, text: str,
-           diff_summary: str, unless_latest_is: str | None = None) -> int | None:
+           diff_summary: str, unless_latest_is: str | None = None, action: audit.Action | None = None) -> int | None:
     """Append a version; its id. With ``unless_latest_is``: nothing (None) when the newest
-    version already has that hash (the text found before an apply, recorded once)."""
+    version already has that hash (the text found before an apply, recorded once). With
+    ``action``: the person's action goes into the audit trail in the same transaction."""
     with engine.begin() as conn:
         if unless_latest_is is not None:
             newest = conn.execute(select(_V.hash).order_by(_V.id.desc()).limit(1)).scalar()
             if newest == unless_latest_is:
                 return None
-        return conn.execute(t.mapping_versions.insert().values(
+        version = conn.execute(t.mapping_versions.insert().values(
             applied_at=applied_at, actor=actor, comment=comment, hash=hash, text=text,
             diff_summary=diff_summary)).inserted_primary_key[0]
+        if action is not None:
+            audit.write(conn, action, audit.Record(conn, changed={"mapping": diff_summary}, subject=f"mapping:{hash[:12]}",
+                                                   postings=[f"mapping_version:{version}"]), [])
+        return version
 
 
 def listed(engine: Engine, limit: int = MAX_LISTED) -> list[MappingVersion]:

@@ -157,6 +157,12 @@ async def test_a_machine_added_through_the_workbench_counts_and_an_invalid_edit_
         assert beyond.status_code == 422
     with ln.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(t.mapping_versions)).scalar() == 3
+        # Each apply (the restore too) is a person's action in the audit trail, with its version.
+        trail = conn.execute(select(t.audit_log.c.actor, t.audit_log.c.actor_kind, t.audit_log.c.action,
+                                    t.audit_log.c.postings).where(t.audit_log.c.action == "mapping.apply")
+                             .order_by(t.audit_log.c.id)).all()
+        assert [(r.actor, r.actor_kind, r.action) for r in trail] == [("shift-lead", "api", "mapping.apply")] * 2
+        assert [r.postings for r in trail] == [f"mapping_version:{x['id']}" for x in reversed(history[:2])]
 
 
 @pytest.mark.slow
