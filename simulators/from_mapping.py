@@ -5,8 +5,9 @@ endpoint's port with the mapping's node ids (every ``nsu=`` namespace registered
 ``ns=<index>`` made to exist), counters typed UInt16/UInt32/UInt64 by their ``type`` and the
 order tag as a String; and, for every Modbus source, a Modbus TCP server at its host and
 port with the source's unit id, each tag in its table at its registers, encoded with its
-type, word and byte order (an order string in its ``length``). Sources that share an
-endpoint (or a host and port) share one server.
+type, word and byte order (an order string in its ``length``) by the simulator's own codec
+(``simulators.modbus_codec``), so that the gateway's decoding is tested, not mirrored.
+Sources that share an endpoint (or a host and port) share one server.
 
 Behind the tags are the simulators' machine models (``simulators.machine``): one per mapped
 machine, counting at ``rate_hz`` cycles per second with the machine's units per cycle and
@@ -39,10 +40,10 @@ from asyncua import Server, ua
 from gateway.mapping.model import COUNTER_WIDTH_BITS, CounterTag, Mapping, ModbusCounterTag, ModbusOrderTag
 from gateway.sources import modbus_tags, opcua_tags
 from gateway.sources.base import ORDER_ROLE
-from gateway.sources.modbus_registers import ModbusTag, encode
 from simulators.commands import SimCommandError
 from simulators.json_control import serve_json_commands
 from simulators.machine import MachineModel, SimMachineConfig
+from simulators.modbus_codec import RegisterTag, encode
 from simulators.modbus_server import ModbusServer, ModbusUnit
 from simulators.opcua_plc import (
     COMMAND_METHOD,
@@ -157,11 +158,11 @@ class _ModbusEndpoint:
 
     host: str
     port: int
-    tags: dict[int, list[ModbusTag]]  # unit id → its tags
+    tags: dict[int, list[RegisterTag]]  # unit id → its tags
     units: dict[int, ModbusUnit] = field(default_factory=dict)
-    unit_of: dict[tuple[str, str], tuple[int, ModbusTag]] = field(default_factory=dict)
+    unit_of: dict[tuple[str, str], tuple[int, RegisterTag]] = field(default_factory=dict)
     server: ModbusServer | None = None
-    written: dict[tuple[int, ModbusTag], object] = field(default_factory=dict)
+    written: dict[tuple[int, RegisterTag], object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for unit_id, tags in self.tags.items():
@@ -182,7 +183,7 @@ class _ModbusEndpoint:
         unit_id, tag = found
         if tag.type != "string":
             value = int(value)  # a numeric order tag: the order number as a number
-        self.units[unit_id].write(tag.table, tag.register, encode(tag, value))
+        self.units[unit_id].write(tag.table, tag.register, tag.encode(value))
         self.written[found] = value
 
 
@@ -207,7 +208,9 @@ class MappingPlc(SimulatedPlant):
             else:
                 key = (config.modbus.host, config.modbus.port)
                 tags = self.modbus[key].tags if key in self.modbus else {}
-                tags.setdefault(config.modbus.unit, []).extend(modbus_tags(mapping, name))
+                tags.setdefault(config.modbus.unit, []).extend(
+                    RegisterTag(t.machine, t.role, t.register, t.type, t.table, t.length,
+                                word_order=t.word_order, byte_order=t.byte_order) for t in modbus_tags(mapping, name))
                 self.modbus[key] = _ModbusEndpoint(key[0], key[1], tags)
         for machine in self.models.values():  # an order a string register cannot hold fails now, not later
             self._check_order(machine.name, machine.order)
@@ -222,10 +225,9 @@ class MappingPlc(SimulatedPlant):
     def _check_order(self, machine: str, order: str) -> None:
         tag = self.mapping.machines[machine].order
         if isinstance(tag, ModbusOrderTag):
-            probe = ModbusTag(machine, ORDER_ROLE, tag.register, tag.type, tag.table, tag.length,
-                              word_order=tag.word_order, byte_order=tag.byte_order)
             try:
-                encode(probe, order if tag.type == "string" else int(order or 0))
+                encode(tag.type, order if tag.type == "string" else int(order or 0), length=tag.length,
+                       word_order=tag.word_order, byte_order=tag.byte_order)
             except ValueError as exc:
                 raise ValueError(f"{machine}: order {order!r} does not fit its order tag: {exc}") from None
 

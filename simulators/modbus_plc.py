@@ -18,9 +18,10 @@ in the holding registers and, identical, in the input registers; coil ``n`` and 
 input ``n`` say "producing" (State is Execute). The registers from one machine's base to
 the next read as 0, as in a PLC's register area; with ``sparse=True`` only the 20 used
 ones exist and any other address answers exception 2 (illegal data address), as devices
-with a sparse register map do. ``machine_layout`` returns this layout as ``ModbusTag``s,
+with a sparse register map do. ``machine_layout`` returns this layout as ``RegisterTag``s,
 so mappings, tests and the benchmark derive their addresses from it.
-Numbers follow the simulator's ``word_order``/``byte_order``, strings its ``byte_order``.
+Numbers follow the simulator's ``word_order``/``byte_order``, strings its ``byte_order``,
+encoded by the simulator's own codec (``simulators.modbus_codec``), never the gateway's.
 
 How values change, which a poller can rely on: a tick loop (default every 20 ms)
 advances every model by the real elapsed time and writes the changed registers, all of
@@ -46,11 +47,11 @@ import asyncio
 import functools
 from collections.abc import Mapping, Sequence
 
-from gateway.sources.modbus_registers import ModbusTag, encode
 from simulators.commands import ALL_MACHINES, SimCommandError
 from simulators.demo import DEMO_MODBUS_PORT, demo_modbus_machines
 from simulators.json_control import serve_json_commands
 from simulators.machine import MachineModel, SimMachineConfig
+from simulators.modbus_codec import RegisterTag
 from simulators.modbus_server import Fault, ModbusServer, ModbusUnit
 from simulators.plant import SimulatedPlant, add_machine_arguments, machines_from_args, run_cli
 
@@ -65,7 +66,7 @@ FAULTS = {"none": None, **{f.value: f for f in Fault}}
 def machine_layout(
     machine: str, position: int, *, width_bits: int = 32, stride: int = 100,
     word_order: str = "big", byte_order: str = "big",
-) -> dict[str, ModbusTag]:
+) -> dict[str, RegisterTag]:
     """Where machine number ``position`` (1-based) keeps its tags, in holding registers.
 
     The keys are the tag names (GoodCount, ScrapCount, State, OrderNumber); each tag's
@@ -74,7 +75,7 @@ def machine_layout(
     if position < 1 or stride < MACHINE_REGISTERS:
         raise ValueError(f"need position >= 1 and stride >= {MACHINE_REGISTERS}, got {position} and {stride}")
     base = stride * position
-    tag = functools.partial(ModbusTag, machine, word_order=word_order, byte_order=byte_order)
+    tag = functools.partial(RegisterTag, machine, word_order=word_order, byte_order=byte_order)
     counter = f"uint{width_bits}"
     return {
         "GoodCount": tag("GoodCount", base, counter),
@@ -87,7 +88,7 @@ def machine_layout(
 class _Machine:
     """One machine's place on its unit, and what was last written there."""
 
-    def __init__(self, model: MachineModel, position: int, unit: ModbusUnit, layout: dict[str, ModbusTag],
+    def __init__(self, model: MachineModel, position: int, unit: ModbusUnit, layout: dict[str, RegisterTag],
                  stride: int) -> None:
         self.model, self.position, self.unit, self.layout = model, position, unit, layout
         self.base = layout["GoodCount"].register
@@ -107,7 +108,7 @@ class _Machine:
         for name, value in values.items():
             if self._written.get(name, object()) == value:
                 continue
-            registers = encode(self.layout[name], value)
+            registers = self.layout[name].encode(value)
             self.unit.write("holding", self.layout[name].register, registers)
             self.unit.write("input", self.layout[name].register, registers)
             self._written[name] = value
@@ -159,7 +160,7 @@ class ModbusPlc(SimulatedPlant):
         self._server = ModbusServer(list(self._units.values()), host, port)
         self._control: asyncio.Server | None = None
 
-    def layout(self, machine: str) -> dict[str, ModbusTag]:
+    def layout(self, machine: str) -> dict[str, RegisterTag]:
         """Where ``machine``'s tags are (holding registers; see ``machine_layout``)."""
         return self._machines[machine].layout
 

@@ -6,14 +6,13 @@ import asyncio
 import os
 import signal
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from gateway.mapping.load import load_mapping
 from gateway.sources.modbus_client import ModbusClient, ModbusExceptionResponse, ModbusNoResponse
-from gateway.sources.modbus_registers import plan_reads
+from gateway.sources.modbus_registers import ModbusTag, plan_reads
 from simulators.commands import SimCommandError
 from simulators.json_control import json_command
 from simulators.machine import SimMachineConfig
@@ -44,8 +43,11 @@ async def client(plc):
 
 
 async def shown(client: ModbusClient, plc: ModbusPlc, machine: str, table: str = "holding") -> dict:
-    """What a poller reads for ``machine``: its tags by name, in one request."""
-    (read,) = plan_reads([replace(tag, table=table) for tag in plc.layout(machine).values()])
+    """What a poller reads for ``machine``: its tags by name, in one request, decoded by the gateway's
+    codec from the simulator's layout (the simulator encodes with its own)."""
+    tags = [ModbusTag(t.machine, t.role, t.register, t.type, table, t.length,  # type: ignore[arg-type]
+                      word_order=t.word_order, byte_order=t.byte_order) for t in plc.layout(machine).values()]
+    (read,) = plan_reads(tags)
     words = await client.read(read.table, read.start, read.count, plc.unit_of[machine])
     return {tag.role: value for tag, value in read.values(words)}
 
