@@ -1,9 +1,10 @@
 """What a Modbus tag is on the wire: its registers, their decoding, and reads grouped.
 
 For: the Modbus source (decode what a read returned; plan as few reads as possible), the
-simulator (encode the values it serves, so both sides share one definition of word and
-byte order) and the grouping benchmark. The tests pin the codec against hand-written
-register patterns, never against itself, so a symmetric mistake cannot hide here.
+workbench's register view and the grouping benchmark. The simulator encodes with its own
+code (``simulators/modbus_codec.py``), never with this module, and both are tested against
+the golden register vectors in ``tests/sources/modbus_golden.yaml``: a word- or byte-order
+mistake here cannot be mirrored on the other side and hide.
 
 Word and byte order, for the uint32 0x11223344 (bytes A=11 B=22 C=33 D=44):
 
