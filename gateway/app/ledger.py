@@ -16,6 +16,8 @@ Never here: printing, retrying (``gateway run`` waits for its database itself, s
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -133,16 +135,25 @@ def on_ledger(fn: Callable[P, T]) -> Callable[P, T]:
 
 # The ledger's integer columns are signed 64-bit on every backend.
 MAX_LEDGER_INT = 2**63 - 1
+# Quantities are NUMERIC(38,12) on PostgreSQL (below 10^26) and are summed into stock; one
+# posting of a quadrillion units (a million tonnes in grams) is beyond any plant and leaves
+# room for sums of many of them.
+MAX_QUANTITY = Decimal(10) ** 15
 
 
 def storable(value: object) -> None:
     """Refuse what no ledger can hold before a query is built from it: whole numbers beyond
-    64 bits (an id typed with too many digits) and text that is not Unicode (a lone
+    64 bits (an id typed with too many digits), quantities that are not finite or beyond
+    ``MAX_QUANTITY`` (``1e30`` kg), and text that is not Unicode (a lone
     surrogate, which a terminal or a JSON body can carry). Checked here, at the one door
     every operation passes, so that no front end meets a driver's traceback."""
     if isinstance(value, bool):
         return
-    if isinstance(value, int):
+    if isinstance(value, Decimal):
+        if not value.is_finite() or abs(value) >= MAX_QUANTITY:
+            raise AppError("invalid", f"{value} is out of range: a quantity or amount in the ledger is a finite "
+                                      f"number below {MAX_QUANTITY:,} in its unit")
+    elif isinstance(value, int):
         if abs(value) > MAX_LEDGER_INT:
             raise AppError("invalid", f"{value} is out of range: no id or number in the ledger is beyond "
                                       f"±{MAX_LEDGER_INT}")

@@ -51,10 +51,12 @@ async def test_every_refusal_is_a_problem_document(tmp_path):
         surrogate = await client.post("/api/v1/stock/receive", headers=headers,
                                       content=b'{"material": "\\ud800", "qty": "1", "location": "LS-ASSY"}')
         huge_id = await client.post("/api/v1/anomalies/accept", headers=headers, json={"anomaly_id": 2**70})
+        absurd = await client.post("/api/v1/stock/receive", headers=headers,
+                                   json={"material": "STEEL-COIL", "qty": "1e30", "location": "LS-PRESS"})
         not_json = await client.post("/api/v1/errors/reprocess", headers=headers, content=b"{ids: [1")
         stop.set()
         await task
-    for r in (none, wrong, basic, unknown, too_long, no_route, surrogate, huge_id, not_json):
+    for r in (none, wrong, basic, unknown, too_long, no_route, surrogate, huge_id, absurd, not_json):
         assert r.headers["content-type"] == PROBLEM, r.text
         assert set(r.json()) >= {"type", "title", "status", "detail"}
     assert (none.status_code, none.json()["detail"]) == (
@@ -69,6 +71,10 @@ async def test_every_refusal_is_a_problem_document(tmp_path):
     # The application layer refuses it, for every front end alike.
     assert (surrogate.status_code, surrogate.json()["detail"]) == (
         422, "'\\ud800' is not valid text (it holds a lone surrogate, shown as \\u…); type it again")
+    # Stored, it would have broken every later read of that stock: refused before anything is posted.
+    assert (absurd.status_code, absurd.json()["detail"]) == (
+        422, "1E+30 is out of range: a quantity or amount in the ledger is a finite number below "
+             "1,000,000,000,000,000 in its unit")
     assert huge_id.status_code == 422 and huge_id.json()["errors"][0]["loc"] == ["body", "anomaly_id"]
     assert not_json.status_code == 422 and not_json.json()["errors"][0]["type"] == "json_invalid"
     assert ok.status_code == 200 and [m["name"] for m in ok.json()] == ["ASSY-03", "LATHE-04", "PRESS-01"]
