@@ -84,6 +84,9 @@ def _reads(mapping: Mapping) -> dict[str, tuple]:
         tags = opcua_tags(mapping, name) if config.opcua is not None else modbus_tags(mapping, name)
         if tags:
             # An OPC UA session also depends on the PKI folder and the application URI it presents.
-            session = (mapping.pki, mapping.application_uri) if config.opcua is not None else ()
+            # The folder as a place, not as written: a mapping read through another path to the
+            # same file (the workbench's check) names the same folder.
+            pki = os.path.abspath(mapping.pki) if mapping.pki else None
+            session = (pki, mapping.application_uri) if config.opcua is not None else ()
             reads[name] = (config, tuple(tags), session)
     return reads

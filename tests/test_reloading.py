@@ -108,3 +108,12 @@ def test_a_new_application_uri_or_pki_folder_reconnects_the_opc_ua_sources_only(
     path.write_text('application_uri: "urn:other:backflush-gateway"\npki: certificates\n' + path.read_text())
     assert diff_mappings(old, load_mapping(path)) == MappingChange(unchanged=("ASSY-03", "PRESS-01"),
                                                                   sources_reconnected=("line",))
+
+
+def test_the_same_pki_folder_written_relative_or_absolute_changes_nothing(tmp_path, monkeypatch):
+    """The workbench checks an edited text from a file beside the running one, by its absolute path."""
+    monkeypatch.chdir(tmp_path)
+    mapping(tmp_path, "old.yaml")
+    old = load_mapping("old.yaml")
+    assert diff_mappings(old, load_mapping(tmp_path / "old.yaml")) == MappingChange(
+        unchanged=("ASSY-03", "PRESS-01"))
