@@ -157,8 +157,9 @@ async def run_demo(*, seconds: float, db: str | None, port: int, mapping_path: P
     ok = ok and result.duplicate_confirmation_ids == 0
     console.print("[green]reconciled: every simulated unit is in the ledger exactly once[/]" if ok
                   else "[red]NOT reconciled: ledger and simulator disagree[/]")
-    console.print(f"explore the ledger: gateway report --db {db}   (also: gateway orders show 1000123, "
-                  "gateway confirmations list, gateway errors list)")
+    console.print(f"explore the ledger: export GATEWAY_DB={db}\n"
+                  "  then: gateway report · gateway orders show 1000123 · gateway confirmations list · "
+                  "gateway errors list", soft_wrap=True)
     return ok
 
 

@@ -207,6 +207,8 @@ def test_demo_serves_http_and_says_where(tmp_path):
     assert f"HTTP: http://127.0.0.1:{port}  (/health /ready /metrics /api/v1/machines /openapi.json)" in out.stdout
     assert f"web console: http://127.0.0.1:{port}/console/  (while the demo runs; log in with the token below)" in out.stdout
     assert "API token for this demo run (operator): bgw_" in out.stdout
+    # The commands it suggests work as printed: the ledger is named once, for all of them.
+    assert f"explore the ledger: export GATEWAY_DB=sqlite:///{tmp_path / 'demo.sqlite'}\n" in out.stdout
 
 
 async def test_ready_is_503_once_a_source_is_down_longer_than_its_budget(tmp_path):
