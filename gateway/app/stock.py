@@ -13,8 +13,10 @@ from __future__ import annotations
 from gateway.app import checks
 from gateway.app.errors import AppError
 from gateway.app.ledger import on_ledger
+from gateway.ledger import schema as t
 from gateway.ledger.audit import Action, Actor
-from gateway.app.models import CountRecorded, CountStock, IssueStock, ReceiveStock, StockIssued, StockReceived
+from gateway.app.models import (CountRecorded, CountStock, IssueStock, ReceiveStock, StockIssued, StockReceived,
+                                StockRow)
 from gateway.ledger.inventory import record_count
 from gateway.ledger.operations import OperationRefused, receive_stock
 from gateway.ledger.orders import issue_manually
@@ -75,3 +77,25 @@ def count(engine, request: CountStock, *, actor: Actor) -> CountRecorded:
     return CountRecorded(id=r.id, material=r.material, location=r.location, lot=r.lot, uom=r.uom, book_qty=r.book_qty,
                          counted_qty=r.counted_qty, difference=r.difference,
                          movement=r.movement.value if r.movement else None, counted_at=r.counted_at)
+
+
+@on_ledger
+def on_hand(engine, *, material: str | None = None, location: str | None = None) -> list[StockRow]:
+    """Stock per material, location and lot, optionally of one material and/or location; a
+    material or location the ledger does not know is refused (a typo is not "no stock")."""
+    from sqlalchemy import select
+
+    st, mat = t.stock.c, t.materials.c
+    with engine.connect() as conn:
+        if material:
+            checks.material(conn, material)
+        if location:
+            checks.location(conn, location)
+        query = select(st.material, st.location, st.lot, mat.uom, st.qty).join(
+            t.materials, mat.id == st.material).order_by(st.material, st.location, st.lot)
+        if material:
+            query = query.where(st.material == material)
+        if location:
+            query = query.where(st.location == location)
+        return [StockRow(material=r.material, location=r.location, lot=r.lot, uom=r.uom, qty=r.qty)
+                for r in conn.execute(query)]

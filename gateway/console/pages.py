@@ -168,12 +168,15 @@ async def orders(request: Request, principal: Viewer, number: str = Query("", ma
 async def stock(request: Request, principal: Viewer, material: str = Query("", max_length=64),
                 location: str = Query("", max_length=64), lot: str = Query("", max_length=64),
                 trace_material: str = Query("", max_length=64)) -> Response:
-    from gateway.app import reports
+    from gateway.app import reports, stock as stock_app
     from gateway.app.errors import AppError
 
-    summary = await call(request, reports.summary)
-    rows = [s for s in summary.stock if material in ("", s.material) and location in ("", s.location)]
+    everything = await call(request, stock_app.on_hand)
     traces, refused = [], None
+    try:
+        rows = await call(request, stock_app.on_hand, material=material or None, location=location or None)
+    except AppError as exc:  # a typo in the filter: say so, not "no stock"
+        rows, refused = [], exc.detail
     if lot:
         for direction in ("back", "forward"):
             try:
@@ -184,8 +187,8 @@ async def stock(request: Request, principal: Viewer, material: str = Query("", m
                 break
     return render(request, "stock.html", principal, active="stock", rows=rows, material=material,
                   location=location, lot=lot, trace_material=trace_material, traces=traces, refused=refused,
-                  materials=sorted({s.material for s in summary.stock}),
-                  locations=sorted({s.location for s in summary.stock}))
+                  materials=sorted({s.material for s in everything}),
+                  locations=sorted({s.location for s in everything}))
 
 
 # -- inventory accuracy ------------------------------------------------------------------

@@ -147,8 +147,7 @@ async def reject_anomaly(request: Request, body: RejectAnomaly, actor: By) -> m.
 async def get_stock(request: Request, material: str | None = Query(None, max_length=64),
                     location: str | None = Query(None, max_length=64)) -> list[m.StockRow]:
     """Stock per material, location and lot (optionally of one material and/or location)."""
-    summary = await call(request, reports.summary)
-    return [s for s in summary.stock if material in (None, s.material) and location in (None, s.location)]
+    return await call(request, stock.on_hand, material=material, location=location)
 
 
 @router.post("/stock/receive", tags=["stock"], dependencies=write)

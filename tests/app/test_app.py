@@ -177,3 +177,17 @@ def test_what_no_ledger_can_hold_is_refused_before_a_query_is_built(ledger):
     # A terminal or a JSON body can carry a lone surrogate; no database stores it as text.
     assert refusal(orders.show_order, ledger, "1000\udc80") == (
         "invalid", "'1000\\udc80' is not valid text (it holds a lone surrogate, shown as \\u…); type it again")
+
+
+def test_stock_on_hand_refuses_a_material_or_location_it_does_not_know(ledger):
+    from gateway.app import stock
+
+    rows = stock.on_hand(ledger)
+    assert rows == sorted(rows, key=lambda r: (r.material, r.location, r.lot)) and rows
+    one = rows[0]
+    assert stock.on_hand(ledger, material=one.material, location=one.location) == [
+        r for r in rows if (r.material, r.location) == (one.material, one.location)]
+    kind, detail = refusal(stock.on_hand, ledger, material=one.material[:-1])
+    assert kind == "not_found" and detail.startswith(f"unknown material {one.material[:-1]!r}")
+    kind, detail = refusal(stock.on_hand, ledger, location="NOWHERE")
+    assert (kind, detail.split(";")[0]) == ("not_found", "unknown location 'NOWHERE'")
