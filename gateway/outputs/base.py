@@ -69,6 +69,9 @@ class Target(Protocol):
 
     ``find`` answers True (it is there: delivered), False (it is not: send it again) or None
     (cannot tell: the worker keeps the row unknown and asks again later, never resends blindly).
+    ``deliver`` answers ``Outcome.unknown`` when the request was sent but no answer came (a
+    timeout after sending); ``retry`` only when the target surely did not take it (refused
+    connection, 5xx, 429).
     """
 
     name: str
@@ -77,7 +80,7 @@ class Target(Protocol):
 
     async def find(self, d: Delivery) -> bool | None: ...
 
-    async def close(self) -> None: ...
+    # Optional: ``async def close(self) -> None`` (the worker calls it at shutdown if present).
 
 
 def target_message(text: str, limit: int = 500) -> str:
