@@ -209,7 +209,9 @@ def mark(engine: Engine, marks: list[Mark], now: datetime | None = None) -> None
                 status="delivered", attempts=bindparam("b_attempts"), delivered_at=bindparam("b_now"),
                 updated_at=bindparam("b_now"), last_error=""), delivered)
         if other:
-            conn.execute(update(t.outbox).where(and_(_O.id == bindparam("b_id"), _O.status.in_(OPEN))).values(
+            # (no IN (…) with executemany: PostgreSQL's driver cannot expand it per row)
+            conn.execute(update(t.outbox).where(and_(_O.id == bindparam("b_id"),
+                                                     or_(_O.status == "pending", _O.status == "unknown"))).values(
                 status=bindparam("b_status"), attempts=bindparam("b_attempts"), next_at=bindparam("b_next"),
                 updated_at=bindparam("b_now"), last_error=bindparam("b_err")), other)
 
