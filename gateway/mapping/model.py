@@ -24,6 +24,9 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Dis
 # Names in the mapping are the master data's ids (work centers, operations, orders) or
 # follow the same rules (sources, machines): text, even when written as a bare number.
 from gateway.masterdata.model import Id
+from gateway.outputs.erpnext import ErpNextConfig
+from gateway.outputs.odoo import OdooConfig
+from gateway.outputs.sap_odata import SapODataConfig
 from gateway.yamldoc import HIDDEN
 
 CounterType = Literal["uint16", "uint32", "uint64"]
@@ -407,12 +410,12 @@ class MqttOutput(_Strict):
 
 
 class Output(_Strict):
-    # Exactly one kind. The ERP kinds are declared by their adapters (gateway.outputs.registry).
+    # Exactly one kind. The ERP kinds' settings live with their adapters (gateway/outputs/<kind>.py).
     webhook: WebhookOutput | None = None
     mqtt: MqttOutput | None = None
-    erpnext: dict[str, Any] | None = None
-    odoo: dict[str, Any] | None = None
-    sap_odata: dict[str, Any] | None = None
+    erpnext: ErpNextConfig | None = None
+    odoo: OdooConfig | None = None
+    sap_odata: SapODataConfig | None = None
     # Which machines' documents go here (default all); `lines` names sources (a line's machines).
     machines: list[Id] | None = None
     lines: list[Id] | None = None

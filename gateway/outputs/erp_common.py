@@ -13,7 +13,6 @@ This module never sends anything and never touches the ledger.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -63,8 +62,7 @@ class ConfirmationMessage:
     uom: str
     movements: tuple[Movement, ...]
     activities: tuple[Activity, ...]
-    final: bool = False
-    posted_at: str = ""  # ISO time of the last counted unit
+    posted_at: str = ""  # ISO time of the last counted unit (of the posting, if none)
 
     @property
     def receipt(self) -> Movement | None:
@@ -89,33 +87,29 @@ def _need(obj: dict[str, Any], key: str, where: str) -> Any:
 
 
 def read_confirmation(payload: dict[str, Any], *, order: str | None = None) -> ConfirmationMessage:
-    """The confirmation in a delivery payload: ``{"confirmation": {...}, "movements": [...],
-    "activities": [...]}`` (docs/outputs.md); the confirmation's fields may also sit at the top."""
-    head = payload.get("confirmation", payload)
-    if not isinstance(head, dict):
-        raise PayloadError("payload's confirmation is not an object")
+    """The confirmation in a delivery payload (``gateway.ledger.posting.confirmation_body``:
+    ``document``, ``order``, ``operation``, ``yield_qty``… and ``movements`` / ``activities``)."""
     movements = tuple(
-        Movement(kind=str(_need(m, "kind", "movements[].")), material=str(_need(m, "material", "movements[].")),
+        Movement(kind=str(_need(m, "type", "movements[].")), material=str(_need(m, "material", "movements[].")),
                  location=str(m.get("location") or ""), qty=_decimal(_need(m, "qty", "movements[]."), "qty"),
                  uom=str(m.get("uom") or ""), lot=str(m.get("lot") or ""))
-        for m in payload.get("movements") or head.get("movements") or ())
+        for m in payload.get("movements") or ())
     activities = tuple(
-        Activity(operation=str(a.get("operation") or head.get("operation") or ""),
+        Activity(operation=str(a.get("operation") or payload.get("operation") or ""),
                  work_center=str(a.get("work_center") or ""), activity=str(_need(a, "activity", "activities[].")),
                  hours=_decimal(_need(a, "hours", "activities[]."), "hours"))
-        for a in payload.get("activities") or head.get("activities") or ())
+        for a in payload.get("activities") or ())
     return ConfirmationMessage(
-        id=str(_need(head, "id", "confirmation.")),
-        order=str(head.get("order") or order or _need(head, "order", "confirmation.")),
-        operation=str(_need(head, "operation", "confirmation.")),
-        machine=str(head.get("machine") or ""),
-        yield_qty=_decimal(head.get("yield", head.get("yield_qty", "0")), "yield"),
-        scrap_qty=_decimal(head.get("scrap", head.get("scrap_qty", "0")), "scrap"),
-        uom=str(head.get("uom") or ""),
+        id=str(_need(payload, "document", "")),
+        order=str(payload.get("order") or order or _need(payload, "order", "")),
+        operation=str(_need(payload, "operation", "")),
+        machine=str(payload.get("machine") or ""),
+        yield_qty=_decimal(_need(payload, "yield_qty", ""), "yield_qty"),
+        scrap_qty=_decimal(payload.get("scrap_qty", "0"), "scrap_qty"),
+        uom=str(payload.get("uom") or ""),
         movements=movements,
         activities=activities,
-        final=bool(head.get("final", False)),
-        posted_at=str(head.get("last_source_time") or head.get("posted_at") or ""),
+        posted_at=str(payload.get("last_source_time") or payload.get("posted_at") or ""),
     )
 
 
@@ -129,14 +123,12 @@ def short_key(key: str, limit: int) -> str:
     return "bg-" + hashlib.sha256(key.encode()).hexdigest()[: max(limit - 3, 16)]
 
 
-def secret(value: SecretStr | None, env: str | None, what: str) -> str:
-    """A credential: the mapping's value (``${NAME}`` already expanded), else the named variable."""
-    if value is not None:
-        return value.get_secret_value()
-    if env and os.environ.get(env):
-        return os.environ[env]
-    raise ValueError(f"{what}: set it in the mapping (e.g. ${{{env or 'NAME'}}}) or the environment variable "
-                     f"{env or '(none named)'}")
+def credential(value: SecretStr, what: str) -> str:
+    """A secret of the mapping; ``${NAME}`` still in it (a mapping built in code rather than
+    loaded from YAML, which expands it) is taken from the environment, as the webhook does."""
+    from gateway.outputs.webhook import resolve_secret  # not at import: the mapping model imports us
+
+    return resolve_secret(value.get_secret_value(), what) or ""
 
 
 def transport_outcome(exc: httpx.HTTPError, target: str) -> Outcome:

@@ -30,8 +30,8 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr
 
 from gateway.outputs.base import Delivery, Outcome, target_message
-from gateway.outputs.erp_common import (ConfirmationMessage, PayloadError, read_confirmation, status_outcome,
-                                        transport_outcome)
+from gateway.outputs.erp_common import (ConfirmationMessage, PayloadError, credential, read_confirmation,
+                                        status_outcome, transport_outcome)
 
 log = structlog.get_logger(__name__)
 
@@ -123,10 +123,10 @@ class ErpNextTarget:
     def __init__(self, name: str, config: ErpNextConfig, *, transport: httpx.AsyncBaseTransport | None = None):
         self.name = name
         self.config = config
+        secret = credential(config.api_secret, f"{name}.api_secret")
         self._client = httpx.AsyncClient(
             base_url=str(config.url).rstrip("/"), timeout=config.timeout_s, transport=transport,
-            headers={"Authorization": f"token {config.api_key}:{config.api_secret.get_secret_value()}",
-                     "Accept": "application/json"})
+            headers={"Authorization": f"token {config.api_key}:{secret}", "Accept": "application/json"})
 
     def document_name(self, d: Delivery) -> str:
         return d.key  # Frappe names hold 140 characters and any of ours ('/' is never in a key)

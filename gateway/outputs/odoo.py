@@ -29,7 +29,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr
 
 from gateway.outputs.base import Delivery, Outcome, target_message
-from gateway.outputs.erp_common import PayloadError, read_confirmation, status_outcome, transport_outcome
+from gateway.outputs.erp_common import PayloadError, credential, read_confirmation, status_outcome, transport_outcome
 
 log = structlog.get_logger(__name__)
 
@@ -81,6 +81,7 @@ class OdooTarget:
         self.config = config
         self._client = httpx.AsyncClient(base_url=str(config.url).rstrip("/"), timeout=config.timeout_s,
                                          transport=transport)
+        self._password = credential(config.password, f"{name}.password")
         self._uid: int | None = None
         self._ids = itertools.count(1)
 
@@ -107,13 +108,13 @@ class OdooTarget:
     async def _execute(self, method: str, args: list[Any], model: str = MODEL, **kwargs: Any) -> Any:
         if self._uid is None:
             uid = await self._call("common", "login", self.config.database, self.config.user,
-                                   self.config.password.get_secret_value())
+                                   self._password)
             if not uid:
                 raise _Failed(Outcome.retry(f"{self.name} (Odoo) refused the login of {self.config.user} "
                                             f"on database {self.config.database}"))
             self._uid = uid
         return await self._call("object", "execute_kw", self.config.database, self._uid,
-                                self.config.password.get_secret_value(), model, method, args, kwargs)
+                                self._password, model, method, args, kwargs)
 
     def _refused(self, exc: _RpcError, doing: str) -> Outcome:
         if exc.name == "odoo.exceptions.AccessDenied":

@@ -27,7 +27,23 @@ def _mqtt(name: str, cfg, mapping: Mapping) -> Target:
     return MqttTarget(name, cfg, {m: c.source for m, c in mapping.machines.items()})
 
 
-BUILDERS: dict[str, Builder] = {"webhook": _webhook, "mqtt": _mqtt}
+def _erpnext(name: str, cfg, mapping: Mapping) -> Target:
+    from gateway.outputs.erpnext import ErpNextTarget
+    return ErpNextTarget(name, cfg)
+
+
+def _odoo(name: str, cfg, mapping: Mapping) -> Target:
+    from gateway.outputs.odoo import OdooTarget
+    return OdooTarget(name, cfg)
+
+
+def _sap_odata(name: str, cfg, mapping: Mapping) -> Target:
+    from gateway.outputs.sap_odata import SapODataTarget
+    return SapODataTarget(name, cfg)
+
+
+BUILDERS: dict[str, Builder] = {"webhook": _webhook, "mqtt": _mqtt, "erpnext": _erpnext, "odoo": _odoo,
+                                "sap_odata": _sap_odata}
 
 
 def build(name: str, mapping: Mapping) -> Target:

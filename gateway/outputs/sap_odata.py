@@ -30,11 +30,11 @@ from typing import Annotated, Any
 
 import httpx
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, SecretStr
 
 from gateway.outputs.base import Delivery, Outcome, target_message
-from gateway.outputs.erp_common import (ConfirmationMessage, PayloadError, read_confirmation, short_key,
-                                        status_outcome, transport_outcome)
+from gateway.outputs.erp_common import (ConfirmationMessage, PayloadError, credential, read_confirmation,
+                                        short_key, status_outcome, transport_outcome)
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +44,12 @@ TEXT_LENGTH = 40  # ConfirmationText (LTXA1)
 DEFAULT_ACTIVITIES = {"setup": 1, "machine": 2, "labor": 3}
 
 
+def _sap_client(text: str) -> str:
+    if not (len(text) == 3 and text.isdigit()):
+        raise ValueError(f"a SAP client is three digits, such as 100; got '{text}'")
+    return text
+
+
 class SapODataConfig(BaseModel):
     """``outputs: <name>: sap_odata: {...}`` in the mapping."""
 
@@ -51,7 +57,7 @@ class SapODataConfig(BaseModel):
 
     url: HttpUrl  # the S/4HANA host, e.g. https://s4.example.com:44300
     service: str = SERVICE
-    sap_client: Annotated[str, Field(pattern=r"^\d{3}$")] | None = None
+    sap_client: Annotated[str, AfterValidator(_sap_client)] | None = None
     user: str
     # ${SAP_PASSWORD} in the mapping: never logged or shown.
     password: SecretStr
@@ -108,6 +114,11 @@ def confirmation_entity(c: ConfirmationMessage, text: str, config: SapODataConfi
     return body
 
 
+def confirmation_text(key: str) -> str:
+    """What ``ConfirmationText`` holds for a delivery key (the key, or its digest: 40 characters)."""
+    return short_key(key, TEXT_LENGTH)
+
+
 def odata_error(response: httpx.Response) -> str:
     """SAP's message of an OData v2 error answer: the main text and each detail not repeating it."""
     try:
@@ -147,13 +158,11 @@ class SapODataTarget:
         params = {"sap-client": config.sap_client} if config.sap_client else {}
         self._client = httpx.AsyncClient(
             base_url=str(config.url).rstrip("/") + config.service.rstrip("/"), timeout=config.timeout_s,
-            transport=transport, params=params, auth=(config.user, config.password.get_secret_value()),
+            transport=transport, params=params,
+            auth=(config.user, credential(config.password, f"{name}.password")),
             headers={"Accept": "application/json"})
         self._token: str | None = None
         self.where = f"{name} (SAP)"
-
-    def confirmation_text(self, d: Delivery) -> str:
-        return short_key(d.key, TEXT_LENGTH)
 
     async def _fetch_token(self) -> str:
         try:
@@ -182,7 +191,7 @@ class SapODataTarget:
                 return Outcome.delivered()
             if there is None:
                 return Outcome.unknown(f"{self.where}: could not look for an earlier attempt; not sent")
-        body = confirmation_entity(c, self.confirmation_text(d), self.config)
+        body = confirmation_entity(c, confirmation_text(d.key), self.config)
         try:
             response = await self._post(body)
         except _NoToken as exc:
@@ -216,8 +225,8 @@ class SapODataTarget:
         return response
 
     async def find(self, d: Delivery) -> bool | None:
-        text = self.confirmation_text(d).replace("'", "''")
-        order = (d.order or read_confirmation(d.payload).order).replace("'", "''")
+        text = confirmation_text(d.key).replace("'", "''")
+        order = str(d.order or d.payload.get("order") or "").replace("'", "''")
         try:
             response = await self._client.get("/ProdnOrdConf2", params={
                 "$filter": f"OrderID eq '{order}' and ConfirmationText eq '{text}'",

@@ -18,19 +18,22 @@ CONFIRMATION_ID = "C-0123456789abcdef0123"
 
 def confirmation_payload(*, order: str = "1000123", final: bool = True, lot: str = "") -> dict[str, Any]:
     """Order 1000123, operation 0010 on PRESS-01: 40 good and 2 scrap, two components issued and,
-    at the final operation, the 40 received."""
+    at the final operation, the 40 received — shaped as ``gateway.ledger.posting.confirmation_body``
+    inside the outbox's envelope (``gateway.ledger.outbox.enqueue``)."""
     movements = [
-        {"kind": "261", "material": "RM-STEEL", "location": "LS-PRESS", "qty": "-8.400", "uom": "KG", "lot": lot},
-        {"kind": "261", "material": "RM-CLIP", "location": "LS-PRESS", "qty": "-84", "uom": "PC", "lot": ""},
+        {"type": "261", "material": "RM-STEEL", "location": "LS-PRESS", "qty": "-8.400", "uom": "KG", "lot": lot,
+         "bom_item": "0010"},
+        {"type": "261", "material": "RM-CLIP", "location": "LS-PRESS", "qty": "-84", "uom": "PC", "lot": "",
+         "bom_item": "0020"},
     ]
     if final:
-        movements.append({"kind": "101", "material": "FG-100", "location": "FG-STORE", "qty": "40", "uom": "PC",
-                          "lot": order})
+        movements.append({"type": "101", "material": "FG-100", "location": "FG-STORE", "qty": "40", "uom": "PC",
+                          "lot": order, "bom_item": ""})
     return {
-        "confirmation": {"id": CONFIRMATION_ID, "machine": "PRESS-01", "order": order, "operation": "0010",
-                         "yield": "40", "scrap": "2", "uom": "PC", "final": final,
-                         "first_source_time": "2026-11-30T06:00:00+00:00",
-                         "last_source_time": "2026-11-30T06:10:00+00:00"},
+        "version": 1, "what": "confirmation", "document": CONFIRMATION_ID, "order": order, "machine": "PRESS-01",
+        "operation": "0010", "yield_qty": "40", "scrap_qty": "2", "uom": "PC", "trigger": "every_units",
+        "first_source_time": "2026-11-30T06:00:00+00:00", "last_source_time": "2026-11-30T06:10:00+00:00",
+        "start": "good=0:1000", "end": "good=0:1040", "posted_at": "2026-11-30T06:10:01+00:00",
         "movements": movements,
         "activities": [{"operation": "0010", "work_center": "WC-PRESS", "activity": "machine", "hours": "0.7000",
                         "cost": "56.00", "currency": "EUR"}],
@@ -40,9 +43,9 @@ def confirmation_payload(*, order: str = "1000123", final: bool = True, lot: str
 def delivery(target: str, *, confirmation_id: str = CONFIRMATION_ID, what: str = "confirmation",
              **payload: Any) -> Delivery:
     body = confirmation_payload(**payload)
-    body["confirmation"]["id"] = confirmation_id
+    body["document"], body["what"] = confirmation_id, what
     return Delivery(id=1, key=f"{confirmation_id}:{what}:{target}", target=target, what=what,
-                    order=body["confirmation"]["order"], machine="PRESS-01", payload=body)
+                    order=body["order"], machine="PRESS-01", payload=body)
 
 
 async def settle(target: Target, d: Delivery, *, max_attempts: int = 6) -> list[Outcome]:

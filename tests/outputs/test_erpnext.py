@@ -156,7 +156,7 @@ async def test_other_kinds_and_broken_payloads_are_parked(target, erp):
     assert reversal.verdict is Verdict.PARK
     assert reversal.reason == f"{TARGET}: ERPNext gets confirmations only; a reversal is posted there by hand"
     broken = delivery(TARGET)
-    broken.payload["confirmation"].pop("operation")
+    broken.payload.pop("operation")
     outcome = await target.deliver(broken)
-    assert (outcome.verdict, outcome.reason) == (Verdict.PARK, f"{TARGET}: payload lacks confirmation.operation")
+    assert (outcome.verdict, outcome.reason) == (Verdict.PARK, f"{TARGET}: payload lacks operation")
     assert erp.effects == {} and erp.calls["create"] == 0

@@ -9,7 +9,7 @@ import pytest
 
 from gateway.outputs.base import Target, Verdict
 from gateway.outputs.erp_common import read_confirmation
-from gateway.outputs.sap_odata import SapODataConfig, SapODataTarget, confirmation_entity
+from gateway.outputs.sap_odata import SapODataConfig, SapODataTarget, confirmation_entity, confirmation_text
 from tests.outputs.erp_support import delivery, settle
 from tests.outputs.standins import SapStandIn
 
@@ -59,7 +59,7 @@ async def test_csrf_fetched_once_then_one_confirmation_per_key(sap, target):
     for d in (first, second):
         assert [o.verdict for o in await settle(target, d)] == [Verdict.DELIVERED]
     assert sap.token_fetches == 1
-    texts = [target.confirmation_text(first), target.confirmation_text(second)]
+    texts = [confirmation_text(first.key), confirmation_text(second.key)]
     assert sap.effects == {texts[0]: 1, texts[1]: 1}
     # The key (48 characters) does not fit ConfirmationText (40): a stable digest does.
     assert len(first.key) > 40 and texts[0].startswith("bg-") and len(texts[0]) == 40
@@ -74,7 +74,7 @@ async def test_an_expired_token_is_fetched_again_and_the_confirmation_saved_once
     sap.expire_tokens()
     d = delivery(TARGET, confirmation_id="C-11111111111111111111")
     assert [o.verdict for o in await settle(target, d)] == [Verdict.DELIVERED]
-    assert sap.token_fetches == 2 and sap.effects[target.confirmation_text(d)] == 1
+    assert sap.token_fetches == 2 and sap.effects[confirmation_text(d.key)] == 1
     assert sap.calls["create"] == 2  # the refused POST never reached the service
 
 
@@ -84,7 +84,7 @@ async def test_committed_then_no_answer_is_unknown_and_found(sap, target):
     outcomes = await settle(target, d)
     assert [o.verdict for o in outcomes] == [Verdict.UNKNOWN, Verdict.DELIVERED]
     assert outcomes[0].reason.startswith(f"{TARGET} (SAP) sent, no answer: ReadTimeout")
-    assert sap.calls["create"] == 1 and sap.effects == {target.confirmation_text(d): 1}
+    assert sap.calls["create"] == 1 and sap.effects == {confirmation_text(d.key): 1}
 
 
 async def test_a_resend_looks_first_and_never_posts_twice(sap, target):
@@ -93,7 +93,7 @@ async def test_a_resend_looks_first_and_never_posts_twice(sap, target):
     # The worker died before it recorded the outcome; it sends the row again (attempt 2).
     again = await target.deliver(dataclasses.replace(d, attempts=1))
     assert again.verdict is Verdict.DELIVERED
-    assert sap.calls["create"] == 1 and sap.calls["query"] == 1 and sap.effects == {target.confirmation_text(d): 1}
+    assert sap.calls["create"] == 1 and sap.calls["query"] == 1 and sap.effects == {confirmation_text(d.key): 1}
 
 
 async def test_5xx_and_a_slow_answer_post_once(sap, target):
@@ -104,7 +104,7 @@ async def test_5xx_and_a_slow_answer_post_once(sap, target):
     outcomes = await settle(target, d)
     assert [o.verdict for o in outcomes] == [Verdict.RETRY, Verdict.RETRY, Verdict.DELIVERED]
     assert outcomes[1].reason == f"{TARGET} (SAP) HTTP 500: Internal Server Error"
-    assert sap.calls["create"] == 3 and sap.effects == {target.confirmation_text(d): 1}
+    assert sap.calls["create"] == 3 and sap.effects == {confirmation_text(d.key): 1}
 
 
 async def test_failed_goods_movements_are_parked_with_saps_message(sap, target):
@@ -115,10 +115,10 @@ async def test_failed_goods_movements_are_parked_with_saps_message(sap, target):
         "SAP saved confirmation 0000000001/00000001 of order 1000123, but its goods movements were not posted "
         "(COGI): RU/505: Confirmation of order 1000123 saved; 3 goods movements failed (see transaction COGI); "
         "M7/021: Deficit of SL Unrestricted-use 8.400 KG : RM-STEEL 1010 PR01"))]
-    assert len(sap.cogi) == 3 and sap.effects == {target.confirmation_text(d): 1}
+    assert len(sap.cogi) == 3 and sap.effects == {confirmation_text(d.key): 1}
     # Cleared in COGI, a person retries: found, not sent again.
     assert (await target.deliver(dataclasses.replace(d, attempts=1))).verdict is Verdict.DELIVERED
-    assert sap.calls["create"] == 1 and sap.effects == {target.confirmation_text(d): 1}
+    assert sap.calls["create"] == 1 and sap.effects == {confirmation_text(d.key): 1}
 
 
 async def test_a_business_refusal_is_parked_with_saps_message(sap, target):
