@@ -37,5 +37,11 @@ class Backoff:
         self._attempt = min(self._attempt + 1, 64)  # 2**64 × min_s is past any max_s
         return max(self.min_s, base / 2 + self._rand() * base / 2)
 
+    def delay(self, attempt: int) -> float:
+        """The delay after the ``attempt``-th failure (1, 2, …) without keeping state: for retries
+        whose count is stored elsewhere (an outbox row's attempts)."""
+        base = min(self.max_s, self.min_s * 2 ** min(max(attempt - 1, 0), 64))
+        return max(self.min_s, base / 2 + self._rand() * base / 2)
+
     def reset(self) -> None:
         self._attempt = 0

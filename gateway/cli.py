@@ -81,6 +81,7 @@ app.add_typer(report_app, name="report")
 db_app = typer.Typer(no_args_is_help=True, help="The ledger database: schema version and upgrades.")
 app.add_typer(db_app, name="db")
 from gateway.cli_reports import register as _register_reports; _register_reports(stock_app, report_app)  # noqa: I001
+from gateway.cli_outbox import outbox_app as _outbox_app; app.add_typer(_outbox_app, name="outbox")  # noqa: I001,E702
 from gateway.cli_adjust import register as _register_adjust; _register_adjust(app)  # noqa: I001
 from gateway.cli_anomalies import register as _register_anomalies; _register_anomalies(app)  # noqa: I001
 from gateway.cli_browse import register as _register_browse; _register_browse(app)  # noqa: I001

@@ -73,6 +73,7 @@ from gateway.ledger.writer import Commit, LedgerWriter
 from gateway.mapping.model import COUNTER_WIDTH_BITS, Machine, Mapping
 from gateway.ledger import leases
 from gateway.ledger.leases import LEDGER, MachinesOwned
+from gateway.outputs.worker import Outputs
 from gateway.ownership import LeaseKeeper, LeaseOptions
 from gateway.reloading import MappingChange, checked_mapping, diff_mappings
 from gateway.sources import build_sources
@@ -306,6 +307,7 @@ class Gateway:
         self._started = asyncio.Event()
         self._closed = False  # sources stopped (or given up on): no batch is applied after this
         self._timer_turn = 0  # where the next tick's due-check starts (see _confirm_all)
+        self.outputs = Outputs(engine, mapping)  # started by run()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -322,6 +324,7 @@ class Gateway:
             for name, rt in self.machines.items():
                 rt.token, rt.owned = tokens.get(name), name in tokens
         self.writer.start()
+        await self._start_outputs()
         self._start_sources(list(self.mapping.sources))
         tasks = []
         if self.keeper:
@@ -340,6 +343,7 @@ class Gateway:
             await _cancel_all([reloader], SOURCES_STOP_TIMEOUT_S)  # first: it may start sources
             await _cancel_all([*(task for _, task in self._running.values()), *tasks, ticker, housekeeping, watchdog],
                               SOURCES_STOP_TIMEOUT_S)
+            await self.outputs.stop()  # what is not delivered stays in the outbox for the next start
             self._closed = True
             self._confirm_all("shutdown")
             stopped = await asyncio.to_thread(self.writer.stop, shutdown_timeout_s)
@@ -359,6 +363,18 @@ class Gateway:
             if self.keeper:
                 await self._release()
         return done and not self._keeper_died
+
+    async def _start_outputs(self) -> None:
+        """The delivery workers of ``outputs:`` (gateway.outputs.worker), woken by every commit."""
+        self.outputs = Outputs(self.engine, self.mapping, owned=self._owned_machines)
+        await self.outputs.start()
+        if self.mapping.outputs:
+            loop = asyncio.get_running_loop()
+            self.writer.after_commit.append(lambda _done: loop.call_soon_threadsafe(self.outputs.wake))
+
+    def _owned_machines(self) -> set[str] | None:
+        """Whose outbox rows this instance delivers: the machines it owns; None without leases (all)."""
+        return None if self.keeper is None else {n for n, rt in self.machines.items() if rt.owned}
 
     async def _watch_writer(self, stop: asyncio.Event, every_s: float = WRITER_WATCH_S) -> None:
         """Stop the gateway (run() then returns False) if the ledger writer thread has ended."""
@@ -540,7 +556,10 @@ class Gateway:
             return _refused(file, "the committed state of the machines it adds cannot be read",
                             [str(exc).splitlines()[0]])
         await self._stop_sources(change.sources_rebuilt)
+        outputs_changed = new.outputs != self.mapping.outputs
         self._apply(new, change, resumed, tokens)
+        if outputs_changed:
+            await self.outputs.reload(new)
         self._start_sources([*change.sources_reconnected, *change.sources_started])
         if change.removed and self.keeper is not None:
             await self.committed()  # their last confirmations are in the ledger before anyone may take them

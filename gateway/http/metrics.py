@@ -35,6 +35,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 
+from gateway.ledger import outbox
 from gateway.ledger import schema as t
 from gateway.ledger.failures import short_error
 from gateway.ledger.writer import Committed
@@ -54,6 +55,7 @@ class LedgerFigures:
     errors_open: dict[str, int] = field(default_factory=dict)  # material → open error-queue items
     anomalies_open: dict[str, int] = field(default_factory=dict)  # kind → open anomalies
     held: dict[str, Decimal] = field(default_factory=dict)  # machine → units held by open anomalies
+    outbox: list = field(default_factory=list)  # gateway.ledger.outbox.TargetStats per target
     read_at: float | None = None
     error: str | None = None  # the last read's failure; the figures are then the last good ones
 
@@ -69,7 +71,7 @@ class LedgerFigures:
             for r in conn.execute(select(a.c.machine, a.c.kind, a.c.units_held).where(a.c.status == "open")):
                 kinds[r.kind] += 1
                 held[r.machine] += r.units_held
-        return LedgerFigures(errors, dict(kinds), dict(held), time.monotonic())
+        return LedgerFigures(errors, dict(kinds), dict(held), outbox.stats(engine), time.monotonic())
 
 
 class GatewayMetrics:
@@ -219,9 +221,24 @@ class _Figures(Collector):
         anomalies = GaugeMetricFamily("gateway_anomalies_open", "Open anomalies (ledger, cached)", labels=["kind"])
         for kind, n in sorted(m.ledger.anomalies_open.items()):
             anomalies.add_metric([kind], n)
+        yield from _outbox_figures(m.ledger.outbox)
         age = (time.monotonic() - m.ledger.read_at) if m.ledger.read_at is not None else math.nan
         yield from (errors, anomalies, GaugeMetricFamily(
             "gateway_ledger_figures_age_seconds", "Age of the cached ledger-only figures", value=age))
+
+
+def _outbox_figures(stats) -> Iterator[Metric]:
+    pending = GaugeMetricFamily("gateway_outbox_pending", "Deliveries not yet delivered nor parked (ledger, cached)",
+                                labels=["target"])
+    oldest = GaugeMetricFamily("gateway_outbox_oldest_seconds", "Age of the oldest of them (0: none)",
+                               labels=["target"])
+    parked = GaugeMetricFamily("gateway_outbox_parked", "Deliveries parked for a person (ledger, cached)",
+                               labels=["target"])
+    for s in stats:
+        pending.add_metric([s.target], s.pending)
+        oldest.add_metric([s.target], s.oldest_seconds)
+        parked.add_metric([s.target], s.parked)
+    yield from (pending, oldest, parked)
 
 
 def _last_received(gw) -> dict[str, float]:

@@ -49,6 +49,7 @@ from gateway.domain.records import (
     ProductionOrder,
     StockView,
 )
+from gateway.ledger import outbox
 from gateway.ledger import schema as t
 from gateway.ledger.audit import Action, manual
 from gateway.ledger.claims import claim
@@ -183,6 +184,11 @@ def _write(tx: LedgerTx, doc: str, order: ProductionOrder, kind: str, operation:
     write_activities(tx, doc, order.number, plan.activities, now)
     write_deferred(tx, doc, order.number, plan.deferred)
     write_errors(tx, doc, order.number, plan.errors, now)
+    outbox.enqueue(tx, "adjustment", doc, order=order.number, machine=outbox.only_machine(tx.conn, order.number),
+                   now=now, body={"kind": kind, "operation": operation, "reason_code": reason_code, "note": note,
+                                  "material": material.id, "qty": qty, "posted_at": now,
+                                  "movements": outbox.movements(plan.movements),
+                                  "activities": outbox.activities(plan.activities)})
     return _record(tx.conn, doc, order, kind, operation, reason_code, note, material, qty, len(plan.movements),
                    len(plan.errors), now)
 

@@ -22,6 +22,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from sqlalchemy import Connection, Engine, func, insert, select
 
 from gateway.domain.records import GoodsMovement, MovementKind
+from gateway.ledger import outbox
 from gateway.ledger import schema as t
 from gateway.ledger.operations import OperationRefused, stock_material
 from gateway.ledger.audit import Action, manual
@@ -79,6 +80,10 @@ def record_count(engine: Engine, material: str, counted: Decimal, location: str,
             kind = MovementKind.COUNT_GAIN if counted > book else MovementKind.COUNT_LOSS
             tx.move(None, None, [GoodsMovement(kind, material, location, counted - book, m.uom, lot=lot)], now)
             record.postings = [f"movement:{i}" for i in movement_ids(tx, kind, material, location, lot, now)]
+        if kind is not None:
+            outbox.enqueue(tx, "stock", f"count:{count_id}", order=None, machine=None, now=now, body={
+                "posted_at": now, "movements": outbox.movements(
+                    [GoodsMovement(kind, material, location, counted - book, m.uom, lot=lot)])})
         claim("stock_counted", f"count:{count_id}", count_id=count_id, material=material, location=location, lot=lot,
               book_qty=str(book), counted_qty=str(counted), uom=m.uom, movement=kind.value if kind else None,
               movements=" ".join(record.postings))

@@ -36,6 +36,7 @@ from gateway.domain.records import (
     StockView,
 )
 from gateway.domain.reversal import Posted, reverse
+from gateway.ledger import outbox
 from gateway.ledger import schema as t
 from gateway.ledger.audit import Action, manual
 from gateway.ledger.claims import claim
@@ -92,6 +93,9 @@ def receive_stock(engine: Engine, material: str, qty: Decimal, location: str, *,
         for movement in movement_ids(tx, kind, material, location, lot, now):
             claim("stock_received", f"movement:{movement}", movement_id=movement, material=material, qty=str(qty),
                   uom=m.uom, location=location, lot=lot)
+            outbox.enqueue(tx, "stock", f"movement:{movement}", order=None, machine=None, now=now, body={
+                "posted_at": now, "movements": outbox.movements(
+                    [GoodsMovement(kind, material, location, qty, m.uom, lot=lot)])})
 
 
 def movement_ids(tx: LedgerTx, kind: MovementKind, material: str, location: str, lot: str,
@@ -286,6 +290,7 @@ def reverse_confirmation(engine: Engine, confirmation_id: str, reason: str, *, f
                                                 "forced": False, "force_reason": None, "created_at": now}])
             claim("confirmation_reversed", doc, confirmation_id=confirmation_id, reversal_id=doc,
                   order=row.order_no, movements=0, forced=False, reason=reason)
+            _enqueue_reversal(tx, doc, row, reason, [], [], now)
             return ReversalResult(doc, 0, False)
         posted = read_posted(conn, confirmation_id)
         used = consumed_output(tx, posted)
@@ -308,7 +313,15 @@ def reverse_confirmation(engine: Engine, confirmation_id: str, reason: str, *, f
                                             "created_at": now}])
         claim("confirmation_reversed", doc, confirmation_id=confirmation_id, reversal_id=doc, order=row.order_no,
               movements=len(result.movements), forced=bool(used), reason=reason)
+        _enqueue_reversal(tx, doc, row, reason, result.movements, result.activities, now)
     return ReversalResult(doc, len(result.movements), bool(used))
+
+
+def _enqueue_reversal(tx: LedgerTx, doc: str, row, reason: str, moves, acts, now: datetime) -> None:
+    outbox.enqueue(tx, "reversal", doc, order=row.order_no, machine=row.machine, now=now, body={
+        "confirmation_id": row.id, "operation": row.operation, "yield_qty": -row.yield_qty,
+        "scrap_qty": -row.scrap_qty, "uom": row.uom, "reason": reason, "posted_at": now,
+        "movements": outbox.movements(moves), "activities": outbox.activities(acts)})
 
 
 def _true_up_rounding(tx: LedgerTx, order_no: str, operation: str, doc: str, now: datetime) -> None:

@@ -45,6 +45,7 @@ from gateway.domain.records import (
     NotBackflushed,
     ProductionOrder,
 )
+from gateway.ledger import outbox
 from gateway.ledger import schema as t
 from gateway.ledger.masters import read_materials, read_order
 from gateway.ledger.operations import OperationRefused, stock_material
@@ -235,6 +236,9 @@ def issue_manually(engine: Engine, material: str, qty: Decimal, order_no: str, l
         if lot:
             write_genealogy(tx, doc, order_no, [GenealogyEdge(material, lot, qty, m.uom, order.material,
                                                               order.output_lot)], now)
+        outbox.enqueue(tx, "stock", doc, order=order_no, machine=outbox.only_machine(conn, order_no), now=now, body={
+            "posted_at": now, "movements": outbox.movements([GoodsMovement(
+                MovementKind.GOODS_ISSUE, material, location, -qty, m.uom, lot=lot, bom_item=item)])})
         claim("stock_issued", doc, document=doc, order=order_no, material=material, qty=str(qty), uom=m.uom,
               location=location, lot=lot)
     return doc

@@ -30,6 +30,7 @@ from gateway.domain.records import (
     BackflushPlan,
     Confirmation,
 )
+from gateway.ledger import outbox
 from gateway.ledger import schema as t
 from gateway.ledger.claims import claim, tentative
 from gateway.ledger.failures import cause, lost_to_transient, short_error
@@ -185,12 +186,22 @@ def backflush(tx: LedgerTx, c: Confirmation, masters: MasterCache, now: datetime
     write_plan(tx, c, order.number, result, now)
     tx.add_progress(c.order, c.operation, c.yield_qty, c.scrap_qty)
     tx.add_carry(c.order, result.planned)
+    outbox.enqueue(tx, "confirmation", c.id, order=c.order, machine=c.machine, now=now, body=confirmation_body(
+        c, result, now))
     claim(
         "confirmation_posted", c.id, confirmation_id=c.id, machine=c.machine, order=c.order, operation=c.operation,
         yield_qty=str(c.yield_qty), scrap_qty=str(c.scrap_qty), trigger=c.trigger,
         movements=len(result.movements), activities=len(result.activities), errors=len(result.errors),
     )
     return result
+
+
+def confirmation_body(c: Confirmation, p: BackflushPlan, now: datetime) -> dict:
+    """What a target gets of a posted confirmation (docs/outputs.schema.json)."""
+    return {"operation": c.operation, "yield_qty": c.yield_qty, "scrap_qty": c.scrap_qty, "uom": c.uom,
+            "trigger": c.trigger, "first_source_time": c.first_source_time, "last_source_time": c.last_source_time,
+            "start": format_positions(c.start), "end": format_positions(c.end), "posted_at": now,
+            "movements": outbox.movements(p.movements), "activities": outbox.activities(p.activities)}
 
 
 def write_plan(tx: LedgerTx, c: Confirmation, order_no: str, p: BackflushPlan, now: datetime) -> None:

@@ -27,6 +27,7 @@ from sqlalchemy import (
     DateTime,
     Engine,
     Float,
+    Index,
     Integer,
     MetaData,
     Numeric,
@@ -529,14 +530,49 @@ def _audit_log_append_only(target, connection, **_kw) -> None:
         connection.exec_driver_sql(statement)
 
 
+# The transactional outbox (``gateway.ledger.outbox``): one row per document (confirmation,
+# reversal, adjustment, manual stock posting) and configured target, inserted in the
+# transaction that posts the document; the delivery workers (``gateway.outputs.worker``)
+# move it to delivered or parked. ``key`` is what the target sees, so a resend is a no-op there.
+outbox = Table(
+    "outbox", metadata,
+    _id(),
+    Column("key", String(200), nullable=False, unique=True),  # "<document>:<what>:<target>"
+    Column("target", String(64), nullable=False),
+    Column("what", String(16), nullable=False),  # confirmation | reversal | adjustment | stock
+    Column("document", String(96), nullable=False),
+    Column("order_no", String(64)),
+    Column("machine", String(64)),
+    Column("payload", Text, nullable=False),  # JSON, docs/outputs.schema.json
+    # pending → delivered | parked | skipped; unknown = sent without an answer (ask the target first)
+    Column("status", String(12), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("next_at", UtcDateTime, nullable=False),  # not tried again before this (backoff)
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("delivered_at", UtcDateTime),
+    Column("last_error", Text, nullable=False, default=""),  # the target's own message
+    Index("ix_outbox_open", "target", "status", "id"),
+)
+
+# Which targets a machine's documents go to: written by the running gateway from its mapping's
+# ``outputs:`` (a start, a reload), read by every transaction that posts a document. ``machine``
+# "*" is every machine (and the documents of no machine: manual stock postings).
+outbox_routes = Table(
+    "outbox_routes", metadata,
+    Column("target", String(64), primary_key=True),
+    Column("machine", String(64), primary_key=True),
+)
+
+
 # -- schema version ------------------------------------------------------------------------
 # One row: the version of the tables above. A fresh ledger is created from this module and
 # stamped with SCHEMA_VERSION (and alembic's head revision); a ledger of another version is
 # refused at open (``LedgerVersionError``) and upgraded by ``gateway db upgrade`` (alembic,
 # ``gateway/ledger/migrations``). Changing a table above means: a new migration that sets
 # this row to the new number, and SCHEMA_VERSION raised to it.
-SCHEMA_VERSION = 6  # 1: the schema before version numbers (baseline); 2: counted_units; 3: leases;
-# 4: mapping_reloads; 5: mapping_versions; 6: audit_log
+SCHEMA_VERSION = 7  # 1: the schema before version numbers (baseline); 2: counted_units; 3: leases;
+# 4: mapping_reloads; 5: mapping_versions; 6: audit_log; 7: outbox, outbox_routes
 UPGRADE_COMMAND = "gateway db upgrade --db URL"
 
 schema_version = Table(

@@ -24,6 +24,9 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Dis
 # Names in the mapping are the master data's ids (work centers, operations, orders) or
 # follow the same rules (sources, machines): text, even when written as a bare number.
 from gateway.masterdata.model import Id
+from gateway.outputs.erpnext import ErpNextConfig
+from gateway.outputs.odoo import OdooConfig
+from gateway.outputs.sap_odata import SapODataConfig
 from gateway.yamldoc import HIDDEN
 
 CounterType = Literal["uint16", "uint32", "uint64"]
@@ -363,6 +366,83 @@ class Machine(_Strict):
     job_counters: Literal["continue", "reset"] = "continue"
 
 
+# -- outputs (gateway.outputs): where confirmations and goods movements are delivered ------------
+
+_ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+
+def env_ref(text: str) -> str | None:
+    """The variable a ``${NAME}`` value names (a secret taken from the environment), else None."""
+    m = _ENV_REF.match(text.strip())
+    return m.group(1) if m else None
+
+
+def _http_url(url: str) -> str:
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"must start with http:// or https://, got '{url}'")
+    return url
+
+
+def _mqtt_url(url: str) -> str:
+    if not url.startswith(("mqtt://", "mqtts://")):
+        raise ValueError(f"must start with mqtt:// or mqtts://, got '{url}'")
+    return url
+
+
+class WebhookOutput(_Strict):
+    url: Annotated[str, AfterValidator(_http_url)]
+    # HMAC-SHA256 key of the X-Signature header: write "${NAME}" to take it from the environment.
+    secret: SecretStr | None = None
+    timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    headers: dict[str, str] = {}
+
+
+class MqttOutput(_Strict):
+    # mqtt://[user@]host[:1883] or mqtts://[user@]host[:8883]
+    url: Annotated[str, AfterValidator(_mqtt_url)]
+    password: SecretStr | None = None  # "${NAME}": from the environment
+    # Unified namespace: <site>/<area>/<line>/<machine>/…; the line is the machine's source.
+    site: Id = "site"
+    area: Id = "area"
+    client_id: str | None = None  # default: backflush-<instance>-<output name>
+    ca_file: str | None = None  # mqtts: a CA bundle other than the system's
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+
+
+class Output(_Strict):
+    # Exactly one kind. The ERP kinds' settings live with their adapters (gateway/outputs/<kind>.py).
+    webhook: WebhookOutput | None = None
+    mqtt: MqttOutput | None = None
+    erpnext: ErpNextConfig | None = None
+    odoo: OdooConfig | None = None
+    sap_odata: SapODataConfig | None = None
+    # Which machines' documents go here (default all); `lines` names sources (a line's machines).
+    machines: list[Id] | None = None
+    lines: list[Id] | None = None
+    max_attempts: Annotated[int, Field(ge=1, le=10_000)] = 20  # then parked with the target's message
+    retry_min_s: Annotated[float, Field(gt=0, le=600)] = 1.0
+    retry_max_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Output:
+        kinds = [k for k in OUTPUT_KINDS if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(f"an output is exactly one of {', '.join(OUTPUT_KINDS)}; got "
+                             f"{', '.join(kinds) if kinds else 'none'}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in OUTPUT_KINDS if getattr(self, k) is not None)
+
+    @property
+    def settings(self) -> Any:
+        return getattr(self, self.kind)
+
+
+OUTPUT_KINDS = ("webhook", "mqtt", "erpnext", "odoo", "sap_odata")
+
+
 class Mapping(_Strict):
     # Optional master-data file (relative to the mapping) used by `gateway validate`
     # to check references to work centers, materials and orders.
@@ -376,3 +456,24 @@ class Mapping(_Strict):
     # What the gateway calls itself to OPC UA servers: in its certificate and its sessions.
     # Default: urn:<host name>:backflush-gateway.
     application_uri: Annotated[str, Field(min_length=1)] | None = None
+    # Where confirmations and goods movements are delivered (docs/outputs.md), by name.
+    outputs: dict[Id, Output] = {}
+
+    @model_validator(mode="after")
+    def _output_routes(self) -> Mapping:
+        for name, out in self.outputs.items():
+            for m in out.machines or []:
+                if m not in self.machines:
+                    raise ValueError(f"outputs.{name}.machines: no machine {m!r} in `machines`")
+            for line in out.lines or []:
+                if line not in self.sources:
+                    raise ValueError(f"outputs.{name}.lines: no source {line!r} in `sources`")
+        return self
+
+    def output_machines(self, name: str) -> list[str] | None:
+        """The machines an output is routed to; None: every machine (and documents of none)."""
+        out = self.outputs[name]
+        if out.machines is None and out.lines is None:
+            return None
+        chosen = set(out.machines or []) | {m for m, cfg in self.machines.items() if cfg.source in (out.lines or [])}
+        return sorted(chosen)

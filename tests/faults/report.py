@@ -55,6 +55,12 @@ SCENARIOS = [  # (name in the figures, what is broken)
      "10 s; restarted, it recounts from the last commit"),
     ("kill -9 after a claimed posting", "gateway SIGKILLed the moment a new `confirmation_posted` appears in its "
      "log, 12 rounds (40 with --soak): every confirmation the log claimed is in the ledger, none claimed twice"),
+    ("outputs: webhook down", "the webhook receiver refuses connections for 3 s (30 s with --soak) while confirmations "
+     "are posted; every one reaches it exactly once by key, none parked (tests/outputs/test_webhook_delivery.py)"),
+    ("outputs: commit then timeout", "the receiver takes the effect, then answers after the timeout: the delivery is "
+     "looked up (HEAD by key), never POSTed again"),
+    ("outputs: broker restart", "a private Mosquitto stopped and started while confirmations are published: every key "
+     "arrives, the rows end delivered (tests/outputs/test_mqtt_delivery.py)"),
 ]
 
 # Written by hand, not measured: kept here so that it survives regenerating the document.

@@ -34,7 +34,7 @@ def _ledger_of_version_1(url: str):
             "scrap_qty": D(0), "uom": "PC", "start_pos": "good=0:0", "end_pos": "good=0:20",
             "first_source_time": T0, "last_source_time": T0, "trigger": "every_units", "posted_at": T0}])
         for later in ("counted_units", "machine_leases", "gateway_instances", "mapping_reloads",
-                      "mapping_versions", "audit_log"):  # versions 2-6
+                      "mapping_versions", "audit_log", "outbox", "outbox_routes"):  # versions 2-7
             conn.execute(text(f"DROP TABLE {later}"))
         conn.execute(text("DROP TABLE schema_version"))
         conn.execute(text("DROP TABLE alembic_version"))

@@ -1,0 +1,316 @@
+"""The transactional outbox: what is to be delivered to each configured output, written with the posting.
+
+For: the transactions that post a document (``posting.backflush`` for a confirmation, a
+reversal, an adjustment, a manual stock posting) call ``enqueue`` on their own
+``LedgerTx``, so a delivery row exists exactly when the document does — a crash between
+posting and delivering loses nothing, and a rolled-back posting leaves no delivery behind.
+The delivery workers (``gateway.outputs.worker``) read and mark rows here on connections of
+their own; the CLI and HTTP API list, retry, park and skip them (``gateway.app.outbox``).
+
+Routing: the running gateway writes its mapping's ``outputs:`` as (target, machine) rows in
+``outbox_routes`` (``set_routes``); every posting transaction reads them, so a command-line
+reversal is routed like the service's confirmations. A document of no machine (a manual
+stock posting) goes to the targets routed to every machine (``*``); one of an order without
+a machine (an adjustment) also to the targets of the machines that confirmed on the order.
+
+A row's ``key`` ("<document>:<what>:<target>") is unique: the target sees it, and a second
+insert of the same delivery would fail the posting rather than deliver twice.
+
+Must never: decide what a posting is (it copies what the transaction wrote), send anything
+over a network, or update a row outside the transitions below
+(pending/unknown → delivered | parked | pending/unknown again; parked → pending | skipped).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, insert, or_, select, update
+
+from gateway.ledger import schema as t
+from gateway.ledger.audit import Action, manual
+from gateway.ledger.claims import claim
+from gateway.ledger.tx import LedgerTx
+
+_O = t.outbox.c
+EVERY_MACHINE = "*"
+OPEN = ("pending", "unknown")  # a worker delivers these
+STATUSES = ("pending", "unknown", "delivered", "parked", "skipped")
+PAYLOAD_VERSION = 1
+
+
+class OutboxRefused(ValueError):
+    """A manual outbox action that cannot be done (unknown id, wrong state); the message says why."""
+
+
+def jsonable(value: Any) -> Any:
+    """Payload values as JSON has them: Decimal as a string (exact), times in ISO 8601."""
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "value") and not isinstance(value, str | int | float | bool):  # enums
+        return value.value
+    return value
+
+
+def movements(ms) -> list[dict]:
+    return [{"type": m.kind.value, "material": m.material, "location": m.location, "qty": m.qty, "uom": m.uom,
+             "lot": m.lot, "bom_item": m.bom_item} for m in ms]
+
+
+def activities(acts) -> list[dict]:
+    return [{"operation": a.operation, "work_center": a.work_center, "activity": a.activity, "hours": a.hours,
+             "cost": a.cost, "currency": a.currency} for a in acts]
+
+
+# -- routing -----------------------------------------------------------------------------
+
+
+def set_routes(engine: Engine, routes: dict[str, list[str] | None]) -> None:
+    """Replace the routes of the targets named in ``routes`` (target → machines, None: every machine).
+
+    Targets not named keep their rows: another gateway on the same ledger may route them.
+    """
+    rows = [{"target": name, "machine": m} for name, machines in sorted(routes.items())
+            for m in (sorted(set(machines)) if machines is not None else [EVERY_MACHINE])]
+    with engine.begin() as conn:
+        if routes:
+            conn.execute(delete(t.outbox_routes).where(t.outbox_routes.c.target.in_(sorted(routes))))
+        if rows:
+            conn.execute(insert(t.outbox_routes), rows)
+
+
+def drop_routes(engine: Engine, targets: Iterable[str]) -> None:
+    """Targets removed from the mapping: nothing new is routed to them (their open rows stay)."""
+    names = sorted(set(targets))
+    if names:
+        with engine.begin() as conn:
+            conn.execute(delete(t.outbox_routes).where(t.outbox_routes.c.target.in_(names)))
+
+
+def _routes(tx: LedgerTx) -> dict[str, set[str]]:
+    """The routes, read once per transaction (kept on its LedgerTx)."""
+    routes = getattr(tx, "_outbox_routes", None)
+    if routes is None:
+        routes = {}
+        for target, machine in tx.conn.execute(select(t.outbox_routes.c.target, t.outbox_routes.c.machine)):
+            routes.setdefault(target, set()).add(machine)
+        tx._outbox_routes = routes
+    return routes
+
+
+def _targets(tx: LedgerTx, machine: str | None, order: str | None) -> list[str]:
+    routes = _routes(tx)
+    if not routes:
+        return []
+    if machine is not None:
+        machines = {machine}
+    elif order is not None:
+        c = t.confirmations.c
+        machines = set(tx.conn.execute(select(c.machine).where(c.order_no == order).distinct()).scalars())
+    else:
+        machines = set()
+    return sorted(name for name, ms in routes.items() if EVERY_MACHINE in ms or ms & machines)
+
+
+def enqueue(tx: LedgerTx, what: str, document: str, *, order: str | None, machine: str | None,
+            body: dict[str, Any], now: datetime) -> int:
+    """One delivery row per target this document is routed to, buffered in ``tx``; how many."""
+    targets = _targets(tx, machine, order)
+    if not targets:
+        return 0
+    payload = json.dumps(jsonable({"version": PAYLOAD_VERSION, "what": what, "document": document,
+                                   "order": order, "machine": machine, **body}), sort_keys=True)
+    tx.insert(t.outbox, [{
+        "key": f"{document}:{what}:{target}", "target": target, "what": what, "document": document,
+        "order_no": order, "machine": machine, "payload": payload, "status": "pending", "attempts": 0,
+        "created_at": now, "next_at": now, "updated_at": now, "delivered_at": None, "last_error": ""}
+        for target in targets])
+    return len(targets)
+
+
+def only_machine(conn: Connection, order: str) -> str | None:
+    """The machine of an order's confirmations when there is exactly one (an adjustment's machine)."""
+    c = t.confirmations.c
+    found = list(conn.execute(select(c.machine).where(c.order_no == order).distinct().limit(2)).scalars())
+    return found[0] if len(found) == 1 else None
+
+
+# -- the workers' side -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    id: int
+    key: str
+    target: str
+    what: str
+    document: str
+    order: str | None
+    machine: str | None
+    payload: str
+    status: str
+    attempts: int
+    created_at: datetime
+    next_at: datetime
+    updated_at: datetime
+    delivered_at: datetime | None
+    last_error: str
+
+
+def _row(r) -> Row:
+    return Row(r.id, r.key, r.target, r.what, r.document, r.order_no, r.machine, r.payload, r.status, r.attempts,
+               r.created_at, r.next_at, r.updated_at, r.delivered_at, r.last_error)
+
+
+def undelivered(engine: Engine, target: str, limit: int, *, machines: set[str] | None = None) -> list[Row]:
+    """The oldest rows of ``target`` not yet delivered or skipped (parked ones too: they hold their order
+    back), oldest first. With ``machines``: only theirs and those of no machine (the ownership rule)."""
+    q = select(t.outbox).where(_O.target == target, _O.status.in_(("pending", "unknown", "parked")))
+    if machines is not None:
+        q = q.where(or_(_O.machine.is_(None), _O.machine.in_(sorted(machines))))
+    with engine.connect() as conn:
+        return [_row(r) for r in conn.execute(q.order_by(_O.id).limit(limit))]
+
+
+@dataclass(frozen=True)
+class Mark:
+    """What became of one attempt: the row's new status, attempts, next try and the target's message."""
+
+    id: int
+    status: str
+    attempts: int
+    next_at: datetime
+    error: str = ""
+
+
+def mark(engine: Engine, marks: list[Mark], now: datetime | None = None) -> None:
+    """Write the attempts' outcomes in one transaction. Delivered is a fact and always written; any
+    other outcome only onto a row still open (a person may have parked or skipped it meanwhile)."""
+    if not marks:
+        return
+    now = now or t.utcnow()
+    delivered = [{"b_id": m.id, "b_attempts": m.attempts, "b_now": now} for m in marks if m.status == "delivered"]
+    other = [{"b_id": m.id, "b_status": m.status, "b_attempts": m.attempts, "b_next": m.next_at, "b_err": m.error[:2000],
+              "b_now": now} for m in marks if m.status != "delivered"]
+    with engine.begin() as conn:
+        if delivered:
+            conn.execute(update(t.outbox).where(_O.id == bindparam("b_id")).values(
+                status="delivered", attempts=bindparam("b_attempts"), delivered_at=bindparam("b_now"),
+                updated_at=bindparam("b_now"), last_error=""), delivered)
+        if other:
+            # (no IN (…) with executemany: PostgreSQL's driver cannot expand it per row)
+            conn.execute(update(t.outbox).where(and_(_O.id == bindparam("b_id"),
+                                                     or_(_O.status == "pending", _O.status == "unknown"))).values(
+                status=bindparam("b_status"), attempts=bindparam("b_attempts"), next_at=bindparam("b_next"),
+                updated_at=bindparam("b_now"), last_error=bindparam("b_err")), other)
+
+
+@dataclass(frozen=True)
+class TargetStats:
+    target: str
+    pending: int  # pending + unknown
+    oldest_seconds: float  # age of the oldest of them; 0 when none
+    parked: int
+
+
+def stats(engine: Engine, now: datetime | None = None) -> list[TargetStats]:
+    """Per target (routed or with rows): what waits, how old the oldest is, what is parked."""
+    now = now or t.utcnow()
+    with engine.connect() as conn:
+        waiting = {r.target: (r.n, r.oldest) for r in conn.execute(
+            select(_O.target, func.count().label("n"), func.min(_O.created_at).label("oldest"))
+            .where(_O.status.in_(OPEN)).group_by(_O.target))}
+        parked = dict(conn.execute(select(_O.target, func.count()).where(_O.status == "parked").group_by(_O.target)).all())
+        routed = set(conn.execute(select(t.outbox_routes.c.target).distinct()).scalars())
+    out = []
+    for target in sorted(routed | set(waiting) | set(parked)):
+        n, oldest = waiting.get(target, (0, None))
+        oldest = t.UtcDateTime().process_result_value(oldest, engine.dialect) if isinstance(oldest, str) else oldest
+        age = max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
+        out.append(TargetStats(target, n, age, parked.get(target, 0)))
+    return out
+
+
+# -- manual actions (``gateway outbox …``) -------------------------------------------------
+
+
+def listed(engine: Engine, *, status: str | None = None, target: str | None = None, order: str | None = None,
+           limit: int = 500) -> list[Row]:
+    """Rows newest first; by default those not delivered (pending, unknown, parked)."""
+    q = select(t.outbox)
+    if status == "all":
+        pass
+    elif status is not None:
+        if status not in STATUSES:
+            raise OutboxRefused(f"unknown status {status!r}: one of {', '.join(STATUSES)} or all")
+        q = q.where(_O.status == status)
+    else:
+        q = q.where(_O.status.in_(("pending", "unknown", "parked")))
+    if target is not None:
+        q = q.where(_O.target == target)
+    if order is not None:
+        q = q.where(_O.order_no == order)
+    with engine.connect() as conn:
+        return [_row(r) for r in conn.execute(q.order_by(_O.id.desc()).limit(limit))]
+
+
+_MOVES = {  # action → (from these statuses, to this one)
+    "retry": (("parked", "pending", "unknown"), "pending"),
+    "park": (("pending", "unknown"), "parked"),
+    "skip": (("parked", "pending", "unknown"), "skipped"),
+}
+
+
+def act(engine: Engine, verb: str, ids: list[int], reason: str = "", *, audit: Action | None = None,
+        now: datetime | None = None) -> list[Row]:
+    """``retry`` (send again now, attempts from 0; an unknown one is asked about first), ``park`` (a person
+    holds it) or ``skip`` (never deliver it: the target got it another way). All or nothing; the audit row
+    in the same transaction. Refused for an unknown id or one in a state the action does not apply to."""
+    if verb not in _MOVES:
+        raise OutboxRefused(f"unknown outbox action {verb!r}")
+    if not ids:
+        raise OutboxRefused("name the deliveries (ids from `gateway outbox list`)")
+    if verb in ("park", "skip") and not reason.strip():
+        raise OutboxRefused(f"give a reason to {verb} a delivery (--reason)")
+    frm, to = _MOVES[verb]
+    now = now or t.utcnow()
+    with manual(engine, audit) as record:
+        conn = record.conn
+        rows = {r.id: _row(r) for r in conn.execute(
+            select(t.outbox).where(_O.id.in_(sorted(set(ids)))).with_for_update())}
+        for i in ids:
+            if i not in rows:
+                raise OutboxRefused(f"no delivery {i} in the outbox")
+            if rows[i].status not in frm:
+                raise OutboxRefused(f"delivery {i} ({rows[i].key}) is {rows[i].status}; "
+                                    f"{verb} applies to {' or '.join(frm)} deliveries")
+        record.before = {"outbox": {str(i): r.status for i, r in sorted(rows.items())}}
+        orders = {r.order for r in rows.values() if r.order}
+        record.order = orders.pop() if len(orders) == 1 else None
+        record.subject = " ".join(f"outbox:{i}" for i in sorted(rows))
+        values: dict[str, Any] = {"status": to, "updated_at": now}
+        if verb == "retry":
+            values |= {"attempts": 0, "next_at": now}
+        else:
+            values |= {"last_error": f"{verb} by hand: {reason}"}
+        for i, r in sorted(rows.items()):
+            # retry of an unknown row keeps it unknown: the worker asks the target before sending again
+            v = dict(values, status="unknown") if verb == "retry" and r.status == "unknown" else values
+            conn.execute(update(t.outbox).where(_O.id == i).values(**v))
+            claim(f"outbox_{verb}", f"outbox:{i}", delivery=i, key=r.key, target=r.target, reason=reason)
+        return [_row(r) for r in conn.execute(select(t.outbox).where(_O.id.in_(sorted(rows))).order_by(_O.id))]
+
+
+def backoff_until(now: datetime, seconds: float) -> datetime:
+    return now + timedelta(seconds=seconds)

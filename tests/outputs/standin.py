@@ -1,0 +1,109 @@
+"""A webhook receiver for tests: a real HTTP server on a thread that counts effects per Idempotency-Key.
+
+It behaves as a receiver should (dedupes by key: the first POST of a key takes effect, a later
+one answers 200 without a second effect; ``HEAD /<key>`` says 200 when it has the key, 404
+when not) and can be told to misbehave: ``down`` (connections refused: the listener closes),
+``slow`` (answers after ``delay_s``), ``error`` (503), ``refuse`` (422 with a message, for keys
+matching ``refuse_keys``), ``commit_then_hang`` (takes the effect, then answers too late).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote
+
+
+class Standin:
+    def __init__(self, port: int, secret: str | None = None) -> None:
+        self.port = port
+        self.secret = secret
+        self.mode = "up"
+        self.delay_s = 0.0
+        self.refuse_keys: set[str] = set()
+        self.hang_keys: set[str] = set()  # commit, then answer after delay_s (once per key)
+        self.effects: Counter[str] = Counter()  # key → effects taken (must end at 1 each)
+        self.posts: Counter[str] = Counter()  # key → POSTs received
+        self.order: list[str] = []  # keys in the order their effect was taken
+        self.bodies: dict[str, dict] = {}
+        self.bad_signatures = 0
+        self.lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self.up()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def up(self) -> None:
+        if self._server is not None:
+            return
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_HEAD(self):
+                key = unquote(self.path.rsplit("/", 1)[-1])
+                with standin.lock:
+                    have = standin.effects[key] > 0
+                self.send_response(200 if have else 404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                key = self.headers.get("Idempotency-Key", "")
+                if standin.secret is not None:
+                    want = "sha256=" + hmac.new(standin.secret.encode(), body, hashlib.sha256).hexdigest()
+                    if self.headers.get("X-Signature") != want:
+                        standin.bad_signatures += 1
+                        return self._answer(401, "bad signature")
+                with standin.lock:
+                    standin.posts[key] += 1
+                if standin.mode == "error":
+                    return self._answer(503, "maintenance")
+                if key in standin.refuse_keys:
+                    return self._answer(422, f"order closed for {key}")
+                if standin.mode == "slow":
+                    time.sleep(standin.delay_s)
+                with standin.lock:
+                    if standin.effects[key] == 0:
+                        standin.order.append(key)
+                        standin.bodies[key] = json.loads(body)
+                    standin.effects[key] += 0 if standin.effects[key] else 1
+                    hang = key in standin.hang_keys
+                    standin.hang_keys.discard(key)
+                if hang:
+                    time.sleep(standin.delay_s)
+                self._answer(200, "ok")
+
+            def _answer(self, status: int, text: str):
+                data = json.dumps({"message": text}).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:
+                    pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def down(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def close(self) -> None:
+        self.down()

@@ -1,0 +1,44 @@
+"""The running gateway (real OPC UA simulator, real ledger) delivers every confirmation it posts to a
+webhook receiver exactly once by key, including those posted at shutdown."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from gateway.demo import wait_until
+from gateway.ledger import schema as t
+from gateway.mapping.model import Mapping
+from simulators.machine import SimMachineConfig
+from simulators.opcua_plc import OpcUaPlc
+from tests.integration.lines import Line
+from tests.integration.test_service import mapping_for
+from tests.outputs.standin import Standin
+from tests.support import free_port
+
+
+async def test_the_gateway_delivers_every_posted_confirmation_once(ledger_url):
+    standin = Standin(free_port())
+    port = free_port()
+    base = mapping_for(port, "ASSY-03").model_dump(mode="json", exclude_none=True)
+    mapping = Mapping.model_validate({**base, "outputs": {"hook": {"webhook": {"url": standin.url},
+                                                                    "retry_min_s": 0.1, "retry_max_s": 0.5}}})
+    try:
+        line = Line(ledger_url, OpcUaPlc([SimMachineConfig("ASSY-03", rate_hz=60, order="1000124", seed=5)],
+                                         port=port, tick_s=0.01), mapping)
+        async with line as p:
+            await p.produce(1.5)
+            with p.engine.connect() as conn:
+                posted_so_far = set(conn.execute(select(t.confirmations.c.id)).scalars())
+            await wait_until(lambda: {k.split(":")[0] for k in standin.effects} >= posted_so_far, 20,
+                             "the receiver to get the confirmations")
+        with p.engine.connect() as conn:
+            posted = set(conn.execute(select(t.confirmations.c.id)).scalars())
+            statuses = dict(conn.execute(select(t.outbox.c.key, t.outbox.c.status)).all())
+        assert len(posted) >= 2
+        assert set(statuses) == {f"{c}:confirmation:hook" for c in posted}
+        assert all(n == 1 for n in standin.effects.values())
+        # those posted at shutdown wait in the outbox for the next start (never lost)
+        assert {k for k, s in statuses.items() if s == "delivered"} == set(standin.effects)
+        assert {s for k, s in statuses.items() if k not in standin.effects} <= {"pending"}
+    finally:
+        standin.close()

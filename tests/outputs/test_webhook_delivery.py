@@ -1,0 +1,186 @@
+"""Outbox → webhook: every confirmation reaches the receiver exactly once by key, through outages,
+slow answers, a commit followed by a timeout, and a business refusal (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import select
+
+from gateway.ledger import outbox
+from gateway.ledger import schema as t
+from gateway.ledger.operations import reverse_confirmation
+from gateway.mapping.model import Output
+from gateway.outputs.webhook import WebhookTarget
+from gateway.outputs.worker import DeliveryWorker, WorkerOptions
+from tests.outputs.standin import Standin
+from tests.support import free_port, ledger_with_masterdata, post_units
+
+MASTERDATA = """
+materials:
+  CAP:    {uom: PC}
+  RESIN:  {uom: KG, decimals: 3, negative_stock: allowed}
+work_centers:
+  WC1: {labor_rate: 40, machine_rate: 60, overhead_pct_of_labor: 50, supply_location: LS1}
+boms:
+  CAP:
+    base_quantity: 1
+    items:
+      - {item: "0010", material: RESIN, quantity: 0.01, operation: "0010"}
+routings:
+  CAP:
+    operations:
+      - {operation: "0010", work_center: WC1, setup_hours: 0, machine_hours: 0.001, labor_hours: 0.001}
+orders:
+  "7000001": {material: CAP, quantity: 100000, receipt_location: FG}
+  "7000002": {material: CAP, quantity: 100000, receipt_location: FG}
+"""
+
+T = datetime(2026, 6, 1, 12, tzinfo=UTC)
+SECRET = "s3cret"
+
+
+@pytest.fixture
+def engine(ledger_url, tmp_path):
+    e = ledger_with_masterdata(ledger_url, MASTERDATA, tmp_path)
+    outbox.set_routes(e, {"hook": None})
+    yield e
+    e.dispose()
+
+
+@pytest.fixture
+def standin():
+    s = Standin(free_port(), secret=SECRET)
+    yield s
+    s.close()
+
+
+def worker(engine, standin, monkeypatch, **out) -> DeliveryWorker:
+    monkeypatch.setenv("HOOK_SECRET", SECRET)
+    cfg = Output(webhook={"url": standin.url, "secret": "${HOOK_SECRET}", "timeout_s": out.pop("timeout_s", 2)},
+                 retry_min_s=0.05, retry_max_s=0.5, **out)
+    return DeliveryWorker(engine, WebhookTarget("hook", cfg.webhook), cfg, options=WorkerOptions(poll_s=0.05))
+
+
+def confirm(engine, n: int, per_order: int = 10) -> list[str]:
+    """n confirmations, alternating two orders; their delivery keys."""
+    ids = []
+    for i in range(n):
+        c = post_units(engine, i * per_order, (i + 1) * per_order, order=("7000001", "7000002")[i % 2], at=T)
+        ids.append(c.id)
+    return [f"{i}:confirmation:hook" for i in ids]
+
+
+def rows(engine) -> dict[str, tuple[str, int, str]]:
+    with engine.connect() as conn:
+        return {r.key: (r.status, r.attempts, r.last_error) for r in conn.execute(select(t.outbox))}
+
+
+async def until(check, timeout_s: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def run_until(w: DeliveryWorker, check, timeout_s: float = 20.0, during=None) -> None:
+    task = asyncio.create_task(w.run())
+    try:
+        if during is not None:
+            await during()
+        await until(check, timeout_s)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def test_outbox_rows_are_written_with_the_confirmation_one_per_routed_target(engine):
+    outbox.set_routes(engine, {"hook": None, "press-only": ["M9"]})
+    keys = confirm(engine, 3)
+    found = rows(engine)
+    assert sorted(found) == sorted(keys)  # M1 is not routed to press-only
+    assert {v[0] for v in found.values()} == {"pending"}
+    with engine.connect() as conn:
+        payload = json.loads(conn.execute(select(t.outbox.c.payload).limit(1)).scalar())
+    assert payload["what"] == "confirmation" and payload["machine"] == "M1" and payload["yield_qty"] == "10"
+    assert [m["type"] for m in payload["movements"]] == ["261", "101"]
+
+
+async def test_every_confirmation_reaches_the_webhook_once_signed_and_in_order_per_order(engine, standin, monkeypatch):
+    keys = confirm(engine, 12)
+    w = worker(engine, standin, monkeypatch)
+    await run_until(w, lambda: len(standin.effects) == 12)
+    assert dict(standin.effects) == {k: 1 for k in keys}
+    assert standin.bad_signatures == 0
+    for order in ("7000001", "7000002"):  # each order's documents in posting order
+        seen = [k for k in standin.order if standin.bodies[k]["order"] == order]
+        assert seen == [k for k in keys if k in seen]
+    assert {v[0] for v in rows(engine).values()} == {"delivered"}
+    stats = outbox.stats(engine)
+    assert [(s.target, s.pending, s.parked) for s in stats] == [("hook", 0, 0)]
+
+
+async def test_target_down_then_back_nothing_lost_nothing_twice_none_parked(engine, standin, monkeypatch):
+    standin.down()
+    keys = confirm(engine, 6)
+    w = worker(engine, standin, monkeypatch)
+
+    async def outage():
+        await asyncio.sleep(3.0)  # the target is down 3 s (30 s in the fault report's scenario)
+        assert standin.effects == {}
+        assert all(v[0] == "pending" and v[1] >= 1 for v in rows(engine).values() if v[1])
+        standin.up()
+
+    await run_until(w, lambda: len(standin.effects) == 6, during=outage)
+    assert dict(standin.effects) == {k: 1 for k in keys}
+    assert {v[0] for v in rows(engine).values()} == {"delivered"}
+
+
+async def test_commit_then_timeout_is_looked_up_not_resent(engine, standin, monkeypatch):
+    keys = confirm(engine, 3)
+    standin.hang_keys = {keys[1]}
+    standin.delay_s = 1.5
+    w = worker(engine, standin, monkeypatch, timeout_s=0.5)
+    await run_until(w, lambda: len(standin.effects) == 3 and rows(engine)[keys[1]][0] == "delivered")
+    assert dict(standin.effects) == {k: 1 for k in keys}
+    assert standin.posts[keys[1]] == 1  # found on the target by HEAD, never POSTed again
+    assert rows(engine)[keys[1]][1] == 2  # the timed-out send, then the lookup
+
+
+async def test_5xx_is_retried_and_a_business_refusal_is_parked_holding_its_order_back(engine, standin, monkeypatch):
+    keys = confirm(engine, 4)  # orders: 1, 2, 1, 2
+    standin.refuse_keys = {keys[0]}
+    standin.mode = "error"
+    w = worker(engine, standin, monkeypatch)
+
+    async def maintenance():
+        await asyncio.sleep(0.5)
+        standin.mode = "up"
+
+    await run_until(w, lambda: len(standin.effects) == 2 and rows(engine)[keys[0]][0] == "parked",
+                    during=maintenance)
+    await asyncio.sleep(0.3)
+    found = rows(engine)
+    assert found[keys[0]] == ("parked", found[keys[0]][1], f'HTTP 422: {{"message": "order closed for {keys[0]}"}}')
+    assert found[keys[2]][0] == "pending"  # the same order's next one waits behind the parked one
+    assert sorted(standin.effects) == sorted([keys[1], keys[3]])
+
+    standin.refuse_keys = set()
+    [retried] = outbox.act(engine, "retry", [next(r.id for r in outbox.listed(engine) if r.key == keys[0])])
+    assert retried.status == "pending" and retried.attempts == 0
+    await run_until(w, lambda: len(standin.effects) == 4)
+    assert dict(standin.effects) == {k: 1 for k in keys}
+    assert standin.order.index(keys[0]) < standin.order.index(keys[2])
+
+
+async def test_a_reversal_is_delivered_after_its_confirmation(engine, standin, monkeypatch):
+    [key] = confirm(engine, 1)
+    confirmation = key.split(":")[0]
+    reverse_confirmation(engine, confirmation, "wrong order")
+    w = worker(engine, standin, monkeypatch)
+    await run_until(w, lambda: len(standin.effects) == 2)
+    assert standin.order == [key, f"R-{confirmation}:reversal:hook"]
+    assert standin.bodies[f"R-{confirmation}:reversal:hook"]["yield_qty"] == "-10"
