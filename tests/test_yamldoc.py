@@ -110,7 +110,7 @@ def test_an_alias_cycle_is_an_error() -> None:
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        (b"", "input.yaml:1: the file is empty; expected the keys masterdata, sources, machines, pki, application_uri"),
+        (b"", "input.yaml:1: the file is empty; expected the keys masterdata, sources, machines, pki, application_uri, outputs"),
         (b"a: b: c\n", "input.yaml:1: YAML syntax: mapping values are not allowed here"),
         (
             b"sources: {}\nmachines:\n\tX: 1\n",
