@@ -368,13 +368,7 @@ class Machine(_Strict):
 
 # -- outputs (gateway.outputs): where confirmations and goods movements are delivered ------------
 
-_ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
-
-def env_ref(text: str) -> str | None:
-    """The variable a ``${NAME}`` value names (a secret taken from the environment), else None."""
-    m = _ENV_REF.match(text.strip())
-    return m.group(1) if m else None
 
 
 def _http_url(url: str) -> str:

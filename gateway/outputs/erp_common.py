@@ -124,11 +124,9 @@ def short_key(key: str, limit: int) -> str:
 
 
 def credential(value: SecretStr, what: str) -> str:
-    """A secret of the mapping; ``${NAME}`` still in it (a mapping built in code rather than
-    loaded from YAML, which expands it) is taken from the environment, as the webhook does."""
-    from gateway.outputs.webhook import resolve_secret  # not at import: the mapping model imports us
-
-    return resolve_secret(value.get_secret_value(), what) or ""
+    """A secret of the mapping, as the mapping file's ``${NAME}`` expanded it when it was read
+    (``what`` names it for messages)."""
+    return value.get_secret_value()
 
 
 def transport_outcome(exc: httpx.HTTPError, target: str) -> Outcome:

@@ -29,7 +29,6 @@ import structlog
 
 from gateway.mapping.model import MqttOutput
 from gateway.outputs.base import Delivery, Outcome
-from gateway.outputs.webhook import resolve_secret
 
 log = structlog.get_logger("gateway.outputs")
 
@@ -47,7 +46,7 @@ class MqttTarget:
         self._port = url.port or (8883 if self._tls else 1883)
         self._user = unquote(url.username) if url.username else None
         password = cfg.password.get_secret_value() if cfg.password else (unquote(url.password) if url.password else None)
-        self._password = resolve_secret(password, f"outputs.{name}.mqtt.password")
+        self._password = password
         self._ca = cfg.ca_file
         self._keepalive = cfg.keepalive_s
         self._client_id = cfg.client_id or client_id or f"backflush-{name}"

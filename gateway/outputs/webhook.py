@@ -19,28 +19,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 from urllib.parse import quote
 
 import httpx
 
-from gateway.mapping.model import WebhookOutput, env_ref
+from gateway.mapping.model import WebhookOutput
 from gateway.outputs.base import Delivery, Outcome, target_message
 
 RETRY_STATUSES = {408, 425, 429}
-
-
-def resolve_secret(value: str | None, what: str) -> str | None:
-    """A ``${NAME}`` value from the environment (refused when the variable is not set), else as written."""
-    if value is None:
-        return None
-    name = env_ref(value)
-    if name is None:
-        return value
-    found = os.environ.get(name)
-    if found is None:
-        raise ValueError(f"{what}: the environment variable {name} is not set")
-    return found
 
 
 def body_of(d: Delivery) -> bytes:
@@ -56,8 +42,8 @@ class WebhookTarget:
     def __init__(self, name: str, cfg: WebhookOutput) -> None:
         self.name = name
         self.url = cfg.url
-        self._secret = resolve_secret(cfg.secret.get_secret_value() if cfg.secret else None,
-                                      f"outputs.{name}.webhook.secret")
+        # `${NAME}` was expanded from the environment when the mapping was read (gateway.yamldoc).
+        self._secret = cfg.secret.get_secret_value() if cfg.secret else None
         self._headers = dict(cfg.headers)
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(cfg.timeout_s), follow_redirects=False)
 

@@ -54,10 +54,10 @@ def engine(ledger_url, tmp_path):
 
 
 def worker(engine, name: str, settings: dict, monkeypatch) -> DeliveryWorker:
-    monkeypatch.setenv("ERP_SECRET", settings.pop("secret"))
+    secret = settings.pop("secret")  # what `${NAME}` in a mapping file expands to when it is read
     secret_field = "api_secret" if name == "erpnext" else "password"
     kind = {"erpnext": "erpnext", "odoo": "odoo", "s4": "sap_odata"}[name]
-    out = Output(**{kind: {**settings, secret_field: "${ERP_SECRET}", "timeout_s": 1.0}},
+    out = Output(**{kind: {**settings, secret_field: secret, "timeout_s": 1.0}},
                  retry_min_s=0.05, retry_max_s=0.3)
     target = registry.BUILDERS[kind](name, out.settings, None)
     return DeliveryWorker(engine, target, out, options=WorkerOptions(poll_s=0.05, call_timeout_s=10))

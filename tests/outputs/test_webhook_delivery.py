@@ -59,8 +59,7 @@ def standin():
 
 
 def worker(engine, standin, monkeypatch, **out) -> DeliveryWorker:
-    monkeypatch.setenv("HOOK_SECRET", SECRET)
-    cfg = Output(webhook={"url": standin.url, "secret": "${HOOK_SECRET}", "timeout_s": out.pop("timeout_s", 2)},
+    cfg = Output(webhook={"url": standin.url, "secret": SECRET, "timeout_s": out.pop("timeout_s", 2)},
                  retry_min_s=0.05, retry_max_s=0.5, **out)
     return DeliveryWorker(engine, WebhookTarget("hook", cfg.webhook), cfg, options=WorkerOptions(poll_s=0.05))
 
