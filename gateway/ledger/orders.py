@@ -178,6 +178,16 @@ def complete_order(engine: Engine, number: str, *, now: datetime | None = None,
         order = _order(conn, number)
         if order.status != "released":
             raise OperationRefused(f"order {number} is {order.status} already")
+        pu = t.pending_units.c
+        waiting = [(r.machine, r.yield_qty + r.scrap_qty) for r in conn.execute(
+            select(pu.machine, pu.yield_qty, pu.scrap_qty).where(pu.order_no == number)) if r.yield_qty or r.scrap_qty]
+        if waiting:
+            # Completed now, those units could no longer be posted to it: they would wait in the
+            # error queue for a person. The machine confirms them at its next count or timer.
+            machines = ", ".join(f"{m} ({q} units)" for m, q in waiting)
+            raise OperationRefused(f"order {number} still has units counted but not yet confirmed on {machines}; "
+                                   "complete it after the machine's next confirmation (or once the machine has "
+                                   "moved to its next order)")
         record.before = {"status": order.status}
         record.changed = {"status": "completed"}
         movements = 0
