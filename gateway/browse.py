@@ -68,6 +68,7 @@ class Endpoint:
     config: OpcUaSourceConfig
     pki: Pki = field(default_factory=lambda: Pki("pki"))
     application_uri: str = field(default_factory=default_application_uri)
+    from_mapping: bool = False  # hints then name the mapping's keys, else browse's options
 
     @property
     def shown(self) -> str:
@@ -159,6 +160,10 @@ def _connect_problem(endpoint: Endpoint, exc: BaseException, timeout_s: float) -
         who = f"user {user!r}" if user else "an anonymous session"
         return (f"{endpoint.shown} refused {who} ({ua.StatusCode(exc.code).name}): check --username and the password "
                 f"(--password-file or OPCUA_PASSWORD), or the user's rights on the server")
+    if isinstance(exc, ConnectRefused) and exc.offered and not endpoint.from_mapping:
+        secured = [f"{p}:{m}" for p, m in exc.offered if p != "None"] or [f"{p}:{m}" for p, m in exc.offered]
+        return (f"{exc}; browse with --security {secured[0]}"
+                + ("; the server's certificate must then be trusted (`gateway pki trust`)" if secured else ""))
     if isinstance(exc, ConnectRefused):
         return f"{exc}; {connect_hint(exc, endpoint.config, endpoint.pki)}"
     if isinstance(exc, UaStatusCodeError):

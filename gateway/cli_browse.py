@@ -232,7 +232,8 @@ def _from_mapping(path: Path, name: str):
         fail((problems or [str(e) for e in loaded.errors]) + [f"error: cannot use source {name!r} of {path}"])
     if config.opcua is None:
         fail(f"error: source {name!r} of {path} is a {config.protocol} source; browse reads OPC UA servers")
-    return Endpoint(config.opcua, Pki(mapping.pki or "pki"), mapping.application_uri or default_application_uri())
+    return Endpoint(config.opcua, Pki(mapping.pki or "pki"), mapping.application_uri or default_application_uri(),
+                    from_mapping=True)
 
 
 def _password(password_file: Path | None) -> str | None:

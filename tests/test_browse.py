@@ -350,6 +350,15 @@ async def test_a_secured_server_is_refused_until_its_certificate_is_trusted(secu
     assert PASSWORD not in refused.output + result.output
 
 
+async def test_a_server_that_requires_security_names_the_browse_option_to_give(secure_plc: SecurePlc) -> None:
+    """Without a mapping, the hint is the command line's, not a mapping key."""
+    refused = await in_thread("browse", secure_plc.plc.endpoint, "--depth", "1")
+    one_line_error(refused, "error: the server offers no endpoint with policy None and mode None (it offers "
+                            "Basic256Sha256/SignAndEncrypt): it requires security; browse with --security "
+                            "Basic256Sha256:SignAndEncrypt; the server's certificate must then be trusted "
+                            "(`gateway pki trust`)")
+
+
 async def test_a_pinned_server_certificate_needs_no_trust_list(secure_plc: SecurePlc, tmp_path: Path) -> None:
     pki = tmp_path / "pki"
     args = (secure_plc.plc.endpoint, "--security", "Basic256Sha256:SignAndEncrypt", "--pki", str(pki),

@@ -440,7 +440,8 @@ async def browse_opcua(request: Request, source: Annotated[str, PathParam(max_le
     from gateway.pki import Pki, default_application_uri
 
     mapping, config = _source(request, source, "opcua")
-    endpoint = browse.Endpoint(config, Pki(mapping.pki or "pki"), mapping.application_uri or default_application_uri())
+    endpoint = browse.Endpoint(config, Pki(mapping.pki or "pki"), mapping.application_uri or default_application_uri(),
+                                from_mapping=True)
     try:
         found = await browse.browse(endpoint, node, depth=1, max_nodes=1000, timeout_s=5)
     except browse.BrowseError as exc:

@@ -127,10 +127,12 @@ class ConnectRefused(Exception):
     """A connection refused for a reason people must act on (security, certificates,
     endpoints): ``str()`` says why in one line, ``hint`` what to do next."""
 
-    def __init__(self, reason: str, hint: str, *, own_certificate: bool = False) -> None:
+    def __init__(self, reason: str, hint: str, *, own_certificate: bool = False,
+                 offered: tuple[tuple[str, str], ...] = ()) -> None:
         super().__init__(reason)
         self.hint = hint
         self.own_certificate = own_certificate  # about the gateway's certificate: name it in the hint
+        self.offered = offered  # (policy, mode) pairs the server offers, when no endpoint matched
 
 
 # Mapping names → asyncua's classes and modes; the URIs servers list go back to the names.
@@ -266,6 +268,7 @@ def _offered(endpoints: Sequence[ua.EndpointDescription]) -> str:
 
 def _no_endpoint(policy: str, mode: str, endpoints: Sequence[ua.EndpointDescription]) -> ConnectRefused:
     offered = _offered(endpoints)
+    pairs = tuple(tuple(p.split("/", 1)) for p in offered.split(", ") if "/" in p)
     reason = f"the server offers no endpoint with policy {policy} and mode {mode} (it offers {offered})"
     if mode == "None":
         secured = [p for p in offered.split(", ") if not p.startswith("None/")]
@@ -273,8 +276,9 @@ def _no_endpoint(policy: str, mode: str, endpoints: Sequence[ua.EndpointDescript
         return ConnectRefused(
             reason + ": it requires security",
             f"set `security: {{policy: {example[0]}, mode: {example[1]}}}` for this source in the mapping; "
-            "then the server's certificate must be trusted (`gateway pki list`, `gateway pki trust`)")
-    return ConnectRefused(reason, "set `security` in the mapping to one of the offered policy/mode pairs")
+            "then the server's certificate must be trusted (`gateway pki list`, `gateway pki trust`)", offered=pairs)
+    return ConnectRefused(reason, "set `security` in the mapping to one of the offered policy/mode pairs",
+                          offered=pairs)
 
 
 async def connect_client(client: Client, timeout: float) -> None:
