@@ -11,7 +11,10 @@ order change from 0 (a job reset). An order change that happened while the gatew
 reading (the first order value after a start or takeover differs from the committed one)
 is a job change it did not see: the old job's last units are unknown, and say so. A
 machine with ``count_when`` counts only while its state tag holds one of the listed
-values; units counted otherwise (or before its state is known) are held as anomalies.
+values; units counted otherwise (or before its state is known) are held as anomalies. A
+state read in the same snapshot as a counter (the same source time: one Modbus poll, one PLC
+scan) is that counter's state too: which of the two changed first is not known there, so
+counts read with a change into or out of production are counted, not held.
 
 Units counted while the order is unknown (no order number yet, or a number that is not
 in the master data) are kept pending under that number and recorded as an anomaly;
@@ -138,10 +141,13 @@ def counter_specs(name: str, machine: Machine) -> dict[str, CounterSpec]:
     return specs
 
 
-def _not_producing(rt: MachineRuntime) -> str | None:
-    """Why the machine is not producing now (``count_when``), or None while it is."""
+def _not_producing(rt: MachineRuntime, read_with: frozenset = frozenset()) -> str | None:
+    """Why the machine is not producing now (``count_when``), or None while it is.
+
+    ``read_with``: the states before and after a change read in the same snapshot as the
+    counter (see the module docstring)."""
     gate = rt.config.count_when
-    if gate is None or rt.state in gate.states:
+    if gate is None or rt.state in gate.states or any(s in gate.states for s in read_with):
         return None
     allowed = ", ".join(map(str, gate.states))
     if rt.state is None:
@@ -602,6 +608,7 @@ class Gateway:
         commit = Commit(source_times=[] if self.writer.recording else None)
         now = self.clock()
         self._first_states(values)
+        snapshots = self._state_snapshots(values)
         try:
             for tv in values:
                 rt = self.machines.get(tv.machine)
@@ -615,10 +622,21 @@ class Gateway:
                 elif tv.role == STATE_ROLE:
                     rt.state = tv.value if tv.quality is Quality.GOOD else None
                 else:
-                    self._counter_value(rt, tv, commit, now)
+                    self._counter_value(rt, tv, commit, now, snapshots.get((tv.machine, tv.source_time), frozenset()))
         finally:
             # What was applied in memory must reach the ledger even if a later value raised.
             self._submit(commit)
+
+    def _state_snapshots(self, values: list[TagValue]) -> dict[tuple[str, datetime], frozenset]:
+        """Per machine and source time of a state change in ``values``: the state before it and after."""
+        running: dict[str, object] = {}
+        out: dict[tuple[str, datetime], set] = {}
+        for tv in values:
+            rt = self.machines.get(tv.machine)
+            if tv.role == STATE_ROLE and rt is not None and tv.quality is Quality.GOOD:
+                out.setdefault((tv.machine, tv.source_time), {running.get(tv.machine, rt.state)}).add(tv.value)
+                running[tv.machine] = tv.value
+        return {key: frozenset(states) for key, states in out.items()}
 
     def _first_states(self, values: list[TagValue]) -> None:
         """A machine whose state is not known yet takes it from this batch, wherever in it.
@@ -658,12 +676,16 @@ class Gateway:
         log.info("order_changed", machine=rt.name, order=order or None, previous=rt.order or None,
                  while_not_reading=unseen)
         self._confirm_machine(rt, commit, now, trigger="order_change", only_order=rt.order)
+        # From no order at all (a first start) the counters' baselines were read on this job
+        # already: only a change from one known order to another is a job change.
+        changed = set(rt.specs) if rt.order else set()
         rt.order = order
-        rt.job_changed = set(rt.specs)
-        rt.job_change_unseen = set(rt.specs) if unseen else set()
+        rt.job_changed = changed
+        rt.job_change_unseen = changed if unseen else set()
         commit.machine_orders[rt.name] = order
 
-    def _counter_value(self, rt: MachineRuntime, tv: TagValue, commit: Commit, now: datetime) -> None:
+    def _counter_value(self, rt: MachineRuntime, tv: TagValue, commit: Commit, now: datetime,
+                       state_read_with: frozenset = frozenset()) -> None:
         spec = rt.specs.get(tv.role)
         if spec is None:
             return
@@ -675,7 +697,8 @@ class Gateway:
         reading = CounterReading(rt.name, tv.role, value if quality is Quality.GOOD else None,
                                  tv.source_time, quality, tv.received_at)
         step = advance(rt.states.get(tv.role), reading, spec, job_changed=tv.role in rt.job_changed,
-                       job_change_unseen=tv.role in rt.job_change_unseen, not_producing=_not_producing(rt))
+                       job_change_unseen=tv.role in rt.job_change_unseen,
+                       not_producing=_not_producing(rt, state_read_with))
         if step.ignored and step.ignored.startswith("quality"):
             rt.ignored[step.ignored] = rt.ignored.get(step.ignored, 0) + 1
             return
