@@ -9,7 +9,10 @@ together, so what is in the ledger is always a consistent point to resume from.
 A machine with ``job_counters: reset`` counts the first value of each counter after an
 order change from 0 (a job reset). An order change that happened while the gateway was not
 reading (the first order value after a start or takeover differs from the committed one)
-is a job change it did not see: the old job's last units are unknown, and say so. A
+is a job change it did not see: the old job's last units are unknown, and say so. Which
+counters still await their first value after an order change is committed with the order
+change (and emptied with each first value), so a gateway killed in between takes that value
+for the new job's after its restart too, not for a PLC reset. A
 machine with ``count_when`` counts only while its state tag holds one of the listed
 values; units counted otherwise (or before its state is known) are held as anomalies. A
 state read in the same snapshot as a counter (the same source time: one Modbus poll, one PLC
@@ -405,7 +408,9 @@ class Gateway:
         rt.order = cfg.order if isinstance(cfg.order, str) else resumed.machine_orders.get(name, "")
         rt.states = {c: s for (m, c), s in resumed.counter_states.items() if m == name}
         rt.pendings = {(p.order, p.operation): p for k, p in resumed.pendings.items() if k[0] == name}
-        rt.job_changed, rt.job_change_unseen, rt.order_seen, rt.state = set(), set(), False, None
+        pending, unseen = resumed.job_resets.get(name, (frozenset(), frozenset()))
+        rt.job_changed, rt.job_change_unseen = set(pending) & set(rt.specs), set(unseen) & set(rt.specs)
+        rt.order_seen, rt.state = False, None
         rt.counted_total = resumed.counted.get(name, Decimal(0))
         log.info("machine_resumed", machine=name, order=rt.order or None, operation=cfg.operation,
                  counters={c: str(s.position) for c, s in rt.states.items()},
@@ -683,6 +688,7 @@ class Gateway:
         rt.job_changed = changed
         rt.job_change_unseen = changed if unseen else set()
         commit.machine_orders[rt.name] = order
+        commit.job_resets[rt.name] = (frozenset(rt.job_changed), frozenset(rt.job_change_unseen))
 
     def _counter_value(self, rt: MachineRuntime, tv: TagValue, commit: Commit, now: datetime,
                        state_read_with: frozenset = frozenset()) -> None:
@@ -702,8 +708,10 @@ class Gateway:
         if step.ignored and step.ignored.startswith("quality"):
             rt.ignored[step.ignored] = rt.ignored.get(step.ignored, 0) + 1
             return
-        rt.job_changed.discard(tv.role)
-        rt.job_change_unseen.discard(tv.role)
+        if tv.role in rt.job_changed:  # its first value after the order change is taken: committed with it
+            rt.job_changed.discard(tv.role)
+            rt.job_change_unseen.discard(tv.role)
+            commit.job_resets[rt.name] = (frozenset(rt.job_changed), frozenset(rt.job_change_unseen))
         if step.ignored != "out_of_range":
             rt.reported_bad.discard(tv.role)
         if step.state is not None and step.state != rt.states.get(tv.role):

@@ -3,7 +3,9 @@ space over a real OPC UA socket, the gateway in-process, a real ledger.
 
 Job changes with ResetJobCounters split the units exactly between the orders with no
 anomaly while the gateway reads; a job change while it was stopped is counted from the
-job reset, and the old job's unread tail is named as unknown (never guessed). Units made
+job reset, and the old job's unread tail is named as unknown (never guessed); a stop between
+the new JobName and the counters' reset leaves the job reset pending in the ledger, and the
+restart takes the counters' first value for the new job's. Units made
 outside ``count_when`` are held as anomalies with their quantity, and accepting one posts it.
 """
 
@@ -15,6 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from sqlalchemy import select
+
+from gateway.demo import wait_until
+from gateway.ledger import schema as t
 from gateway.ledger.anomalies import accept
 from gateway.ledger.queries import summary
 from gateway.mapping.load import load_mapping
@@ -102,6 +108,41 @@ async def test_job_change_while_the_gateway_is_stopped_names_the_unread_tail(led
     assert f"the previous job's counts after {last_good} (its last reading" in unseen["good"].detail
     assert all(a.units_held == 0 and a.status == "recorded" for a in unseen.values())
     assert "reset" not in p.kinds()
+
+
+def job_reset_row(engine) -> tuple[str, str, str] | None:
+    c = t.machine_states.c
+    with engine.connect() as conn:
+        row = conn.execute(select(c.order_no, c.job_reset_pending, c.job_change_unseen)
+                           .where(c.machine == "IMM-01")).first()
+    return None if row is None else tuple(row)
+
+
+async def test_a_stop_between_the_job_name_and_the_counters_reset_is_still_a_job_reset(ledger_url, tmp_path):
+    async with Imm(ledger_url, tmp_path) as p:
+        await p.produce(0.4)
+        first = p.made()
+        await p.plc.command("IMM-01", "set_order", "1000124")  # JobName changes; the counters not yet
+        await wait_until(lambda: job_reset_row(p.engine)[0] == "1000124", 20, "the gateway to commit the new job")
+        # Committed with the order change: both counters' next values are the new job's.
+        assert job_reset_row(p.engine) == ("1000124", "good scrap", "")
+    # Stopped; now ResetJobCounters, and the new job produces.
+    await p.plc.start()
+    await p.plc.command("IMM-01", "reset_job_counters")
+    await p.plc.command("IMM-01", "resume")
+    await asyncio.sleep(0.3)
+    p.gateway, p.stop = Gateway(p.mapping, p.engine), asyncio.Event()
+    p.task = asyncio.create_task(p.gateway.run(p.stop))
+    await asyncio.sleep(0.5)
+    await p.plc.command("IMM-01", "pause")
+    await p.settle()
+    await p.__aexit__(None, None, None)
+    second = p.made() - first
+    assert first > 0 and second > 0
+    assert p.units_by_order() == {"1000123": first, "1000124": second}
+    assert not {"reset", "job_change_unseen", "implausible"} & set(p.kinds())
+    assert job_reset_row(p.engine) == ("1000124", "", "")
+    assert summary(p.engine).machines["IMM-01"].accounted == p.made()
 
 
 async def test_units_outside_count_when_are_held_with_their_quantity(ledger_url, tmp_path):
