@@ -64,7 +64,7 @@ from decimal import Decimal
 import structlog
 from sqlalchemy import Engine
 
-from gateway.domain.confirming import ConfirmRule, Pending, accumulate, confirm, due, timer_spread
+from gateway.domain.confirming import SCRAP_COUNTER, ConfirmRule, Pending, accumulate, confirm, due, timer_spread
 from gateway.domain.counting import advance
 from gateway.domain.records import (
     Anomaly,
@@ -724,22 +724,26 @@ class Gateway:
                 commit.newest_source = tv.source_time
             if commit.source_times is not None:
                 commit.source_times.append(tv.source_time)
+        # Scrap that is part of the machine's total: its units are counted (or held) with the
+        # total's; counting the scrap moves them from yield to scrap, holding it holds none.
+        in_total = tv.role == SCRAP_COUNTER and rt.config.counters.total is not None
         if step.anomaly is not None and step.anomaly.kind is AnomalyKind.BAD_VALUE:
             self._bad_value(rt, tv, commit, step.anomaly.detail)
         elif step.anomaly is not None:
-            held = Decimal(step.anomaly.counts_held * spec.units_per_count)
+            held = Decimal(0 if in_total else step.anomaly.counts_held * spec.units_per_count)
             self._anomaly(rt, step.anomaly, commit, held)
             if held:  # counted, and held for a decision: accepted → confirmed, rejected → written off
                 rt.counted_total += held
                 commit.counted[rt.name] = rt.counted_total
         if step.increment is not None and step.increment.counts > 0:
             units = Decimal(step.increment.counts * spec.units_per_count)
-            rt.counted_units += units
-            rt.counted_total += units
-            commit.counted[rt.name] = rt.counted_total
+            if not in_total:
+                rt.counted_units += units
+                rt.counted_total += units
+                commit.counted[rt.name] = rt.counted_total
             key = (rt.order, rt.operation)
-            pending = accumulate(rt.pendings.get(key), step.increment, units,
-                                 order=rt.order, operation=rt.operation, now=now)
+            pending = accumulate(rt.pendings.get(key), step.increment, units, order=rt.order, operation=rt.operation,
+                                 now=now, scrap_in_total=rt.config.counters.total is not None)
             rt.pendings[key] = pending
             commit.pendings[pending.key] = pending
             if rt.order not in self.orders.uoms:

@@ -63,7 +63,11 @@ _PADDING_URI = NAMESPACE_URI + ":index:{}"
 
 
 def _value(model: MachineModel, role: str) -> object:
-    return model.order if role == ORDER_ROLE else model.good_count if role == "good" else model.scrap_count
+    if role == ORDER_ROLE:
+        return model.order
+    if role == "total":  # every part, good and bad: the two counters' sum at the counters' width
+        return (model.good_count + model.scrap_count) % model.config.modulus
+    return model.good_count if role == "good" else model.scrap_count
 
 
 def state_value(allowed: list[int], producing: bool) -> int:
@@ -99,7 +103,7 @@ def machine_configs(mapping: Mapping, *, rate_hz: float, orders: dict[str, str] 
         if len(widths) > 1:
             raise ValueError(f"{name}: its counters have different widths ({', '.join(t.type for t in counters)}); "
                              "a simulated machine counts all of them with one")
-        upc = machine.counters.good.units_per_cycle or machine.units_per_cycle
+        upc = machine.counters.made.units_per_cycle or machine.units_per_cycle
         configs.append(SimMachineConfig(
             name, rate_hz=rate_hz, units_per_cycle=upc,
             scrap_ratio=scrap_ratio if machine.counters.scrap is not None else 0.0,
@@ -299,7 +303,7 @@ class MappingPlc(SimulatedPlant):
         for model in self.models.values():
             # The order and the state before the counters they explain: counts made after a
             # resume are read with the producing state, not before it.
-            for role in (ORDER_ROLE, STATE_ROLE, "good", "scrap"):
+            for role in (ORDER_ROLE, STATE_ROLE, "good", "total", "scrap"):
                 await self._show(model.name, role, self._tag_value(model, role))
 
     def _tag_value(self, model: MachineModel, role: str) -> object:
