@@ -513,7 +513,10 @@ def demo(
     port: int = typer.Option(4840, "--port", help="Port for the simulated OPC UA server on 127.0.0.1."),
     modbus_port: int | None = typer.Option(None, "--modbus-port",
                                            help="Port for the simulated Modbus server (default: the mapping's)."),
-    mapping: Path = typer.Option(Path("mappings/demo-plant.yaml"), "--mapping", help="Demo mapping file."),
+    mapping: Path | None = typer.Option(None, "--mapping", help="Demo mapping file (default: mappings/demo-plant.yaml, "
+                                        "with --preset mappings/demo-PRESET.yaml)."),
+    preset: str | None = typer.Option(None, "--preset", help="euromap77 or packml: the machines through that preset "
+                                      "on the simulator's EUROMAP 77 or PackML address space."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the gateway's log lines."),
     http: str = HttpOption,
 ) -> None:
@@ -525,7 +528,7 @@ def demo(
     logs.configure(level="info" if verbose else "warning")
     try:
         ok = asyncio.run(run_demo(seconds=seconds, db=db, port=port, mapping_path=mapping, live=sys.stdout.isatty(),
-                                  modbus_port=modbus_port,
+                                  modbus_port=modbus_port, preset=preset,
                                   http=prepare(http, None, False, any_port_if_taken=http == DEFAULT_LISTEN)))
     except InputFileError as exc:
         fail(exc.lines())

@@ -5,6 +5,11 @@ Modbus TCP server — loads the demo master data, runs the real gateway against 
 at the end compares what the ledger accounts for with the simulators' own ground truth.
 The machines are paused while the gateway takes its baseline, so every unit the
 simulators make afterwards must be in the ledger exactly once, whatever the protocol.
+
+With a preset (``--preset euromap77`` or ``packml``) the demo runs the press and the
+assembly machine through that preset (``mappings/demo-<preset>.yaml``) on the simulator's
+EUROMAP 77 or PackML address space: job counters in parts, a machine state to count in
+and, for PackML, a total counter of good and bad parts.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from simulators.demo import DEMO_MODBUS_PORT, demo_machines, demo_modbus_machine
 from simulators.modbus_plc import ModbusPlc
 from simulators.opcua_plc import OpcUaPlc
 from simulators.plant import SimulatedPlant
+from simulators.standard_interfaces import INTERFACES, counter_value
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,13 +74,21 @@ def caught_up(gw: Gateway, *plcs: SimulatedPlant) -> bool:
     simulators show now (OPC UA and Modbus alike: both simulators share the models)."""
     if not gw.machines:  # not restored from the ledger yet: it has read nothing
         return False
-    models = {name: model for plc in plcs for name, model in plc.models.items()}
+    plc_of = {name: plc for plc in plcs for name in plc.models}
     for name, rt in gw.machines.items():
-        t = models[name].truth()
-        raw = {"good": t["good_count"], "scrap": t["scrap_count"]}
-        if any(c not in rt.states or rt.states[c].position.raw != raw[c] for c in rt.specs):
+        if any(c not in rt.states or rt.states[c].position.raw != _shown(plc_of[name], rt, c) for c in rt.specs):
             return False
     return True
+
+
+def _shown(plc: SimulatedPlant, rt, counter: str) -> int | None:
+    """What the simulator shows now on the machine's ``counter`` tag."""
+    model = plc.models[rt.name]
+    path = getattr(getattr(rt.config.counters, counter), "node", "").partition(f"s={rt.name}.")[2]
+    standard = counter_value(getattr(plc, "interfaces", ()), path, model) if path else None
+    if standard is not None:  # a node of EUROMAP 77 or PackML
+        return standard
+    return model.truth().get(f"{counter}_count")
 
 
 def _with_ports(mapping: Mapping, opcua_port: int, modbus_port: int | None) -> tuple[Mapping, int]:
@@ -95,11 +109,22 @@ def _with_ports(mapping: Mapping, opcua_port: int, modbus_port: int | None) -> t
     return mapping.model_copy(update={"sources": sources}), modbus_port or DEMO_MODBUS_PORT
 
 
-async def run_demo(*, seconds: float, db: str | None, port: int, mapping_path: Path, live: bool,
-                   modbus_port: int | None = None, http=None) -> bool:
-    """``http``: a ``gateway.http.cli.HttpPlan`` (its port already bound) to serve the gateway on, or None."""
+def demo_mapping_path(preset: str | None) -> Path:
+    """The demo's mapping: the plant's, or the one that runs its machines through ``preset``."""
+    if preset is None:
+        return Path("mappings/demo-plant.yaml")
+    if preset not in INTERFACES:
+        raise DemoError(f"no demo for preset {preset!r}; the simulator offers {', '.join(INTERFACES)}")
+    return Path(f"mappings/demo-{preset}.yaml")
+
+
+async def run_demo(*, seconds: float, db: str | None, port: int, mapping_path: Path | None, live: bool,
+                   modbus_port: int | None = None, http=None, preset: str | None = None) -> bool:
+    """``http``: a ``gateway.http.cli.HttpPlan`` (its port already bound) to serve the gateway on, or None.
+    ``preset``: serve the simulator's address space of that standard (its mapping by default)."""
     console = make_console()
-    mapping_path = _find(mapping_path)
+    default = demo_mapping_path(preset)  # refuses a preset the simulator has no address space for
+    mapping_path = _find(mapping_path or default)
     mapping = load_mapping(mapping_path)
     md_path = mapping_path.parent / (mapping.masterdata or "demo-masterdata.yaml")
     md = load_masterdata(md_path)
@@ -110,24 +135,30 @@ async def run_demo(*, seconds: float, db: str | None, port: int, mapping_path: P
     console.print(f"ledger: {db}\nmaster data: {md_path} ({report.materials} materials, "
                   f"{report.orders_new + report.orders_unchanged + report.orders_updated} orders)")
 
-    plc = OpcUaPlc(demo_machines(), port=port)
+    # The demo's simulated machines that the mapping runs (a preset's mapping: some of them).
+    plc = OpcUaPlc([m for m in demo_machines() if m.name in mapping.machines], port=port,
+                   interfaces=(preset,) if preset else ())
     try:
         await plc.start()
     except OSError as exc:
         raise DemoError(f"cannot serve the simulated PLC on 127.0.0.1:{port} ({exc.strerror or exc}); "
                         "another program uses the port — try --port 4841") from exc
-    lathes = ModbusPlc(demo_modbus_machines(), port=modbus_port)
-    try:
-        await lathes.start()
-    except OSError as exc:
-        await plc.stop()
-        raise DemoError(f"cannot serve the simulated Modbus PLC on 127.0.0.1:{modbus_port} ({exc}); another "
-                        "program uses the port — stop it, or change the Modbus source's port in the mapping") from exc
-    plcs = (plc, lathes)
+    plcs: tuple[SimulatedPlant, ...] = (plc,)
+    served = f"simulated PLCs: {plc.endpoint} ({', '.join(plc.models)})"
+    lathe_machines = [m for m in demo_modbus_machines() if m.name in mapping.machines]
+    if lathe_machines:
+        lathes = ModbusPlc(lathe_machines, port=modbus_port)
+        try:
+            await lathes.start()
+        except OSError as exc:
+            await plc.stop()
+            raise DemoError(f"cannot serve the simulated Modbus PLC on 127.0.0.1:{modbus_port} ({exc}); another "
+                            "program uses the port — stop it, or change the Modbus source's port in the mapping") from exc
+        plcs += (lathes,)
+        served += f", modbus 127.0.0.1:{modbus_port} ({', '.join(lathes.models)})"
     for sim in plcs:
         await sim.command("*", "pause")
-    console.print(f"simulated PLCs: {plc.endpoint} ({', '.join(plc.models)}), "
-                  f"modbus 127.0.0.1:{modbus_port} ({', '.join(lathes.models)})")
+    console.print(served + (f", {preset} address space" if preset else ""))
     gw = Gateway(mapping, engine)
     stop = asyncio.Event()
     try:

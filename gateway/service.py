@@ -9,9 +9,15 @@ together, so what is in the ledger is always a consistent point to resume from.
 A machine with ``job_counters: reset`` counts the first value of each counter after an
 order change from 0 (a job reset). An order change that happened while the gateway was not
 reading (the first order value after a start or takeover differs from the committed one)
-is a job change it did not see: the old job's last units are unknown, and say so. A
+is a job change it did not see: the old job's last units are unknown, and say so. Which
+counters still await their first value after an order change is committed with the order
+change (and emptied with each first value), so a gateway killed in between takes that value
+for the new job's after its restart too, not for a PLC reset. A
 machine with ``count_when`` counts only while its state tag holds one of the listed
-values; units counted otherwise (or before its state is known) are held as anomalies.
+values; units counted otherwise (or before its state is known) are held as anomalies. A
+state read in the same snapshot as a counter (the same source time: one Modbus poll, one PLC
+scan) is that counter's state too: which of the two changed first is not known there, so
+counts read with a change into or out of production are counted, not held.
 
 Units counted while the order is unknown (no order number yet, or a number that is not
 in the master data) are kept pending under that number and recorded as an anomaly;
@@ -58,7 +64,7 @@ from decimal import Decimal
 import structlog
 from sqlalchemy import Engine
 
-from gateway.domain.confirming import ConfirmRule, Pending, accumulate, confirm, due, timer_spread
+from gateway.domain.confirming import SCRAP_COUNTER, ConfirmRule, Pending, accumulate, confirm, due, timer_spread
 from gateway.domain.counting import advance
 from gateway.domain.records import (
     Anomaly,
@@ -139,10 +145,13 @@ def counter_specs(name: str, machine: Machine) -> dict[str, CounterSpec]:
     return specs
 
 
-def _not_producing(rt: MachineRuntime) -> str | None:
-    """Why the machine is not producing now (``count_when``), or None while it is."""
+def _not_producing(rt: MachineRuntime, read_with: frozenset = frozenset()) -> str | None:
+    """Why the machine is not producing now (``count_when``), or None while it is.
+
+    ``read_with``: the states before and after a change read in the same snapshot as the
+    counter (see the module docstring)."""
     gate = rt.config.count_when
-    if gate is None or rt.state in gate.states:
+    if gate is None or rt.state in gate.states or any(s in gate.states for s in read_with):
         return None
     allowed = ", ".join(map(str, gate.states))
     if rt.state is None:
@@ -415,7 +424,9 @@ class Gateway:
         rt.order = cfg.order if isinstance(cfg.order, str) else resumed.machine_orders.get(name, "")
         rt.states = {c: s for (m, c), s in resumed.counter_states.items() if m == name}
         rt.pendings = {(p.order, p.operation): p for k, p in resumed.pendings.items() if k[0] == name}
-        rt.job_changed, rt.job_change_unseen, rt.order_seen, rt.state = set(), set(), False, None
+        pending, unseen = resumed.job_resets.get(name, (frozenset(), frozenset()))
+        rt.job_changed, rt.job_change_unseen = set(pending) & set(rt.specs), set(unseen) & set(rt.specs)
+        rt.order_seen, rt.state = False, None
         rt.counted_total = resumed.counted.get(name, Decimal(0))
         log.info("machine_resumed", machine=name, order=rt.order or None, operation=cfg.operation,
                  counters={c: str(s.position) for c, s in rt.states.items()},
@@ -621,6 +632,7 @@ class Gateway:
         commit = Commit(source_times=[] if self.writer.recording else None)
         now = self.clock()
         self._first_states(values)
+        snapshots = self._state_snapshots(values)
         try:
             for tv in values:
                 rt = self.machines.get(tv.machine)
@@ -634,10 +646,21 @@ class Gateway:
                 elif tv.role == STATE_ROLE:
                     rt.state = tv.value if tv.quality is Quality.GOOD else None
                 else:
-                    self._counter_value(rt, tv, commit, now)
+                    self._counter_value(rt, tv, commit, now, snapshots.get((tv.machine, tv.source_time), frozenset()))
         finally:
             # What was applied in memory must reach the ledger even if a later value raised.
             self._submit(commit)
+
+    def _state_snapshots(self, values: list[TagValue]) -> dict[tuple[str, datetime], frozenset]:
+        """Per machine and source time of a state change in ``values``: the state before it and after."""
+        running: dict[str, object] = {}
+        out: dict[tuple[str, datetime], set] = {}
+        for tv in values:
+            rt = self.machines.get(tv.machine)
+            if tv.role == STATE_ROLE and rt is not None and tv.quality is Quality.GOOD:
+                out.setdefault((tv.machine, tv.source_time), {running.get(tv.machine, rt.state)}).add(tv.value)
+                running[tv.machine] = tv.value
+        return {key: frozenset(states) for key, states in out.items()}
 
     def _first_states(self, values: list[TagValue]) -> None:
         """A machine whose state is not known yet takes it from this batch, wherever in it.
@@ -677,12 +700,17 @@ class Gateway:
         log.info("order_changed", machine=rt.name, order=order or None, previous=rt.order or None,
                  while_not_reading=unseen)
         self._confirm_machine(rt, commit, now, trigger="order_change", only_order=rt.order)
+        # From no order at all (a first start) the counters' baselines were read on this job
+        # already: only a change from one known order to another is a job change.
+        changed = set(rt.specs) if rt.order else set()
         rt.order = order
-        rt.job_changed = set(rt.specs)
-        rt.job_change_unseen = set(rt.specs) if unseen else set()
+        rt.job_changed = changed
+        rt.job_change_unseen = changed if unseen else set()
         commit.machine_orders[rt.name] = order
+        commit.job_resets[rt.name] = (frozenset(rt.job_changed), frozenset(rt.job_change_unseen))
 
-    def _counter_value(self, rt: MachineRuntime, tv: TagValue, commit: Commit, now: datetime) -> None:
+    def _counter_value(self, rt: MachineRuntime, tv: TagValue, commit: Commit, now: datetime,
+                       state_read_with: frozenset = frozenset()) -> None:
         spec = rt.specs.get(tv.role)
         if spec is None:
             return
@@ -694,12 +722,15 @@ class Gateway:
         reading = CounterReading(rt.name, tv.role, value if quality is Quality.GOOD else None,
                                  tv.source_time, quality, tv.received_at)
         step = advance(rt.states.get(tv.role), reading, spec, job_changed=tv.role in rt.job_changed,
-                       job_change_unseen=tv.role in rt.job_change_unseen, not_producing=_not_producing(rt))
+                       job_change_unseen=tv.role in rt.job_change_unseen,
+                       not_producing=_not_producing(rt, state_read_with))
         if step.ignored and step.ignored.startswith("quality"):
             rt.ignored[step.ignored] = rt.ignored.get(step.ignored, 0) + 1
             return
-        rt.job_changed.discard(tv.role)
-        rt.job_change_unseen.discard(tv.role)
+        if tv.role in rt.job_changed:  # its first value after the order change is taken: committed with it
+            rt.job_changed.discard(tv.role)
+            rt.job_change_unseen.discard(tv.role)
+            commit.job_resets[rt.name] = (frozenset(rt.job_changed), frozenset(rt.job_change_unseen))
         if step.ignored != "out_of_range":
             rt.reported_bad.discard(tv.role)
         if step.state is not None and step.state != rt.states.get(tv.role):
@@ -712,22 +743,26 @@ class Gateway:
                 commit.newest_source = tv.source_time
             if commit.source_times is not None:
                 commit.source_times.append(tv.source_time)
+        # Scrap that is part of the machine's total: its units are counted (or held) with the
+        # total's; counting the scrap moves them from yield to scrap, holding it holds none.
+        in_total = tv.role == SCRAP_COUNTER and rt.config.counters.total is not None
         if step.anomaly is not None and step.anomaly.kind is AnomalyKind.BAD_VALUE:
             self._bad_value(rt, tv, commit, step.anomaly.detail)
         elif step.anomaly is not None:
-            held = Decimal(step.anomaly.counts_held * spec.units_per_count)
+            held = Decimal(0 if in_total else step.anomaly.counts_held * spec.units_per_count)
             self._anomaly(rt, step.anomaly, commit, held)
             if held:  # counted, and held for a decision: accepted → confirmed, rejected → written off
                 rt.counted_total += held
                 commit.counted[rt.name] = rt.counted_total
         if step.increment is not None and step.increment.counts > 0:
             units = Decimal(step.increment.counts * spec.units_per_count)
-            rt.counted_units += units
-            rt.counted_total += units
-            commit.counted[rt.name] = rt.counted_total
+            if not in_total:
+                rt.counted_units += units
+                rt.counted_total += units
+                commit.counted[rt.name] = rt.counted_total
             key = (rt.order, rt.operation)
-            pending = accumulate(rt.pendings.get(key), step.increment, units,
-                                 order=rt.order, operation=rt.operation, now=now)
+            pending = accumulate(rt.pendings.get(key), step.increment, units, order=rt.order, operation=rt.operation,
+                                 now=now, scrap_in_total=rt.config.counters.total is not None)
             rt.pendings[key] = pending
             commit.pendings[pending.key] = pending
             if rt.order not in self.orders.uoms:

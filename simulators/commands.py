@@ -11,6 +11,7 @@ command                argument                        effect
 ``reset``              -                               raw counters to 0 (PLC restart)
 ``jump_near_rollover`` margin, e.g. ``10``             raw counters to 2^W - margin
 ``set_order``          ``number`` or ``number,reset``  new order; ``reset``: job counters 0
+``reset_job_counters`` -                               job counters 0 (EUROMAP 77), no order change
 ``set_rate``           cycles per second, e.g. ``2.5`` new cycle rate
 ``truth``              -                               nothing; just report
 =====================  ==============================  ===================================
@@ -75,6 +76,7 @@ _COMMANDS: dict[str, Callable[[MachineModel, str], None]] = {
     "reset": _without_argument(MachineModel.reset),
     "jump_near_rollover": _jump_near_rollover,
     "set_order": _set_order,
+    "reset_job_counters": _without_argument(MachineModel.reset_job_counters),
     "set_rate": _set_rate,
     "truth": _without_argument(lambda model: None),
 }

@@ -2,12 +2,13 @@
 
 ``MappingPlc`` serves, for every OPC UA source of the mapping, an OPC UA server at its
 endpoint's port with the mapping's node ids (every ``nsu=`` namespace registered, every
-``ns=<index>`` made to exist), counters typed UInt16/UInt32/UInt64 by their ``type`` and the
-order tag as a String; and, for every Modbus source, a Modbus TCP server at its host and
-port with the source's unit id, each tag in its table at its registers, encoded with its
-type, word and byte order (an order string in its ``length``) by the simulator's own codec
-(``simulators.modbus_codec``), so that the gateway's decoding is tested, not mirrored.
-Sources that share an endpoint (or a host and port) share one server.
+``ns=<index>`` made to exist), counters typed UInt16/UInt32/UInt64 by their ``type``, the
+order tag as a String and a ``count_when`` state tag as an Int32; and, for every Modbus
+source, a Modbus TCP server at its host and port with the source's unit id, each tag in its
+table at its registers, encoded with its type, word and byte order (an order string in its
+``length``) by the simulator's own codec (``simulators.modbus_codec``), so that the
+gateway's decoding is tested, not mirrored. Sources that share an endpoint (or a host and
+port) share one server.
 
 Behind the tags are the simulators' machine models (``simulators.machine``): one per mapped
 machine, counting at ``rate_hz`` cycles per second with the machine's units per cycle and
@@ -17,7 +18,9 @@ through the ``Sim.Command`` method on every OPC UA server (namespace
 ``urn:backflush-gateway:simulator``) and, with ``control_port``, the JSON control channel.
 Each machine runs the order the mapping fixes for it, else the one given in ``orders``,
 else the first released order of the master data whose routing runs the machine's
-operation on its work center.
+operation on its work center. A machine's state tag shows the first state its
+``count_when`` allows while the model produces, and the smallest whole number ≥ 0 it does
+not allow while the model is paused.
 
 With ``replay`` (a ``gateway.commissioning.recording.Replay``) the tags show a recording's
 values instead, at the recorded pace from the start; values of bad or uncertain quality are
@@ -39,7 +42,7 @@ from asyncua import Server, ua
 
 from gateway.mapping.model import COUNTER_WIDTH_BITS, CounterTag, Mapping, ModbusCounterTag, ModbusOrderTag
 from gateway.sources import modbus_tags, opcua_tags
-from gateway.sources.base import ORDER_ROLE
+from gateway.sources.base import ORDER_ROLE, STATE_ROLE
 from simulators.commands import SimCommandError
 from simulators.json_control import serve_json_commands
 from simulators.machine import MachineModel, SimMachineConfig
@@ -55,14 +58,26 @@ from simulators.opcua_plc import (
 )
 from simulators.plant import SimulatedPlant
 
-__all__ = ["MappingPlc", "machine_configs", "order_for"]
+__all__ = ["MappingPlc", "machine_configs", "order_for", "state_value"]
 
 _COUNTER_VARIANTS = {16: ua.VariantType.UInt16, 32: ua.VariantType.UInt32, 64: ua.VariantType.UInt64}
 _PADDING_URI = NAMESPACE_URI + ":index:{}"
 
 
 def _value(model: MachineModel, role: str) -> object:
-    return model.order if role == ORDER_ROLE else model.good_count if role == "good" else model.scrap_count
+    if role == ORDER_ROLE:
+        return model.order
+    if role == "total":  # every part, good and bad: the two counters' sum at the counters' width
+        return (model.good_count + model.scrap_count) % model.config.modulus
+    return model.good_count if role == "good" else model.scrap_count
+
+
+def state_value(allowed: list[int], producing: bool) -> int:
+    """What a simulated machine's ``count_when`` tag shows: an allowed state while it
+    produces, the smallest whole number ≥ 0 not allowed while it does not."""
+    if producing:
+        return allowed[0]
+    return next(n for n in range(len(allowed) + 1) if n not in allowed)
 
 
 def order_for(mapping: Mapping, machine: str, masterdata=None) -> str:
@@ -90,7 +105,7 @@ def machine_configs(mapping: Mapping, *, rate_hz: float, orders: dict[str, str] 
         if len(widths) > 1:
             raise ValueError(f"{name}: its counters have different widths ({', '.join(t.type for t in counters)}); "
                              "a simulated machine counts all of them with one")
-        upc = machine.counters.good.units_per_cycle or machine.units_per_cycle
+        upc = machine.counters.made.units_per_cycle or machine.units_per_cycle
         configs.append(SimMachineConfig(
             name, rate_hz=rate_hz, units_per_cycle=upc,
             scrap_ratio=scrap_ratio if machine.counters.scrap is not None else 0.0,
@@ -142,7 +157,7 @@ class _OpcUaEndpoint:
 
     async def show(self, machine: str, role: str, value: object, stamps: _Stamps) -> None:
         nid = self.nodes.get((machine, role))
-        if nid is None or self.server is None or self.written.get(nid, object()) == value:
+        if nid is None or value is None or self.server is None or self.written.get(nid, object()) == value:
             return
         variant = self.variants[nid]
         value = str(value) if variant is ua.VariantType.String else value
@@ -178,7 +193,7 @@ class _ModbusEndpoint:
 
     def show(self, machine: str, role: str, value: object) -> None:
         found = self.unit_of.get((machine, role))
-        if found is None or self.written.get(found, object()) == value:
+        if found is None or value is None or self.written.get(found, object()) == value:
             return
         unit_id, tag = found
         if tag.type != "string":
@@ -218,6 +233,8 @@ class MappingPlc(SimulatedPlant):
     def _variant(self, machine: str, role: str) -> ua.VariantType:
         if role == ORDER_ROLE:
             return ua.VariantType.String
+        if role == STATE_ROLE:
+            return ua.VariantType.Int32  # as EUROMAP 77 JobStatus and PackML StateCurrent are
         tag = getattr(self.mapping.machines[machine].counters, role)
         assert isinstance(tag, CounterTag | ModbusCounterTag)
         return _COUNTER_VARIANTS[COUNTER_WIDTH_BITS[tag.type]]
@@ -287,8 +304,16 @@ class MappingPlc(SimulatedPlant):
         if self.replay is not None:
             return  # the recording decides what the tags show
         for model in self.models.values():
-            for role in (ORDER_ROLE, "good", "scrap"):  # the order before the counters it explains
-                await self._show(model.name, role, _value(model, role))
+            # The order and the state before the counters they explain: counts made after a
+            # resume are read with the producing state, not before it.
+            for role in (ORDER_ROLE, STATE_ROLE, "good", "total", "scrap"):
+                await self._show(model.name, role, self._tag_value(model, role))
+
+    def _tag_value(self, model: MachineModel, role: str) -> object:
+        if role == STATE_ROLE:
+            gate = self.mapping.machines[model.name].count_when
+            return None if gate is None else state_value(gate.states, not model.paused)
+        return _value(model, role)
 
     async def _show(self, machine: str, role: str, value: object) -> None:
         for ep in self.opcua.values():

@@ -182,8 +182,13 @@ class MachineModel:
         self._order = number
         self._touch_order(number)
         if reset_counters:
-            self._job_resets += 1
-            self._zero_counters()
+            self.reset_job_counters()
+
+    def reset_job_counters(self) -> None:
+        """The job counters to 0 for the running job (EUROMAP 77 ``ResetJobCounters`` on its
+        own, e.g. a moment after the job name changed): expected, not a fault."""
+        self._job_resets += 1
+        self._zero_counters()
 
     def _zero_counters(self) -> None:
         self._raw = {"good": 0, "scrap": 0}

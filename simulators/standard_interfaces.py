@@ -10,7 +10,8 @@ browse path joined by dots):
   ``M.Jobs.ActiveJobValues.JobStatus`` (Int32, ProductionStatusEnumeration: 4 PRODUCTION,
   1 NO_PRODUCTION while paused) and ``M.MachineStatus.MachineMode`` (Int32, 1 AUTOMATIC);
 * ``packml``: ``M.Status.Parameter[0].Value`` (String, the order), ``M.Admin.ProdProcessedCount[0].Count``
-  / ``M.Admin.ProdDefectiveCount[0].Count`` (Int32, parts, good and defective) and
+  (Int32, every part processed, good and defective, as most PLCs count it) and
+  ``M.Admin.ProdDefectiveCount[0].Count`` (Int32, the defective parts), and
   ``M.Status.StateCurrent`` (Int32: 6 Execute, 5 Suspended).
 
 The job counters are the model's counters, so ``set_order NUMBER,reset`` is a job change
@@ -35,8 +36,8 @@ INT32_MODULUS = 1 << 31  # PackML counts are Int32: they wrap at 2^31
 Node = tuple[str, ua.VariantType, Callable[[MachineModel], object]]
 
 
-def _parts(counter: str) -> Callable[[MachineModel], int]:
-    return lambda m: getattr(m, f"{counter}_count") * m.config.units_per_cycle
+def _parts(*counters: str) -> Callable[[MachineModel], int]:
+    return lambda m: sum(getattr(m, f"{c}_count") for c in counters) * m.config.units_per_cycle
 
 
 def nodes(interfaces: tuple[str, ...]) -> tuple[list[Node], list[Node], list[Node]]:
@@ -57,8 +58,17 @@ def nodes(interfaces: tuple[str, ...]) -> tuple[list[Node], list[Node], list[Nod
     if "packml" in interfaces:
         orders.append(("Status.Parameter[0].Value", ua.VariantType.String, lambda m: m.order))
         counters += [("Admin.ProdProcessedCount[0].Count", ua.VariantType.Int32,
-                      lambda m: _parts("good")(m) % INT32_MODULUS),
+                      lambda m: _parts("good", "scrap")(m) % INT32_MODULUS),
                      ("Admin.ProdDefectiveCount[0].Count", ua.VariantType.Int32,
                       lambda m: _parts("scrap")(m) % INT32_MODULUS)]
         states.append(("Status.StateCurrent", ua.VariantType.Int32, lambda m: m.state))
     return orders, counters, states
+
+
+def counter_value(interfaces: tuple[str, ...], path: str, model: MachineModel) -> int | None:
+    """What the counter node at ``path`` (its id after the machine's name and a dot) shows
+    for ``model``; None if these interfaces have no such counter."""
+    for name, _, value in nodes(interfaces)[1]:
+        if name == path:
+            return value(model)
+    return None

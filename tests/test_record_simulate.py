@@ -82,6 +82,19 @@ machines:
     return path
 
 
+def gated_mapping(folder: Path) -> Path:
+    """``nsu_little_endian_mapping`` with a ``count_when`` state tag on each machine (OPC UA, Modbus)."""
+    path = nsu_little_endian_mapping(folder)
+    text = path.read_text()
+    text = text.replace('    order: {node: "ns=3;i=5001"}\n', '    order: {node: "ns=3;i=5001"}\n'
+                        '    count_when: {node: "nsu=urn:example:press-line;s=Line1/Press01/State", in: [6]}\n')
+    text = text.replace("    order: {register: 320,", "    count_when: {register: 296, table: input, type: int16, "
+                        "byte_order: little, in: [4, 6]}\n    order: {register: 320,")
+    assert text.count("count_when") == 2
+    path.write_text(text)
+    return path
+
+
 def gateway(*args: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "gateway.cli", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=120, **kw)
@@ -172,8 +185,9 @@ async def test_simulate_then_validate_live_record_and_run_reconcile(tmp_path, ma
 
 
 @pytest.mark.slow
-async def test_a_recording_of_the_simulator_dry_runs_to_its_ground_truth(tmp_path):
-    mapping = load_mapping(nsu_little_endian_mapping(tmp_path))
+@pytest.mark.parametrize("make_mapping", [nsu_little_endian_mapping, gated_mapping], ids=["plain", "count_when"])
+async def test_a_recording_of_the_simulator_dry_runs_to_its_ground_truth(tmp_path, make_mapping):
+    mapping = load_mapping(make_mapping(tmp_path))
     md = load_masterdata(MASTERDATA)
     plc = MappingPlc(mapping, machine_configs(mapping, rate_hz=25, masterdata=md, paused=True), tick_s=0.01)
     out = StringIO()
@@ -190,6 +204,10 @@ async def test_a_recording_of_the_simulator_dry_runs_to_its_ground_truth(tmp_pat
     assert not result.silent and not result.sources_down
     path = tmp_path / "recording.jsonl"
     path.write_text(out.getvalue())
+    states = {m: [v.value for v in read_recording(path).values if (v.machine, v.role) == (m, "state")]
+              for m, c in mapping.machines.items() if c.count_when is not None}
+    # The state tag is served and recorded: stopped (the first state not allowed), producing, stopped.
+    assert states in ({}, {"PRESS-01": [0, 6, 0], "LATHE-04": [0, 4, 0]}), states
     run = dry_run(mapping, read_recording(path), md, mapping_name="plant.yaml")
     assert run.clean, (run.not_recorded, run.undecodable, [m.anomalies for m in run.machines.values()])
     for m, model in plc.models.items():

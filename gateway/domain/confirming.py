@@ -9,7 +9,10 @@ order changes and shutdown are decided by the caller, who passes the trigger to
 the machine and the position ranges, so the same slice of production always gets the
 same id and a replay after a crash can be recognised.
 
-Units of the ``scrap`` counter are scrap; units of any other counter are yield.
+Units of the ``scrap`` counter are scrap; units of any other counter are yield. On a
+machine whose parts counter is a ``total`` (good and bad), scrap is part of the total:
+its units move from yield to scrap, so yield is total − scrap. Such a pending whose scrap
+was read before its total (yield below zero) is not due until the total is read.
 Pure: the wall clock is passed in as ``now``; nothing here reads it.
 """
 
@@ -23,6 +26,7 @@ from decimal import Decimal
 from gateway.domain.records import Confirmation, Increment, Position
 
 SCRAP_COUNTER = "scrap"
+TOTAL_COUNTER = "total"  # every part, good and scrap
 
 Positions = tuple[tuple[str, Position], ...]
 
@@ -79,15 +83,19 @@ def accumulate(
     order: str,
     operation: str,
     now: datetime,
+    scrap_in_total: bool = False,
 ) -> Pending:
-    """Add one increment's units to the pending of (machine, order, operation)."""
+    """Add one increment's units to the pending of (machine, order, operation).
+
+    ``scrap_in_total``: the machine counts a ``total``, which holds the scrap too."""
     is_scrap = increment.counter == SCRAP_COUNTER
+    yield_units = (-units if scrap_in_total else Decimal(0)) if is_scrap else units
     if pending is None:
         return Pending(
             machine=increment.machine,
             order=order,
             operation=operation,
-            yield_qty=Decimal(0) if is_scrap else units,
+            yield_qty=yield_units,
             scrap_qty=units if is_scrap else Decimal(0),
             start=((increment.counter, increment.start),),
             end=((increment.counter, increment.end),),
@@ -99,7 +107,7 @@ def accumulate(
         raise ValueError(f"increment of {increment.machine}/{order}/{operation} added to {pending.key}")
     return replace(
         pending,
-        yield_qty=pending.yield_qty + (Decimal(0) if is_scrap else units),
+        yield_qty=pending.yield_qty + yield_units,
         scrap_qty=pending.scrap_qty + (units if is_scrap else Decimal(0)),
         start=_keep_first(pending.start, increment.counter, increment.start),
         end=_set(pending.end, increment.counter, increment.end),
@@ -110,7 +118,7 @@ def accumulate(
 
 def due(pending: Pending | None, rule: ConfirmRule, now: datetime) -> str | None:
     """The rule that fires for this pending now, if any."""
-    if pending is None or pending.units <= 0:
+    if pending is None or pending.units <= 0 or pending.yield_qty < 0:
         return None
     if rule.every_units is not None and pending.units >= rule.every_units:
         return "every_units"

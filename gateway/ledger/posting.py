@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import structlog
-from sqlalchemy import Connection, delete, insert
+from sqlalchemy import Connection, delete, insert, update
 
 from gateway.domain.backflush import plan
 from gateway.domain.confirming import Pending, format_positions
@@ -67,10 +67,20 @@ def apply(conn: Connection, batch: Commit, masters: MasterCache) -> int:
                 t.pending_units.c.machine == machine, t.pending_units.c.order_no == order,
                 t.pending_units.c.operation == operation))
     upsert(conn, t.machine_states, [
-        {"machine": m, "order_no": o, "updated_at": now} for m, o in batch.machine_orders.items()
+        {"machine": m, "order_no": o, "updated_at": now, **_job_reset_row(batch.job_resets.get(m))}
+        for m, o in batch.machine_orders.items()
     ], ["machine"])
+    for m, pending in batch.job_resets.items():  # a counter's first value after the change: no new order
+        if m not in batch.machine_orders:
+            conn.execute(update(t.machine_states).where(t.machine_states.c.machine == m).values(
+                updated_at=now, **_job_reset_row(pending)))
     set_counted(conn, batch.counted, now)
     return posted
+
+
+def _job_reset_row(pending: tuple[frozenset[str], frozenset[str]] | None) -> dict[str, str]:
+    counters, unseen = pending or (frozenset(), frozenset())
+    return {"job_reset_pending": " ".join(sorted(counters)), "job_change_unseen": " ".join(sorted(unseen))}
 
 
 def post_confirmations(conn: Connection, confirmations: list[Confirmation], masters: MasterCache,

@@ -23,6 +23,8 @@ class ResumeState:
     counter_states: dict[tuple[str, str], CounterState] = field(default_factory=dict)
     pendings: dict[tuple[str, str, str], Pending] = field(default_factory=dict)
     machine_orders: dict[str, str] = field(default_factory=dict)
+    # machine → (counters whose next value is a job reset, those of them after an unseen job change)
+    job_resets: dict[str, tuple[frozenset[str], frozenset[str]]] = field(default_factory=dict)
     counted: dict[str, Decimal] = field(default_factory=dict)  # machine → units counted ever
 
 
@@ -45,6 +47,9 @@ def resume_state(engine: Engine, machines: Collection[str] | None = None) -> Res
             state.pendings[p.key] = p
         for r in conn.execute(of(t.machine_states)):
             state.machine_orders[r.machine] = r.order_no
+            if r.job_reset_pending:
+                state.job_resets[r.machine] = (frozenset(r.job_reset_pending.split()),
+                                               frozenset(r.job_change_unseen.split()))
         for r in conn.execute(of(t.counted_units)):
             state.counted[r.machine] = Decimal(r.units)
     return state

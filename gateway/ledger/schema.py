@@ -343,6 +343,12 @@ machine_states = Table(
     "machine_states", metadata,
     Column("machine", String(64), primary_key=True),
     Column("order_no", String(64), nullable=False),
+    # The counters (names, space-separated) that have not been read since the order changed:
+    # their next value is the new job's (a job reset), also after a restart. Written in the
+    # transaction of the order change, emptied in the one of each counter's first value.
+    Column("job_reset_pending", Text, nullable=False, server_default=""),
+    # Of those, the ones whose job change happened while the gateway was not reading.
+    Column("job_change_unseen", Text, nullable=False, server_default=""),
     Column("updated_at", UtcDateTime, nullable=False),
 )
 
@@ -571,8 +577,9 @@ outbox_routes = Table(
 # refused at open (``LedgerVersionError``) and upgraded by ``gateway db upgrade`` (alembic,
 # ``gateway/ledger/migrations``). Changing a table above means: a new migration that sets
 # this row to the new number, and SCHEMA_VERSION raised to it.
-SCHEMA_VERSION = 7  # 1: the schema before version numbers (baseline); 2: counted_units; 3: leases;
-# 4: mapping_reloads; 5: mapping_versions; 6: audit_log; 7: outbox, outbox_routes
+SCHEMA_VERSION = 8  # 1: the schema before version numbers (baseline); 2: counted_units; 3: leases;
+# 4: mapping_reloads; 5: mapping_versions; 6: audit_log; 7: outbox, outbox_routes;
+# 8: machine_states.job_reset_pending, job_change_unseen
 UPGRADE_COMMAND = "gateway db upgrade --db URL"
 
 schema_version = Table(

@@ -83,6 +83,10 @@ class Commit:
     counter_states: dict[tuple[str, str], CounterState] = field(default_factory=dict)
     pendings: dict[PendingKey, Pending | None] = field(default_factory=dict)
     machine_orders: dict[str, str] = field(default_factory=dict)
+    # machine → (counters pending a job reset, those of them whose job change was unseen):
+    # written with the order change and with each counter's first value after it, so a
+    # restart in between still takes that value for the new job's (``machine_states``).
+    job_resets: dict[str, tuple[frozenset[str], frozenset[str]]] = field(default_factory=dict)
     confirmations: list[Confirmation] = field(default_factory=list)
     anomalies: list[tuple[Anomaly, Decimal]] = field(default_factory=list)  # with units held
     # Every unit the machine's counters ever showed (increments and held jumps), up to and
@@ -107,7 +111,7 @@ class Commit:
 
     def machines(self) -> set[str]:
         return ({m for m, _ in self.counter_states} | {k[0] for k in self.pendings} | set(self.machine_orders)
-                | {c.machine for c in self.confirmations} | {a.machine for a, _ in self.anomalies}
+                | set(self.job_resets) | {c.machine for c in self.confirmations} | {a.machine for a, _ in self.anomalies}
                 | set(self.counted))
 
     def without(self, machines: set[str]) -> Commit:
@@ -116,6 +120,7 @@ class Commit:
             counter_states={k: v for k, v in self.counter_states.items() if k[0] not in machines},
             pendings={k: v for k, v in self.pendings.items() if k[0] not in machines},
             machine_orders={k: v for k, v in self.machine_orders.items() if k not in machines},
+            job_resets={k: v for k, v in self.job_resets.items() if k not in machines},
             confirmations=[c for c in self.confirmations if c.machine not in machines],
             anomalies=[(a, u) for a, u in self.anomalies if a.machine not in machines],
             counted={k: v for k, v in self.counted.items() if k not in machines},
@@ -137,6 +142,7 @@ class Commit:
         self.counter_states.update(later.counter_states)
         self.pendings.update(later.pendings)
         self.machine_orders.update(later.machine_orders)
+        self.job_resets.update(later.job_resets)
         self.confirmations.extend(later.confirmations)
         self.anomalies.extend(later.anomalies)
         self.counted.update(later.counted)
@@ -144,7 +150,7 @@ class Commit:
 
     def __bool__(self) -> bool:
         return bool(self.counter_states or self.pendings or self.machine_orders or self.confirmations or self.anomalies
-                    or self.counted)
+                    or self.counted or self.job_resets)
 
 
 @dataclass(frozen=True)

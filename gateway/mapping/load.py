@@ -193,9 +193,9 @@ def _tags(mapping: Mapping) -> Iterator[tuple[str, Machine, Loc, Tag]]:
 
 
 def _counters(machine: Machine) -> Iterator[tuple[str, CounterTag | ModbusCounterTag]]:
-    yield "good", machine.counters.good
-    if machine.counters.scrap is not None:
-        yield "scrap", machine.counters.scrap
+    for counter, tag in machine.counters:
+        if tag is not None:
+            yield counter, tag
 
 
 def _wrong_protocol(doc: YamlDoc, mapping: Mapping) -> list[FileError]:

@@ -342,8 +342,33 @@ class Plausibility(_Strict):
 
 
 class Counters(_Strict):
-    good: AnyCounterTag
+    """A machine's counters: ``good`` (yield) and ``scrap``, or ``total`` and ``scrap``.
+
+    ``total`` is a counter of every part made, good and bad (PackML ``ProdProcessedCount``
+    in most PLCs): yield is then total − scrap, so scrap is not counted twice. A template's
+    ``total`` is dropped with ``total: ~`` when a machine writes ``good:`` instead.
+    """
+
+    good: AnyCounterTag | None = None
+    # Before scrap: a PLC updates both in one scan, and the total read first keeps the
+    # yield of what is pending from going below zero.
+    total: AnyCounterTag | None = None
     scrap: AnyCounterTag | None = None
+
+    @model_validator(mode="after")
+    def _good_or_total(self) -> Counters:
+        if self.good is not None and self.total is not None:
+            raise ValueError("give `good` (the yield) or `total` (every part, good and bad), not both")
+        if self.good is None and self.total is None:
+            raise ValueError("missing `good` (the yield), or `total` (every part, good and bad) with `scrap`")
+        if self.total is not None and self.scrap is None:
+            raise ValueError("`total` needs `scrap`: yield is total − scrap (a total without scrap is `good`)")
+        return self
+
+    @property
+    def made(self) -> CounterTag | ModbusCounterTag:
+        """The counter of the parts made: ``good``, or ``total``."""
+        return self.good if self.good is not None else self.total
 
 
 class Machine(_Strict):

@@ -39,6 +39,25 @@ def test_yield_and_scrap_accumulate_with_their_ranges():
     assert c.consumed_qty == Decimal(52) and c.uom == "PC"
 
 
+def test_a_total_counter_holds_the_scrap_so_yield_is_total_minus_scrap():
+    def total(pending, increment, units, t=0):
+        return accumulate(pending, increment, Decimal(units), order="1000123", operation="0010",
+                          now=T0 + timedelta(seconds=t), scrap_in_total=True)
+
+    p = total(None, inc("total", 0, 10), 10)  # 10 parts made, good and bad
+    p = total(p, inc("scrap", 0, 2), 2)  # 2 of them bad
+    assert (p.yield_qty, p.scrap_qty, p.units) == (Decimal(8), Decimal(2), Decimal(10))
+    c = confirm(p, "every_units", "PC")
+    assert (c.yield_qty, c.scrap_qty, c.consumed_qty) == (Decimal(8), Decimal(2), Decimal(10))
+    assert dict(c.start) == {"scrap": Position(0, 0), "total": Position(0, 0)}
+    # Scrap read before the total it is part of: not due, at any rule, until the total is read.
+    rule = ConfirmRule(every_units=1, every_seconds=1)
+    early = total(None, inc("scrap", 2, 5), 3)
+    assert (early.yield_qty, early.scrap_qty) == (Decimal(-3), Decimal(3))
+    assert due(early, rule, T0 + timedelta(seconds=60)) is None
+    assert due(total(early, inc("total", 10, 13), 3), rule, T0) == "every_units"
+
+
 def test_rules_fire_on_units_and_on_time_only_with_units_pending():
     rule = ConfirmRule(every_units=100, every_seconds=60)
     assert due(None, rule, T0) is None

@@ -3,7 +3,9 @@
 PRESS-01 is mapped with the ``euromap77`` preset on the simulator's EUROMAP 77 address
 space: its job counters (parts) restart at 0 at every job change (JobName changed with
 ResetJobCounters). Jobs change while the gateway runs and while it is dead; it is killed
-several times. Proof: 0 lost, 0 duplicated, no PLC-reset anomaly.
+several times, in some rounds just after it committed a new JobName and before the job
+counters were reset (ResetJobCounters a moment after the name): its restart must still
+take their first value for the new job's. Proof: 0 lost, 0 duplicated, no PLC-reset anomaly.
 
 What cannot be observed is stated, not guessed: when a job changes while the gateway is
 dead, the parts the old job made after the gateway's last committed reading are never
@@ -66,6 +68,12 @@ class JobLine(FaultLine):
         return self.committed_order() == truth["order"] and all(
             committed.get(("PRESS-01", c), -1) <= truth[f"{c}_count"] * PRESS_UPC for c in ("good", "scrap"))
 
+    def all_read(self) -> bool:
+        """Every count PRESS-01 shows is committed."""
+        truth = self.sims.command("truth", "PRESS-01")["PRESS-01"]
+        committed = self.counters_in_ledger()
+        return all(committed.get(("PRESS-01", c)) == truth[f"{c}_count"] * PRESS_UPC for c in ("good", "scrap"))
+
     def change_job(self, order: str) -> dict:
         """Pause PRESS-01, change its job with ResetJobCounters, resume; the truth just before the change."""
         before = self.sims.command("pause", "PRESS-01")["PRESS-01"]
@@ -78,7 +86,7 @@ def test_job_changes_while_the_gateway_is_killed(ledger_url, tmp_path, seed, soa
     rng = random.Random(seed)
     rounds = 24 if soak else 8
     unobservable = 0
-    changes_down = changes_up = 0
+    changes_down = changes_up = changes_in_window = 0
     with JobLine(ledger_url, tmp_path, scenario="job changes during kill -9") as line:
         order = line.start["PRESS-01"]["order"]
         line.sims.command("resume")
@@ -87,7 +95,16 @@ def test_job_changes_while_the_gateway_is_killed(ledger_url, tmp_path, seed, soa
             wait_for(line.read_the_job, 30, "the gateway to commit the running job and its counters")
             time.sleep(rng.uniform(0.5, 1.5))
             order = ORDERS[(ORDERS.index(order) + 1) % 2] if order in ORDERS else ORDERS[0]
-            if i % 2 == 0:  # a job change while the gateway reads, then killed
+            if i % 3 == 2:  # killed after it committed the new JobName, before the job counters reset
+                line.sims.command("pause", "PRESS-01")
+                wait_for(line.all_read, 30, "the gateway to commit the old job's last counts")
+                line.sims.command("set_order", "PRESS-01", order)  # the name only
+                wait_for(lambda: line.committed_order() == order, 30, "the gateway to commit the new JobName")
+                line.kill_gateway()
+                line.sims.command("reset_job_counters", "PRESS-01")
+                line.sims.command("resume", "PRESS-01")
+                changes_in_window += 1
+            elif i % 3 == 0:  # a job change while the gateway reads, then killed
                 line.change_job(order)
                 changes_up += 1
                 wait_for(line.read_the_job, 30, "the gateway to read the job change")
@@ -113,4 +130,4 @@ def test_job_changes_while_the_gateway_is_killed(ledger_url, tmp_path, seed, soa
     assert figures.lost == 0 and figures.duplicated == 0 and figures.faults == rounds
     assert "reset" not in kinds and "implausible" not in kinds and "not_producing" not in kinds
     assert kinds.count("job_change_unseen") == 2 * changes_down  # good and scrap, per unseen change
-    assert changes_up and changes_down
+    assert changes_up and changes_down and changes_in_window

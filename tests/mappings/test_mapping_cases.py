@@ -37,7 +37,7 @@ def summary(mapping: Mapping) -> dict:
                 "operation": m.operation,
                 "units_per_cycle": m.units_per_cycle,
                 "order": _order(m.order),
-                "counters": {c: _counter(t) for c, t in (("good", m.counters.good), ("scrap", m.counters.scrap)) if t},
+                "counters": {c: _counter(t) for c, t in m.counters if t},
                 "confirm": [m.confirm.every_units, m.confirm.every_seconds],
             }
             for name, m in mapping.machines.items()

@@ -44,7 +44,9 @@ def test_euromap77_preset():
 def test_packml_preset_with_a_named_order_tag():
     fill = load_mapping(CASE).machines["FILL-01"]
     assert fill.order == OrderTag(node=f"{SIM}FILL-01.OrderNumber")  # the machine's own order tag wins
-    assert fill.counters.good.node == f"{SIM}FILL-01.Admin.ProdProcessedCount[0].Count"
+    # ProdProcessedCount counts good and defective: the total, yield is total − scrap.
+    assert fill.counters.good is None
+    assert fill.counters.total.node == f"{SIM}FILL-01.Admin.ProdProcessedCount[0].Count"
     assert fill.counters.scrap.node == f"{SIM}FILL-01.Admin.ProdDefectiveCount[0].Count"
     assert fill.count_when == StateTag(node=f"{SIM}FILL-01.Status.StateCurrent", states=[6])
     assert fill.job_counters == "reset"

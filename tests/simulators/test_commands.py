@@ -27,6 +27,14 @@ def test_each_command_answers_with_the_truth_afterwards(models):
     assert truth["good_cycles"] == 10
 
 
+def test_reset_job_counters_restarts_the_job_counters_without_changing_the_job(models):
+    a = models["A"]
+    a.advance(1)
+    truth = apply_command(a, "reset_job_counters")
+    assert (truth["order"], truth["good_count"], truth["scrap_count"]) == ("1", 0, 0)
+    assert (truth["job_resets"], truth["resets"], truth["good_cycles"]) == (1, 0, 10)
+
+
 @pytest.mark.parametrize(
     ("argument", "order", "job_resets"),
     [("2", "2", 0), ("2,reset", "2", 1), (" 2 , reset ", "2", 1)],
