@@ -30,6 +30,8 @@ def test_commands_are_audited_with_user_host_and_command_line_and_reported(tmp_p
         (me, "cli", here)}
     assert receipt["via"] == f"gateway stock receive CARTON 25 -l LS-ASSY --db {db}"
     assert receipt["action"] == "stock.receive" and receipt["postings"][0].startswith("movement:")
+    assert receipt["detail"]["asked"] == {"material": "CARTON", "qty": "25", "location": "LS-ASSY", "lot": "",
+                                          "expires_on": None}  # what was asked, beside what it found
     assert completion["postings"] == ["O-1000124"] and completion["order"] == "1000124"
     sha256 = hashlib.sha256(masterdata.read_bytes()).hexdigest()
     assert first["action"] == "masterdata.load" and first["subject"] == masterdata.name

@@ -60,7 +60,8 @@ def consumption(engine, request: AdjustConsumption, *, actor: Actor) -> Adjustme
 def _action(actor: Actor, kind: str, request) -> Action:
     """The audit record of an adjustment: its reason is the reason code and the note."""
     reason = f"{request.reason_code}: {request.note}" if request.note else request.reason_code
-    return Action(actor, f"adjust.{kind}", reason=reason, order=request.order)
+    return Action(actor, f"adjust.{kind}", reason=reason, order=request.order,
+                  detail={"asked": request.model_dump(mode="json")})
 
 
 def _check(engine, order: str, reason_code: str, qty: Decimal) -> None:

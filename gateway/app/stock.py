@@ -32,7 +32,8 @@ def receive(engine, request: ReceiveStock, *, actor: Actor) -> StockReceived:
         checks.positive(checks.in_decimals(m, request.qty))
     try:
         receive_stock(engine, request.material, request.qty, request.location, lot=request.lot,
-                      expires_on=request.expires_on, audit=Action(actor, "stock.receive", subject=request.material))
+                      expires_on=request.expires_on, audit=Action(actor, "stock.receive", subject=request.material,
+                                                       detail={"asked": request.model_dump(mode="json")}))
     except OperationRefused as exc:
         raise AppError("conflict", str(exc)) from None
     return StockReceived(material=m.id, qty=request.qty, uom=m.uom, location=request.location, lot=request.lot,
@@ -52,7 +53,8 @@ def issue(engine, request: IssueStock, *, actor: Actor) -> StockIssued:
         raise AppError("conflict", f"order {request.order} is {order.status}; no more issues to it")
     try:
         doc = issue_manually(engine, request.material, request.qty, request.order, request.location, lot=request.lot,
-                             audit=Action(actor, "stock.issue", order=request.order, subject=request.material))
+                             audit=Action(actor, "stock.issue", order=request.order, subject=request.material,
+                                          detail={"asked": request.model_dump(mode="json")}))
     except OperationRefused as exc:
         raise AppError("conflict", str(exc)) from None
     return StockIssued(document=doc, material=m.id, qty=request.qty, uom=m.uom, order=request.order,
@@ -71,7 +73,8 @@ def count(engine, request: CountStock, *, actor: Actor) -> CountRecorded:
         raise AppError("invalid", f"a counted quantity is a number of zero or more, got {request.counted}")
     try:
         r = record_count(engine, request.material, request.counted, request.location, lot=request.lot,
-                         audit=Action(actor, "stock.count", subject=request.material))
+                         audit=Action(actor, "stock.count", subject=request.material,
+                                      detail={"asked": request.model_dump(mode="json")}))
     except OperationRefused as exc:
         raise AppError("conflict", str(exc)) from None
     return CountRecorded(id=r.id, material=r.material, location=r.location, lot=r.lot, uom=r.uom, book_qty=r.book_qty,
