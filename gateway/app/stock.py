@@ -18,6 +18,7 @@ from gateway.app.models import CountRecorded, CountStock, IssueStock, ReceiveSto
 from gateway.ledger.inventory import record_count
 from gateway.ledger.operations import OperationRefused, receive_stock
 from gateway.ledger.orders import issue_manually
+from gateway.ledger.tx import SerialConflict
 
 
 @on_ledger
@@ -31,7 +32,7 @@ def receive(engine, request: ReceiveStock, *, actor: Actor) -> StockReceived:
     try:
         receive_stock(engine, request.material, request.qty, request.location, lot=request.lot,
                       expires_on=request.expires_on, audit=Action(actor, "stock.receive", subject=request.material))
-    except OperationRefused as exc:
+    except (OperationRefused, SerialConflict) as exc:
         raise AppError("conflict", str(exc)) from None
     return StockReceived(material=m.id, qty=request.qty, uom=m.uom, location=request.location, lot=request.lot,
                          expires_on=request.expires_on)
@@ -51,7 +52,7 @@ def issue(engine, request: IssueStock, *, actor: Actor) -> StockIssued:
     try:
         doc = issue_manually(engine, request.material, request.qty, request.order, request.location, lot=request.lot,
                              audit=Action(actor, "stock.issue", order=request.order, subject=request.material))
-    except OperationRefused as exc:
+    except (OperationRefused, SerialConflict) as exc:
         raise AppError("conflict", str(exc)) from None
     return StockIssued(document=doc, material=m.id, qty=request.qty, uom=m.uom, order=request.order,
                        location=request.location, lot=request.lot)
@@ -70,7 +71,7 @@ def count(engine, request: CountStock, *, actor: Actor) -> CountRecorded:
     try:
         r = record_count(engine, request.material, request.counted, request.location, lot=request.lot,
                          audit=Action(actor, "stock.count", subject=request.material))
-    except OperationRefused as exc:
+    except (OperationRefused, SerialConflict) as exc:
         raise AppError("conflict", str(exc)) from None
     return CountRecorded(id=r.id, material=r.material, location=r.location, lot=r.lot, uom=r.uom, book_qty=r.book_qty,
                          counted_qty=r.counted_qty, difference=r.difference,

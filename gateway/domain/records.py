@@ -177,6 +177,10 @@ class Material:
     lot_tracked: bool = False
     negative_stock_allowed: bool = False  # never for lot-tracked materials: an issue names real lots
     lot_selection: str = "fifo"  # fifo: oldest receipt first; fefo: earliest expiry first
+    # Every unit has its own serial: stock is lots of one unit named by the serial, so
+    # ``lot_tracked`` is true as well and everything that issues lots issues serials.
+    serial_tracked: bool = False
+    serial_pattern: str = ""  # serials of produced units without a serial tag: "{order}-{seq:06}"
 
 
 @dataclass(frozen=True, slots=True)

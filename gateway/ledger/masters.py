@@ -100,7 +100,7 @@ class MasterCache:
 def read_materials(conn: Connection) -> dict[str, Material]:
     return {
         r.id: Material(r.id, r.description, r.uom, r.decimals, r.lot_tracked, r.negative_stock_allowed,
-                       r.lot_selection)
+                       r.lot_selection, r.tracking == "serial", r.serial_pattern)
         for r in conn.execute(select(t.materials))
     }
 
@@ -142,7 +142,9 @@ def store_masterdata(engine: Engine, domain, stock_rows, *, audit: Action | None
         materials = [
             {"id": m.id, "description": m.description, "uom": m.uom, "decimals": m.decimals,
              "lot_tracked": m.lot_tracked, "negative_stock_allowed": m.negative_stock_allowed,
-             "lot_selection": m.lot_selection}
+             "lot_selection": m.lot_selection,
+             "tracking": "serial" if m.serial_tracked else "lot" if m.lot_tracked else "none",
+             "serial_pattern": m.serial_pattern}
             for m in domain.materials.values()]
         report.materials_new, report.materials_updated = _changes(conn, t.materials, materials)
         upsert(conn, t.materials, materials, ["id"])
@@ -217,17 +219,26 @@ def _canonical(order: ProductionOrder) -> ProductionOrder:
 
 
 def _post_opening_stock(tx: LedgerTx, s, material: Material, report: StoreReport, now) -> None:
-    lot = s.lot or ""
+    if material.serial_tracked:  # one unit per serial, each a lot of its own
+        for serial in s.serials:
+            _post_opening_lot(tx, s, serial, Decimal(1), material, report, now)
+    else:
+        _post_opening_lot(tx, s, s.lot or "", Decimal(s.quantity), material, report, now)
+
+
+def _post_opening_lot(tx: LedgerTx, s, lot: str, qty: Decimal, material: Material, report: StoreReport,
+                      now) -> None:
     gm = t.goods_movements.c
     tx.flush()  # an opening stock row earlier in this file is "already posted" too
     already = tx.conn.execute(select(gm.id).where(
         gm.kind == MovementKind.OPENING_STOCK.value, gm.material == s.material,
         gm.location == s.location, gm.lot == lot)).first()
     if already:
-        report.notes.append(f"opening stock of {s.material} at {s.location} already posted; skipped")
+        report.notes.append(f"opening stock of {s.material} at {s.location}"
+                            + (f" serial {lot}" if material.serial_tracked else "") + " already posted; skipped")
         return
     received = datetime.combine(s.received_on, time(), UTC) if s.received_on else now
     tx.register_lot(s.material, lot, received, expires_on=s.expires_on)
     tx.move(None, None, [GoodsMovement(
-        MovementKind.OPENING_STOCK, s.material, s.location, Decimal(s.quantity), material.uom, lot=lot)], now)
+        MovementKind.OPENING_STOCK, s.material, s.location, qty, material.uom, lot=lot)], now)
     report.stock_posted += 1

@@ -24,6 +24,7 @@ from sqlalchemy import Connection, delete, insert
 
 from gateway.domain.backflush import plan
 from gateway.domain.confirming import Pending, format_positions
+from gateway.domain.serials import serials_of
 from gateway.domain.records import (
     Anomaly,
     HOLDING_KINDS,
@@ -172,7 +173,28 @@ def cannot_plan(tx: LedgerTx, c: Confirmation, masters: MasterCache) -> str | No
     status = tx.order_status(c.order)
     if status != "released":
         return f"order {c.order} is {status}; nothing is posted to it (reverse or re-assign the confirmation)"
+    return no_serials(c, order, masters.materials(tx.conn))
+
+
+def no_serials(c: Confirmation, order, materials) -> str | None:
+    """Why the yield of a serial-tracked product cannot be received: no serial for its units."""
+    product = materials.get(order.material)
+    if product is None or not product.serial_tracked or not order.operation(c.operation).final or not c.yield_qty:
+        return None
+    if not product.serial_pattern:
+        return (f"{order.material} is serial-tracked and {c.yield_qty} {c.uom} have no serial; give the material "
+                'a serial pattern (serials: "{order}-{seq:06}") and load the master data, '
+                "then `gateway errors reprocess`")
     return None
+
+
+def product_serials(tx: LedgerTx, c: Confirmation, order, materials) -> tuple[str, ...]:
+    """The serials of a serial-tracked product's yield: numbered on from the last one the order received."""
+    product = materials[order.material]
+    if not product.serial_tracked or not order.operation(c.operation).final or not c.yield_qty:
+        return ()
+    first = tx.lots_produced(product.id, order.number) + 1
+    return serials_of(product.serial_pattern, order.number, first, int(c.yield_qty))
 
 
 def backflush(tx: LedgerTx, c: Confirmation, masters: MasterCache, now: datetime) -> BackflushPlan:
@@ -180,8 +202,9 @@ def backflush(tx: LedgerTx, c: Confirmation, masters: MasterCache, now: datetime
     order = masters.order(tx.conn, c.order)
     progress = tx.progress(c.order, c.operation)
     locations = {(k.material, k.supply_location) for k in order.components if k.operation == c.operation}
-    result = plan(c, order, progress, masters.materials(tx.conn), masters.work_centers(tx.conn),
-                  tx.stock(locations), tx.carry(c.order))
+    materials = masters.materials(tx.conn)
+    result = plan(c, order, progress, materials, masters.work_centers(tx.conn),
+                  tx.stock(locations), tx.carry(c.order), serials=product_serials(tx, c, order, materials))
     write_plan(tx, c, order.number, result, now)
     tx.add_progress(c.order, c.operation, c.yield_qty, c.scrap_qty)
     tx.add_carry(c.order, result.planned)

@@ -128,6 +128,9 @@ materials = Table(
     Column("lot_tracked", Boolean, nullable=False),
     Column("negative_stock_allowed", Boolean, nullable=False),
     Column("lot_selection", String(4), nullable=False, default="fifo"),
+    # none | lot | serial; a serial-tracked material is lot_tracked too (a serial is a lot of one unit)
+    Column("tracking", String(6), nullable=False, default="none"),
+    Column("serial_pattern", String(64), nullable=False, default=""),
 )
 
 lots = Table(
@@ -535,8 +538,8 @@ def _audit_log_append_only(target, connection, **_kw) -> None:
 # refused at open (``LedgerVersionError``) and upgraded by ``gateway db upgrade`` (alembic,
 # ``gateway/ledger/migrations``). Changing a table above means: a new migration that sets
 # this row to the new number, and SCHEMA_VERSION raised to it.
-SCHEMA_VERSION = 6  # 1: the schema before version numbers (baseline); 2: counted_units; 3: leases;
-# 4: mapping_reloads; 5: mapping_versions; 6: audit_log
+SCHEMA_VERSION = 7  # 1: the schema before version numbers (baseline); 2: counted_units; 3: leases;
+# 4: mapping_reloads; 5: mapping_versions; 6: audit_log; 7: materials.tracking, serial_pattern
 UPGRADE_COMMAND = "gateway db upgrade --db URL"
 
 schema_version = Table(

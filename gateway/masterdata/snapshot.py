@@ -57,9 +57,11 @@ def _material(key: str, m: MaterialDef) -> Material:
         description=m.description,
         uom=m.uom,
         decimals=m.decimals,
-        lot_tracked=m.lot_tracked,
+        lot_tracked=m.effective_tracking in ("lot", "serial"),
         negative_stock_allowed=m.negative_stock == "allowed",
         lot_selection=m.lot_selection,
+        serial_tracked=m.effective_tracking == "serial",
+        serial_pattern=m.serials or "",
     )
 
 
