@@ -189,12 +189,21 @@ def no_serials(c: Confirmation, order, materials) -> str | None:
 
 
 def product_serials(tx: LedgerTx, c: Confirmation, order, materials) -> tuple[str, ...]:
-    """The serials of a serial-tracked product's yield: numbered on from the last one the order received."""
+    """The serials of a serial-tracked product's yield: numbered on from the last one the order
+    received, skipping any serial the ledger already knows (received by hand, say), so that
+    one stray serial never blocks the order."""
     product = materials[order.material]
-    if not product.serial_tracked or not order.operation(c.operation).final or not c.yield_qty:
+    units = int(c.yield_qty)
+    if not product.serial_tracked or not order.operation(c.operation).final or not units:
         return ()
-    first = tx.lots_produced(product.id, order.number) + 1
-    return serials_of(product.serial_pattern, order.number, first, int(c.yield_qty))
+    serials: list[str] = []
+    seq = tx.lots_produced(product.id, order.number) + 1
+    while len(serials) < units:
+        batch = serials_of(product.serial_pattern, order.number, seq, units - len(serials))
+        known = tx.known_lots(product.id, batch)
+        serials += [s for s in batch if s not in known]
+        seq += len(batch)
+    return tuple(serials)
 
 
 def backflush(tx: LedgerTx, c: Confirmation, masters: MasterCache, now: datetime) -> BackflushPlan:

@@ -196,6 +196,14 @@ class LedgerTx:
                                                if m == material and row["produced_by_order"] == order)
         return self._produced[key]
 
+    def known_lots(self, material: str, names: Iterable[str]) -> set[str]:
+        """Which of ``names`` are lots (serials) of ``material`` the ledger knows, buffered ones too."""
+        names = set(names)
+        lots = t.lots.c
+        found = set(self.conn.execute(select(lots.lot).where(lots.material == material,
+                                                             lots.lot.in_(sorted(names)))).scalars())
+        return found | {lot for (m, lot) in self._new_lots if m == material and lot in names}
+
     def _serial_tracked(self, material: str) -> bool:
         if self._serial_materials is None:
             m = t.materials.c
