@@ -158,7 +158,7 @@ async def run_demo(*, seconds: float, db: str | None, port: int, mapping_path: P
     console.print("[green]reconciled: every simulated unit is in the ledger exactly once[/]" if ok
                   else "[red]NOT reconciled: ledger and simulator disagree[/]")
     console.print(f"explore the ledger: gateway report --db {db}   (also: gateway orders show 1000123, "
-                  "gateway confirmations list, gateway errors list)")
+                  "gateway confirmations list, gateway errors list, gateway trace 1000125-000001)")
     return ok
 
 
