@@ -114,10 +114,13 @@ class AnomalyKind(enum.Enum):
     WORK_CENTER_MISMATCH = "work_center"  # the order's operation runs on another work center
     NOT_PRODUCING = "not_producing"  # counted outside the machine's count_when states, held for a decision
     JOB_CHANGE_UNSEEN = "job_change_unseen"  # job changed while not read: the old job's last units unknown
+    SERIAL_MISSING = "serial_missing"  # good units with no serial written for them, held for a decision
+    SERIAL_REPEATED = "serial_repeated"  # good units whose serial was used before, held for a decision
 
 
 # Anomalies that hold counted units until a person accepts (posts) or rejects them.
-HOLDING_KINDS = frozenset({AnomalyKind.IMPLAUSIBLE, AnomalyKind.NOT_PRODUCING})
+HOLDING_KINDS = frozenset({AnomalyKind.IMPLAUSIBLE, AnomalyKind.NOT_PRODUCING, AnomalyKind.SERIAL_MISSING,
+                           AnomalyKind.SERIAL_REPEATED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +156,7 @@ class Confirmation:
     first_source_time: datetime
     last_source_time: datetime
     trigger: str  # every_units | every_seconds | order_change | shutdown
+    serials: tuple[str, ...] = ()  # from the machine's serial tag: one per unit of yield, in production order
 
     @property
     def consumed_qty(self) -> Decimal:

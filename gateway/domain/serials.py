@@ -9,7 +9,10 @@ is particular to serials is decided here:
 * ``take_serials(fresh, units, used)``: which of the serials the PLC wrote since the last
   count go with ``units`` new good units, and which units have none (a missed serial) or
   only a serial already used (a repeated serial) — those are held, never received
-  under a guessed serial.
+  under a guessed serial;
+* ``split_at(increment, counts, modulus)``: the first ``counts`` of an increment (the units
+  with a serial) and where the rest (the held units) starts, so the two are disjoint
+  ranges of counter positions, as every confirmation and anomaly is.
 
 Pure: no I/O, no clock; the caller knows which serials were used and numbers the units.
 """
@@ -18,7 +21,9 @@ from __future__ import annotations
 
 import string
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from gateway.domain.records import Increment, Position
 
 FIELDS = ("order", "seq")
 
@@ -85,3 +90,19 @@ def take_serials(fresh: Iterable[str], units: int, used: Iterable[str] = ()) -> 
             seen.add(serial)
             taken.append(serial)
     return SerialTake(tuple(taken), units - len(taken) - len(repeated), tuple(repeated))
+
+
+def split_at(increment: Increment, counts: int, modulus: int) -> tuple[Increment, Position]:
+    """The first ``counts`` of ``increment`` as an increment of their own, and the position after them."""
+    if not 0 <= counts <= increment.counts:
+        raise ValueError(f"cannot split {counts} counts off an increment of {increment.counts}")
+    start, end = increment.start, increment.end
+    if start.epoch == end.epoch:
+        at = Position(start.epoch, start.raw + counts)
+    elif increment.counts == end.raw:  # a reset: counted from 0 in the new epoch
+        at = Position(end.epoch, counts)
+    elif start.raw + counts < modulus:  # a rollover, split before the wrap
+        at = Position(start.epoch, start.raw + counts)
+    else:
+        at = Position(end.epoch, start.raw + counts - modulus)
+    return replace(increment, counts=counts, end=at), at

@@ -210,7 +210,7 @@ def read_confirmation(conn: Connection, confirmation_id: str) -> Confirmation:
     r = conn.execute(select(t.confirmations).where(t.confirmations.c.id == confirmation_id)).one()
     return Confirmation(r.id, r.machine, r.order_no, r.operation, r.yield_qty, r.scrap_qty, r.uom,
                         parse_positions(r.start_pos), parse_positions(r.end_pos), r.first_source_time,
-                        r.last_source_time, r.trigger)
+                        r.last_source_time, r.trigger, tuple(r.serials.split("\n") if r.serials else ()))
 
 
 # -- genealogy ------------------------------------------------------------------------

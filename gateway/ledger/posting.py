@@ -149,7 +149,7 @@ def _confirmation_row(c: Confirmation, now: datetime) -> dict:
         "yield_qty": c.yield_qty, "scrap_qty": c.scrap_qty, "uom": c.uom,
         "start_pos": format_positions(c.start), "end_pos": format_positions(c.end),
         "first_source_time": c.first_source_time, "last_source_time": c.last_source_time,
-        "trigger": c.trigger, "posted_at": now,
+        "trigger": c.trigger, "posted_at": now, "serials": "\n".join(c.serials),
     }
 
 
@@ -181,6 +181,11 @@ def no_serials(c: Confirmation, order, materials) -> str | None:
     product = materials.get(order.material)
     if product is None or not product.serial_tracked or not order.operation(c.operation).final or not c.yield_qty:
         return None
+    if c.serials:
+        if len(c.serials) != c.yield_qty or len(set(c.serials)) != len(c.serials):
+            return (f"{order.material} is serial-tracked: {c.yield_qty} {c.uom} came with {len(c.serials)} serials "
+                    f"({len(set(c.serials))} different); reverse the confirmation")
+        return None
     if not product.serial_pattern:
         return (f"{order.material} is serial-tracked and {c.yield_qty} {c.uom} have no serial; give the material "
                 'a serial pattern (serials: "{order}-{seq:06}") and load the master data, '
@@ -189,13 +194,16 @@ def no_serials(c: Confirmation, order, materials) -> str | None:
 
 
 def product_serials(tx: LedgerTx, c: Confirmation, order, materials) -> tuple[str, ...]:
-    """The serials of a serial-tracked product's yield: numbered on from the last one the order
-    received, skipping any serial the ledger already knows (received by hand, say), so that
-    one stray serial never blocks the order."""
+    """The serials of a serial-tracked product's yield: the ones the machine's serial tag wrote,
+    else numbered by the material's pattern on from the last one the order received, skipping
+    any serial the ledger already knows (received by hand, say), so that one stray serial
+    never blocks the order."""
     product = materials[order.material]
     units = int(c.yield_qty)
     if not product.serial_tracked or not order.operation(c.operation).final or not units:
         return ()
+    if c.serials:
+        return c.serials
     serials: list[str] = []
     seq = tx.lots_produced(product.id, order.number) + 1
     while len(serials) < units:
@@ -278,7 +286,7 @@ def _pending_row(p: Pending) -> dict:
         "yield_qty": p.yield_qty, "scrap_qty": p.scrap_qty,
         "start_pos": format_positions(p.start), "end_pos": format_positions(p.end),
         "first_source_time": p.first_source_time, "last_source_time": p.last_source_time,
-        "opened_at": p.opened_at,
+        "opened_at": p.opened_at, "serials": "\n".join(p.serials),
     }
 
 

@@ -41,7 +41,8 @@ def resume_state(engine: Engine, machines: Collection[str] | None = None) -> Res
         for r in conn.execute(of(t.pending_units)):
             p = Pending(r.machine, r.order_no, r.operation, r.yield_qty, r.scrap_qty,
                         parse_positions(r.start_pos), parse_positions(r.end_pos),
-                        r.first_source_time, r.last_source_time, r.opened_at)
+                        r.first_source_time, r.last_source_time, r.opened_at,
+                        tuple(r.serials.split("\n") if r.serials else ()))
             state.pendings[p.key] = p
         for r in conn.execute(of(t.machine_states)):
             state.machine_orders[r.machine] = r.order_no

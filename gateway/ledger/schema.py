@@ -255,6 +255,7 @@ confirmations = Table(
     Column("last_source_time", UtcDateTime, nullable=False),
     Column("trigger", String(20), nullable=False),
     Column("posted_at", UtcDateTime, nullable=False),
+    Column("serials", Text, nullable=False, default=""),  # from the serial tag, one a line
 )
 
 deferred_components = Table(
@@ -339,6 +340,7 @@ pending_units = Table(
     Column("first_source_time", UtcDateTime, nullable=False),
     Column("last_source_time", UtcDateTime, nullable=False),
     Column("opened_at", UtcDateTime, nullable=False),
+    Column("serials", Text, nullable=False, default=""),  # from the serial tag, one a line
 )
 
 machine_states = Table(
@@ -539,7 +541,8 @@ def _audit_log_append_only(target, connection, **_kw) -> None:
 # ``gateway/ledger/migrations``). Changing a table above means: a new migration that sets
 # this row to the new number, and SCHEMA_VERSION raised to it.
 SCHEMA_VERSION = 7  # 1: the schema before version numbers (baseline); 2: counted_units; 3: leases;
-# 4: mapping_reloads; 5: mapping_versions; 6: audit_log; 7: materials.tracking, serial_pattern
+# 4: mapping_reloads; 5: mapping_versions; 6: audit_log; 7: materials.tracking, serial_pattern,
+# confirmations.serials, pending_units.serials
 UPGRADE_COMMAND = "gateway db upgrade --db URL"
 
 schema_version = Table(

@@ -36,8 +36,9 @@ def _ledger_of_version_1(url: str):
         for later in ("counted_units", "machine_leases", "gateway_instances", "mapping_reloads",
                       "mapping_versions", "audit_log"):  # versions 2-6
             conn.execute(text(f"DROP TABLE {later}"))
-        for column in ("tracking", "serial_pattern"):  # version 7
-            conn.execute(text(f"ALTER TABLE materials DROP COLUMN {column}"))
+        for table, column in (("materials", "tracking"), ("materials", "serial_pattern"),
+                              ("confirmations", "serials"), ("pending_units", "serials")):  # version 7
+            conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
         conn.execute(text("DROP TABLE schema_version"))
         conn.execute(text("DROP TABLE alembic_version"))
     engine.dispose()

@@ -1,4 +1,6 @@
-"""Version 7: serial-tracked materials (``materials.tracking``, ``materials.serial_pattern``).
+"""Version 7: serial-tracked materials (``materials.tracking``, ``materials.serial_pattern``) and
+the serials read from a machine's serial tag (``confirmations.serials``, ``pending_units.serials``,
+one a line; empty for every existing row).
 
 ``tracking`` is none, lot or serial; existing materials get lot or none from their
 ``lot_tracked`` flag. A serial is held as a lot of one unit, so stock, movements, lots and
@@ -22,6 +24,9 @@ def upgrade() -> None:
     with op.batch_alter_table("materials") as batch:
         batch.add_column(sa.Column("tracking", sa.String(6), nullable=False, server_default="none"))
         batch.add_column(sa.Column("serial_pattern", sa.String(64), nullable=False, server_default=""))
+    for table in ("confirmations", "pending_units"):
+        with op.batch_alter_table(table) as batch:
+            batch.add_column(sa.Column("serials", sa.Text, nullable=False, server_default=""))
     materials = sa.table("materials", sa.column("lot_tracked", sa.Boolean), sa.column("tracking", sa.String))
     op.execute(materials.update().where(materials.c.lot_tracked == sa.true()).values(tracking="lot"))
     op.execute("UPDATE schema_version SET version = 7")
