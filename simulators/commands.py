@@ -12,6 +12,8 @@ command                argument                        effect
 ``jump_near_rollover`` margin, e.g. ``10``             raw counters to 2^W - margin
 ``set_order``          ``number`` or ``number,reset``  new order; ``reset``: job counters 0
 ``set_rate``           cycles per second, e.g. ``2.5`` new cycle rate
+``miss_serial``        cycles, default ``1``           the next good cycles write no serial
+``repeat_serial``      cycles, default ``1``           the next good cycles write an earlier serial
 ``truth``              -                               nothing; just report
 =====================  ==============================  ===================================
 
@@ -69,6 +71,14 @@ def _parse(kind: Callable[[str], object], argument: str, what: str):
         raise SimCommandError(f"expected {what}, got {argument!r}") from None
 
 
+def _serial_fault(model: MachineModel, kind: str, argument: str) -> None:
+    cycles = _parse(int, argument or "1", "a number of cycles, e.g. '2'")
+    try:
+        model.serial_fault(kind, cycles)
+    except ValueError as exc:
+        raise SimCommandError(str(exc)) from None
+
+
 _COMMANDS: dict[str, Callable[[MachineModel, str], None]] = {
     "pause": _without_argument(MachineModel.pause),
     "resume": _without_argument(MachineModel.resume),
@@ -76,6 +86,8 @@ _COMMANDS: dict[str, Callable[[MachineModel, str], None]] = {
     "jump_near_rollover": _jump_near_rollover,
     "set_order": _set_order,
     "set_rate": _set_rate,
+    "miss_serial": lambda model, argument: _serial_fault(model, "miss", argument),
+    "repeat_serial": lambda model, argument: _serial_fault(model, "repeat", argument),
     "truth": _without_argument(lambda model: None),
 }
 
