@@ -112,3 +112,19 @@ def test_take_serials_accounts_for_every_unit_and_never_reuses_a_serial(fresh, u
     took = take_serials(fresh, units, used)
     assert len(took.serials) + took.held == units
     assert len(set(took.serials)) == len(took.serials) and not set(took.serials) & used
+
+
+def test_split_at_gives_disjoint_ranges_within_an_epoch_over_a_rollover_and_after_a_reset():
+    from gateway.domain.records import Increment, Position
+    from gateway.domain.serials import split_at
+
+    plain = Increment("M", "good", 5, Position(0, 10), Position(0, 15), T0)
+    head, at = split_at(plain, 3, 2**16)
+    assert (head.counts, head.start, head.end, at) == (3, Position(0, 10), Position(0, 13), Position(0, 13))
+    rollover = Increment("M", "good", 6, Position(0, 65533), Position(1, 3), T0)  # 65533, 34, 35, 0, 1, 2 → 3
+    assert split_at(rollover, 2, 2**16)[1] == Position(0, 65535)
+    assert split_at(rollover, 4, 2**16)[1] == Position(1, 1)
+    reset = Increment("M", "good", 4, Position(0, 900), Position(1, 4), T0)  # a PLC reset: counted from 0
+    assert split_at(reset, 1, 2**16)[1] == Position(1, 1)
+    with pytest.raises(ValueError):
+        split_at(plain, 6, 2**16)
