@@ -189,7 +189,9 @@ def issue_component(
     Used by planning and by error-queue reprocessing, so both issue the same way.
     """
     if material.lot_tracked:
-        allocation = allocate(qty, stock_left.lots(material.id, location), material.lot_selection, as_of)
+        selection = next((c.selection for c in order.components if c.item == bom_item and c.selection),
+                         material.lot_selection)  # the BOM item's, else the material's
+        allocation = allocate(qty, stock_left.lots(material.id, location), selection, as_of)
         picks, expired = allocation.picks, allocation.expired
     else:
         picks, expired = _without_lots(qty, material, stock_left.total(material.id, location)), ()

@@ -211,6 +211,7 @@ class OrderComponent:
     supply_location: str
     flushing_source: str = ""  # where the effective rule came from: BOM item, work center, material
     rework: bool = False  # issued only by a rework adjustment, never by a confirmation
+    selection: str = ""  # fifo | fefo for this item's lots and serials; "": the material's lot_selection
 
 
 @dataclass(frozen=True, slots=True)

@@ -126,7 +126,8 @@ def read_order(conn: Connection, number: str) -> ProductionOrder | None:
         receipt_location=head.receipt_location, status=head.status, produced_lot=head.produced_lot,
         components=tuple(
             OrderComponent(c.item, c.material, c.qty_per_base, c.scrap_pct, FlushingRule(c.flushing),
-                           c.operation, c.supply_location, c.flushing_source, c.rework) for c in comps),
+                           c.operation, c.supply_location, c.flushing_source, c.rework, c.selection)
+            for c in comps),
         operations=tuple(
             OrderOperation(o.operation, o.work_center, o.setup_hours, o.machine_hours_per_base,
                            o.labor_hours_per_base, o.final) for o in ops),
@@ -205,7 +206,8 @@ def _store_order(conn: Connection, order: ProductionOrder, report: StoreReport) 
             "order_no": order.number, "item": c.item, "material": c.material, "qty_per_base": c.qty_per_base,
             "scrap_pct": c.scrap_pct, "flushing": c.flushing.value, "flushing_source": c.flushing_source,
             "operation": c.operation,
-            "supply_location": c.supply_location, "rework": c.rework} for c in order.components])
+            "supply_location": c.supply_location, "rework": c.rework, "selection": c.selection}
+            for c in order.components])
     conn.execute(insert(t.order_operations), [{
         "order_no": order.number, "operation": o.operation, "work_center": o.work_center,
         "setup_hours": o.setup_hours, "machine_hours_per_base": o.machine_hours_per_base,

@@ -190,6 +190,7 @@ order_components = Table(
     Column("operation", String(64), nullable=False),
     Column("supply_location", String(64), nullable=False),
     Column("rework", Boolean, nullable=False, default=False),
+    Column("selection", String(4), nullable=False, default=""),  # "": the material's lot_selection
 )
 
 order_operations = Table(
@@ -542,7 +543,7 @@ def _audit_log_append_only(target, connection, **_kw) -> None:
 # this row to the new number, and SCHEMA_VERSION raised to it.
 SCHEMA_VERSION = 7  # 1: the schema before version numbers (baseline); 2: counted_units; 3: leases;
 # 4: mapping_reloads; 5: mapping_versions; 6: audit_log; 7: materials.tracking, serial_pattern,
-# confirmations.serials, pending_units.serials
+# confirmations.serials, pending_units.serials, order_components.selection
 UPGRADE_COMMAND = "gateway db upgrade --db URL"
 
 schema_version = Table(

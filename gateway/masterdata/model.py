@@ -94,6 +94,8 @@ class BomItemDef(_Strict):
     # Consumed only when the operation's output is reworked (`gateway adjust rework`),
     # never by a confirmation.
     rework: bool = False
+    # Which lots / serials this item issues first; unset: the material's lot_selection.
+    selection: Literal["fifo", "fefo"] | None = None
 
 
 class BomDef(_Strict):

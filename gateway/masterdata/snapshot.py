@@ -137,6 +137,7 @@ def _components(bom: BomDef, routing: RoutingDef, base: Decimal, md: MasterData)
             operation=item.operation,
             supply_location=item.supply_location or md.work_centers[work_center_of[item.operation]].supply_location,
             rework=item.rework,
+            selection=item.selection or "",
         )
         for item in bom.items
         for rule, source in [effective_flushing(item, md.work_centers[work_center_of[item.operation]],

@@ -1,7 +1,7 @@
 """Serials: the pattern that numbers produced units, which PLC serials go with which units,
 components issued serial by serial, products received serial by serial with their genealogy."""
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal as D
 
 import pytest
@@ -128,3 +128,16 @@ def test_split_at_gives_disjoint_ranges_within_an_epoch_over_a_rollover_and_afte
     assert split_at(reset, 1, 2**16)[1] == Position(1, 1)
     with pytest.raises(ValueError):
         split_at(plain, 6, 2**16)
+
+
+def test_a_bom_item_selection_beats_the_materials():
+    from dataclasses import replace
+
+    first_expiry = StockView({("MOTOR", "LS"): (
+        LotStock("M-old", D(1), datetime(2026, 1, 1, tzinfo=UTC), date(2027, 1, 1)),
+        LotStock("M-new", D(1), datetime(2026, 2, 1, tzinfo=UTC), date(2026, 6, 1)))})
+    fefo_item = replace(ORDER, components=(replace(ORDER.components[0], selection="fefo"),))
+    for order, issued in ((ORDER, "M-old"), (fefo_item, "M-new")):  # the material: fifo
+        p = plan(confirmation(1), order, OperationProgress("4711", "0010"), MATERIALS, WCS, first_expiry,
+                 serials=("P-4711-00001",))
+        assert [m.lot for m in p.movements if m.kind is MovementKind.GOODS_ISSUE] == [issued]

@@ -37,7 +37,8 @@ def _ledger_of_version_1(url: str):
                       "mapping_versions", "audit_log"):  # versions 2-6
             conn.execute(text(f"DROP TABLE {later}"))
         for table, column in (("materials", "tracking"), ("materials", "serial_pattern"),
-                              ("confirmations", "serials"), ("pending_units", "serials")):  # version 7
+                              ("confirmations", "serials"), ("pending_units", "serials"),
+                              ("order_components", "selection")):  # version 7
             conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
         conn.execute(text("DROP TABLE schema_version"))
         conn.execute(text("DROP TABLE alembic_version"))

@@ -1,6 +1,7 @@
 """Version 7: serial-tracked materials (``materials.tracking``, ``materials.serial_pattern``) and
 the serials read from a machine's serial tag (``confirmations.serials``, ``pending_units.serials``,
-one a line; empty for every existing row).
+one a line; empty for every existing row), and the lot/serial selection a BOM item may set
+(``order_components.selection``, empty: the material's).
 
 ``tracking`` is none, lot or serial; existing materials get lot or none from their
 ``lot_tracked`` flag. A serial is held as a lot of one unit, so stock, movements, lots and
@@ -24,6 +25,8 @@ def upgrade() -> None:
     with op.batch_alter_table("materials") as batch:
         batch.add_column(sa.Column("tracking", sa.String(6), nullable=False, server_default="none"))
         batch.add_column(sa.Column("serial_pattern", sa.String(64), nullable=False, server_default=""))
+    with op.batch_alter_table("order_components") as batch:
+        batch.add_column(sa.Column("selection", sa.String(4), nullable=False, server_default=""))
     for table in ("confirmations", "pending_units"):
         with op.batch_alter_table(table) as batch:
             batch.add_column(sa.Column("serials", sa.Text, nullable=False, server_default=""))
