@@ -414,13 +414,13 @@ def confirmations_list(order: str | None = typer.Option(None, "--order"), last: 
 
 @app.command()
 def trace(
-    lot: str = typer.Argument(..., help="Lot number."),
+    lot: str = typer.Argument(..., help="Lot number, or the serial of one unit."),
     material: str | None = typer.Option(None, "--material", "-m", help="Material, if the lot number is ambiguous."),
     forward: bool = typer.Option(False, "--forward", help="Where-used (into which lots) instead of where-from."),
     db: str = DbOption,
     format: Format = FormatOption,
 ) -> None:
-    """Genealogy of a lot across all levels: where-from (default) or where-used."""
+    """Genealogy of a lot or serial across all levels: where-from (default) or where-used."""
     from gateway.app import reports
     from gateway.report import fmt
 
@@ -431,7 +431,7 @@ def trace(
         for line in result.lines:
             arrow = "" if line.depth == 0 else ("used in " if forward else "made from ")
             qty = f"  {fmt(line.qty)} {line.uom}" if line.depth else ""
-            typer.echo(f"{'  ' * line.depth}{arrow}{line.material} lot {line.lot}{qty}")
+            typer.echo(f"{'  ' * line.depth}{arrow}{line.material} {'serial' if line.serial else 'lot'} {line.lot}{qty}")
 
     emit(on_ledger(db, reports.trace, lot, material=material, direction="forward" if forward else "back"), format,
          show)

@@ -190,7 +190,7 @@ async def run_demo(*, seconds: float, db: str | None, port: int, mapping_path: P
                   else "[red]NOT reconciled: ledger and simulator disagree[/]")
     console.print(f"explore the ledger: export GATEWAY_DB={db}\n"
                   "  then: gateway report · gateway orders show 1000123 · gateway confirmations list · "
-                  "gateway errors list", soft_wrap=True)
+                  "gateway errors list · gateway trace 1000125-000001", soft_wrap=True)
     return ok
 
 

@@ -19,6 +19,14 @@ state read in the same snapshot as a counter (the same source time: one Modbus p
 scan) is that counter's state too: which of the two changed first is not known there, so
 counts read with a change into or out of production are counted, not held.
 
+A machine with a ``serial`` tag gets the serial of every unit it makes: each new value the
+tag shows is the next unit's serial, and each good unit counted takes the next serial not
+used before (``gateway.domain.serials.take_serials``). A good unit with no new serial (a
+serial the PLC missed, or one read too late) or only a serial used before is held as an
+anomaly (``serial_missing`` / ``serial_repeated``) for a person to accept or reject: never
+received under a guessed serial, never lost. The first value read after a start is the
+serial of a unit counted before it, not a new one.
+
 Units counted while the order is unknown (no order number yet, or a number that is not
 in the master data) are kept pending under that number and recorded as an anomaly;
 they are confirmed as soon as the order is known. Nothing is dropped.
@@ -66,6 +74,7 @@ from sqlalchemy import Engine
 
 from gateway.domain.confirming import SCRAP_COUNTER, ConfirmRule, Pending, accumulate, confirm, due, timer_spread
 from gateway.domain.counting import advance
+from gateway.domain.serials import split_at, take_serials
 from gateway.domain.records import (
     Anomaly,
     AnomalyKind,
@@ -83,13 +92,16 @@ from gateway.outputs.worker import Outputs
 from gateway.ownership import LeaseKeeper, LeaseOptions
 from gateway.reloading import MappingChange, checked_mapping, diff_mappings
 from gateway.sources import build_sources
-from gateway.sources.base import ORDER_ROLE, STATE_ROLE, Source, SourceHealth, TagValue
+from gateway.sources.base import ORDER_ROLE, SERIAL_ROLE, STATE_ROLE, Source, SourceHealth, TagValue
 from gateway.clock import utcnow
 from gateway.yamldoc import InputFileError
 
 log = structlog.get_logger("gateway.service")
 
 MAX_ORDER_LENGTH = 64  # the ledger's order-number column
+MAX_SERIAL_LENGTH = 64  # the ledger's lot column: a serial is a lot of one unit
+SERIALS_REMEMBERED = 100_000  # per machine, to see a repeated serial (the ledger refuses older ones)
+SERIALS_WAITING = 10_000  # serials read ahead of the counter, per machine
 KNOWN_ORDERS_REFRESH_S = 5.0
 # A cancelled source ends in milliseconds (its goodbye to a dead PLC is not worth waiting for).
 SOURCES_STOP_TIMEOUT_S = 5.0
@@ -123,6 +135,9 @@ class MachineRuntime:
     token: int | None = None  # the lease token this instance posts under; None: not leased
     owned: bool = True  # False: another instance owns it (standby, or lost); its values are not counted
     ignored: dict[str, int] = field(default_factory=dict)  # readings not counted, by why; logged at stop
+    serial: str | None = None  # the serial tag's last value; None: not read since the start
+    fresh_serials: list[str] = field(default_factory=list)  # new serials not yet given to a counted unit
+    used_serials: dict[str, None] = field(default_factory=dict)  # given to a unit or held, oldest first
 
     @property
     def operation(self) -> str:
@@ -178,6 +193,7 @@ def _redefined(old: MachineRuntime, cfg: Machine) -> MachineRuntime:
     rt.order_seen, rt.state = old.order_seen, old.state
     rt.counted_units, rt.counted_total, rt.ignored = old.counted_units, old.counted_total, old.ignored
     rt.token, rt.owned = old.token, old.owned
+    rt.serial, rt.fresh_serials, rt.used_serials = old.serial, old.fresh_serials, old.used_serials
     return rt
 
 
@@ -645,6 +661,8 @@ class Gateway:
                     self._order_value(rt, tv, commit, now)
                 elif tv.role == STATE_ROLE:
                     rt.state = tv.value if tv.quality is Quality.GOOD else None
+                elif tv.role == SERIAL_ROLE:
+                    self._serial_value(rt, tv, commit)
                 else:
                     self._counter_value(rt, tv, commit, now, snapshots.get((tv.machine, tv.source_time), frozenset()))
         finally:
@@ -709,6 +727,50 @@ class Gateway:
         commit.machine_orders[rt.name] = order
         commit.job_resets[rt.name] = (frozenset(rt.job_changed), frozenset(rt.job_change_unseen))
 
+    def _serial_value(self, rt: MachineRuntime, tv: TagValue, commit: Commit) -> None:
+        if tv.quality is not Quality.GOOD:
+            return
+        value = tv.value
+        serial = str(value).strip() if isinstance(value, str | int) and not isinstance(value, bool) else None
+        if serial is None or len(serial) > MAX_SERIAL_LENGTH or not serial.isprintable():
+            self._bad_value(rt, tv, commit, f"serial tag delivered {value!r:.80}, expected a serial of at most "
+                            f"{MAX_SERIAL_LENGTH} printable characters; the unit it was written for gets none "
+                            "and is held — check the serial tag in the PLC and the mapping")
+            return
+        rt.reported_bad.discard(tv.role)
+        previous, rt.serial = rt.serial, serial
+        if previous is None or serial == previous or not serial:
+            return  # the serial of a unit counted before this start; the same value read again; a cleared tag
+        rt.fresh_serials.append(serial)
+        del rt.fresh_serials[:-SERIALS_WAITING]
+
+    def _with_serials(self, rt: MachineRuntime, tv: TagValue, increment, units: Decimal, commit: Commit):
+        """The good units that have a serial (an increment, its units, their serials); the rest are held."""
+        took = take_serials(rt.fresh_serials, int(units), rt.used_serials)
+        del rt.fresh_serials[:len(took.serials) + len(took.repeated)]
+        for serial in took.serials + took.repeated:
+            rt.used_serials[serial] = None
+        while len(rt.used_serials) > SERIALS_REMEMBERED:
+            del rt.used_serials[next(iter(rt.used_serials))]
+        if not took.held:
+            return increment, units, took.serials
+        spec = rt.specs[tv.role]
+        with_serial, held_from = split_at(increment, len(took.serials), spec.modulus)
+        kind = AnomalyKind.SERIAL_REPEATED if took.repeated else AnomalyKind.SERIAL_MISSING
+        why = []
+        if took.missing:
+            why.append(f"{took.missing} with no new serial written for it")
+        if took.repeated:
+            why.append(f"{len(took.repeated)} whose serial was used before ({', '.join(took.repeated[:5])})")
+        detail = (f"{took.held} good unit(s) of order {rt.order or '(none)'} without a serial of their own: "
+                  f"{'; '.join(why)}; held, not received — accept to post them without serials "
+                  "(the material's serial pattern numbers them), or reject")
+        self._anomaly(rt, Anomaly(rt.name, tv.role, kind, detail, increment.source_time, held_from, increment.end,
+                                  counts_held=took.held), commit, Decimal(took.held))
+        rt.counted_total += took.held
+        commit.counted[rt.name] = rt.counted_total
+        return with_serial, Decimal(len(took.serials)), took.serials
+
     def _counter_value(self, rt: MachineRuntime, tv: TagValue, commit: Commit, now: datetime,
                        state_read_with: frozenset = frozenset()) -> None:
         spec = rt.specs.get(tv.role)
@@ -758,11 +820,17 @@ class Gateway:
             units = Decimal(step.increment.counts * spec.units_per_count)
             if not in_total:
                 rt.counted_units += units
+            increment, serials = step.increment, ()
+            if rt.config.serial is not None and tv.role == "good":
+                increment, units, serials = self._with_serials(rt, tv, increment, units, commit)
+                if not units:
+                    return
+            if not in_total:
                 rt.counted_total += units
                 commit.counted[rt.name] = rt.counted_total
             key = (rt.order, rt.operation)
-            pending = accumulate(rt.pendings.get(key), step.increment, units, order=rt.order, operation=rt.operation,
-                                 now=now, scrap_in_total=rt.config.counters.total is not None)
+            pending = accumulate(rt.pendings.get(key), increment, units, order=rt.order, operation=rt.operation,
+                                 now=now, scrap_in_total=rt.config.counters.total is not None, serials=serials)
             rt.pendings[key] = pending
             commit.pendings[pending.key] = pending
             if rt.order not in self.orders.uoms:

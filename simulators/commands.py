@@ -13,6 +13,8 @@ command                argument                        effect
 ``set_order``          ``number`` or ``number,reset``  new order; ``reset``: job counters 0
 ``reset_job_counters`` -                               job counters 0 (EUROMAP 77), no order change
 ``set_rate``           cycles per second, e.g. ``2.5`` new cycle rate
+``miss_serial``        cycles, default ``1``           the next good cycles write no serial
+``repeat_serial``      cycles, default ``1``           the next good cycles write an earlier serial
 ``truth``              -                               nothing; just report
 =====================  ==============================  ===================================
 
@@ -70,6 +72,14 @@ def _parse(kind: Callable[[str], object], argument: str, what: str):
         raise SimCommandError(f"expected {what}, got {argument!r}") from None
 
 
+def _serial_fault(model: MachineModel, kind: str, argument: str) -> None:
+    cycles = _parse(int, argument or "1", "a number of cycles, e.g. '2'")
+    try:
+        model.serial_fault(kind, cycles)
+    except ValueError as exc:
+        raise SimCommandError(str(exc)) from None
+
+
 _COMMANDS: dict[str, Callable[[MachineModel, str], None]] = {
     "pause": _without_argument(MachineModel.pause),
     "resume": _without_argument(MachineModel.resume),
@@ -78,6 +88,8 @@ _COMMANDS: dict[str, Callable[[MachineModel, str], None]] = {
     "set_order": _set_order,
     "reset_job_counters": _without_argument(MachineModel.reset_job_counters),
     "set_rate": _set_rate,
+    "miss_serial": lambda model, argument: _serial_fault(model, "miss", argument),
+    "repeat_serial": lambda model, argument: _serial_fault(model, "repeat", argument),
     "truth": _without_argument(lambda model: None),
 }
 

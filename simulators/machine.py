@@ -10,6 +10,13 @@ apart:
   per order number, never reset and never wrapped. Tests compare what the gateway
   confirmed against this.
 
+With ``serials`` the machine writes a serial per good cycle (``M-0000001``, …) to its
+serial tag, before the counter that counts the cycle: ``serial_events`` hands the
+simulator each (serial, good count after) pair in order, so a subscriber sees every one.
+Faults on command: ``miss_serial`` (the next good cycle writes none) and ``repeat_serial``
+(the next good cycle writes a serial of an earlier unit again). The truth lists the serials
+written for units and counts the missed and repeated ones.
+
 Reconciling the two: since the raw counters were last set to zero (or to
 ``initial_count`` at creation), ``raw == (start + truth cycles + jumped) mod 2^W`` for
 each counter, where ``jumped`` is the forward distance ``jump_near_rollover`` moved it.
@@ -46,6 +53,7 @@ class SimMachineConfig:
     initial_count: int = 0  # raw value both counters start at (e.g. near rollover)
     seed: int = 0
     paused: bool = False  # start paused, e.g. a PLC that comes back from a restart in stop
+    serials: bool = False  # write a serial per good cycle to a serial tag
 
     def __post_init__(self) -> None:
         # "*" addresses all machines in control commands, so it cannot name one.
@@ -93,6 +101,11 @@ class MachineModel:
         self._job_resets = 0
         self._last_reset_raw: dict[str, int] | None = None
         self._touch_order(self._order)
+        self._serial = ""  # what the serial tag shows
+        self._serials: list[str] = []  # new serials written, one per good unit, in order
+        self._serial_events: list[tuple[str | None, int]] = []  # (serial written or None, good count after)
+        self._faults = {"miss": 0, "repeat": 0}  # good cycles still to come with that serial fault
+        self._serial_faults = {"missed": 0, "repeated": 0}
 
     # --- what a PLC shows ----------------------------------------------------------
 
@@ -111,6 +124,15 @@ class MachineModel:
     @property
     def order(self) -> str:
         return self._order
+
+    @property
+    def serial(self) -> str:
+        return self._serial
+
+    def serial_events(self) -> list[tuple[str | None, int]]:
+        """The (serial, good count) writes since the last call, in the order the PLC made them."""
+        events, self._serial_events = self._serial_events, []
+        return events
 
     @property
     def paused(self) -> bool:
@@ -145,7 +167,36 @@ class MachineModel:
     def _produce(self, counter: str, cycles: int) -> None:
         self._truth[counter] += cycles
         self._by_order[self._order][counter] += cycles
+        if counter == "good" and self.config.serials:
+            for _ in range(cycles):
+                self._raw[counter] = (self._raw[counter] + 1) % self.config.modulus
+                self._serial_events.append((self._next_serial(), self._raw[counter]))
+            return
         self._raw[counter] = (self._raw[counter] + cycles) % self.config.modulus
+
+    def _next_serial(self) -> str | None:
+        """The serial written for the good cycle just made (None: none written, a missed serial)."""
+        if self._faults["miss"]:
+            self._faults["miss"] -= 1
+            self._serial_faults["missed"] += 1
+            return None
+        earlier = [s for s in self._serials[-2::-1][:2] if s != self._serial]  # a unit one or two before the last
+        if self._faults["repeat"] and earlier:
+            self._faults["repeat"] -= 1
+            self._serial_faults["repeated"] += 1
+            self._serial = earlier[0]
+            return self._serial
+        self._serial = f"{self.name}-{len(self._serials) + 1:07d}"
+        self._serials.append(self._serial)
+        return self._serial
+
+    def serial_fault(self, kind: str, cycles: int = 1) -> None:
+        """The next ``cycles`` good cycles write no serial (``miss``) or an earlier one again (``repeat``)."""
+        if kind not in self._faults or cycles < 1:
+            raise ValueError(f"serial fault is miss or repeat for 1 or more cycles, got {kind!r} {cycles}")
+        if not self.config.serials:
+            raise ValueError(f"{self.name} writes no serials (start it with serials)")
+        self._faults[kind] += cycles
 
     # --- faults and commands -------------------------------------------------------
 
@@ -220,6 +271,8 @@ class MachineModel:
             "last_reset_raw": None if self._last_reset_raw is None else dict(self._last_reset_raw),
             "job_resets": self._job_resets,
             "jumped": dict(self._jumped),
+            **({"serials": list(self._serials), "serials_missed": self._serial_faults["missed"],
+                "serials_repeated": self._serial_faults["repeated"]} if self.config.serials else {}),
         }
 
 

@@ -5,7 +5,8 @@ What a client sees, in namespace ``urn:backflush-gateway:simulator`` (resolve it
 
 * per machine ``M`` an object ``s=M`` with the variables ``s=M.OrderNumber`` (String),
   ``s=M.GoodCount`` and ``s=M.ScrapCount`` (UInt16/UInt32/UInt64 by counter width) and
-  ``s=M.State`` (Int32, PackML: 6 Execute, 5 Suspended);
+  ``s=M.State`` (Int32, PackML: 6 Execute, 5 Suspended); with ``serials``, ``s=M.SerialNumber``
+  (String), written per good cycle right before the GoodCount that counts it;
 * with ``interfaces``, EUROMAP 77 and PackML nodes too (see ``simulators.standard_interfaces``);
 * the method ``s=Sim.Command`` on the object ``s=Sim``:
   ``(machine, command, argument)`` -> JSON text (see ``simulators.commands``); besides
@@ -70,6 +71,7 @@ _COUNTER_VARIANTS = {16: ua.VariantType.UInt16, 32: ua.VariantType.UInt32, 64: u
 # ``bad_value`` command: what the GoodCount node shows instead of the count, as a
 # misconfigured or failing PLC would (the model keeps counting; "none" shows it again).
 FAULT_TAG = "GoodCount"
+SERIAL_TAG = "SerialNumber"  # machines started with serials: the serial of each good cycle
 BAD_VALUES: dict[str, tuple[ua.Variant, int]] = {
     "bad": (ua.Variant(None, ua.VariantType.Null), ua.StatusCodes.BadSensorFailure),
     "uncertain": (ua.Variant(0, ua.VariantType.UInt32), ua.StatusCodes.UncertainLastUsableValue),
@@ -114,12 +116,13 @@ class _Tag:
     read: Callable[[MachineModel], object]
 
 
-def _machine_tags(width_bits: int, interfaces: tuple[str, ...] = ()) -> tuple[_Tag, ...]:
+def _machine_tags(width_bits: int, interfaces: tuple[str, ...] = (), serials: bool = False) -> tuple[_Tag, ...]:
     counter = _COUNTER_VARIANTS[width_bits]
     orders, counters, states = (tuple(_Tag(*n) for n in group) for group in standard_interfaces.nodes(interfaces))
-    # Write order matters: the order tag before the counters it explains.
+    serial = (_Tag(SERIAL_TAG, ua.VariantType.String, operator.attrgetter("serial")),) if serials else ()
+    # Write order matters: the order tag before the counters it explains, a serial before its count.
     return (
-        _Tag("OrderNumber", ua.VariantType.String, operator.attrgetter("order")), *orders,
+        _Tag("OrderNumber", ua.VariantType.String, operator.attrgetter("order")), *orders, *serial,
         _Tag("GoodCount", counter, operator.attrgetter("good_count")),
         _Tag("ScrapCount", counter, operator.attrgetter("scrap_count")), *counters,
         _Tag("State", ua.VariantType.Int32, operator.attrgetter("state")), *states,
@@ -139,6 +142,7 @@ class _MachineNodes:
         return self._model.name
 
     async def publish(self, server: Server, stamps: _Stamps, fault: str | None = None) -> None:
+        await self._publish_serials(server, stamps)
         for tag, nid in self._node_ids:
             value = tag.read(self._model)
             if tag.name == FAULT_TAG and fault is not None:
@@ -157,6 +161,19 @@ class _MachineNodes:
                 data = ua.DataValue(ua.Variant(value, tag.variant), SourceTimestamp=stamp, ServerTimestamp=stamp)
             await server.write_attribute_value(nid, data)
             self._written[tag.name] = value
+
+
+    async def _publish_serials(self, server: Server, stamps: _Stamps) -> None:
+        """Each good cycle of a machine with serials: its serial, then the good count that counts it."""
+        nodes = {tag.name: (tag, nid) for tag, nid in self._node_ids}
+        for serial, good in self._model.serial_events():
+            writes = ([(SERIAL_TAG, serial)] if serial is not None else []) + [("GoodCount", good)]
+            for name, value in writes:
+                tag, nid = nodes[name]
+                stamp = stamps.next()
+                await server.write_attribute_value(nid, ua.DataValue(ua.Variant(value, tag.variant),
+                                                                     SourceTimestamp=stamp, ServerTimestamp=stamp))
+                self._written[name] = value
 
 
 async def _retype(server: Server, nid: ua.NodeId, variant: ua.VariantType, stamps: _Stamps) -> None:
@@ -180,7 +197,7 @@ async def _retype(server: Server, nid: ua.NodeId, variant: ua.VariantType, stamp
 async def _add_machine(parent: Node, idx: int, model: MachineModel, interfaces: tuple[str, ...] = ()) -> _MachineNodes:
     machine = await parent.add_object(ua.NodeId(model.name, idx), ua.QualifiedName(model.name, idx))
     node_ids = []
-    for tag in _machine_tags(model.config.width_bits, interfaces):
+    for tag in _machine_tags(model.config.width_bits, interfaces, model.config.serials):
         nid = ua.NodeId(f"{model.name}.{tag.name}", idx)
         await machine.add_variable(nid, ua.QualifiedName(tag.name, idx), tag.read(model), tag.variant)
         node_ids.append((tag, nid))

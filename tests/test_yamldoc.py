@@ -163,7 +163,7 @@ machines:
         (
             "    colour: red\n",
             "machines.M: unknown key 'colour' (allowed: source, work_center, operation, "
-            "units_per_cycle, counters, order, confirm, plausibility, count_when, job_counters)",
+            "units_per_cycle, counters, order, confirm, plausibility, count_when, job_counters, serial)",
         ),
     ],
 )

@@ -72,6 +72,8 @@ def positive(qty: Decimal, what: str = "quantity") -> Decimal:
 
 def lot(conn: Connection, m, lot_no: str, *, must_exist: bool) -> str:
     """A lot given exactly when material row ``m`` is lot-tracked; ``must_exist``: a lot the ledger knows."""
+    if m.tracking == "serial" and not lot_no:
+        raise AppError("invalid", f"{m.id} is serial-tracked: give the serial with --lot")
     if m.lot_tracked and not lot_no:
         raise AppError("invalid", f"{m.id} is lot-tracked: give the lot with --lot")
     if not m.lot_tracked and lot_no:

@@ -263,6 +263,7 @@ class TraceLine(Model):
     lot: str
     qty: Decimal | None  # None on depth 0
     uom: str
+    serial: bool = False  # the "lot" is the serial of one unit of a serial-tracked material
 
 
 class Trace(Model):

@@ -98,7 +98,7 @@ def error_metrics(engine) -> ErrorMetrics:
 @on_ledger
 def trace(engine, lot: str, *, material: str | None = None,
           direction: Literal["back", "forward"] = "back") -> Trace:
-    """Genealogy of a lot across all levels. A lot the ledger knows but that is used nowhere (or made
+    """Genealogy of a lot or serial across all levels, lots and serials mixed. A lot the ledger knows but that is used nowhere (or made
     from nothing) is an empty trace, not an error; a lot it does not know at all is not_found."""
     from sqlalchemy import or_, select
 
@@ -116,7 +116,7 @@ def trace(engine, lot: str, *, material: str | None = None,
             raise AppError("not_found", f"no lot {lot}" + (f" of {material}" if material else "") + " in the ledger")
     return Trace(lot=lot, material=material, direction=direction,
                  lines=[TraceLine(depth=x.depth, material=x.material, lot=x.lot,
-                                  qty=x.qty if x.depth else None, uom=x.uom) for x in lines])
+                                  qty=x.qty if x.depth else None, uom=x.uom, serial=x.serial) for x in lines])
 
 
 @on_ledger

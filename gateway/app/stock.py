@@ -20,6 +20,7 @@ from gateway.app.models import (CountRecorded, CountStock, IssueStock, ReceiveSt
 from gateway.ledger.inventory import record_count
 from gateway.ledger.operations import OperationRefused, receive_stock
 from gateway.ledger.orders import issue_manually
+from gateway.ledger.tx import SerialConflict
 
 
 @on_ledger
@@ -34,7 +35,7 @@ def receive(engine, request: ReceiveStock, *, actor: Actor) -> StockReceived:
         receive_stock(engine, request.material, request.qty, request.location, lot=request.lot,
                       expires_on=request.expires_on, audit=Action(actor, "stock.receive", subject=request.material,
                                                        detail={"asked": request.model_dump(mode="json")}))
-    except OperationRefused as exc:
+    except (OperationRefused, SerialConflict) as exc:
         raise AppError("conflict", str(exc)) from None
     return StockReceived(material=m.id, qty=request.qty, uom=m.uom, location=request.location, lot=request.lot,
                          expires_on=request.expires_on)
@@ -55,7 +56,7 @@ def issue(engine, request: IssueStock, *, actor: Actor) -> StockIssued:
         doc = issue_manually(engine, request.material, request.qty, request.order, request.location, lot=request.lot,
                              audit=Action(actor, "stock.issue", order=request.order, subject=request.material,
                                           detail={"asked": request.model_dump(mode="json")}))
-    except OperationRefused as exc:
+    except (OperationRefused, SerialConflict) as exc:
         raise AppError("conflict", str(exc)) from None
     return StockIssued(document=doc, material=m.id, qty=request.qty, uom=m.uom, order=request.order,
                        location=request.location, lot=request.lot)
@@ -75,7 +76,7 @@ def count(engine, request: CountStock, *, actor: Actor) -> CountRecorded:
         r = record_count(engine, request.material, request.counted, request.location, lot=request.lot,
                          audit=Action(actor, "stock.count", subject=request.material,
                                       detail={"asked": request.model_dump(mode="json")}))
-    except OperationRefused as exc:
+    except (OperationRefused, SerialConflict) as exc:
         raise AppError("conflict", str(exc)) from None
     return CountRecorded(id=r.id, material=r.material, location=r.location, lot=r.lot, uom=r.uom, book_qty=r.book_qty,
                          counted_qty=r.counted_qty, difference=r.difference,

@@ -107,8 +107,14 @@ def plan(
     work_centers: Mapping[str, WorkCenter],
     stock: StockView,
     carry: Mapping[str, Decimal] | None = None,
+    serials: tuple[str, ...] | None = (),
 ) -> BackflushPlan:
-    """Postings for one confirmation of ``order``; ``progress`` and ``carry`` are before it."""
+    """Postings for one confirmation of ``order``; ``progress`` and ``carry`` are before it.
+
+    ``serials``: for a serial-tracked product at the final operation, one serial per unit of
+    yield (the caller gets them from the PLC or the material's pattern). ``None``: the
+    caller wants the plan's figures only (``planned``), so that receipt is left out.
+    """
     operation = order.operation(confirmation.operation)
     if operation is None:
         raise ValueError(f"order {order.number} has no operation {confirmation.operation}")
@@ -142,12 +148,19 @@ def plan(
 
     if operation.final and confirmation.yield_qty > 0:
         product = materials[order.material]
-        movements.append(
-            GoodsMovement(
-                MovementKind.GOODS_RECEIPT, product.id, order.receipt_location,
-                confirmation.yield_qty, product.uom, lot=order.output_lot if product.lot_tracked else "",
+        if product.serial_tracked and serials is None:
+            pass  # figures only: no serials to receive
+        elif product.serial_tracked:
+            receipt = receive_serials(confirmation.yield_qty, product, order, serials)
+            movements += receipt.movements
+            genealogy += receipt.genealogy
+        else:
+            movements.append(
+                GoodsMovement(
+                    MovementKind.GOODS_RECEIPT, product.id, order.receipt_location,
+                    confirmation.yield_qty, product.uom, lot=order.output_lot if product.lot_tracked else "",
+                )
             )
-        )
 
     return BackflushPlan(
         confirmation_id=confirmation.id,
@@ -176,7 +189,9 @@ def issue_component(
     Used by planning and by error-queue reprocessing, so both issue the same way.
     """
     if material.lot_tracked:
-        allocation = allocate(qty, stock_left.lots(material.id, location), material.lot_selection, as_of)
+        selection = next((c.selection for c in order.components if c.item == bom_item and c.selection),
+                         material.lot_selection)  # the BOM item's, else the material's
+        allocation = allocate(qty, stock_left.lots(material.id, location), selection, as_of)
         picks, expired = allocation.picks, allocation.expired
     else:
         picks, expired = _without_lots(qty, material, stock_left.total(material.id, location)), ()
@@ -193,6 +208,26 @@ def issue_component(
         reason = _shortage_reason(material.id, location, qty, qty - missing, expired)
         errors = (BackflushError(material.id, location, missing, material.uom, reason, bom_item),)
     return Issue(tuple(movements), tuple(genealogy), errors)
+
+
+def receive_serials(yield_qty: Decimal, product: Material, order: ProductionOrder, serials: tuple[str, ...]) -> Issue:
+    """Goods receipt of a serial-tracked product: one unit per serial, each a genealogy edge from the order.
+
+    The components of an order are issued to the order's lot (``order.output_lot``), at
+    whichever operation consumes them; each serial received is an edge from that lot, so a
+    serial traces back through its order to every component lot and serial, and forward
+    from a component to the serials of the orders it went into.
+    """
+    if yield_qty != len(serials) or len(set(serials)) != len(serials):
+        raise ValueError(f"{yield_qty} {product.uom} of {product.id} need as many different serials, "
+                         f"got {len(serials)} ({len(set(serials))} different)")
+    one = Decimal(1)
+    return Issue(
+        tuple(GoodsMovement(MovementKind.GOODS_RECEIPT, product.id, order.receipt_location, one, product.uom,
+                            lot=serial) for serial in serials),
+        tuple(GenealogyEdge(product.id, order.output_lot, one, product.uom, product.id, serial) for serial in serials),
+        (),
+    )
 
 
 class StockLeft:

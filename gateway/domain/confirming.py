@@ -65,6 +65,7 @@ class Pending:
     first_source_time: datetime
     last_source_time: datetime
     opened_at: datetime  # when the first units arrived (wall clock, for every_seconds)
+    serials: tuple[str, ...] = ()  # serials read from the machine's serial tag for the yield, in order
 
     @property
     def units(self) -> Decimal:
@@ -84,8 +85,10 @@ def accumulate(
     operation: str,
     now: datetime,
     scrap_in_total: bool = False,
+    serials: tuple[str, ...] = (),
 ) -> Pending:
-    """Add one increment's units to the pending of (machine, order, operation).
+    """Add one increment's units (and the serials of its good units) to the pending of
+    (machine, order, operation).
 
     ``scrap_in_total``: the machine counts a ``total``, which holds the scrap too."""
     is_scrap = increment.counter == SCRAP_COUNTER
@@ -102,6 +105,7 @@ def accumulate(
             first_source_time=increment.source_time,
             last_source_time=increment.source_time,
             opened_at=now,
+            serials=serials,
         )
     if (pending.machine, pending.order, pending.operation) != (increment.machine, order, operation):
         raise ValueError(f"increment of {increment.machine}/{order}/{operation} added to {pending.key}")
@@ -113,6 +117,7 @@ def accumulate(
         end=_set(pending.end, increment.counter, increment.end),
         first_source_time=min(pending.first_source_time, increment.source_time),
         last_source_time=max(pending.last_source_time, increment.source_time),
+        serials=pending.serials + serials,
     )
 
 
@@ -143,6 +148,7 @@ def confirm(pending: Pending, trigger: str, uom: str) -> Confirmation:
         first_source_time=pending.first_source_time,
         last_source_time=pending.last_source_time,
         trigger=trigger,
+        serials=pending.serials,
     )
 
 

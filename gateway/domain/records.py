@@ -114,10 +114,13 @@ class AnomalyKind(enum.Enum):
     WORK_CENTER_MISMATCH = "work_center"  # the order's operation runs on another work center
     NOT_PRODUCING = "not_producing"  # counted outside the machine's count_when states, held for a decision
     JOB_CHANGE_UNSEEN = "job_change_unseen"  # job changed while not read: the old job's last units unknown
+    SERIAL_MISSING = "serial_missing"  # good units with no serial written for them, held for a decision
+    SERIAL_REPEATED = "serial_repeated"  # good units whose serial was used before, held for a decision
 
 
 # Anomalies that hold counted units until a person accepts (posts) or rejects them.
-HOLDING_KINDS = frozenset({AnomalyKind.IMPLAUSIBLE, AnomalyKind.NOT_PRODUCING})
+HOLDING_KINDS = frozenset({AnomalyKind.IMPLAUSIBLE, AnomalyKind.NOT_PRODUCING, AnomalyKind.SERIAL_MISSING,
+                           AnomalyKind.SERIAL_REPEATED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +156,7 @@ class Confirmation:
     first_source_time: datetime
     last_source_time: datetime
     trigger: str  # every_units | every_seconds | order_change | shutdown
+    serials: tuple[str, ...] = ()  # from the machine's serial tag: one per unit of yield, in production order
 
     @property
     def consumed_qty(self) -> Decimal:
@@ -177,6 +181,10 @@ class Material:
     lot_tracked: bool = False
     negative_stock_allowed: bool = False  # never for lot-tracked materials: an issue names real lots
     lot_selection: str = "fifo"  # fifo: oldest receipt first; fefo: earliest expiry first
+    # Every unit has its own serial: stock is lots of one unit named by the serial, so
+    # ``lot_tracked`` is true as well and everything that issues lots issues serials.
+    serial_tracked: bool = False
+    serial_pattern: str = ""  # serials of produced units without a serial tag: "{order}-{seq:06}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +211,7 @@ class OrderComponent:
     supply_location: str
     flushing_source: str = ""  # where the effective rule came from: BOM item, work center, material
     rework: bool = False  # issued only by a rework adjustment, never by a confirmation
+    selection: str = ""  # fifo | fefo for this item's lots and serials; "": the material's lot_selection
 
 
 @dataclass(frozen=True, slots=True)

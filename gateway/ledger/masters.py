@@ -100,7 +100,7 @@ class MasterCache:
 def read_materials(conn: Connection) -> dict[str, Material]:
     return {
         r.id: Material(r.id, r.description, r.uom, r.decimals, r.lot_tracked, r.negative_stock_allowed,
-                       r.lot_selection)
+                       r.lot_selection, r.tracking == "serial", r.serial_pattern)
         for r in conn.execute(select(t.materials))
     }
 
@@ -126,7 +126,8 @@ def read_order(conn: Connection, number: str) -> ProductionOrder | None:
         receipt_location=head.receipt_location, status=head.status, produced_lot=head.produced_lot,
         components=tuple(
             OrderComponent(c.item, c.material, c.qty_per_base, c.scrap_pct, FlushingRule(c.flushing),
-                           c.operation, c.supply_location, c.flushing_source, c.rework) for c in comps),
+                           c.operation, c.supply_location, c.flushing_source, c.rework, c.selection)
+            for c in comps),
         operations=tuple(
             OrderOperation(o.operation, o.work_center, o.setup_hours, o.machine_hours_per_base,
                            o.labor_hours_per_base, o.final) for o in ops),
@@ -142,7 +143,9 @@ def store_masterdata(engine: Engine, domain, stock_rows, *, audit: Action | None
         materials = [
             {"id": m.id, "description": m.description, "uom": m.uom, "decimals": m.decimals,
              "lot_tracked": m.lot_tracked, "negative_stock_allowed": m.negative_stock_allowed,
-             "lot_selection": m.lot_selection}
+             "lot_selection": m.lot_selection,
+             "tracking": "serial" if m.serial_tracked else "lot" if m.lot_tracked else "none",
+             "serial_pattern": m.serial_pattern}
             for m in domain.materials.values()]
         report.materials_new, report.materials_updated = _changes(conn, t.materials, materials)
         upsert(conn, t.materials, materials, ["id"])
@@ -203,7 +206,8 @@ def _store_order(conn: Connection, order: ProductionOrder, report: StoreReport) 
             "order_no": order.number, "item": c.item, "material": c.material, "qty_per_base": c.qty_per_base,
             "scrap_pct": c.scrap_pct, "flushing": c.flushing.value, "flushing_source": c.flushing_source,
             "operation": c.operation,
-            "supply_location": c.supply_location, "rework": c.rework} for c in order.components])
+            "supply_location": c.supply_location, "rework": c.rework, "selection": c.selection}
+            for c in order.components])
     conn.execute(insert(t.order_operations), [{
         "order_no": order.number, "operation": o.operation, "work_center": o.work_center,
         "setup_hours": o.setup_hours, "machine_hours_per_base": o.machine_hours_per_base,
@@ -217,17 +221,26 @@ def _canonical(order: ProductionOrder) -> ProductionOrder:
 
 
 def _post_opening_stock(tx: LedgerTx, s, material: Material, report: StoreReport, now) -> None:
-    lot = s.lot or ""
+    if material.serial_tracked:  # one unit per serial, each a lot of its own
+        for serial in s.serials:
+            _post_opening_lot(tx, s, serial, Decimal(1), material, report, now)
+    else:
+        _post_opening_lot(tx, s, s.lot or "", Decimal(s.quantity), material, report, now)
+
+
+def _post_opening_lot(tx: LedgerTx, s, lot: str, qty: Decimal, material: Material, report: StoreReport,
+                      now) -> None:
     gm = t.goods_movements.c
     tx.flush()  # an opening stock row earlier in this file is "already posted" too
     already = tx.conn.execute(select(gm.id).where(
         gm.kind == MovementKind.OPENING_STOCK.value, gm.material == s.material,
         gm.location == s.location, gm.lot == lot)).first()
     if already:
-        report.notes.append(f"opening stock of {s.material} at {s.location} already posted; skipped")
+        report.notes.append(f"opening stock of {s.material} at {s.location}"
+                            + (f" serial {lot}" if material.serial_tracked else "") + " already posted; skipped")
         return
     received = datetime.combine(s.received_on, time(), UTC) if s.received_on else now
     tx.register_lot(s.material, lot, received, expires_on=s.expires_on)
     tx.move(None, None, [GoodsMovement(
-        MovementKind.OPENING_STOCK, s.material, s.location, Decimal(s.quantity), material.uom, lot=lot)], now)
+        MovementKind.OPENING_STOCK, s.material, s.location, qty, material.uom, lot=lot)], now)
     report.stock_posted += 1

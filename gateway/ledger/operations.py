@@ -68,6 +68,11 @@ def stock_material(conn: Connection, material: str, qty: Decimal, lot: str, *, v
     m = conn.execute(select(t.materials).where(t.materials.c.id == material)).first()
     if m is None:
         raise OperationRefused(f"unknown material {material!r}; load it with `gateway masterdata load`")
+    if m.tracking == "serial" and not lot:
+        raise OperationRefused(f"{material} is serial-tracked: give the serial with --lot")
+    if m.tracking == "serial" and qty not in (0, 1):
+        raise OperationRefused(f"{material} is serial-tracked: one serial is one unit, got {qty} (one command "
+                               "per serial)")
     if m.lot_tracked and not lot:
         raise OperationRefused(f"{material} is lot-tracked: give the lot with --lot")
     if not m.lot_tracked and lot:
@@ -209,7 +214,7 @@ def read_confirmation(conn: Connection, confirmation_id: str) -> Confirmation:
     r = conn.execute(select(t.confirmations).where(t.confirmations.c.id == confirmation_id)).one()
     return Confirmation(r.id, r.machine, r.order_no, r.operation, r.yield_qty, r.scrap_qty, r.uom,
                         parse_positions(r.start_pos), parse_positions(r.end_pos), r.first_source_time,
-                        r.last_source_time, r.trigger)
+                        r.last_source_time, r.trigger, tuple(r.serials.split("\n") if r.serials else ()))
 
 
 # -- genealogy ------------------------------------------------------------------------
@@ -222,17 +227,29 @@ class TraceLine:
     lot: str
     qty: Decimal
     uom: str
+    serial: bool = False  # ``lot`` is a serial (a serial-tracked material's lot of one unit)
 
 
 def trace(engine: Engine, lot: str, *, material: str | None = None, direction: str = "back") -> list[TraceLine]:
-    """Where-from (``back``: the component lots in a lot) or where-used (``forward``), all levels."""
+    """Where-from (``back``: the component lots in a lot) or where-used (``forward``), all levels.
+
+    Serials are lots of one unit, so a trace mixes them freely: a serial back to its order's
+    lot and that lot's components, a component lot forward to the serials made from it."""
     edges: dict[tuple[str, str], dict[tuple[str, str], tuple[Decimal, str]]] = defaultdict(dict)
     with engine.connect() as conn:
+        serial = set(conn.execute(select(t.materials.c.id).where(t.materials.c.tracking == "serial")).scalars())
+        order_lots: set[tuple[str, str]] = set()
         for e in conn.execute(select(t.genealogy)):
             src, dst = ((e.product, e.product_lot), (e.component, e.component_lot)) if direction == "back" \
                 else ((e.component, e.component_lot), (e.product, e.product_lot))
             qty, _ = edges[src].get(dst, (Decimal(0), e.uom))
             edges[src][dst] = (qty + e.qty, e.uom)
+            if e.component == e.product:  # a serial received from its order's lot (receive_serials)
+                order_lots.add((e.component, e.component_lot))
+
+    def is_serial(node: tuple[str, str]) -> bool:
+        return node[0] in serial and node not in order_lots
+
     starts = [key for key in edges if key[1] == lot and (material is None or key[0] == material)]
     lines: list[TraceLine] = []
 
@@ -240,11 +257,11 @@ def trace(engine: Engine, lot: str, *, material: str | None = None, direction: s
         for (m, l), (qty, uom) in sorted(edges.get(node, {}).items()):
             if qty == 0 or (m, l) in seen:  # fully reversed, or a cycle in bad data
                 continue
-            lines.append(TraceLine(depth, m, l, qty, uom))
+            lines.append(TraceLine(depth, m, l, qty, uom, is_serial((m, l))))
             walk((m, l), depth + 1, seen | {(m, l)})
 
     for start in starts:
-        lines.append(TraceLine(0, start[0], start[1], Decimal(0), ""))
+        lines.append(TraceLine(0, start[0], start[1], Decimal(0), "", is_serial(start)))
         walk(start, 1, frozenset({start}))
     return lines
 
@@ -340,7 +357,7 @@ def _true_up_rounding(tx: LedgerTx, order_no: str, operation: str, doc: str, now
     whole = Confirmation("true-up", "", order_no, operation, progress.yield_qty, progress.scrap_qty, "",
                          (), (), now, now, "true-up")
     target = dict(plan(whole, order, OperationProgress(order_no, operation), materials, work_centers,
-                       StockView(), carry={}).planned)
+                       StockView(), carry={}, serials=None).planned)
     keys = set(target) | {k for k in carry if k.startswith(f"{operation}:")} | {
         f"item:{c.item}" for c in order.components if c.operation == operation and not c.rework}
     deltas = {k: target.get(k, Decimal(0)) - carry.get(k, Decimal(0)) for k in keys}

@@ -24,6 +24,7 @@ from sqlalchemy import Connection, delete, insert, update
 
 from gateway.domain.backflush import plan
 from gateway.domain.confirming import Pending, format_positions
+from gateway.domain.serials import serials_of
 from gateway.domain.records import (
     Anomaly,
     HOLDING_KINDS,
@@ -159,7 +160,7 @@ def _confirmation_row(c: Confirmation, now: datetime) -> dict:
         "yield_qty": c.yield_qty, "scrap_qty": c.scrap_qty, "uom": c.uom,
         "start_pos": format_positions(c.start), "end_pos": format_positions(c.end),
         "first_source_time": c.first_source_time, "last_source_time": c.last_source_time,
-        "trigger": c.trigger, "posted_at": now,
+        "trigger": c.trigger, "posted_at": now, "serials": "\n".join(c.serials),
     }
 
 
@@ -183,7 +184,45 @@ def cannot_plan(tx: LedgerTx, c: Confirmation, masters: MasterCache) -> str | No
     status = tx.order_status(c.order)
     if status != "released":
         return f"order {c.order} is {status}; nothing is posted to it (reverse or re-assign the confirmation)"
+    return no_serials(c, order, masters.materials(tx.conn))
+
+
+def no_serials(c: Confirmation, order, materials) -> str | None:
+    """Why the yield of a serial-tracked product cannot be received: no serial for its units."""
+    product = materials.get(order.material)
+    if product is None or not product.serial_tracked or not order.operation(c.operation).final or not c.yield_qty:
+        return None
+    if c.serials:
+        if len(c.serials) != c.yield_qty or len(set(c.serials)) != len(c.serials):
+            return (f"{order.material} is serial-tracked: {c.yield_qty} {c.uom} came with {len(c.serials)} serials "
+                    f"({len(set(c.serials))} different); reverse the confirmation")
+        return None
+    if not product.serial_pattern:
+        return (f"{order.material} is serial-tracked and {c.yield_qty} {c.uom} have no serial; give the material "
+                'a serial pattern (serials: "{order}-{seq:06}") and load the master data, '
+                "then `gateway errors reprocess`")
     return None
+
+
+def product_serials(tx: LedgerTx, c: Confirmation, order, materials) -> tuple[str, ...]:
+    """The serials of a serial-tracked product's yield: the ones the machine's serial tag wrote,
+    else numbered by the material's pattern on from the last one the order received, skipping
+    any serial the ledger already knows (received by hand, say), so that one stray serial
+    never blocks the order."""
+    product = materials[order.material]
+    units = int(c.yield_qty)
+    if not product.serial_tracked or not order.operation(c.operation).final or not units:
+        return ()
+    if c.serials:
+        return c.serials
+    serials: list[str] = []
+    seq = tx.lots_produced(product.id, order.number) + 1
+    while len(serials) < units:
+        batch = serials_of(product.serial_pattern, order.number, seq, units - len(serials))
+        known = tx.known_lots(product.id, batch)
+        serials += [s for s in batch if s not in known]
+        seq += len(batch)
+    return tuple(serials)
 
 
 def backflush(tx: LedgerTx, c: Confirmation, masters: MasterCache, now: datetime) -> BackflushPlan:
@@ -191,8 +230,9 @@ def backflush(tx: LedgerTx, c: Confirmation, masters: MasterCache, now: datetime
     order = masters.order(tx.conn, c.order)
     progress = tx.progress(c.order, c.operation)
     locations = {(k.material, k.supply_location) for k in order.components if k.operation == c.operation}
-    result = plan(c, order, progress, masters.materials(tx.conn), masters.work_centers(tx.conn),
-                  tx.stock(locations), tx.carry(c.order))
+    materials = masters.materials(tx.conn)
+    result = plan(c, order, progress, materials, masters.work_centers(tx.conn),
+                  tx.stock(locations), tx.carry(c.order), serials=product_serials(tx, c, order, materials))
     write_plan(tx, c, order.number, result, now)
     tx.add_progress(c.order, c.operation, c.yield_qty, c.scrap_qty)
     tx.add_carry(c.order, result.planned)
@@ -267,7 +307,7 @@ def _pending_row(p: Pending) -> dict:
         "yield_qty": p.yield_qty, "scrap_qty": p.scrap_qty,
         "start_pos": format_positions(p.start), "end_pos": format_positions(p.end),
         "first_source_time": p.first_source_time, "last_source_time": p.last_source_time,
-        "opened_at": p.opened_at,
+        "opened_at": p.opened_at, "serials": "\n".join(p.serials),
     }
 
 

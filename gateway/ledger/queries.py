@@ -43,7 +43,8 @@ def resume_state(engine: Engine, machines: Collection[str] | None = None) -> Res
         for r in conn.execute(of(t.pending_units)):
             p = Pending(r.machine, r.order_no, r.operation, r.yield_qty, r.scrap_qty,
                         parse_positions(r.start_pos), parse_positions(r.end_pos),
-                        r.first_source_time, r.last_source_time, r.opened_at)
+                        r.first_source_time, r.last_source_time, r.opened_at,
+                        tuple(r.serials.split("\n") if r.serials else ()))
             state.pendings[p.key] = p
         for r in conn.execute(of(t.machine_states)):
             state.machine_orders[r.machine] = r.order_no
@@ -163,6 +164,9 @@ def summary(engine: Engine) -> LedgerSummary:
         uoms = dict(conn.execute(select(t.materials.c.id, t.materials.c.uom)).all())
         stock = {(r.material, r.location, r.lot, uoms.get(r.material, "")): r.qty
                  for r in conn.execute(select(t.stock))}
+        serial = set(conn.execute(select(t.materials.c.id).where(t.materials.c.tracking == "serial")).scalars())
+        if serial:
+            stock = _serials_counted(stock, serial)
         open_errors = len(conn.execute(select(t.error_queue.c.id).where(t.error_queue.c.status == "open")).all())
         open_anomalies = len(conn.execute(select(t.anomalies.c.id).where(t.anomalies.c.status == "open")).all())
     return LedgerSummary(dict(machines), dict(issued), dict(received), activities, stock, dict(deferred),
@@ -208,4 +212,17 @@ def journal(engine: Engine, order: str) -> dict[str, list[dict]]:
             {"id": r.id, "kind": r.kind, "reason": r.reason_code, "material": r.material, "qty": r.qty,
              "uom": r.uom, "note": r.note}
             for r in conn.execute(select(t.adjustments).where(ad.order_no == order).order_by(ad.created_at))]
+    return out
+
+
+def _serials_counted(stock: dict, serial: set[str]) -> dict:
+    """Stock of serial-tracked materials as one row per material and location ("3 serials"),
+    not one per unit: a summary of a thousand shafts is not a thousand lines."""
+    out = {k: q for k, q in stock.items() if k[0] not in serial}
+    counted: dict = defaultdict(Decimal)
+    for (material, location, _, uom), qty in stock.items():
+        if material in serial and qty:
+            counted[(material, location, uom)] += qty
+    for (material, location, uom), qty in counted.items():
+        out[(material, location, f"{qty} serial{'s' if qty != 1 else ''}", uom)] = qty
     return out

@@ -129,6 +129,9 @@ materials = Table(
     Column("lot_tracked", Boolean, nullable=False),
     Column("negative_stock_allowed", Boolean, nullable=False),
     Column("lot_selection", String(4), nullable=False, default="fifo"),
+    # none | lot | serial; a serial-tracked material is lot_tracked too (a serial is a lot of one unit)
+    Column("tracking", String(6), nullable=False, default="none"),
+    Column("serial_pattern", String(64), nullable=False, default=""),
 )
 
 lots = Table(
@@ -188,6 +191,7 @@ order_components = Table(
     Column("operation", String(64), nullable=False),
     Column("supply_location", String(64), nullable=False),
     Column("rework", Boolean, nullable=False, default=False),
+    Column("selection", String(4), nullable=False, default=""),  # "": the material's lot_selection
 )
 
 order_operations = Table(
@@ -253,6 +257,7 @@ confirmations = Table(
     Column("last_source_time", UtcDateTime, nullable=False),
     Column("trigger", String(20), nullable=False),
     Column("posted_at", UtcDateTime, nullable=False),
+    Column("serials", Text, nullable=False, default=""),  # from the serial tag, one a line
 )
 
 deferred_components = Table(
@@ -337,6 +342,7 @@ pending_units = Table(
     Column("first_source_time", UtcDateTime, nullable=False),
     Column("last_source_time", UtcDateTime, nullable=False),
     Column("opened_at", UtcDateTime, nullable=False),
+    Column("serials", Text, nullable=False, default=""),  # from the serial tag, one a line
 )
 
 machine_states = Table(
@@ -577,9 +583,10 @@ outbox_routes = Table(
 # refused at open (``LedgerVersionError``) and upgraded by ``gateway db upgrade`` (alembic,
 # ``gateway/ledger/migrations``). Changing a table above means: a new migration that sets
 # this row to the new number, and SCHEMA_VERSION raised to it.
-SCHEMA_VERSION = 8  # 1: the schema before version numbers (baseline); 2: counted_units; 3: leases;
+SCHEMA_VERSION = 9  # 1: the schema before version numbers (baseline); 2: counted_units; 3: leases;
 # 4: mapping_reloads; 5: mapping_versions; 6: audit_log; 7: outbox, outbox_routes;
-# 8: machine_states.job_reset_pending, job_change_unseen
+# 8: machine_states.job_reset_pending, job_change_unseen; 9: materials.tracking, serial_pattern,
+# confirmations.serials, pending_units.serials, order_components.selection
 UPGRADE_COMMAND = "gateway db upgrade --db URL"
 
 schema_version = Table(

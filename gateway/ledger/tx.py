@@ -43,6 +43,11 @@ any number of times in a transaction; never commit without ``flush()`` (``buffer
 does both for callers outside the writer). It never decides a quantity: it only stores
 what the pure core computed. Stock moves with ``move``: a goods movement row and the
 balance change, a lot registered on its first receipt.
+
+Serials. A serial-tracked material's stock is lots of one unit named by the serial
+(``gateway.domain.serials``). ``move`` refuses (``SerialConflict``) any movement after which a
+serial would be in stock more than once, at one location or across locations, or below
+zero: whatever path posts, a serial is in exactly one place at a time.
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ from datetime import datetime
 from decimal import Decimal
 from itertools import groupby
 
-from sqlalchemy import Connection, Table, bindparam, insert, select, tuple_
+from sqlalchemy import Connection, Table, bindparam, func, insert, select, tuple_
 
 from gateway.domain.records import LotStock, OperationProgress, StockView
 from gateway.ledger import schema as t
@@ -83,6 +88,10 @@ _BALANCES = {
 }
 
 
+class SerialConflict(ValueError):
+    """A movement would put a serial in two places (or take one that is not there); nothing moved."""
+
+
 class LedgerTx:
     """Reads kept and writes buffered for one transaction on ``conn``."""
 
@@ -99,6 +108,8 @@ class LedgerTx:
         self._absent: dict[str, set[tuple]] = {name: set() for name in _BALANCES}  # keys read as "no row"
         self._inserts: dict[Table, list[dict]] = defaultdict(list)  # tables in first-use order
         self._new_lots: dict[tuple[str, str], dict] = {}
+        self._serial_materials: set[str] | None = None
+        self._produced: dict[tuple[str, str], int] = {}  # (material, order) → lots received from it
 
     # -- reads -------------------------------------------------------------------------
 
@@ -174,6 +185,49 @@ class LedgerTx:
             self._lot_info[material] = {r.lot: (r.received_at, r.expires_on) for r in rows}
         return self._lot_info[material]
 
+    def lots_produced(self, material: str, order: str) -> int:
+        """How many lots (serials) of ``material`` were ever received from ``order``, buffered ones too."""
+        key = (material, order)
+        if key not in self._produced:
+            lots = t.lots.c
+            stored = self.conn.execute(select(func.count()).select_from(t.lots).where(
+                lots.material == material, lots.produced_by_order == order)).scalar_one()
+            self._produced[key] = stored + sum(1 for (m, _), row in self._new_lots.items()
+                                               if m == material and row["produced_by_order"] == order)
+        return self._produced[key]
+
+    def known_lots(self, material: str, names: Iterable[str]) -> set[str]:
+        """Which of ``names`` are lots (serials) of ``material`` the ledger knows, buffered ones too."""
+        names = set(names)
+        lots = t.lots.c
+        found = set(self.conn.execute(select(lots.lot).where(lots.material == material,
+                                                             lots.lot.in_(sorted(names)))).scalars())
+        return found | {lot for (m, lot) in self._new_lots if m == material and lot in names}
+
+    def _serial_tracked(self, material: str) -> bool:
+        if self._serial_materials is None:
+            m = t.materials.c
+            self._serial_materials = set(self.conn.execute(select(m.id).where(m.tracking == "serial")).scalars())
+        return material in self._serial_materials
+
+    def _check_serial(self, material: str, location: str, serial: str, qty: Decimal) -> None:
+        """Refuse a movement after which ``serial`` is not in stock exactly 0 or 1 times in all."""
+        if not serial:
+            raise SerialConflict(f"{material} is serial-tracked: a movement at {location} names no serial")
+        s = t.stock.c
+        places = {location} | set(self.conn.execute(select(s.location).where(
+            s.material == material, s.lot == serial).order_by(s.location).with_for_update()).scalars())
+        places |= {place for (m, place), lots in self._stock.items() if m == material and lots.get(serial)}
+        # What this transaction holds for each place (read locked, changed in memory) is the truth.
+        held = {place: self._stock_of(material, place).get(serial, Decimal(0)) for place in sorted(places)}
+        after = held[location] + qty
+        elsewhere = {place: q for place, q in held.items() if place != location and q}
+        if after not in (0, 1) or (after and elsewhere):
+            where = ", ".join(f"{q} at {place}" for place, q in held.items() if q) or "nowhere"
+            raise SerialConflict(f"serial {serial} of {material} is in stock {where}; moving {qty} at {location} "
+                                 "would put it in stock other than once in one place (a serial is in exactly one "
+                                 "place: receive a new serial, or issue this one where it is)")
+
     # -- writes (buffered) -------------------------------------------------------------
 
     def insert(self, table: Table, rows: list[dict]) -> None:
@@ -207,10 +261,14 @@ class LedgerTx:
             lots[lot] = (received_at, expires_on)
             self._new_lots[(material, lot)] = {"material": material, "lot": lot, "received_at": received_at,
                                                "expires_on": expires_on, "produced_by_order": produced_by_order}
+            if (material, produced_by_order) in self._produced:
+                self._produced[(material, produced_by_order)] += 1
 
     def move(self, confirmation_id: str | None, order_no: str | None, movements, now: datetime) -> None:
         """Goods movements and the stock they change; a receipt registers a lot it names."""
         for m in movements:
+            if self._serial_tracked(m.material):
+                self._check_serial(m.material, m.location, m.lot, m.qty)
             self.insert(t.goods_movements, [movement_row(confirmation_id, order_no, m, now)])
             if m.qty > 0:
                 self.register_lot(m.material, m.lot, now, produced_by_order=order_no if confirmation_id else None)

@@ -14,7 +14,7 @@ import asyncio
 from gateway.domain.records import Quality
 from gateway.mapping.model import COUNTER_WIDTH_BITS
 from gateway.sources import build_sources
-from gateway.sources.base import ORDER_ROLE, TagValue
+from gateway.sources.base import ORDER_ROLE, SERIAL_ROLE, TagValue
 from gateway.yamldoc import FileError, Loaded
 
 
@@ -35,7 +35,7 @@ async def check_live(loaded: Loaded, *, timeout_s: float = 15.0) -> list[FileErr
         for tv in values:
             problem = _problem(tv, mapping, bad)
             if problem:
-                loc = ("machines", tv.machine, "order") if tv.role == ORDER_ROLE else \
+                loc = ("machines", tv.machine, tv.role) if tv.role in (ORDER_ROLE, SERIAL_ROLE) else \
                     ("machines", tv.machine, "counters", tv.role)
                 errors.append(doc.error(loc, problem))
     return sorted(errors, key=lambda e: e.line)
@@ -46,9 +46,9 @@ def _problem(tv: TagValue, mapping, bad_tags) -> str | None:
     if tv.quality is Quality.BAD or tv.value is None:
         reasons = "; ".join(sorted(set(bad_tags.values()))) or "bad quality"
         return f"cannot be read ({reasons})"
-    if tv.role == ORDER_ROLE:
+    if tv.role in (ORDER_ROLE, SERIAL_ROLE):
         if isinstance(tv.value, bool) or not isinstance(tv.value, str | int):
-            return f"the order tag holds {type(tv.value).__name__} {tv.value!r:.40}, expected text or a number"
+            return f"the {tv.role} tag holds {type(tv.value).__name__} {tv.value!r:.40}, expected text or a number"
         return None
     tag = getattr(machine.counters, tv.role)
     bits = COUNTER_WIDTH_BITS.get(tag.type)

@@ -190,6 +190,9 @@ def _tags(mapping: Mapping) -> Iterator[tuple[str, Machine, Loc, Tag]]:
     for name, machine in mapping.machines.items():
         if machine.count_when is not None:
             yield name, machine, ("machines", name, "count_when"), machine.count_when
+    for name, machine in mapping.machines.items():
+        if machine.serial is not None:
+            yield name, machine, ("machines", name, "serial"), machine.serial
 
 
 def _counters(machine: Machine) -> Iterator[tuple[str, CounterTag | ModbusCounterTag]]:

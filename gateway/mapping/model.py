@@ -389,6 +389,18 @@ class Machine(_Strict):
     # PackML Count. The first value after an order change then counts from 0: a job reset,
     # not a PLC reset. continue: the counters go on across orders (the default).
     job_counters: Literal["continue", "reset"] = "continue"
+    # The serial of the unit just made, written by the PLC every cycle (an OPC UA node, or a
+    # Modbus string / number like the order tag): each good unit is received under its
+    # serial. A good unit with no new serial, or one used before, is held as an anomaly.
+    serial: AnyOrderTag | None = None
+
+    @model_validator(mode="after")
+    def _one_serial_per_unit(self) -> Machine:
+        if self.serial is not None and (self.units_per_cycle != 1 or self.counters.good.units_per_cycle not in
+                                        (None, 1)):
+            raise ValueError("a serial tag names one unit per cycle: units_per_cycle must be 1 on a machine "
+                             "with a serial tag")
+        return self
 
 
 # -- outputs (gateway.outputs): where confirmations and goods movements are delivered ------------

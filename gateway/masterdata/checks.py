@@ -3,7 +3,8 @@
 For: dangling names (materials, work centers, routings, BOMs), duplicate item and
 operation numbers, BOM items on operations their routing does not have, more than one
 final operation, orders without a routing, stock rows whose lot does not fit the
-material. Each problem is a FileError at the line that has to change.
+material, and what serial tracking needs (whole units, a usable serial pattern, one
+serial per unit of stock, each serial once). Each problem is a FileError at the line that has to change.
 
 Must never: report a name as unknown when the file defines it but the definition is
 broken (that is reported once, by the schema), or change the data.
@@ -13,14 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gateway.masterdata.model import BomDef, MasterData, OrderDef, RoutingDef
+from gateway.masterdata.model import BomDef, MasterData, MaterialDef, OrderDef, RoutingDef
 from gateway.yamldoc import FileError, YamlDoc, repeats, unknown
 
 
 def reference_errors(doc: YamlDoc, md: MasterData) -> list[FileError]:
     """Every reference problem of the valid part ``md`` of the file behind ``doc``."""
     refs = _Refs(doc, md)
-    checks = (refs.boms, refs.routings, refs.bom_operations, refs.orders, refs.stock, refs.orphans)
+    checks = (refs.materials, refs.boms, refs.routings, refs.bom_operations, refs.orders, refs.stock, refs.orphans)
     return [error for check in checks for error in check()]
 
 
@@ -29,6 +30,7 @@ class _Refs:
         self.doc, self.md = doc, md
         # Names as written, valid or not: see "must never" above.
         self.names = {s: doc.keys_at((s,)) for s in ("materials", "work_centers", "boms", "routings")}
+        self._serials_seen: dict[tuple[str, str], tuple] = {}
 
     def _dangling(self, loc: tuple, what: str, name: str, section: str) -> Iterator[FileError]:
         if name not in self.names[section]:
@@ -38,6 +40,29 @@ class _Refs:
         """Each number of a BOM's items or a routing's operations names one row."""
         for number, loc, first in repeats((n, at + (i, field)) for i, n in enumerate(numbers)):
             yield self.doc.error(loc, f"{what} '{number}' is used twice (first at line {self.doc.line(first)})")
+
+    def materials(self) -> Iterator[FileError]:
+        for key, m in self.md.materials.items():
+            yield from self._tracking(("materials", key), m)
+
+    def _tracking(self, loc: tuple, m: MaterialDef) -> Iterator[FileError]:
+        if m.tracking is not None and m.lot_tracked and m.tracking != "lot":
+            yield self.doc.error(loc + ("lot_tracked",),
+                                 f"lot_tracked: true contradicts tracking: {m.tracking}; keep tracking alone")
+        if m.effective_tracking != "serial":
+            if m.serials is not None:
+                yield self.doc.error(loc + ("serials",), "a serial pattern needs tracking: serial on the material")
+            return
+        if m.decimals:
+            yield self.doc.error(loc + ("decimals",), "a serial-tracked material is counted in whole units: "
+                                                      "decimals must be 0")
+        if m.negative_stock == "allowed":
+            yield self.doc.error(loc + ("negative_stock",), "a serial-tracked material cannot go negative: "
+                                                            "every unit issued is a serial in stock")
+        if m.serials is not None:
+            problem = serial_pattern_problem(m.serials)
+            if problem:
+                yield self.doc.error(loc + ("serials",), problem)
 
     def boms(self) -> Iterator[FileError]:
         for key, bom in self.md.boms.items():
@@ -101,12 +126,36 @@ class _Refs:
             material = self.md.materials.get(row.material)
             if material is None:
                 continue
-            if material.lot_tracked and not row.lot.strip():
+            tracking = material.effective_tracking
+            if tracking == "serial":
+                yield from self._serial_stock(loc, row)
+            elif row.serials:
+                fix = "give the lot instead" if tracking == "lot" else "remove them, or set tracking: serial"
+                yield self.doc.error(loc + ("serials",), f"material '{row.material}' is not serial-tracked: {fix}")
+            elif tracking == "lot" and not row.lot.strip():
                 message = f"material '{row.material}' is lot-tracked: give the lot of this stock"
                 yield self.doc.error(loc + ("lot",), message)
-            elif not material.lot_tracked and row.lot.strip():
+            elif tracking == "none" and row.lot.strip():
                 fix = "remove the lot, or set lot_tracked: true on the material"
                 yield self.doc.error(loc + ("lot",), f"material '{row.material}' is not lot-tracked: {fix}")
+
+    def _serial_stock(self, loc: tuple, row) -> Iterator[FileError]:
+        if row.lot.strip():
+            yield self.doc.error(loc + ("lot",), f"material '{row.material}' is serial-tracked: "
+                                                 "list its serials (serials: [...]) instead of a lot")
+            return
+        if not row.serials:
+            yield self.doc.error(loc + ("serials",), f"material '{row.material}' is serial-tracked: "
+                                                     "list the serial of every unit (serials: [...])")
+            return
+        if row.quantity != len(row.serials):
+            yield self.doc.error(loc + ("quantity",), f"quantity {row.quantity} but {len(row.serials)} serial(s) "
+                                                      "listed: one serial per unit")
+        for i, serial in enumerate(row.serials):
+            where = self._serials_seen.setdefault((row.material, serial), loc + ("serials", i))
+            if where != loc + ("serials", i):
+                yield self.doc.error(loc + ("serials", i), f"serial '{serial}' of '{row.material}' is listed "
+                                     f"twice (first at line {self.doc.line(where)}): a serial is in one place")
 
     def orphans(self) -> Iterator[FileError]:
         """A BOM or routing for no material, named by no order: most likely a typo'd key,
@@ -122,3 +171,16 @@ class _Refs:
         if not isinstance(orders, dict):
             return set()
         return {str(o[field]) for o in orders.values() if isinstance(o, dict) and o.get(field) is not None}
+
+
+def serial_pattern_problem(pattern: str) -> str | None:
+    """Why ``pattern`` cannot number produced units (None: it can)."""
+    from gateway.domain.serials import PatternError, serial_of
+
+    try:
+        first, second = serial_of(pattern, "1000123", 1), serial_of(pattern, "1000123", 2)
+    except PatternError as exc:
+        return str(exc)
+    if first == second:
+        return f"serial pattern {pattern!r} gives every unit the same serial: put {{seq}} in it"
+    return None

@@ -48,17 +48,28 @@ class _Strict(BaseModel):
 
 
 Flushing = Literal["operation", "order_completion", "manual"]
+Tracking = Literal["none", "lot", "serial"]
 
 
 class MaterialDef(_Strict):
     description: str = ""
     uom: Annotated[str, Field(min_length=1, max_length=8)]
     decimals: Annotated[int, Field(ge=0, le=6)] = 0
-    lot_tracked: bool = False
-    # Lots are issued oldest receipt first (fifo) or earliest expiry first (fefo).
+    lot_tracked: bool = False  # the same as tracking: lot
+    # none: stock is a quantity; lot: stock is held and issued by named lots; serial: every
+    # unit has its own serial number (a lot of exactly one unit, in exactly one place).
+    tracking: Tracking | None = None
+    # Serials of produced units when the machine has no serial tag, e.g. "{order}-{seq:06}":
+    # {order} the order number, {seq} the unit's number within the order (1, 2, …).
+    serials: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    # Lots (and serials) are issued oldest receipt first (fifo) or earliest expiry first (fefo).
     lot_selection: Literal["fifo", "fefo"] = "fifo"
     negative_stock: Literal["allowed", "refused"] = "refused"
     flushing: Flushing | None = None  # default rule for this material in every BOM
+
+    @property
+    def effective_tracking(self) -> str:
+        return self.tracking or ("lot" if self.lot_tracked else "none")
 
 
 class WorkCenterDef(_Strict):
@@ -83,6 +94,8 @@ class BomItemDef(_Strict):
     # Consumed only when the operation's output is reworked (`gateway adjust rework`),
     # never by a confirmation.
     rework: bool = False
+    # Which lots / serials this item issues first; unset: the material's lot_selection.
+    selection: Literal["fifo", "fefo"] | None = None
 
 
 class BomDef(_Strict):
@@ -126,6 +139,7 @@ class StockDef(_Strict):
     location: Id
     quantity: Qty
     lot: str = ""
+    serials: list[Annotated[str, Field(min_length=1, max_length=64)]] = []  # serial-tracked: one per unit
     received_on: date | None = None  # orders lots for FIFO; default: the day it is loaded
     expires_on: date | None = None  # an expired lot is never issued
 

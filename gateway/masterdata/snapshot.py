@@ -57,9 +57,11 @@ def _material(key: str, m: MaterialDef) -> Material:
         description=m.description,
         uom=m.uom,
         decimals=m.decimals,
-        lot_tracked=m.lot_tracked,
+        lot_tracked=m.effective_tracking in ("lot", "serial"),
         negative_stock_allowed=m.negative_stock == "allowed",
         lot_selection=m.lot_selection,
+        serial_tracked=m.effective_tracking == "serial",
+        serial_pattern=m.serials or "",
     )
 
 
@@ -135,6 +137,7 @@ def _components(bom: BomDef, routing: RoutingDef, base: Decimal, md: MasterData)
             operation=item.operation,
             supply_location=item.supply_location or md.work_centers[work_center_of[item.operation]].supply_location,
             rework=item.rework,
+            selection=item.selection or "",
         )
         for item in bom.items
         for rule, source in [effective_flushing(item, md.work_centers[work_center_of[item.operation]],

@@ -22,7 +22,7 @@ from gateway.mapping.model import (
     OrderTag,
     StateTag,
 )
-from gateway.sources.base import ORDER_ROLE, STATE_ROLE, Source, TagSpec, TagValue
+from gateway.sources.base import ORDER_ROLE, SERIAL_ROLE, STATE_ROLE, Source, TagSpec, TagValue
 from gateway.sources.modbus_registers import ModbusTag
 
 __all__ = ["build_sources", "modbus_tags", "opcua_tags"]
@@ -68,10 +68,15 @@ def modbus_tags(mapping: Mapping, source: str) -> list[ModbusTag]:
 
 
 def _tags(mapping: Mapping, source: str) -> Iterator[tuple[str, str, object]]:
-    """(machine, role, tag) of every machine on ``source``: its counters, then its order tag."""
+    """(machine, role, tag) of every machine on ``source``: its serial tag, its counters, then its order tag.
+
+    The serial first: a unit's serial is written before the counter that counts it, and a
+    poll that reads both hands the serial to the service first."""
     for name, machine in mapping.machines.items():
         if machine.source != source:
             continue
+        if machine.serial is not None:
+            yield name, SERIAL_ROLE, machine.serial
         for role, tag in machine.counters:
             if tag is not None:
                 yield name, role, tag

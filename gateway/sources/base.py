@@ -23,10 +23,11 @@ from typing import Any, Protocol
 from gateway.backoff import Backoff
 from gateway.domain.records import Quality
 
-__all__ = ["ORDER_ROLE", "STATE_ROLE", "Backoff", "Quality", "ReconnectingSource", "Source", "SourceHealth", "TagSpec", "TagValue"]
+__all__ = ["ORDER_ROLE", "SERIAL_ROLE", "STATE_ROLE", "Backoff", "Quality", "ReconnectingSource", "Source", "SourceHealth", "TagSpec", "TagValue"]
 
 # The role of a machine's order-number tag; its counters' roles are their names.
 ORDER_ROLE = "order"
+SERIAL_ROLE = "serial"  # the serial of the unit just made, written per cycle
 # The role of a machine's state tag (``count_when``).
 STATE_ROLE = "state"
 

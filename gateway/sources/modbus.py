@@ -45,7 +45,7 @@ import structlog
 from gateway.domain.records import Quality
 from gateway.mapping.model import ModbusSource as ModbusSourceConfig
 from gateway.backoff import Backoff
-from gateway.sources.base import ORDER_ROLE, ReconnectingSource, TagValue
+from gateway.sources.base import ORDER_ROLE, SERIAL_ROLE, ReconnectingSource, TagValue
 from gateway.sources.modbus_client import (
     ILLEGAL_ADDRESS,
     ModbusClient,
@@ -232,7 +232,9 @@ class ModbusSource(ReconnectingSource):
                 self._read_recovered(group)
             values += self._changed(conn, group, words, received_at)
             i += 1
-        return values
+        # A serial read in this poll names the unit counted by the counters read with it,
+        # whichever read it came in: it goes first (the sort keeps everything else in order).
+        return sorted(values, key=lambda tv: tv.role != SERIAL_ROLE)
 
     def _split(self, group: _Group) -> list[_Group]:
         self._log.info(

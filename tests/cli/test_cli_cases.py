@@ -4,7 +4,8 @@ A case folder holds ``args`` (the command line after ``gateway``, split like a s
 does), ``expected.out`` (what the command printed: stdout, then stderr) and
 ``expected.code`` (its exit code); optionally ``setup`` (the ledger it runs on: ``none``,
 the default, is an empty folder; ``demo`` holds mappings/demo-masterdata.yaml; ``lots``
-holds lot-tracked stock and one confirmation that used lot R1), ``env`` (KEY=VALUE lines)
+holds lot-tracked stock and one confirmation that used lot R1; ``shafts`` is ``demo`` with 3
+serial-tracked shafts turned on LATHE-04 from bar of heat H-24117), ``env`` (KEY=VALUE lines)
 and ``needs`` (``postgres``: skipped without a server). In ``args``, ``env`` and the
 output, ``$DB`` is the ledger's URL and ``$TMP`` the case's own folder. Commands run
 in-process at 80 columns; no output may hold a traceback.
@@ -39,6 +40,9 @@ def _build(kind: str, folder: Path) -> None:
     elif kind == "lots":
         engine = ledger_with_masterdata(url, MASTERDATA, folder)
         post_units(engine, 0, 30, order=ORDER, at=datetime.now(UTC))
+    elif kind == "shafts":
+        engine = ledger_with_masterdata(url, (ROOT / "mappings/demo-masterdata.yaml").read_text(), folder)
+        post_units(engine, 0, 3, order="1000125", at=datetime.now(UTC), machine="LATHE-04")
     else:
         raise ValueError(f"unknown setup {kind!r}")
     engine.dispose()
@@ -49,7 +53,7 @@ def _build(kind: str, folder: Path) -> None:
 def ledgers(tmp_path_factory) -> dict[str, Path]:
     """Each setup's ledger, built once; a case works on a copy."""
     built = {}
-    for kind in ("demo", "lots"):
+    for kind in ("demo", "lots", "shafts"):
         folder = tmp_path_factory.mktemp(kind)
         _build(kind, folder)
         built[kind] = folder / "ledger.sqlite"

@@ -38,6 +38,10 @@ def _ledger_of_version_1(url: str):
             conn.execute(text(f"DROP TABLE {later}"))
         for column in ("job_reset_pending", "job_change_unseen"):  # version 8
             conn.execute(text(f"ALTER TABLE machine_states DROP COLUMN {column}"))
+        for table, column in (("materials", "tracking"), ("materials", "serial_pattern"),
+                              ("confirmations", "serials"), ("pending_units", "serials"),
+                              ("order_components", "selection")):  # version 9
+            conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
         conn.execute(text("DROP TABLE schema_version"))
         conn.execute(text("DROP TABLE alembic_version"))
     engine.dispose()

@@ -33,7 +33,8 @@ T = datetime(2026, 4, 1, 6, tzinfo=UTC)
 
 
 class Example:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, order: str = ORDER) -> None:
+        self.order = order
         md = load_masterdata(ROOT / "docs" / "worked-example.yaml")
         self.engine = open_engine(url)
         store_masterdata(self.engine, to_domain(md), md.stock)
@@ -49,7 +50,7 @@ class Example:
             incs.append(Increment(machine, "scrap", scrap, Position(0, 0), Position(0, scrap), T))
         pending = None
         for inc in incs:
-            pending = accumulate(pending, inc, D(inc.counts), order=ORDER, operation=operation, now=T)
+            pending = accumulate(pending, inc, D(inc.counts), order=self.order, operation=operation, now=T)
         self.positions[machine] = start + good
         c = confirm(pending, "every_units", "PC")
         with self.engine.begin() as conn:
@@ -58,7 +59,7 @@ class Example:
 
     def new_lines(self) -> str:
         """The ledger lines this step added (the error queue: its state, when it changed)."""
-        j = journal(self.engine, ORDER)
+        j = journal(self.engine, self.order)
         errors = j.pop("error queue")
         new = {}
         for table, rows in j.items():

@@ -39,7 +39,7 @@ def summary(mapping: Mapping) -> dict:
                 "order": _order(m.order),
                 "counters": {c: _counter(t) for c, t in m.counters if t},
                 "confirm": [m.confirm.every_units, m.confirm.every_seconds],
-            }
+            } | ({"serial": _order(m.serial)} if m.serial is not None else {})
             for name, m in mapping.machines.items()
         },
     }
