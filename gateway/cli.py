@@ -310,6 +310,7 @@ def stock_issue(
 
 
 def _print_order(view, *, title: str) -> None:
+    from gateway.domain.valuation import money
     from gateway.report import fmt, make_console, table
 
     console = make_console()
@@ -318,13 +319,14 @@ def _print_order(view, *, title: str) -> None:
     console.print(table("Operations", ("operation", "work center", "final", "yield", "scrap"),
                         [(op.operation, op.work_center, "yes" if op.final else "", fmt(op.yield_qty), fmt(op.scrap_qty))
                          for op in view.operations], numeric=("yield", "scrap")))
-    numbers = ("planned", "backflushed", "manual", "adjusted", "variance", "WIP", "open errors")
+    numbers = ("planned", "backflushed", "manual", "adjusted", "variance", "WIP", "open errors", "variance value")
     console.print(table(
         "Components: planned for the quantity confirmed vs issued",
-        ("item", "material", "op", "rule (from)", *numbers),
+        ("item", "material", "op", "rule (from)", "basis (from)", *numbers),
         [(c.item, c.material, c.operation, f"{c.rule} ({c.rule_source})" if c.rule_source else c.rule,
-          fmt(c.planned), fmt(c.backflushed), fmt(c.manual), fmt(c.adjusted), fmt(c.variance), fmt(c.wip),
-          fmt(c.open_errors)) for c in view.components], numeric=numbers))
+          f"{c.basis} ({c.basis_source})", fmt(c.planned), fmt(c.backflushed), fmt(c.manual), fmt(c.adjusted),
+          fmt(c.variance), fmt(c.wip), fmt(c.open_errors), f"{money(c.variance_value)} {c.currency}")
+         for c in view.components], numeric=numbers))
 
 
 @orders_app.command("show")

@@ -40,6 +40,8 @@ class ComponentUse(Model):
     rule: str  # effective flushing rule (or "substitute for …" for a material not in the BOM)
     rule_source: str  # where the rule comes from (BOM item, work center, material, default)
     operation: str
+    basis: str  # total: planned on yield + scrap; yield: on good units only
+    basis_source: str  # BOM item or default
     in_bom: bool
     planned: Decimal
     backflushed: Decimal
@@ -48,6 +50,9 @@ class ComponentUse(Model):
     variance: Decimal  # issued minus planned: positive is over-consumption
     wip: Decimal  # accrued for order completion, not issued yet
     open_errors: Decimal
+    currency: str
+    variance_value: Decimal  # the variance at the standard price (exact; reports round to cents)
+    wip_value: Decimal
 
 
 class OrderView(Model):

@@ -177,6 +177,9 @@ class Material:
     lot_tracked: bool = False
     negative_stock_allowed: bool = False  # never for lot-tracked materials: an issue names real lots
     lot_selection: str = "fifo"  # fifo: oldest receipt first; fefo: earliest expiry first
+    standard_price: Decimal = Decimal(0)  # per one unit of measure, in ``currency``
+    currency: str = "EUR"
+    auto_reprocess: bool = True  # a posting that adds its stock reprocesses its open errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +191,14 @@ class WorkCenter:
     overhead_pct_of_labor: Decimal  # overhead cost = labor cost × pct / 100
     currency: str
     supply_location: str  # default line-side location components are flushed from
+
+
+class ConsumptionBasis(enum.Enum):
+    """What a component's quantity is planned on: every unit made (yield + scrap) or good units only
+    (packaging: one box per 50 good parts)."""
+
+    TOTAL = "total"
+    YIELD = "yield"
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +214,8 @@ class OrderComponent:
     supply_location: str
     flushing_source: str = ""  # where the effective rule came from: BOM item, work center, material
     rework: bool = False  # issued only by a rework adjustment, never by a confirmation
+    basis: ConsumptionBasis = ConsumptionBasis.TOTAL
+    basis_source: str = "default"  # "BOM item" when the BOM item says it
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ from decimal import Decimal
 from sqlalchemy import Connection, Engine, select, update
 
 from gateway.domain.backflush import StockLeft, issue_component
+from gateway.domain.valuation import value
 from gateway.domain.records import (
     FlushingRule,
     GenealogyEdge,
@@ -71,6 +72,10 @@ class ComponentLine:
     rule: str
     rule_source: str
     operation: str
+    basis: str = "total"  # what the planned quantity is of: yield + scrap, or yield only
+    basis_source: str = ""
+    price: Decimal = Decimal(0)  # the material's standard price, per unit of measure
+    currency: str = "EUR"
     planned: Decimal = Decimal(0)  # for the quantity confirmed so far
     backflushed: Decimal = Decimal(0)
     manual: Decimal = Decimal(0)
@@ -86,6 +91,15 @@ class ComponentLine:
     def variance(self) -> Decimal:
         """Issued minus planned: positive is over-consumption."""
         return self.issued - self.planned
+
+    @property
+    def variance_value(self) -> Decimal:
+        """The variance at the material's standard price."""
+        return value(self.variance, self.price)
+
+    @property
+    def wip_value(self) -> Decimal:
+        return value(self.wip, self.price)
 
 
 @dataclass
@@ -113,7 +127,9 @@ def _view(conn: Connection, order: ProductionOrder) -> OrderView:
     materials = read_materials(conn)
     carry = carry_of(conn, order.number)
     lines = {c.item: ComponentLine(c.item, c.material, materials[c.material].uom, c.flushing.value,
-                                   c.flushing_source, c.operation, planned=carry.get(f"item:{c.item}", Decimal(0)))
+                                   c.flushing_source, c.operation, c.basis.value, c.basis_source,
+                                   materials[c.material].standard_price, materials[c.material].currency,
+                                   planned=carry.get(f"item:{c.item}", Decimal(0)))
              for c in order.components}
     by_material = {c.material: c.item for c in order.components}
     extra: dict[tuple[str, str], ComponentLine] = {}

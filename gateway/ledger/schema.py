@@ -128,6 +128,11 @@ materials = Table(
     Column("lot_tracked", Boolean, nullable=False),
     Column("negative_stock_allowed", Boolean, nullable=False),
     Column("lot_selection", String(4), nullable=False, default="fifo"),
+    # Standard price per one unit of measure, in ``currency``: what stock and its movements are valued at.
+    Column("standard_price", Dec, nullable=False, default=Decimal(0)),
+    Column("currency", String(3), nullable=False, default="EUR"),
+    # Open backflush errors of this material are reprocessed by the posting that adds its stock.
+    Column("auto_reprocess", Boolean, nullable=False, default=True),
 )
 
 lots = Table(
@@ -187,6 +192,8 @@ order_components = Table(
     Column("operation", String(64), nullable=False),
     Column("supply_location", String(64), nullable=False),
     Column("rework", Boolean, nullable=False, default=False),
+    Column("basis", String(8), nullable=False, default="total"),  # total: yield + scrap; yield: good units only
+    Column("basis_source", String(80), nullable=False, default=""),  # "BOM item" or "default"
 )
 
 order_operations = Table(
@@ -221,6 +228,8 @@ goods_movements = Table(
     Column("uom", String(8), nullable=False),
     Column("bom_item", String(64), nullable=False, default=""),
     Column("posted_at", UtcDateTime, nullable=False),
+    # qty × the material's standard price when posted (exact); NULL on rows from before version 7.
+    Column("value", Dec),
 )
 
 activity_postings = Table(
@@ -281,6 +290,9 @@ error_queue = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("resolved_at", UtcDateTime),
     Column("attempts", Integer, nullable=False, default=0),
+    # What cleared it: the posting that added the stock (``movement:12``, ``count:3``, ``R-C-…``, a
+    # confirmation id, ``masterdata``) or ``errors reprocess`` when a person ran it.
+    Column("resolved_by", String(64)),
 )
 
 anomalies = Table(
@@ -535,8 +547,8 @@ def _audit_log_append_only(target, connection, **_kw) -> None:
 # refused at open (``LedgerVersionError``) and upgraded by ``gateway db upgrade`` (alembic,
 # ``gateway/ledger/migrations``). Changing a table above means: a new migration that sets
 # this row to the new number, and SCHEMA_VERSION raised to it.
-SCHEMA_VERSION = 6  # 1: the schema before version numbers (baseline); 2: counted_units; 3: leases;
-# 4: mapping_reloads; 5: mapping_versions; 6: audit_log
+SCHEMA_VERSION = 7  # 1: the schema before version numbers (baseline); 2: counted_units; 3: leases;
+# 4: mapping_reloads; 5: mapping_versions; 6: audit_log; 7: values, consumption basis, self-reprocessing
 UPGRADE_COMMAND = "gateway db upgrade --db URL"
 
 schema_version = Table(

@@ -41,8 +41,10 @@ confirmation ids through it, not around it; a direct read of a table it writes (
 genealogy, error queue) sees its buffered rows only after ``flush()``, which may run
 any number of times in a transaction; never commit without ``flush()`` (``buffered``
 does both for callers outside the writer). It never decides a quantity: it only stores
-what the pure core computed. Stock moves with ``move``: a goods movement row and the
-balance change, a lot registered on its first receipt.
+what the pure core computed. Stock moves with ``move``: a goods movement row valued at the
+material's standard price (``gateway.domain.valuation``) and the balance change, a lot
+registered on its first receipt, and the stock key noted in ``stock_added`` for the
+self-reprocessing of the error queue.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ from itertools import groupby
 from sqlalchemy import Connection, Table, bindparam, insert, select, tuple_
 
 from gateway.domain.records import LotStock, OperationProgress, StockView
+from gateway.domain.valuation import value
 from gateway.ledger import schema as t
 from gateway.ledger.claims import tentative
 from gateway.ledger.sql import LOTS_OF, STOCK_LOTS, insert_absent, movement_row, upsert
@@ -99,6 +102,10 @@ class LedgerTx:
         self._absent: dict[str, set[tuple]] = {name: set() for name in _BALANCES}  # keys read as "no row"
         self._inserts: dict[Table, list[dict]] = defaultdict(list)  # tables in first-use order
         self._new_lots: dict[tuple[str, str], dict] = {}
+        self._prices: dict[str, Decimal] | None = None  # material → standard price, read once
+        # (material, location) pairs this transaction added stock to: what self-reprocessing
+        # (``gateway.ledger.reprocessing``) looks at; it empties the set when it has.
+        self.stock_added: set[tuple[str, str]] = set()
 
     # -- reads -------------------------------------------------------------------------
 
@@ -174,6 +181,13 @@ class LedgerTx:
             self._lot_info[material] = {r.lot: (r.received_at, r.expires_on) for r in rows}
         return self._lot_info[material]
 
+    def standard_price(self, material: str) -> Decimal:
+        """What a movement of ``material`` is valued at (0 for a material without a price)."""
+        if self._prices is None:
+            self._prices = {r.id: r.standard_price for r in self.conn.execute(
+                select(t.materials.c.id, t.materials.c.standard_price))}
+        return self._prices.get(material, Decimal(0))
+
     # -- writes (buffered) -------------------------------------------------------------
 
     def insert(self, table: Table, rows: list[dict]) -> None:
@@ -211,9 +225,11 @@ class LedgerTx:
     def move(self, confirmation_id: str | None, order_no: str | None, movements, now: datetime) -> None:
         """Goods movements and the stock they change; a receipt registers a lot it names."""
         for m in movements:
-            self.insert(t.goods_movements, [movement_row(confirmation_id, order_no, m, now)])
+            self.insert(t.goods_movements, [movement_row(confirmation_id, order_no, m, now,
+                                                         value(m.qty, self.standard_price(m.material)))])
             if m.qty > 0:
                 self.register_lot(m.material, m.lot, now, produced_by_order=order_no if confirmation_id else None)
+                self.stock_added.add((m.material, m.location))
             stock = self._stock_of(m.material, m.location)
             if m.lot not in stock:
                 self._absent["stock"].add((m.material, m.location, m.lot))

@@ -22,6 +22,7 @@ from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from fractions import Fraction
 
 from gateway.domain.records import (
+    ConsumptionBasis,
     FlushingRule,
     Material,
     OrderComponent,
@@ -60,6 +61,9 @@ def _material(key: str, m: MaterialDef) -> Material:
         lot_tracked=m.lot_tracked,
         negative_stock_allowed=m.negative_stock == "allowed",
         lot_selection=m.lot_selection,
+        standard_price=m.standard_price,
+        currency=m.currency,
+        auto_reprocess=m.auto_reprocess,
     )
 
 
@@ -135,6 +139,8 @@ def _components(bom: BomDef, routing: RoutingDef, base: Decimal, md: MasterData)
             operation=item.operation,
             supply_location=item.supply_location or md.work_centers[work_center_of[item.operation]].supply_location,
             rework=item.rework,
+            basis=ConsumptionBasis(item.basis or "total"),
+            basis_source="BOM item" if item.basis else "default",
         )
         for item in bom.items
         for rule, source in [effective_flushing(item, md.work_centers[work_center_of[item.operation]],
