@@ -352,6 +352,7 @@ def errors_list(all_: bool = typer.Option(False, "--all", help="Include resolved
     """Open backflush errors: age, order, material, missing quantity, reason."""
     from gateway.app import error_queue
     from gateway.app.models import ErrorItem
+    from gateway.domain.valuation import money
     from gateway.ledger.schema import utcnow
     from gateway.report import fmt, make_console, table
 
@@ -359,9 +360,11 @@ def errors_list(all_: bool = typer.Option(False, "--all", help="Include resolved
         now = utcnow()
         make_console().print(table(
             f"Backflush error queue ({len(items)} item(s))",
-            ("id", "age", "order", "material", "location", "missing", "status", "reason"),
+            ("id", "age", "order", "material", "location", "missing", "value", "status", "reason"),
             [(str(e.id), age_text(now - e.created_at), e.order, e.material or "(whole confirmation)", e.location,
-              f"{fmt(e.missing_qty)} {e.uom}", e.status, e.reason) for e in items], numeric=("id", "age", "missing")))
+              f"{fmt(e.missing_qty)} {e.uom}", f"{money(e.missing_value)} {e.currency}" if e.material else "",
+              f"{e.status} by {e.resolved_by}" if e.resolved_by else e.status, e.reason) for e in items],
+            numeric=("id", "age", "missing", "value")))
 
     emit(on_ledger(db, error_queue.list_errors, include_closed=all_), format, show, rows=ErrorItem)
 

@@ -247,6 +247,9 @@ class ErrorItem(Model):
     reason: str
     status: str
     attempts: int
+    resolved_by: str | None = None  # what cleared it: a posting that added stock, or `errors reprocess`
+    missing_value: Decimal = Decimal(0)  # missing quantity at the standard price (exact)
+    currency: str = "EUR"
 
 
 class StillOpen(Model):

@@ -199,7 +199,7 @@ def issue_component(
     missing = qty - sum((q for _, q in picks), Decimal(0))
     errors = ()
     if missing:
-        reason = _shortage_reason(material.id, location, qty, qty - missing, expired)
+        reason = _shortage_reason(material, location, qty, qty - missing, expired)
         errors = (BackflushError(material.id, location, missing, material.uom, reason, bom_item),)
     return Issue(tuple(movements), tuple(genealogy), errors)
 
@@ -228,10 +228,13 @@ def _without_lots(qty: Decimal, material: Material, available: Decimal) -> list[
     return [("", issued)] if issued else []
 
 
-def _shortage_reason(material: str, location: str, needed: Decimal, issued: Decimal, expired: tuple[str, ...]) -> str:
-    why = f"not enough stock of {material} at {location}: needed {needed}, issued {issued}"
+def _shortage_reason(material: Material, location: str, needed: Decimal, issued: Decimal,
+                     expired: tuple[str, ...]) -> str:
+    why = f"not enough stock of {material.id} at {location}: needed {needed}, issued {issued}"
     if expired:
         why += f" (expired lots not issued: {', '.join(expired)})"
+    if material.auto_reprocess:
+        return why + "; receive stock (`gateway stock receive`): the receipt issues it"
     return why + "; receive stock (`gateway stock receive`), then `gateway errors reprocess`"
 
 

@@ -63,6 +63,7 @@ from gateway.ledger.sql import issued_to_order
 from gateway.ledger.tx import LedgerTx, buffered
 from gateway.ledger.posting import (
     post_confirmation,
+    settle,
     write_activities,
     write_deferred,
     write_errors,
@@ -183,6 +184,7 @@ def _write(tx: LedgerTx, doc: str, order: ProductionOrder, kind: str, operation:
     write_activities(tx, doc, order.number, plan.activities, now)
     write_deferred(tx, doc, order.number, plan.deferred)
     write_errors(tx, doc, order.number, plan.errors, now)
+    settle(tx, MasterCache(), now, by=doc)  # a return to stock may clear other orders' errors
     return _record(tx.conn, doc, order, kind, operation, reason_code, note, material, qty, len(plan.movements),
                    len(plan.errors), now)
 

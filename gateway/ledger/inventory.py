@@ -27,6 +27,8 @@ from gateway.ledger.operations import OperationRefused, stock_material
 from gateway.ledger.audit import Action, manual
 from gateway.ledger.claims import claim
 from gateway.ledger.operations import movement_ids
+from gateway.ledger.masters import MasterCache
+from gateway.ledger.posting import settle
 from gateway.ledger.tx import buffered
 
 _HUNDRED = Decimal(100)
@@ -79,6 +81,7 @@ def record_count(engine: Engine, material: str, counted: Decimal, location: str,
             kind = MovementKind.COUNT_GAIN if counted > book else MovementKind.COUNT_LOSS
             tx.move(None, None, [GoodsMovement(kind, material, location, counted - book, m.uom, lot=lot)], now)
             record.postings = [f"movement:{i}" for i in movement_ids(tx, kind, material, location, lot, now)]
+            settle(tx, MasterCache(), now, by=f"count:{count_id}")  # a gain may clear errors waiting for it
         claim("stock_counted", f"count:{count_id}", count_id=count_id, material=material, location=location, lot=lot,
               book_qty=str(book), counted_qty=str(counted), uom=m.uom, movement=kind.value if kind else None,
               movements=" ".join(record.postings))

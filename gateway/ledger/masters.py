@@ -166,6 +166,9 @@ def store_masterdata(engine: Engine, domain, stock_rows, *, audit: Action | None
                 _store_order(conn, order, report)
             for s in stock_rows:
                 _post_opening_stock(tx, s, domain.materials[s.material], report, now)
+            from gateway.ledger.posting import settle  # posting reads master data through this module
+
+            settle(tx, MasterCache(), now, by="masterdata")  # opening stock may clear errors waiting for it
         record.changed = {k: v for k, v in vars(report).items() if k != "notes"}
         claim("masterdata_loaded", "", **record.changed, **(audit.detail if audit else {}))
     return report

@@ -105,7 +105,8 @@ class LedgerTx:
         self._prices: dict[str, Decimal] | None = None  # material → standard price, read once
         # (material, location) pairs this transaction added stock to: what self-reprocessing
         # (``gateway.ledger.reprocessing``) looks at; it empties the set when it has.
-        self.stock_added: set[tuple[str, str]] = set()
+        # → the document that added it (None: a movement without one, e.g. a receipt).
+        self.stock_added: dict[tuple[str, str], str | None] = {}
 
     # -- reads -------------------------------------------------------------------------
 
@@ -229,7 +230,7 @@ class LedgerTx:
                                                          value(m.qty, self.standard_price(m.material)))])
             if m.qty > 0:
                 self.register_lot(m.material, m.lot, now, produced_by_order=order_no if confirmation_id else None)
-                self.stock_added.add((m.material, m.location))
+                self.stock_added.setdefault((m.material, m.location), confirmation_id)
             stock = self._stock_of(m.material, m.location)
             if m.lot not in stock:
                 self._absent["stock"].add((m.material, m.location, m.lot))
