@@ -319,14 +319,19 @@ def _print_order(view, *, title: str) -> None:
     console.print(table("Operations", ("operation", "work center", "final", "yield", "scrap"),
                         [(op.operation, op.work_center, "yes" if op.final else "", fmt(op.yield_qty), fmt(op.scrap_qty))
                          for op in view.operations], numeric=("yield", "scrap")))
-    numbers = ("planned", "backflushed", "manual", "adjusted", "variance", "WIP", "open errors", "variance value")
+    numbers = ("planned", "backflushed", "manual", "adjusted", "variance", "WIP", "open errors")
     console.print(table(
         "Components: planned for the quantity confirmed vs issued",
-        ("item", "material", "op", "rule (from)", "basis (from)", *numbers),
+        ("item", "material", "op", "rule (from)", *numbers),
         [(c.item, c.material, c.operation, f"{c.rule} ({c.rule_source})" if c.rule_source else c.rule,
-          f"{c.basis} ({c.basis_source})", fmt(c.planned), fmt(c.backflushed), fmt(c.manual), fmt(c.adjusted),
-          fmt(c.variance), fmt(c.wip), fmt(c.open_errors), f"{money(c.variance_value)} {c.currency}")
-         for c in view.components], numeric=numbers))
+          fmt(c.planned), fmt(c.backflushed), fmt(c.manual), fmt(c.adjusted), fmt(c.variance), fmt(c.wip),
+          fmt(c.open_errors)) for c in view.components], numeric=numbers))
+    console.print(table(
+        "Consumption basis, and values at standard price",
+        ("item", "material", "basis (from)", "variance value", "WIP value"),
+        [(c.item, c.material, f"{c.basis} ({c.basis_source})" if c.basis_source else c.basis,
+          f"{money(c.variance_value)} {c.currency}", f"{money(c.wip_value)} {c.currency}")
+         for c in view.components], numeric=("variance value", "WIP value")))
 
 
 @orders_app.command("show")

@@ -361,6 +361,10 @@ class AccuracyRow(Model):
     adjustment_qty: Decimal
     anomalies: int
     anomaly_machines: list[str]
+    currency: str
+    book_value: Decimal  # at the standard price (exact; the CLI rounds to cents)
+    difference_value: Decimal
+    error_value: Decimal
 
 
 class ErrorsOfAge(Model):
@@ -374,6 +378,8 @@ class MaterialErrors(Model):
     open_items: int
     missing_qty: Decimal
     oldest_age_s: float
+    missing_value: Decimal
+    currency: str
 
 
 class ErrorMetrics(Model):
@@ -387,6 +393,21 @@ class ErrorMetrics(Model):
     errors_created_24h: int
     confirmations_24h: int
     rate_per_1000_24h: Decimal | None
+    open_values: dict[str, Decimal]  # currency → value of the open items' missing quantities
+
+
+class WipRow(Model):
+    """A component accrued for order completion and not issued yet, with its value."""
+
+    order: str
+    work_center: str
+    operation: str
+    item: str
+    material: str
+    qty: Decimal
+    uom: str
+    value: Decimal  # qty × standard price (exact)
+    currency: str
 
 
 # -- gateways ---------------------------------------------------------------------------

@@ -203,6 +203,13 @@ async def report_errors(request: Request) -> m.ErrorMetrics:
     return await call(request, reports.error_metrics)
 
 
+@router.get("/reports/wip", tags=["reports"], dependencies=read)
+async def report_wip(request: Request) -> list[m.WipRow]:
+    """Work in process: order-completion components accrued and not issued yet, per order and work center,
+    with value at the standard price."""
+    return await call(request, reports.wip)
+
+
 @router.get("/audit", tags=["reports"], dependencies=read)
 async def audit_trail(request: Request, since: datetime | None = None,
                       actor: str | None = Query(None, max_length=128), order: str | None = Query(None, max_length=64),

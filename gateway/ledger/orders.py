@@ -179,6 +179,45 @@ def _extra_line(extra: dict[tuple[str, str], ComponentLine], item: ComponentLine
         item.item, m.material, m.uom, f"substitute for {item.material}", "", item.operation))
 
 
+# -- work in process ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WipLine:
+    order: str
+    work_center: str  # of the operation that consumes the component
+    operation: str
+    item: str
+    material: str
+    qty: Decimal
+    uom: str
+    value: Decimal
+    currency: str
+
+
+def wip(engine: Engine) -> list[WipLine]:
+    """Per order and work center: ``order_completion`` components accrued by confirmations and not
+    issued yet (completion nets them to zero), at the standard price. A read, no locks."""
+    accrued: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    dc = t.deferred_components.c
+    with engine.connect() as conn:
+        for d in conn.execute(select(t.deferred_components).where(dc.rule == FlushingRule.ORDER_COMPLETION.value)):
+            accrued[(d.order_no, d.bom_item)] += d.qty
+        materials = read_materials(conn)
+        lines = []
+        for number in sorted({o for (o, _), qty in accrued.items() if qty}):
+            order = read_order(conn, number)
+            for c in order.components:
+                qty = accrued.get((number, c.item), Decimal(0))
+                if not qty:
+                    continue
+                m = materials[c.material]
+                op = order.operation(c.operation)
+                lines.append(WipLine(number, op.work_center if op else "", c.operation, c.item, c.material, qty,
+                                     m.uom, value(qty, m.standard_price), m.currency))
+    return sorted(lines, key=lambda w: (w.order, w.work_center, w.item))
+
+
 # -- completion -------------------------------------------------------------------------
 
 
