@@ -210,6 +210,8 @@ class Anomaly(Model):
     detail: str
     decision: str | None
     confirmation_id: str | None
+    order: str | None = None  # unknown_order: the order number its units are pending under ("" = none)
+    held_since: datetime | None = None  # unknown_order with units still pending: when the first was counted
 
 
 class AcceptAnomaly(Model):
@@ -222,6 +224,22 @@ class AcceptAnomaly(Model):
 class RejectAnomaly(Model):
     anomaly_id: int
     reason: str = ""
+
+
+class AssignAnomaly(Model):
+    """Post the units an unknown_order anomaly holds to a released order."""
+
+    anomaly_id: int
+    order: str = Field(min_length=1, max_length=64)
+    operation: str | None = None  # default: the operation the machine ran
+    reason: str = ""
+
+
+class AnomalyAssigned(Model):
+    anomaly_id: int
+    order: str
+    units: Decimal
+    confirmation_ids: list[str]
 
 
 class AnomalyDecided(Model):

@@ -132,6 +132,7 @@ class Anomaly:
     start: Position | None = None
     end: Position | None = None
     counts_held: int = 0  # counts not posted because of this anomaly
+    order: str | None = None  # UNKNOWN_ORDER: the order number the units are kept pending under
 
 
 # --- confirmations -----------------------------------------------------------------

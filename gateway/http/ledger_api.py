@@ -73,6 +73,10 @@ class RejectAnomaly(m.RejectAnomaly):
     anomaly_id: LedgerId
 
 
+class AssignAnomaly(m.AssignAnomaly):
+    anomaly_id: LedgerId
+
+
 # -- orders ---------------------------------------------------------------------------
 
 
@@ -132,6 +136,12 @@ async def list_anomalies(request: Request, include_decided: bool = Query(False, 
 async def accept_anomaly(request: Request, body: AcceptAnomaly, actor: By) -> m.AnomalyDecided:
     """Post the held units once, as a confirmation with its backflush."""
     return await call(request, anomalies.accept, body, actor=actor)
+
+
+@router.post("/anomalies/assign", tags=["anomalies"], dependencies=write)
+async def assign_anomaly(request: Request, body: AssignAnomaly, actor: By) -> m.AnomalyAssigned:
+    """Post the units held under an unknown or empty order to a released order, once."""
+    return await call(request, anomalies.assign, body, actor=actor)
 
 
 @router.post("/anomalies/reject", tags=["anomalies"], dependencies=write)

@@ -348,5 +348,5 @@ def _anomaly_row(a: Anomaly, units_held: Decimal, now: datetime) -> dict:
         "machine": a.machine, "counter": a.counter, "kind": a.kind.value, "detail": a.detail,
         "start_pos": str(a.start) if a.start else None, "end_pos": str(a.end) if a.end else None,
         "counts_held": a.counts_held, "units_held": units_held, "source_time": a.source_time,
-        "status": "open" if needs_decision else "recorded", "created_at": now,
+        "status": "open" if needs_decision else "recorded", "created_at": now, "order_no": a.order,
     }

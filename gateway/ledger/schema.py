@@ -311,6 +311,8 @@ anomalies = Table(
     # accepted / rejected: decided (see anomaly_decisions)
     Column("status", String(12), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
+    # unknown_order: the order number the units are pending under ("" = none on the machine)
+    Column("order_no", String(64)),
 )
 
 # A person's decision on an open anomaly. The anomaly id is the key, so an anomaly is
@@ -318,7 +320,7 @@ anomalies = Table(
 anomaly_decisions = Table(
     "anomaly_decisions", metadata,
     Column("anomaly_id", Integer, primary_key=True),
-    Column("decision", String(12), nullable=False),  # accepted | rejected
+    Column("decision", String(12), nullable=False),  # accepted | rejected | assigned
     Column("reason", Text, nullable=False),
     Column("confirmation_id", String(40)),  # what accepting posted
     Column("order_no", String(64)),

@@ -39,7 +39,7 @@ def _ledger_of_version_1(url: str):
         for table, column in (("materials", "standard_price"), ("materials", "currency"),
                               ("materials", "auto_reprocess"), ("order_components", "basis"),
                               ("order_components", "basis_source"), ("goods_movements", "value"),
-                              ("error_queue", "resolved_by")):  # version 7
+                              ("error_queue", "resolved_by"), ("anomalies", "order_no")):  # version 7
             conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
         conn.execute(text("DROP TABLE schema_version"))
         conn.execute(text("DROP TABLE alembic_version"))

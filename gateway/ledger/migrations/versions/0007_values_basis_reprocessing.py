@@ -7,7 +7,10 @@
   ``basis_source``;
 * ``goods_movements.value``: NULL on the rows already there (posted before there were
   prices; reports show them unvalued rather than inventing a price they did not have);
-* ``error_queue.resolved_by``: NULL on the rows already there.
+* ``error_queue.resolved_by``: NULL on the rows already there;
+* ``anomalies.order_no``: the order an ``unknown_order`` anomaly's units are pending under
+  (NULL on the rows already there: such units are assigned once the gateway records the
+  anomaly again).
 
 Revision ID: 0007
 Revises: 0006
@@ -34,6 +37,7 @@ def upgrade() -> None:
                                                 server_default="default"))
     op.add_column("goods_movements", sa.Column("value", Dec))
     op.add_column("error_queue", sa.Column("resolved_by", sa.String(64)))
+    op.add_column("anomalies", sa.Column("order_no", sa.String(64)))
     op.execute("UPDATE schema_version SET version = 7")
 
 
