@@ -230,6 +230,7 @@ def settle(tx: LedgerTx, masters: MasterCache, now: datetime, by: str = "") -> l
     added, tx.stock_added = tx.stock_added, {}
     if not added:
         return []
+    tx.flush()  # the posting's own rows: their failure is the posting's, never this one's
     try:
         with tx.savepoint():
             return _settle(tx, added, masters, now, by)

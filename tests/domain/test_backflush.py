@@ -125,7 +125,11 @@ def test_short_stock_issues_what_is_there_and_queues_the_rest():
     assert issues(p) == {"COIL": D("4")}
     [err] = p.errors
     assert (err.material, err.missing_qty) == ("COIL", D("6.000"))
-    assert "gateway stock receive" in err.reason and "gateway errors reprocess" in err.reason
+    assert err.reason.endswith("; receive stock (`gateway stock receive`): the receipt issues it")
+    waits = replace(MATERIALS["COIL"], auto_reprocess=False)
+    p = plan(conf(100), o, OperationProgress("1000123", "0010"), MATERIALS | {"COIL": waits}, WCS,
+             StockView.of({("COIL", "LS1"): D("4")}))
+    assert p.errors[0].reason.endswith("; receive stock (`gateway stock receive`), then `gateway errors reprocess`")
 
 
 def test_two_bom_lines_of_one_material_share_the_stock():
