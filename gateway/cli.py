@@ -311,6 +311,7 @@ def stock_issue(
 
 
 def _print_order(view, *, title: str) -> None:
+    from gateway.domain.valuation import money
     from gateway.report import fmt, make_console, table
 
     console = make_console()
@@ -326,6 +327,12 @@ def _print_order(view, *, title: str) -> None:
         [(c.item, c.material, c.operation, f"{c.rule} ({c.rule_source})" if c.rule_source else c.rule,
           fmt(c.planned), fmt(c.backflushed), fmt(c.manual), fmt(c.adjusted), fmt(c.variance), fmt(c.wip),
           fmt(c.open_errors)) for c in view.components], numeric=numbers))
+    console.print(table(
+        "Consumption basis, and values at standard price",
+        ("item", "material", "basis (from)", "variance value", "WIP value"),
+        [(c.item, c.material, f"{c.basis} ({c.basis_source})" if c.basis_source else c.basis,
+          f"{money(c.variance_value)} {c.currency}", f"{money(c.wip_value)} {c.currency}")
+         for c in view.components], numeric=("variance value", "WIP value")))
 
 
 @orders_app.command("show")
@@ -351,6 +358,7 @@ def errors_list(all_: bool = typer.Option(False, "--all", help="Include resolved
     """Open backflush errors: age, order, material, missing quantity, reason."""
     from gateway.app import error_queue
     from gateway.app.models import ErrorItem
+    from gateway.domain.valuation import money
     from gateway.ledger.schema import utcnow
     from gateway.report import fmt, make_console, table
 
@@ -358,9 +366,11 @@ def errors_list(all_: bool = typer.Option(False, "--all", help="Include resolved
         now = utcnow()
         make_console().print(table(
             f"Backflush error queue ({len(items)} item(s))",
-            ("id", "age", "order", "material", "location", "missing", "status", "reason"),
+            ("id", "age", "order", "material", "location", "missing", "value", "status", "reason"),
             [(str(e.id), age_text(now - e.created_at), e.order, e.material or "(whole confirmation)", e.location,
-              f"{fmt(e.missing_qty)} {e.uom}", e.status, e.reason) for e in items], numeric=("id", "age", "missing")))
+              f"{fmt(e.missing_qty)} {e.uom}", f"{money(e.missing_value)} {e.currency}" if e.material else "",
+              f"{e.status} by {e.resolved_by}" if e.resolved_by else e.status, e.reason) for e in items],
+            numeric=("id", "age", "missing", "value")))
 
     emit(on_ledger(db, error_queue.list_errors, include_closed=all_), format, show, rows=ErrorItem)
 

@@ -862,8 +862,8 @@ class Gateway:
             what = f"order {rt.order!r} is not in the master data" if rt.order else "no order number on the machine"
             detail = (f"{what}; counted units are kept pending and confirmed once the order is loaded "
                       "(`gateway masterdata load`)")
-        self._anomaly(rt, Anomaly(rt.name, None, AnomalyKind.UNKNOWN_ORDER, detail, tv.source_time),
-                      commit, Decimal(0))
+        self._anomaly(rt, Anomaly(rt.name, None, AnomalyKind.UNKNOWN_ORDER, detail, tv.source_time,
+                                  order=rt.order), commit, Decimal(0))
 
     def _check_work_center(self, rt: MachineRuntime, tv: TagValue, commit: Commit) -> None:
         """Activities are costed at the routing's work center; say so once if it is not the machine's."""

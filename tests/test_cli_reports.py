@@ -56,9 +56,10 @@ def test_count_then_accuracy_report(db):
     assert report.returncode == 0, report.stderr
     assert "Inventory accuracy: last count vs book" in report.stdout
     [accuracy, since] = rows(report, "SEAL")
-    assert accuracy[:2] == ["SEAL", "LS1"] and accuracy[3:] == ["4", "4", "0", "PC", "100.00 %"]
+    assert accuracy[:2] == ["SEAL", "LS1"] and accuracy[3:] == ["4", "4", "0", "PC", "100.00 %", "0.00 EUR",
+                                                                        "0.00 EUR"]
     assert since[:2] == ["SEAL", "LS1"] and since[2] == accuracy[2], "the window starts at the first count"
-    assert since[3:] == ["0", "0", "0", "0", "0", ""], "the error came before the previous count"
+    assert since[3:] == ["0", "0", "0.00 EUR", "0", "0", "0", ""], "the error came before the previous count"
 
 
 def test_accuracy_report_shows_what_happened_since_the_count_before(db):
@@ -67,8 +68,8 @@ def test_accuracy_report_shows_what_happened_since_the_count_before(db):
     gateway("stock", "count", "SEAL", "3", "-l", "LS1", "--db", db)
     report = gateway("report", "accuracy", "--db", db)
     [accuracy, since] = rows(report, "SEAL")
-    assert accuracy[3:] == ["0", "3", "+3", "PC", "0.00 %"]
-    assert since[2:] == ["start", "1", "6", "0", "0", "1", "M1"]
+    assert accuracy[3:] == ["0", "3", "+3", "PC", "0.00 %", "0.00 EUR", "0.00 EUR"]  # no standard price
+    assert since[2:] == ["start", "1", "6", "0.00 EUR", "0", "0", "1", "M1"]
 
 
 def add_anomaly(db: str, machine: str) -> None:

@@ -17,7 +17,8 @@ def list_errors(engine, *, include_closed: bool = False) -> list[ErrorItem]:
     """Open error items, oldest first (all of them with ``include_closed``)."""
     return [ErrorItem(id=e.id, created_at=e.created_at, order=e.order, confirmation_id=e.confirmation_id,
                       material=e.material, location=e.location, missing_qty=e.missing_qty, uom=e.uom, reason=e.reason,
-                      status=e.status, attempts=e.attempts)
+                      status=e.status, attempts=e.attempts, resolved_by=e.resolved_by,
+                      missing_value=e.missing_value, currency=e.currency)
             for e in operations.list_errors(engine, include_closed=include_closed)]
 
 

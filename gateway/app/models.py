@@ -40,6 +40,8 @@ class ComponentUse(Model):
     rule: str  # effective flushing rule (or "substitute for …" for a material not in the BOM)
     rule_source: str  # where the rule comes from (BOM item, work center, material, default)
     operation: str
+    basis: str  # total: planned on yield + scrap; yield: on good units only
+    basis_source: str  # BOM item or default
     in_bom: bool
     planned: Decimal
     backflushed: Decimal
@@ -48,6 +50,9 @@ class ComponentUse(Model):
     variance: Decimal  # issued minus planned: positive is over-consumption
     wip: Decimal  # accrued for order completion, not issued yet
     open_errors: Decimal
+    currency: str
+    variance_value: Decimal  # the variance at the standard price (exact; reports round to cents)
+    wip_value: Decimal
 
 
 class OrderView(Model):
@@ -205,6 +210,8 @@ class Anomaly(Model):
     detail: str
     decision: str | None
     confirmation_id: str | None
+    order: str | None = None  # unknown_order: the order number its units are pending under ("" = none)
+    held_since: datetime | None = None  # unknown_order with units still pending: when the first was counted
 
 
 class AcceptAnomaly(Model):
@@ -217,6 +224,22 @@ class AcceptAnomaly(Model):
 class RejectAnomaly(Model):
     anomaly_id: int
     reason: str = ""
+
+
+class AssignAnomaly(Model):
+    """Post the units an unknown_order anomaly holds to a released order."""
+
+    anomaly_id: int
+    order: str = Field(min_length=1, max_length=64)
+    operation: str | None = None  # default: the operation the machine ran
+    reason: str = ""
+
+
+class AnomalyAssigned(Model):
+    anomaly_id: int
+    order: str
+    units: Decimal
+    confirmation_ids: list[str]
 
 
 class AnomalyDecided(Model):
@@ -242,6 +265,9 @@ class ErrorItem(Model):
     reason: str
     status: str
     attempts: int
+    resolved_by: str | None = None  # what cleared it: a posting that added stock, or `errors reprocess`
+    missing_value: Decimal = Decimal(0)  # missing quantity at the standard price (exact)
+    currency: str = "EUR"
 
 
 class StillOpen(Model):
@@ -354,6 +380,10 @@ class AccuracyRow(Model):
     adjustment_qty: Decimal
     anomalies: int
     anomaly_machines: list[str]
+    currency: str
+    book_value: Decimal  # at the standard price (exact; the CLI rounds to cents)
+    difference_value: Decimal
+    error_value: Decimal
 
 
 class ErrorsOfAge(Model):
@@ -367,6 +397,8 @@ class MaterialErrors(Model):
     open_items: int
     missing_qty: Decimal
     oldest_age_s: float
+    missing_value: Decimal
+    currency: str
 
 
 class ErrorMetrics(Model):
@@ -380,6 +412,21 @@ class ErrorMetrics(Model):
     errors_created_24h: int
     confirmations_24h: int
     rate_per_1000_24h: Decimal | None
+    open_values: dict[str, Decimal]  # currency → value of the open items' missing quantities
+
+
+class WipRow(Model):
+    """A component accrued for order completion and not issued yet, with its value."""
+
+    order: str
+    work_center: str
+    operation: str
+    item: str
+    material: str
+    qty: Decimal
+    uom: str
+    value: Decimal  # qty × standard price (exact)
+    currency: str
 
 
 # -- gateways ---------------------------------------------------------------------------

@@ -48,7 +48,9 @@ def _view(view: ledger_orders.OrderView, uom: str) -> OrderView:
                                       yield_qty=view.progress[op.operation][0], scrap_qty=view.progress[op.operation][1])
                     for op in o.operations],
         components=[ComponentUse(item=c.item, material=c.material, uom=c.uom, rule=c.rule, rule_source=c.rule_source,
-                                 operation=c.operation, in_bom=c in view.components, planned=c.planned,
+                                 operation=c.operation, basis=c.basis, basis_source=c.basis_source,
+                                 in_bom=c in view.components, planned=c.planned,
                                  backflushed=c.backflushed, manual=c.manual, adjusted=c.adjusted, variance=c.variance,
-                                 wip=c.wip, open_errors=c.open_errors)
+                                 wip=c.wip, open_errors=c.open_errors, currency=c.currency,
+                                 variance_value=c.variance_value, wip_value=c.wip_value)
                     for c in view.components + view.extra])

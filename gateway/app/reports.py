@@ -27,6 +27,7 @@ from gateway.app.models import (
     StockRow,
     Trace,
     TraceLine,
+    WipRow,
 )
 from gateway.ledger import inventory, queries
 from gateway.ledger.leases import LEDGER
@@ -77,7 +78,8 @@ def accuracy(engine) -> list[AccuracyRow]:
                         counted_at=r.counted_at, book_qty=r.book_qty, counted_qty=r.counted_qty,
                         difference=r.difference, accuracy_pct=r.accuracy_pct, since=r.since, errors=r.errors,
                         error_qty=r.error_qty, adjustments=r.adjustments, adjustment_qty=r.adjustment_qty,
-                        anomalies=r.anomalies, anomaly_machines=list(r.anomaly_machines))
+                        anomalies=r.anomalies, anomaly_machines=list(r.anomaly_machines), currency=r.currency,
+                        book_value=r.book_value, difference_value=r.difference_value, error_value=r.error_value)
             for r in inventory.accuracy(engine)]
 
 
@@ -88,11 +90,22 @@ def error_metrics(engine) -> ErrorMetrics:
     return ErrorMetrics(
         now=m.now, open_items=m.open_items, by_age=[ErrorsOfAge(age=k, items=n) for k, n in m.by_age.items()],
         by_material=[MaterialErrors(material=e.material, uom=e.uom, open_items=e.open_items,
-                                    missing_qty=e.missing_qty, oldest_age_s=e.oldest_age.total_seconds())
+                                    missing_qty=e.missing_qty, oldest_age_s=e.oldest_age.total_seconds(),
+                                    missing_value=e.missing_value, currency=e.currency)
                      for e in m.by_material],
         errors_created=m.errors_created, confirmations=m.confirmations, rate_per_1000=m.rate_per_1000,
         errors_created_24h=m.errors_created_24h, confirmations_24h=m.confirmations_24h,
-        rate_per_1000_24h=m.rate_per_1000_24h)
+        rate_per_1000_24h=m.rate_per_1000_24h, open_values=m.open_values)
+
+
+@on_ledger
+def wip(engine) -> list[WipRow]:
+    """Order-completion components accrued and not issued yet, per order and work center, with value."""
+    from gateway.ledger.orders import wip as ledger_wip
+
+    return [WipRow(order=w.order, work_center=w.work_center, operation=w.operation, item=w.item,
+                   material=w.material, qty=w.qty, uom=w.uom, value=w.value, currency=w.currency)
+            for w in ledger_wip(engine)]
 
 
 @on_ledger

@@ -12,7 +12,9 @@ equals the rounded plan for the cumulative quantity, and 10 000 confirmations of
 at a ratio of 1/3 issue exactly what one confirmation of 10 000 would: no drift.
 
 * component quantity   f(c) = c × qty_per_base ÷ base_qty × (1 + scrap_pct ÷ 100),
-                        in the component's UoM decimals;
+                        in the component's UoM decimals; for a BOM item with
+                        ``basis: yield`` (packaging: one box per 50 good parts) ``c`` is
+                        the cumulative *yield* instead, so scrapped units consume none;
 * setup hours          f(c) = setup_hours if c > 0 else 0 (once per order operation),
                         costed at the labor rate;
 * machine / labor hrs  f(c) = c × hours_per_base ÷ base_qty, costed at the rate;
@@ -41,6 +43,7 @@ from gateway.domain.records import (
     BackflushError,
     BackflushPlan,
     Confirmation,
+    ConsumptionBasis,
     FlushingRule,
     GenealogyEdge,
     GoodsMovement,
@@ -85,8 +88,10 @@ class Carry:
         self._so_far = so_far
         self.planned: dict[str, Decimal] = {}
 
-    def due(self, key: str, f: Cumulative, after: Fraction, decimals: int) -> Decimal:
-        done = quantize(f(self._before), decimals) if self._so_far is None else self._so_far.get(key, Decimal(0))
+    def due(self, key: str, f: Cumulative, after: Fraction, decimals: int, before: Fraction | None = None) -> Decimal:
+        """``before``/``after``: the cumulative quantity ``f`` is of, when it is not yield + scrap."""
+        before = self._before if before is None else before
+        done = quantize(f(before), decimals) if self._so_far is None else self._so_far.get(key, Decimal(0))
         qty = max(Decimal(0), quantize(f(after), decimals) - done)
         if qty:
             self.planned[key] = qty
@@ -120,6 +125,8 @@ def plan(
         raise ValueError(f"order {order.number} has no operation {confirmation.operation}")
     before = Fraction(progress.consumed_qty)
     after = before + Fraction(confirmation.consumed_qty)
+    yield_before = Fraction(progress.yield_qty)
+    yield_after = yield_before + Fraction(confirmation.yield_qty)
     planned = Carry(before, carry)
 
     movements: list[GoodsMovement] = []
@@ -133,8 +140,10 @@ def plan(
         if component.operation != confirmation.operation or component.rework:
             continue
         material = materials[component.material]
-        qty = planned.due(f"item:{component.item}", component_plan(component, order.base_qty), after,
-                          material.decimals)
+        on_yield = component.basis is ConsumptionBasis.YIELD
+        qty = planned.due(f"item:{component.item}", component_plan(component, order.base_qty),
+                          yield_after if on_yield else after, material.decimals,
+                          before=yield_before if on_yield else None)
         if qty == 0:
             continue
         if component.flushing is not FlushingRule.OPERATION:
@@ -205,7 +214,7 @@ def issue_component(
     missing = qty - sum((q for _, q in picks), Decimal(0))
     errors = ()
     if missing:
-        reason = _shortage_reason(material.id, location, qty, qty - missing, expired)
+        reason = _shortage_reason(material, location, qty, qty - missing, expired)
         errors = (BackflushError(material.id, location, missing, material.uom, reason, bom_item),)
     return Issue(tuple(movements), tuple(genealogy), errors)
 
@@ -254,10 +263,13 @@ def _without_lots(qty: Decimal, material: Material, available: Decimal) -> list[
     return [("", issued)] if issued else []
 
 
-def _shortage_reason(material: str, location: str, needed: Decimal, issued: Decimal, expired: tuple[str, ...]) -> str:
-    why = f"not enough stock of {material} at {location}: needed {needed}, issued {issued}"
+def _shortage_reason(material: Material, location: str, needed: Decimal, issued: Decimal,
+                     expired: tuple[str, ...]) -> str:
+    why = f"not enough stock of {material.id} at {location}: needed {needed}, issued {issued}"
     if expired:
         why += f" (expired lots not issued: {', '.join(expired)})"
+    if material.auto_reprocess:
+        return why + "; receive stock (`gateway stock receive`): the receipt issues it"
     return why + "; receive stock (`gateway stock receive`), then `gateway errors reprocess`"
 
 

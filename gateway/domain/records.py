@@ -135,6 +135,7 @@ class Anomaly:
     start: Position | None = None
     end: Position | None = None
     counts_held: int = 0  # counts not posted because of this anomaly
+    order: str | None = None  # UNKNOWN_ORDER: the order number the units are kept pending under
 
 
 # --- confirmations -----------------------------------------------------------------
@@ -185,6 +186,9 @@ class Material:
     # ``lot_tracked`` is true as well and everything that issues lots issues serials.
     serial_tracked: bool = False
     serial_pattern: str = ""  # serials of produced units without a serial tag: "{order}-{seq:06}"
+    standard_price: Decimal = Decimal(0)  # per one unit of measure, in ``currency``
+    currency: str = "EUR"
+    auto_reprocess: bool = True  # a posting that adds its stock reprocesses its open errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +200,14 @@ class WorkCenter:
     overhead_pct_of_labor: Decimal  # overhead cost = labor cost × pct / 100
     currency: str
     supply_location: str  # default line-side location components are flushed from
+
+
+class ConsumptionBasis(enum.Enum):
+    """What a component's quantity is planned on: every unit made (yield + scrap) or good units only
+    (packaging: one box per 50 good parts)."""
+
+    TOTAL = "total"
+    YIELD = "yield"
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +224,8 @@ class OrderComponent:
     flushing_source: str = ""  # where the effective rule came from: BOM item, work center, material
     rework: bool = False  # issued only by a rework adjustment, never by a confirmation
     selection: str = ""  # fifo | fefo for this item's lots and serials; "": the material's lot_selection
+    basis: ConsumptionBasis = ConsumptionBasis.TOTAL
+    basis_source: str = "default"  # "BOM item" when the BOM item says it
 
 
 @dataclass(frozen=True, slots=True)

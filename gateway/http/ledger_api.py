@@ -73,6 +73,10 @@ class RejectAnomaly(m.RejectAnomaly):
     anomaly_id: LedgerId
 
 
+class AssignAnomaly(m.AssignAnomaly):
+    anomaly_id: LedgerId
+
+
 # -- orders ---------------------------------------------------------------------------
 
 
@@ -132,6 +136,12 @@ async def list_anomalies(request: Request, include_decided: bool = Query(False, 
 async def accept_anomaly(request: Request, body: AcceptAnomaly, actor: By) -> m.AnomalyDecided:
     """Post the held units once, as a confirmation with its backflush."""
     return await call(request, anomalies.accept, body, actor=actor)
+
+
+@router.post("/anomalies/assign", tags=["anomalies"], dependencies=write)
+async def assign_anomaly(request: Request, body: AssignAnomaly, actor: By) -> m.AnomalyAssigned:
+    """Post the units held under an unknown or empty order to a released order, once."""
+    return await call(request, anomalies.assign, body, actor=actor)
 
 
 @router.post("/anomalies/reject", tags=["anomalies"], dependencies=write)
@@ -200,6 +210,13 @@ async def report_accuracy(request: Request) -> list[m.AccuracyRow]:
 async def report_errors(request: Request) -> m.ErrorMetrics:
     """Error-queue metrics: open items by age and material, errors per 1 000 confirmations."""
     return await call(request, reports.error_metrics)
+
+
+@router.get("/reports/wip", tags=["reports"], dependencies=read)
+async def report_wip(request: Request) -> list[m.WipRow]:
+    """Work in process: order-completion components accrued and not issued yet, per order and work center,
+    with value at the standard price."""
+    return await call(request, reports.wip)
 
 
 @router.get("/audit", tags=["reports"], dependencies=read)

@@ -64,6 +64,7 @@ from gateway.ledger.sql import issued_to_order
 from gateway.ledger.tx import LedgerTx, buffered
 from gateway.ledger.posting import (
     post_confirmation,
+    settle,
     write_activities,
     write_deferred,
     write_errors,
@@ -189,6 +190,7 @@ def _write(tx: LedgerTx, doc: str, order: ProductionOrder, kind: str, operation:
                                   "material": material.id, "qty": qty, "posted_at": now,
                                   "movements": outbox.movements(plan.movements),
                                   "activities": outbox.activities(plan.activities)})
+    settle(tx, MasterCache(), now, by=doc)  # a return to stock may clear other orders' errors
     return _record(tx.conn, doc, order, kind, operation, reason_code, note, material, qty, len(plan.movements),
                    len(plan.errors), now)
 

@@ -15,19 +15,22 @@ counts rows.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 from sqlalchemy import Connection, Engine, func, insert, select
 
-from gateway.domain.records import GoodsMovement, MovementKind
+from gateway.domain.records import GoodsMovement, Material, MovementKind
+from gateway.domain.valuation import value
 from gateway.ledger import outbox
 from gateway.ledger import schema as t
 from gateway.ledger.operations import OperationRefused, stock_material
 from gateway.ledger.audit import Action, manual
 from gateway.ledger.claims import claim
 from gateway.ledger.operations import movement_ids
+from gateway.ledger.masters import MasterCache, read_materials
+from gateway.ledger.posting import settle
 from gateway.ledger.tx import buffered
 
 _HUNDRED = Decimal(100)
@@ -78,12 +81,12 @@ def record_count(engine: Engine, material: str, counted: Decimal, location: str,
         kind = None
         if counted != book:
             kind = MovementKind.COUNT_GAIN if counted > book else MovementKind.COUNT_LOSS
-            tx.move(None, None, [GoodsMovement(kind, material, location, counted - book, m.uom, lot=lot)], now)
+            difference = GoodsMovement(kind, material, location, counted - book, m.uom, lot=lot)
+            tx.move(None, None, [difference], now)
             record.postings = [f"movement:{i}" for i in movement_ids(tx, kind, material, location, lot, now)]
-        if kind is not None:
             outbox.enqueue(tx, "stock", f"count:{count_id}", order=None, machine=None, now=now, body={
-                "posted_at": now, "movements": outbox.movements(
-                    [GoodsMovement(kind, material, location, counted - book, m.uom, lot=lot)])})
+                "posted_at": now, "movements": outbox.movements([difference])})
+            settle(tx, MasterCache(), now, by=f"count:{count_id}")  # a gain may clear errors waiting for it
         claim("stock_counted", f"count:{count_id}", count_id=count_id, material=material, location=location, lot=lot,
               book_qty=str(book), counted_qty=str(counted), uom=m.uom, movement=kind.value if kind else None,
               movements=" ".join(record.postings))
@@ -111,10 +114,25 @@ class AccuracyRow:
     adjustment_qty: Decimal
     anomalies: int
     anomaly_machines: tuple[str, ...]
+    price: Decimal = Decimal(0)  # the material's standard price now, per unit of measure
+    currency: str = "EUR"
 
     @property
     def difference(self) -> Decimal:
         return self.counted_qty - self.book_qty
+
+    @property
+    def book_value(self) -> Decimal:
+        return value(self.book_qty, self.price)
+
+    @property
+    def difference_value(self) -> Decimal:
+        """The count difference in money: what the 701/702 movement was valued at."""
+        return value(self.difference, self.price)
+
+    @property
+    def error_value(self) -> Decimal:
+        return value(self.error_qty, self.price)
 
 
 def accuracy_pct(book: Decimal, counted: Decimal) -> Decimal:
@@ -155,10 +173,11 @@ def accuracy(engine: Engine) -> list[AccuracyRow]:
         counts: dict[tuple[str, str, str], list] = defaultdict(list)
         for r in conn.execute(select(t.stock_counts).order_by(t.stock_counts.c.counted_at, t.stock_counts.c.id)):
             counts[(r.material, r.location, r.lot)].append(r)
-        return [_accuracy_row(conn, rows) for _, rows in sorted(counts.items())]
+        materials = read_materials(conn)
+        return [_accuracy_row(conn, rows, materials) for _, rows in sorted(counts.items())]
 
 
-def _accuracy_row(conn: Connection, rows: list) -> AccuracyRow:
+def _accuracy_row(conn: Connection, rows: list, materials: dict[str, Material]) -> AccuracyRow:
     last = rows[-1]
     since = rows[-2].counted_at if len(rows) > 1 else None
     until = last.counted_at
@@ -183,6 +202,8 @@ def _accuracy_row(conn: Connection, rows: list) -> AccuracyRow:
         errors=len(errors), error_qty=sum(errors, Decimal(0)),
         adjustments=len(adjustments), adjustment_qty=sum(adjustments, Decimal(0)),
         anomalies=len(anomaly_machines), anomaly_machines=tuple(sorted(set(anomaly_machines))),
+        price=materials[last.material].standard_price if last.material in materials else Decimal(0),
+        currency=materials[last.material].currency if last.material in materials else "EUR",
     )
 
 
@@ -205,6 +226,8 @@ class MaterialErrors:
     open_items: int
     missing_qty: Decimal
     oldest_age: timedelta
+    missing_value: Decimal = Decimal(0)  # at the standard price (0 for whole confirmations)
+    currency: str = "EUR"
 
 
 @dataclass(frozen=True)
@@ -217,6 +240,7 @@ class ErrorMetrics:
     confirmations: int
     errors_created_24h: int
     confirmations_24h: int
+    open_values: dict[str, Decimal] = field(default_factory=dict)  # currency → value of what is missing
 
     @property
     def rate_per_1000(self) -> Decimal | None:
@@ -260,6 +284,7 @@ def error_metrics(engine: Engine, now: datetime | None = None) -> ErrorMetrics:
             eq.c.created_at > day_ago, eq.c.created_at <= now)).scalar_one()
         confirmations_24h = conn.execute(select(func.count()).select_from(conf).where(
             conf.c.posted_at > day_ago, conf.c.posted_at <= now)).scalar_one()
+        materials = read_materials(conn)
 
     by_age = dict.fromkeys((label for label, _ in AGE_BUCKETS), 0)
     grouped: dict[tuple[str, str], list] = defaultdict(list)
@@ -267,10 +292,19 @@ def error_metrics(engine: Engine, now: datetime | None = None) -> ErrorMetrics:
         # An item stamped after `now` (clocks, or a `now` in the past) counts as new.
         by_age[age_bucket(max(now - r.created_at, timedelta(0)))] += 1
         grouped[(r.material, r.uom)].append(r)
+    def of(material: str, missing: Decimal) -> tuple[Decimal, str]:
+        m = materials.get(material)
+        return (value(missing, m.standard_price), m.currency) if m else (Decimal(0), "EUR")
+
     by_material = sorted(
-        (MaterialErrors(material, uom, len(rows), sum((r.missing_qty for r in rows), Decimal(0)),
-                        max(now - min(r.created_at for r in rows), timedelta(0)))
-         for (material, uom), rows in grouped.items()),
+        (MaterialErrors(material, uom, len(rows), missing, max(now - min(r.created_at for r in rows), timedelta(0)),
+                        *of(material, missing))
+         for (material, uom), rows in grouped.items()
+         for missing in [sum((r.missing_qty for r in rows), Decimal(0))]),
         key=lambda m: (-m.oldest_age, m.material))
+    open_values: dict[str, Decimal] = defaultdict(Decimal)
+    for m in by_material:
+        if m.material:
+            open_values[m.currency] += m.missing_value
     return ErrorMetrics(now, len(open_rows), by_age, by_material, errors_created, confirmations,
-                        errors_24h, confirmations_24h)
+                        errors_24h, confirmations_24h, dict(sorted(open_values.items())))

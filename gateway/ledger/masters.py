@@ -22,6 +22,7 @@ from decimal import Decimal
 from sqlalchemy import Connection, Engine, delete, insert, select
 
 from gateway.domain.records import (
+    ConsumptionBasis,
     FlushingRule,
     GoodsMovement,
     Material,
@@ -100,7 +101,8 @@ class MasterCache:
 def read_materials(conn: Connection) -> dict[str, Material]:
     return {
         r.id: Material(r.id, r.description, r.uom, r.decimals, r.lot_tracked, r.negative_stock_allowed,
-                       r.lot_selection, r.tracking == "serial", r.serial_pattern)
+                       r.lot_selection, r.tracking == "serial", r.serial_pattern, r.standard_price, r.currency,
+                       r.auto_reprocess)
         for r in conn.execute(select(t.materials))
     }
 
@@ -126,8 +128,8 @@ def read_order(conn: Connection, number: str) -> ProductionOrder | None:
         receipt_location=head.receipt_location, status=head.status, produced_lot=head.produced_lot,
         components=tuple(
             OrderComponent(c.item, c.material, c.qty_per_base, c.scrap_pct, FlushingRule(c.flushing),
-                           c.operation, c.supply_location, c.flushing_source, c.rework, c.selection)
-            for c in comps),
+                           c.operation, c.supply_location, c.flushing_source, c.rework, c.selection,
+                           ConsumptionBasis(c.basis), c.basis_source) for c in comps),
         operations=tuple(
             OrderOperation(o.operation, o.work_center, o.setup_hours, o.machine_hours_per_base,
                            o.labor_hours_per_base, o.final) for o in ops),
@@ -145,7 +147,8 @@ def store_masterdata(engine: Engine, domain, stock_rows, *, audit: Action | None
              "lot_tracked": m.lot_tracked, "negative_stock_allowed": m.negative_stock_allowed,
              "lot_selection": m.lot_selection,
              "tracking": "serial" if m.serial_tracked else "lot" if m.lot_tracked else "none",
-             "serial_pattern": m.serial_pattern}
+             "serial_pattern": m.serial_pattern, "standard_price": m.standard_price, "currency": m.currency,
+             "auto_reprocess": m.auto_reprocess}
             for m in domain.materials.values()]
         report.materials_new, report.materials_updated = _changes(conn, t.materials, materials)
         upsert(conn, t.materials, materials, ["id"])
@@ -166,6 +169,9 @@ def store_masterdata(engine: Engine, domain, stock_rows, *, audit: Action | None
                 _store_order(conn, order, report)
             for s in stock_rows:
                 _post_opening_stock(tx, s, domain.materials[s.material], report, now)
+            from gateway.ledger.posting import settle  # posting reads master data through this module
+
+            settle(tx, MasterCache(), now, by="masterdata")  # opening stock may clear errors waiting for it
         record.changed = {k: v for k, v in vars(report).items() if k != "notes"}
         claim("masterdata_loaded", "", **record.changed, **(audit.detail if audit else {}))
     return report
@@ -206,8 +212,8 @@ def _store_order(conn: Connection, order: ProductionOrder, report: StoreReport) 
             "order_no": order.number, "item": c.item, "material": c.material, "qty_per_base": c.qty_per_base,
             "scrap_pct": c.scrap_pct, "flushing": c.flushing.value, "flushing_source": c.flushing_source,
             "operation": c.operation,
-            "supply_location": c.supply_location, "rework": c.rework, "selection": c.selection}
-            for c in order.components])
+            "supply_location": c.supply_location, "rework": c.rework, "selection": c.selection,
+            "basis": c.basis.value, "basis_source": c.basis_source} for c in order.components])
     conn.execute(insert(t.order_operations), [{
         "order_no": order.number, "operation": o.operation, "work_center": o.work_center,
         "setup_hours": o.setup_hours, "machine_hours_per_base": o.machine_hours_per_base,

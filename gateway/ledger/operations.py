@@ -36,6 +36,7 @@ from gateway.domain.records import (
     StockView,
 )
 from gateway.domain.reversal import Posted, reverse
+from gateway.domain.valuation import value
 from gateway.ledger import outbox
 from gateway.ledger import schema as t
 from gateway.ledger.audit import Action, manual
@@ -47,11 +48,17 @@ from gateway.ledger.tx import LedgerTx, buffered
 from gateway.ledger.posting import (
     backflush,
     cannot_plan,
+    close_error,
+    reissue,
+    settle,
     write_activities,
     write_deferred,
     write_errors,
     write_genealogy,
 )
+
+
+REPROCESSED_BY_HAND = "errors reprocess"  # ``resolved_by`` of an item a person's reprocessing cleared
 
 
 class OperationRefused(Exception):
@@ -95,12 +102,14 @@ def receive_stock(engine: Engine, material: str, qty: Decimal, location: str, *,
         tx.register_lot(material, lot, now, expires_on=expires_on)
         kind = MovementKind.OTHER_RECEIPT
         tx.move(None, None, [GoodsMovement(kind, material, location, qty, m.uom, lot=lot)], now)
-        for movement in movement_ids(tx, kind, material, location, lot, now):
+        movements = movement_ids(tx, kind, material, location, lot, now)
+        for movement in movements:
             claim("stock_received", f"movement:{movement}", movement_id=movement, material=material, qty=str(qty),
                   uom=m.uom, location=location, lot=lot)
             outbox.enqueue(tx, "stock", f"movement:{movement}", order=None, machine=None, now=now, body={
                 "posted_at": now, "movements": outbox.movements(
                     [GoodsMovement(kind, material, location, qty, m.uom, lot=lot)])})
+        settle(tx, MasterCache(), now, by=f"movement:{movements[-1]}")
 
 
 def movement_ids(tx: LedgerTx, kind: MovementKind, material: str, location: str, lot: str,
@@ -130,6 +139,9 @@ class ErrorItem:
     reason: str
     status: str
     attempts: int
+    resolved_by: str | None = None  # the posting that cleared it (``error_queue.resolved_by``)
+    missing_value: Decimal = Decimal(0)  # at the material's standard price (0: a whole confirmation)
+    currency: str = "EUR"
 
 
 def list_errors(engine: Engine, *, include_closed: bool = False) -> list[ErrorItem]:
@@ -137,8 +149,12 @@ def list_errors(engine: Engine, *, include_closed: bool = False) -> list[ErrorIt
     if not include_closed:
         q = q.where(t.error_queue.c.status == "open")
     with engine.connect() as conn:
+        prices = {m.id: (m.standard_price, m.currency) for m in read_materials(conn).values()}
         return [ErrorItem(r.id, r.created_at, r.order_no, r.confirmation_id, r.material, r.location,
-                          r.missing_qty, r.uom, r.reason, r.status, r.attempts) for r in conn.execute(q)]
+                          r.missing_qty, r.uom, r.reason, r.status, r.attempts, r.resolved_by,
+                          value(r.missing_qty, prices.get(r.material, (Decimal(0), ""))[0]),
+                          prices.get(r.material, (Decimal(0), "EUR"))[1])
+                for r in conn.execute(q)]
 
 
 @dataclass
@@ -174,14 +190,9 @@ def reprocess_errors(engine: Engine, ids: list[int] | None = None, *, now: datet
                 result.resolved.append(row.id)
             else:
                 result.still_open.append((row.id, why))
-            if left != row.missing_qty:  # something was posted for it
-                claim("error_reprocessed", row.confirmation_id, error_id=row.id, document=row.confirmation_id,
-                      order=row.order_no, material=row.material, missing_before=str(row.missing_qty),
-                      missing_now=str(left), resolved=left == 0)
-            conn.execute(update(t.error_queue).where(t.error_queue.c.id == row.id).values(
-                missing_qty=left, attempts=row.attempts + 1,
-                status="resolved" if left == 0 else "open", resolved_at=now if left == 0 else None,
-                reason=row.reason if left == 0 else why))
+            close_error(conn, row, left, why, now, REPROCESSED_BY_HAND)
+        # What it issued took stock; a whole confirmation posted now may have received some.
+        settle(tx, masters, now)
         record.changed = {"resolved": result.resolved, "still_open": [i for i, _ in result.still_open]}
     return result
 
@@ -199,15 +210,7 @@ def _reprocess_one(tx: LedgerTx, row, masters: MasterCache, now: datetime) -> tu
                 raise
             refusal = f"not posted: {short_error(exc)}; fix the cause, then `gateway errors reprocess`"
         return (row.missing_qty, refusal) if refusal else (Decimal(0), "")
-    order = masters.order(tx.conn, row.order_no)
-    material = masters.materials(tx.conn)[row.material]
-    stock = StockLeft(tx.stock({(row.material, row.location)}))
-    issued = issue_component(row.missing_qty, material, row.location, row.bom_item, order, stock, now.date())
-    tx.move(row.confirmation_id, order.number, issued.movements, now)
-    write_genealogy(tx, row.confirmation_id, order.number, issued.genealogy, now)
-    if issued.errors:
-        return issued.errors[0].missing_qty, issued.errors[0].reason
-    return Decimal(0), ""
+    return reissue(tx, row, masters, now)
 
 
 def read_confirmation(conn: Connection, confirmation_id: str) -> Confirmation:
@@ -328,6 +331,7 @@ def reverse_confirmation(engine: Engine, confirmation_id: str, reason: str, *, f
         conn.execute(insert(t.reversals), [{"id": doc, "confirmation_id": confirmation_id, "reason": reason,
                                             "forced": bool(used), "force_reason": force_reason if used else None,
                                             "created_at": now}])
+        settle(tx, MasterCache(), now, by=doc)  # what it gave back may clear other orders' errors
         claim("confirmation_reversed", doc, confirmation_id=confirmation_id, reversal_id=doc, order=row.order_no,
               movements=len(result.movements), forced=bool(used), reason=reason)
         _enqueue_reversal(tx, doc, row, reason, result.movements, result.activities, now)

@@ -37,6 +37,7 @@ from decimal import Decimal
 from sqlalchemy import Connection, Engine, select, update
 
 from gateway.domain.backflush import StockLeft, issue_component
+from gateway.domain.valuation import value
 from gateway.domain.records import (
     FlushingRule,
     GenealogyEdge,
@@ -72,6 +73,10 @@ class ComponentLine:
     rule: str
     rule_source: str
     operation: str
+    basis: str = "total"  # what the planned quantity is of: yield + scrap, or yield only
+    basis_source: str = ""
+    price: Decimal = Decimal(0)  # the material's standard price, per unit of measure
+    currency: str = "EUR"
     planned: Decimal = Decimal(0)  # for the quantity confirmed so far
     backflushed: Decimal = Decimal(0)
     manual: Decimal = Decimal(0)
@@ -87,6 +92,15 @@ class ComponentLine:
     def variance(self) -> Decimal:
         """Issued minus planned: positive is over-consumption."""
         return self.issued - self.planned
+
+    @property
+    def variance_value(self) -> Decimal:
+        """The variance at the material's standard price."""
+        return value(self.variance, self.price)
+
+    @property
+    def wip_value(self) -> Decimal:
+        return value(self.wip, self.price)
 
 
 @dataclass
@@ -114,7 +128,9 @@ def _view(conn: Connection, order: ProductionOrder) -> OrderView:
     materials = read_materials(conn)
     carry = carry_of(conn, order.number)
     lines = {c.item: ComponentLine(c.item, c.material, materials[c.material].uom, c.flushing.value,
-                                   c.flushing_source, c.operation, planned=carry.get(f"item:{c.item}", Decimal(0)))
+                                   c.flushing_source, c.operation, c.basis.value, c.basis_source,
+                                   materials[c.material].standard_price, materials[c.material].currency,
+                                   planned=carry.get(f"item:{c.item}", Decimal(0)))
              for c in order.components}
     by_material = {c.material: c.item for c in order.components}
     extra: dict[tuple[str, str], ComponentLine] = {}
@@ -162,6 +178,45 @@ def _extra_line(extra: dict[tuple[str, str], ComponentLine], item: ComponentLine
         return extra.setdefault(("", m.material), ComponentLine("", m.material, m.uom, "not in BOM", "", ""))
     return extra.setdefault((item.item, m.material), ComponentLine(
         item.item, m.material, m.uom, f"substitute for {item.material}", "", item.operation))
+
+
+# -- work in process ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WipLine:
+    order: str
+    work_center: str  # of the operation that consumes the component
+    operation: str
+    item: str
+    material: str
+    qty: Decimal
+    uom: str
+    value: Decimal
+    currency: str
+
+
+def wip(engine: Engine) -> list[WipLine]:
+    """Per order and work center: ``order_completion`` components accrued by confirmations and not
+    issued yet (completion nets them to zero), at the standard price. A read, no locks."""
+    accrued: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    dc = t.deferred_components.c
+    with engine.connect() as conn:
+        for d in conn.execute(select(t.deferred_components).where(dc.rule == FlushingRule.ORDER_COMPLETION.value)):
+            accrued[(d.order_no, d.bom_item)] += d.qty
+        materials = read_materials(conn)
+        lines = []
+        for number in sorted({o for (o, _), qty in accrued.items() if qty}):
+            order = read_order(conn, number)
+            for c in order.components:
+                qty = accrued.get((number, c.item), Decimal(0))
+                if not qty:
+                    continue
+                m = materials[c.material]
+                op = order.operation(c.operation)
+                lines.append(WipLine(number, op.work_center if op else "", c.operation, c.item, c.material, qty,
+                                     m.uom, value(qty, m.standard_price), m.currency))
+    return sorted(lines, key=lambda w: (w.order, w.work_center, w.item))
 
 
 # -- completion -------------------------------------------------------------------------

@@ -6,6 +6,17 @@ that need a transaction without a thread. ``post_confirmation`` and ``backflush`
 also what reprocessing and anomaly decisions use, so a confirmation posted by a person
 looks exactly like one posted by the service.
 
+Self-reprocessing (``settle``): a posting that adds stock of a material (a receipt, a count
+gain, a reversal, a return, a goods receipt from an order, opening stock) reprocesses the
+open error items that stock can now satisfy, oldest first, in its own transaction, with
+FIFO/FEFO and expiry as any issue (``issue_component``); a material with
+``auto_reprocess: false`` waits for ``gateway errors reprocess``. The item records the
+posting that cleared it (``resolved_by``). Items are read ``FOR UPDATE`` and lowered by
+what is issued, so nothing is issued twice, and an issue never takes more than the stock
+this transaction sees. It locks the items' orders after the stock that was added (the
+opposite of the usual order): should that deadlock on PostgreSQL, the database aborts one
+side, and the writer retries its transaction, a command fails whole and can be run again.
+
 Backflush planning runs here, inside the transaction, so the stock and progress it plans
 against are exactly the ones it commits against. This module never commits and never
 retries: the transaction and its retries belong to the caller. For the same reason it
@@ -20,9 +31,9 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import structlog
-from sqlalchemy import Connection, delete, insert, update
+from sqlalchemy import Connection, delete, insert, select, tuple_, update
 
-from gateway.domain.backflush import plan
+from gateway.domain.backflush import StockLeft, issue_component, plan
 from gateway.domain.confirming import Pending, format_positions
 from gateway.domain.serials import serials_of
 from gateway.domain.records import (
@@ -103,7 +114,9 @@ def post_confirmations(conn: Connection, confirmations: list[Confirmation], mast
     try:
         with tentative(), conn.begin_nested(), buffered(conn) as tx:
             tx.prefetch_confirmations(c.id for c in confirmations)
-            return sum(post_confirmation(tx, c, masters, now) for c in confirmations)
+            new = sum(post_confirmation(tx, c, masters, now) for c in confirmations)
+            settle(tx, masters, now)
+            return new
     except Exception as exc:
         if lost_to_transient(exc):
             raise
@@ -118,7 +131,9 @@ def post_confirmations(conn: Connection, confirmations: list[Confirmation], mast
 def _post_alone(conn: Connection, c: Confirmation, masters: MasterCache, now: datetime) -> bool:
     try:
         with tentative(), conn.begin_nested(), buffered(conn) as tx:
-            return post_confirmation(tx, c, masters, now)
+            new = post_confirmation(tx, c, masters, now)
+            settle(tx, masters, now)
+            return new
     except Exception as exc:
         if lost_to_transient(exc):
             raise
@@ -263,6 +278,84 @@ def write_plan(tx: LedgerTx, c: Confirmation, order_no: str, p: BackflushPlan, n
     write_errors(tx, c.id, order_no, p.errors, now)
 
 
+# -- self-reprocessing of the error queue --------------------------------------------
+
+
+def settle(tx: LedgerTx, masters: MasterCache, now: datetime, by: str = "") -> list[int]:
+    """Reprocess the open errors the stock added in ``tx`` can satisfy (module docstring); the ids resolved.
+
+    ``by`` names the posting when the movements carry no document (a receipt, a count). A
+    failure here (not a transient one) is logged and leaves the items open for
+    ``gateway errors reprocess``: it never costs the posting that added the stock.
+    """
+    added, tx.stock_added = tx.stock_added, {}
+    if not added:
+        return []
+    tx.flush()  # the posting's own rows: their failure is the posting's, never this one's
+    try:
+        with tx.savepoint():
+            return _settle(tx, added, masters, now, by)
+    except Exception as exc:
+        if lost_to_transient(exc):
+            raise
+        log.error("self_reprocessing_failed", error=short_error(exc), by=by or None,
+                  hint="the errors stay open; `gateway errors reprocess` retries them")
+        return []
+
+
+def _settle(tx: LedgerTx, added: dict[tuple[str, str], str | None], masters: MasterCache, now: datetime,
+            by: str) -> list[int]:
+    materials = masters.materials(tx.conn)
+    keys = sorted(k for k in added if k[0] in materials and materials[k[0]].auto_reprocess)
+    if not keys:
+        return []
+    tx.flush()  # the items this transaction queued itself are read too
+    eq = t.error_queue.c
+    rows = tx.conn.execute(select(t.error_queue).where(
+        eq.status == "open", eq.material != "", tuple_(eq.material, eq.location).in_(keys))
+        .order_by(eq.id).with_for_update()).all()
+    if not rows:
+        return []
+    tx.lock_orders(r.order_no for r in rows)
+    resolved = []
+    for row in rows:
+        left, why = reissue(tx, row, masters, now)
+        if left == row.missing_qty:  # nothing there for it after all (expired lots, an older item took it)
+            continue
+        document = added.get((row.material, row.location)) or by
+        close_error(tx.conn, row, left, why, now, document)
+        if left == 0:
+            resolved.append(row.id)
+    return resolved
+
+
+def reissue(tx: LedgerTx, row, masters: MasterCache, now: datetime) -> tuple[Decimal, str]:
+    """Issue what an open error item of a component misses, as far as the stock allows now:
+    (still missing, why). Manual and automatic reprocessing both issue through here."""
+    order = masters.order(tx.conn, row.order_no)
+    material = masters.materials(tx.conn)[row.material]
+    stock = StockLeft(tx.stock({(row.material, row.location)}))
+    issued = issue_component(row.missing_qty, material, row.location, row.bom_item, order, stock, now.date())
+    tx.move(row.confirmation_id, order.number, issued.movements, now)
+    write_genealogy(tx, row.confirmation_id, order.number, issued.genealogy, now)
+    if issued.errors:
+        return issued.errors[0].missing_qty, issued.errors[0].reason
+    return Decimal(0), ""
+
+
+def close_error(conn: Connection, row, left: Decimal, why: str, now: datetime, by: str) -> None:
+    """Store what reprocessing did to an error item: lowered, or resolved, and by which posting."""
+    if left != row.missing_qty:  # something was posted for it
+        claim("error_reprocessed", row.confirmation_id, error_id=row.id, document=row.confirmation_id,
+              order=row.order_no, material=row.material, missing_before=str(row.missing_qty),
+              missing_now=str(left), resolved=left == 0, by=by)
+    conn.execute(update(t.error_queue).where(t.error_queue.c.id == row.id).values(
+        missing_qty=left, attempts=row.attempts + 1,
+        status="resolved" if left == 0 else "open", resolved_at=now if left == 0 else None,
+        reason=row.reason if left == 0 else why,
+        resolved_by=by if left != row.missing_qty else row.resolved_by))
+
+
 # The row writers below buffer their rows in the transaction's LedgerTx until its flush.
 
 
@@ -317,5 +410,5 @@ def _anomaly_row(a: Anomaly, units_held: Decimal, now: datetime) -> dict:
         "machine": a.machine, "counter": a.counter, "kind": a.kind.value, "detail": a.detail,
         "start_pos": str(a.start) if a.start else None, "end_pos": str(a.end) if a.end else None,
         "counts_held": a.counts_held, "units_held": units_held, "source_time": a.source_time,
-        "status": "open" if needs_decision else "recorded", "created_at": now,
+        "status": "open" if needs_decision else "recorded", "created_at": now, "order_no": a.order,
     }

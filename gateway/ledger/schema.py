@@ -132,6 +132,11 @@ materials = Table(
     # none | lot | serial; a serial-tracked material is lot_tracked too (a serial is a lot of one unit)
     Column("tracking", String(6), nullable=False, default="none"),
     Column("serial_pattern", String(64), nullable=False, default=""),
+    # Standard price per one unit of measure, in ``currency``: what stock and its movements are valued at.
+    Column("standard_price", Dec, nullable=False, default=Decimal(0)),
+    Column("currency", String(3), nullable=False, default="EUR"),
+    # Open backflush errors of this material are reprocessed by the posting that adds its stock.
+    Column("auto_reprocess", Boolean, nullable=False, default=True),
 )
 
 lots = Table(
@@ -192,6 +197,8 @@ order_components = Table(
     Column("supply_location", String(64), nullable=False),
     Column("rework", Boolean, nullable=False, default=False),
     Column("selection", String(4), nullable=False, default=""),  # "": the material's lot_selection
+    Column("basis", String(8), nullable=False, default="total"),  # total: yield + scrap; yield: good units only
+    Column("basis_source", String(80), nullable=False, default=""),  # "BOM item" or "default"
 )
 
 order_operations = Table(
@@ -226,6 +233,8 @@ goods_movements = Table(
     Column("uom", String(8), nullable=False),
     Column("bom_item", String(64), nullable=False, default=""),
     Column("posted_at", UtcDateTime, nullable=False),
+    # qty × the material's standard price when posted (exact); NULL on rows from before version 7.
+    Column("value", Dec),
 )
 
 activity_postings = Table(
@@ -287,6 +296,9 @@ error_queue = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("resolved_at", UtcDateTime),
     Column("attempts", Integer, nullable=False, default=0),
+    # What cleared it: the posting that added the stock (``movement:12``, ``count:3``, ``R-C-…``, a
+    # confirmation id, ``masterdata``) or ``errors reprocess`` when a person ran it.
+    Column("resolved_by", String(64)),
 )
 
 anomalies = Table(
@@ -305,6 +317,8 @@ anomalies = Table(
     # accepted / rejected: decided (see anomaly_decisions)
     Column("status", String(12), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
+    # unknown_order: the order number the units are pending under ("" = none on the machine)
+    Column("order_no", String(64)),
 )
 
 # A person's decision on an open anomaly. The anomaly id is the key, so an anomaly is
@@ -312,7 +326,7 @@ anomalies = Table(
 anomaly_decisions = Table(
     "anomaly_decisions", metadata,
     Column("anomaly_id", Integer, primary_key=True),
-    Column("decision", String(12), nullable=False),  # accepted | rejected
+    Column("decision", String(12), nullable=False),  # accepted | rejected | assigned
     Column("reason", Text, nullable=False),
     Column("confirmation_id", String(40)),  # what accepting posted
     Column("order_no", String(64)),
@@ -583,10 +597,11 @@ outbox_routes = Table(
 # refused at open (``LedgerVersionError``) and upgraded by ``gateway db upgrade`` (alembic,
 # ``gateway/ledger/migrations``). Changing a table above means: a new migration that sets
 # this row to the new number, and SCHEMA_VERSION raised to it.
-SCHEMA_VERSION = 9  # 1: the schema before version numbers (baseline); 2: counted_units; 3: leases;
+SCHEMA_VERSION = 10  # 1: the schema before version numbers (baseline); 2: counted_units; 3: leases;
 # 4: mapping_reloads; 5: mapping_versions; 6: audit_log; 7: outbox, outbox_routes;
 # 8: machine_states.job_reset_pending, job_change_unseen; 9: materials.tracking, serial_pattern,
-# confirmations.serials, pending_units.serials, order_components.selection
+# confirmations.serials, pending_units.serials, order_components.selection;
+# 10: values, consumption basis, self-reprocessing
 UPGRADE_COMMAND = "gateway db upgrade --db URL"
 
 schema_version = Table(

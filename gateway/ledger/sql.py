@@ -53,10 +53,11 @@ def _on_conflict(conn: Connection, table, keys: tuple[str, ...], update: tuple[s
     return stmt
 
 
-def movement_row(confirmation_id: str | None, order_no: str | None, m, now: datetime) -> dict:
+def movement_row(confirmation_id: str | None, order_no: str | None, m, now: datetime,
+                 value: Decimal | None) -> dict:
     return {"confirmation_id": confirmation_id, "order_no": order_no, "kind": m.kind.value, "material": m.material,
             "location": m.location, "lot": m.lot, "qty": m.qty, "uom": m.uom, "bom_item": m.bom_item,
-            "posted_at": now}
+            "posted_at": now, "value": value}
 
 
 def issued_to_order(conn: Connection, order_no: str, item: str, material: str) -> list[tuple[tuple[str, str], Decimal]]:

@@ -41,8 +41,10 @@ confirmation ids through it, not around it; a direct read of a table it writes (
 genealogy, error queue) sees its buffered rows only after ``flush()``, which may run
 any number of times in a transaction; never commit without ``flush()`` (``buffered``
 does both for callers outside the writer). It never decides a quantity: it only stores
-what the pure core computed. Stock moves with ``move``: a goods movement row and the
-balance change, a lot registered on its first receipt.
+what the pure core computed. Stock moves with ``move``: a goods movement row valued at the
+material's standard price (``gateway.domain.valuation``) and the balance change, a lot
+registered on its first receipt, and the stock key noted in ``stock_added`` for the
+self-reprocessing of the error queue.
 
 Serials. A serial-tracked material's stock is lots of one unit named by the serial
 (``gateway.domain.serials``). ``move`` refuses (``SerialConflict``) any movement after which a
@@ -63,6 +65,7 @@ from itertools import groupby
 from sqlalchemy import Connection, Table, bindparam, func, insert, select, tuple_
 
 from gateway.domain.records import LotStock, OperationProgress, StockView
+from gateway.domain.valuation import value
 from gateway.ledger import schema as t
 from gateway.ledger.claims import tentative
 from gateway.ledger.sql import LOTS_OF, STOCK_LOTS, insert_absent, movement_row, upsert
@@ -110,6 +113,11 @@ class LedgerTx:
         self._new_lots: dict[tuple[str, str], dict] = {}
         self._serial_materials: set[str] | None = None
         self._produced: dict[tuple[str, str], int] = {}  # (material, order) → lots received from it
+        self._prices: dict[str, Decimal] | None = None  # material → standard price, read once
+        # (material, location) pairs this transaction added stock to: what self-reprocessing
+        # (``gateway.ledger.reprocessing``) looks at; it empties the set when it has.
+        # → the document that added it (None: a movement without one, e.g. a receipt).
+        self.stock_added: dict[tuple[str, str], str | None] = {}
 
     # -- reads -------------------------------------------------------------------------
 
@@ -228,6 +236,13 @@ class LedgerTx:
                                  "would put it in stock other than once in one place (a serial is in exactly one "
                                  "place: receive a new serial, or issue this one where it is)")
 
+    def standard_price(self, material: str) -> Decimal:
+        """What a movement of ``material`` is valued at (0 for a material without a price)."""
+        if self._prices is None:
+            self._prices = {r.id: r.standard_price for r in self.conn.execute(
+                select(t.materials.c.id, t.materials.c.standard_price))}
+        return self._prices.get(material, Decimal(0))
+
     # -- writes (buffered) -------------------------------------------------------------
 
     def insert(self, table: Table, rows: list[dict]) -> None:
@@ -269,9 +284,11 @@ class LedgerTx:
         for m in movements:
             if self._serial_tracked(m.material):
                 self._check_serial(m.material, m.location, m.lot, m.qty)
-            self.insert(t.goods_movements, [movement_row(confirmation_id, order_no, m, now)])
+            self.insert(t.goods_movements, [movement_row(confirmation_id, order_no, m, now,
+                                                         value(m.qty, self.standard_price(m.material)))])
             if m.qty > 0:
                 self.register_lot(m.material, m.lot, now, produced_by_order=order_no if confirmation_id else None)
+                self.stock_added.setdefault((m.material, m.location), confirmation_id)
             stock = self._stock_of(m.material, m.location)
             if m.lot not in stock:
                 self._absent["stock"].add((m.material, m.location, m.lot))

@@ -33,6 +33,9 @@ PositiveQty = Annotated[Decimal, BeforeValidator(_exact_decimal),
                         Field(gt=0, allow_inf_nan=False, decimal_places=MAX_DECIMAL_PLACES)]
 Pct = Annotated[Decimal, BeforeValidator(_exact_decimal),
                 Field(ge=0, le=1000, allow_inf_nan=False, decimal_places=MAX_DECIMAL_PLACES)]
+# A price times a quantity (at most 6 decimals) stays within the ledger's 12 places.
+Price = Annotated[Decimal, BeforeValidator(_exact_decimal),
+                  Field(ge=0, allow_inf_nan=False, decimal_places=6)]
 
 
 def _text(v: object) -> object:
@@ -66,6 +69,12 @@ class MaterialDef(_Strict):
     lot_selection: Literal["fifo", "fefo"] = "fifo"
     negative_stock: Literal["allowed", "refused"] = "refused"
     flushing: Flushing | None = None  # default rule for this material in every BOM
+    # Standard price per one unit of measure: stock and every movement of it are valued at it.
+    standard_price: Price = Decimal(0)
+    currency: Annotated[str, Field(min_length=3, max_length=3, pattern="^[A-Z]{3}$")] = "EUR"
+    # Off: its open backflush errors wait for `gateway errors reprocess` instead of being
+    # reprocessed by the posting that adds its stock.
+    auto_reprocess: bool = True
 
     @property
     def effective_tracking(self) -> str:
@@ -96,6 +105,8 @@ class BomItemDef(_Strict):
     rework: bool = False
     # Which lots / serials this item issues first; unset: the material's lot_selection.
     selection: Literal["fifo", "fefo"] | None = None
+    # total: planned on yield + scrap (the default); yield: on good units only (packaging).
+    basis: Literal["total", "yield"] | None = None
 
 
 class BomDef(_Strict):

@@ -22,6 +22,7 @@ from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from fractions import Fraction
 
 from gateway.domain.records import (
+    ConsumptionBasis,
     FlushingRule,
     Material,
     OrderComponent,
@@ -62,6 +63,9 @@ def _material(key: str, m: MaterialDef) -> Material:
         lot_selection=m.lot_selection,
         serial_tracked=m.effective_tracking == "serial",
         serial_pattern=m.serials or "",
+        standard_price=m.standard_price,
+        currency=m.currency,
+        auto_reprocess=m.auto_reprocess,
     )
 
 
@@ -138,6 +142,8 @@ def _components(bom: BomDef, routing: RoutingDef, base: Decimal, md: MasterData)
             supply_location=item.supply_location or md.work_centers[work_center_of[item.operation]].supply_location,
             rework=item.rework,
             selection=item.selection or "",
+            basis=ConsumptionBasis(item.basis or "total"),
+            basis_source="BOM item" if item.basis else "default",
         )
         for item in bom.items
         for rule, source in [effective_flushing(item, md.work_centers[work_center_of[item.operation]],

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from gateway.domain.backflush import plan, quantize
 from gateway.domain.records import (
     Confirmation,
+    ConsumptionBasis,
     FlushingRule,
     Material,
     MovementKind,
@@ -124,7 +125,11 @@ def test_short_stock_issues_what_is_there_and_queues_the_rest():
     assert issues(p) == {"COIL": D("4")}
     [err] = p.errors
     assert (err.material, err.missing_qty) == ("COIL", D("6.000"))
-    assert "gateway stock receive" in err.reason and "gateway errors reprocess" in err.reason
+    assert err.reason.endswith("; receive stock (`gateway stock receive`): the receipt issues it")
+    waits = replace(MATERIALS["COIL"], auto_reprocess=False)
+    p = plan(conf(100), o, OperationProgress("1000123", "0010"), MATERIALS | {"COIL": waits}, WCS,
+             StockView.of({("COIL", "LS1"): D("4")}))
+    assert p.errors[0].reason.endswith("; receive stock (`gateway stock receive`), then `gateway errors reprocess`")
 
 
 def test_two_bom_lines_of_one_material_share_the_stock():
@@ -156,3 +161,25 @@ def test_unknown_operation_is_refused():
     c = replace(conf(1), operation="0099")
     with pytest.raises(ValueError, match="no operation 0099"):
         plan(c, order(), OperationProgress("1000123", "0099"), MATERIALS, WCS, PLENTY)
+
+
+def test_a_component_on_yield_basis_is_planned_on_good_units_only():
+    """Packaging: one carton per 50 good parts, scrap consumes none; the coil is on yield + scrap."""
+    o = order([comp("COIL", "12.5"), replace(comp("LABEL", "2", item="0020"), basis=ConsumptionBasis.YIELD)],
+              base=D(100))
+    progress = OperationProgress("1000123", "0010")
+    total = {"COIL": D(0), "LABEL": D(0)}
+    # 75 good and 25 scrap, then 49 good and 51 scrap, then 1 good and 0 scrap: 125 good, 76 scrap
+    for i, (y, s) in enumerate([(75, 25), (49, 51), (1, 0)]):
+        p = plan(conf(y, s, i=i), o, progress, MATERIALS, WCS, PLENTY)
+        for material, qty in issues(p).items():
+            total[material] += qty
+        progress = replace(progress, yield_qty=progress.yield_qty + y, scrap_qty=progress.scrap_qty + s)
+    # COIL: 201 × 12.5 / 100 = 25.125 kg; LABEL: 125 good × 2 / 100 = 2.5 → 3 (whole pieces, rounded once)
+    assert total == {"COIL": D("25.125"), "LABEL": D(3)}
+
+
+def test_scrap_alone_issues_nothing_of_a_yield_basis_component():
+    o = order([replace(comp("LABEL", "100"), basis=ConsumptionBasis.YIELD)])
+    p = plan(conf(0, 40), o, OperationProgress("1000123", "0010"), MATERIALS, WCS, PLENTY)
+    assert issues(p) == {} and p.errors == () and dict(p.planned).get("item:0010") is None

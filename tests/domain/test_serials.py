@@ -88,7 +88,7 @@ def test_a_serial_missing_for_a_shortage_goes_to_the_error_queue_not_negative():
              serials=("a", "b", "c"))
     assert [(e.material, e.missing_qty) for e in p.errors] == [("MOTOR", D(2))]
     assert p.errors[0].reason == ("not enough stock of MOTOR at LS: needed 3, issued 1; receive stock "
-                                  "(`gateway stock receive`), then `gateway errors reprocess`")
+                                  "(`gateway stock receive`): the receipt issues it")
 
 
 @pytest.mark.parametrize("serials", [("a",), ("a", "a")])

@@ -175,8 +175,10 @@ def test_rework_short_of_stock_queues_the_rest_under_the_adjustment(engine):
     assert r.queued == 1 and posted(engine, r.document) == [("261", "PAINT", "", D("-0.45"), "0030")]
     [error] = list_errors(engine)
     assert (error.confirmation_id, error.material, error.missing_qty) == (r.document, "PAINT", D("0.1"))
-    receive_stock(engine, "PAINT", D(5), "LS1", now=T)
-    assert reprocess_errors(engine, now=T).resolved == [error.id]
+    receive_stock(engine, "PAINT", D(5), "LS1", now=T)  # the receipt issues what was missing
+    assert list_errors(engine) == [] and reprocess_errors(engine, now=T).resolved == []
+    [cleared] = list_errors(engine, include_closed=True)
+    assert (cleared.id, cleared.status, cleared.resolved_by) == (error.id, "resolved", "movement:12")
     assert posted(engine, r.document)[-1] == ("261", "PAINT", "", D("-0.1"), "0030")
     assert line(engine, "PAINT").adjusted == D("1.1")
 

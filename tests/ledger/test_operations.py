@@ -17,7 +17,7 @@ MASTERDATA = """
 materials:
   VALVE:  {uom: PC, lot_tracked: true}
   BODY:   {uom: PC, lot_tracked: true, lot_selection: fefo}
-  SEAL:   {uom: PC}
+  SEAL:   {uom: PC, auto_reprocess: false}  # its errors wait for `gateway errors reprocess`
   GREASE: {uom: G, decimals: 1}
 work_centers:
   WC1: {labor_rate: 40, machine_rate: 60, supply_location: LS1}

@@ -40,7 +40,11 @@ def _ledger_of_version_1(url: str):
             conn.execute(text(f"ALTER TABLE machine_states DROP COLUMN {column}"))
         for table, column in (("materials", "tracking"), ("materials", "serial_pattern"),
                               ("confirmations", "serials"), ("pending_units", "serials"),
-                              ("order_components", "selection")):  # version 9
+                              ("order_components", "selection"),  # version 9
+                              ("materials", "standard_price"), ("materials", "currency"),
+                              ("materials", "auto_reprocess"), ("order_components", "basis"),
+                              ("order_components", "basis_source"), ("goods_movements", "value"),
+                              ("error_queue", "resolved_by"), ("anomalies", "order_no")):  # version 10
             conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
         conn.execute(text("DROP TABLE schema_version"))
         conn.execute(text("DROP TABLE alembic_version"))

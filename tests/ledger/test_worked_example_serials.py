@@ -13,7 +13,7 @@ import re
 from decimal import Decimal as D
 
 from gateway.ledger.masters import store_masterdata
-from gateway.ledger.operations import receive_stock, reprocess_errors, trace
+from gateway.ledger.operations import receive_stock, trace
 from gateway.masterdata.load import load_masterdata, to_domain
 from gateway.report import fmt
 from tests.ledger.test_worked_example import DOC, ROOT, T, Example, run_example
@@ -41,8 +41,7 @@ def run_serial_example(url: str) -> dict[str, str]:
     out["pumps"] = ex.new_lines()
     ex.confirm("PUMP-1", "0010", good=1, scrap=1)
     out["short"] = ex.new_lines()
-    receive_stock(ex.engine, "MOTOR", D(1), "LS-PUMP", lot="M-1004", now=T)
-    reprocess_errors(ex.engine, now=T)
+    receive_stock(ex.engine, "MOTOR", D(1), "LS-PUMP", lot="M-1004", now=T)  # issues it to C2 (self-reprocessing)
     out["motor"] = ex.new_lines()
     out["trace"] = ("```text\n$ gateway trace 3000001-003\n" + trace_text(ex.engine, "3000001-003")
                     + "\n$ gateway trace M-1004 --forward\n" + trace_text(ex.engine, "M-1004", forward=True)

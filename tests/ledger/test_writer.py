@@ -115,7 +115,8 @@ def test_short_stock_goes_to_the_error_queue_and_the_confirmation_stands(ledger_
     assert s.open_errors == 1
     with engine.connect() as conn:
         err = conn.execute(select(t.error_queue)).one()
-    assert err.missing_qty == D("15.5") and "reprocess" in err.reason
+    assert err.missing_qty == D("15.5") and err.reason.endswith(
+        "receive stock (`gateway stock receive`): the receipt issues it")
 
 
 def test_unknown_order_confirmation_is_kept_with_an_error(ledger_url):

@@ -41,8 +41,9 @@ def jsonable(value: Any) -> Any:
 def summary(domain: DomainMasterData) -> dict:
     return {
         "materials": {
-            k: [m.uom, m.decimals, m.lot_tracked, m.negative_stock_allowed]
-            + (["serial", m.serial_pattern] if m.serial_tracked else []) for k, m in domain.materials.items()
+            k: [m.uom, m.decimals, m.lot_tracked, m.negative_stock_allowed, str(m.standard_price), m.currency,
+                m.auto_reprocess] + (["serial", m.serial_pattern] if m.serial_tracked else [])
+            for k, m in domain.materials.items()
         },
         "work_centers": {k: [w.currency, w.supply_location] for k, w in domain.work_centers.items()},
         "orders": jsonable(domain.orders),
