@@ -14,7 +14,7 @@ it twice posts nothing twice.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
 
@@ -35,7 +35,7 @@ from gateway.domain.records import (
     OperationProgress,
     StockView,
 )
-from gateway.domain.reversal import Posted, reverse
+from gateway.domain.reversal import Posted, Reversal, reverse
 from gateway.domain.valuation import value
 from gateway.ledger import outbox
 from gateway.ledger import schema as t
@@ -313,11 +313,11 @@ def reverse_confirmation(engine: Engine, confirmation_id: str, reason: str, *, f
             _enqueue_reversal(tx, doc, row, reason, [], [], now)
             return ReversalResult(doc, 0, False)
         posted = read_posted(conn, confirmation_id)
-        used = consumed_output(tx, posted)
+        result, returned = serials_still_issued(tx, row.order_no, reverse(posted))
+        used = consumed_output(tx, posted) + returned
         if used and not force_reason:
             raise OperationRefused(f"{'; '.join(used)}: reversing would take back goods that are no longer "
                                    "there. Use --force WHY to reverse anyway; WHY is recorded")
-        result = reverse(posted)
         tx.move(doc, row.order_no, result.movements, now)
         write_activities(tx, doc, row.order_no, result.activities, now)
         write_genealogy(tx, doc, row.order_no, result.genealogy, now)
@@ -437,6 +437,45 @@ def read_posted(conn: Connection, document: str) -> Posted:
                                                                            eq.status == "open"))
                           if r.material),
     )
+
+
+def serials_still_issued(tx: LedgerTx, order_no: str, result: Reversal) -> tuple[Reversal, list[str]]:
+    """The reversal's returns of serials, each a serial the order still holds; why one could not be.
+
+    A serial goes back to stock once. When one this confirmation issued came back since (a
+    consumption adjustment gave it back), the order's other serial of the same item, issued
+    and not given back, is returned in its place with its genealogy edge (the order holds
+    one unit fewer either way). When the order holds none, that return is left out and named
+    (a forced reversal posts the rest): giving it back again would put it in stock twice.
+    """
+    serial = {m.id for m in read_materials(tx.conn).values() if m.serial_tracked}
+    movements, edges, problems = list(result.movements), list(result.genealogy), []
+    returning = {(m.material, m.lot) for m in movements if m.kind is MovementKind.GOODS_ISSUE_REVERSAL}
+    for i, m in enumerate(movements):
+        if m.kind is not MovementKind.GOODS_ISSUE_REVERSAL or m.material not in serial:
+            continue
+        if tx.serial_issued(m.material, m.lot).get(order_no, Decimal(0)) >= m.qty:
+            continue
+        held: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+        for key, q in issued_to_order(tx.conn, order_no, m.bom_item, m.material):
+            held[key] += q
+        instead = next(((loc, lot) for (loc, lot), q in reversed(held.items())
+                        if q >= m.qty and (m.material, lot) not in returning), None)
+        edge = next((j for j, g in enumerate(edges) if g is not None and (g.component, g.component_lot, g.qty) == (
+            m.material, m.lot, -m.qty)), None)
+        if instead is None:
+            problems.append(f"serial {m.lot} of {m.material} was given back to stock since and order {order_no} "
+                            f"holds no other serial of item {m.bom_item} to give back")
+            movements[i] = None
+            if edge is not None:
+                edges[edge] = None
+            continue
+        returning.add((m.material, instead[1]))
+        movements[i] = replace(m, location=instead[0], lot=instead[1])
+        if edge is not None:
+            edges[edge] = replace(edges[edge], component_lot=instead[1])
+    return replace(result, movements=tuple(m for m in movements if m is not None),
+                   genealogy=tuple(g for g in edges if g is not None)), problems
 
 
 def consumed_output(tx: LedgerTx, posted: Posted) -> list[str]:

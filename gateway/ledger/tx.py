@@ -49,7 +49,9 @@ self-reprocessing of the error queue.
 Serials. A serial-tracked material's stock is lots of one unit named by the serial
 (``gateway.domain.serials``). ``move`` refuses (``SerialConflict``) any movement after which a
 serial would be in stock more than once, at one location or across locations, or below
-zero: whatever path posts, a serial is in exactly one place at a time.
+zero: whatever path posts, a serial is in exactly one place at a time. A serial issued to
+an order is in that order: it comes back to stock only by a return (262) to that order, once
+(a reversal, a consumption adjustment); a receipt or count gain of it is refused.
 """
 
 from __future__ import annotations
@@ -89,6 +91,9 @@ _BALANCES = {
     "progress": (t.order_progress, ("order_no", "operation"), ("yield_qty", "scrap_qty")),
     "carry": (t.order_carry, ("order_no", "key"), ("planned",)),
 }
+
+
+_ORDER_ISSUES = ("261", "262")  # what an order got of a component: issues less returns
 
 
 class SerialConflict(ValueError):
@@ -236,6 +241,37 @@ class LedgerTx:
                                  "would put it in stock other than once in one place (a serial is in exactly one "
                                  "place: receive a new serial, or issue this one where it is)")
 
+    def serial_issued(self, material: str, serial: str) -> dict[str, Decimal]:
+        """Order → how much of ``serial`` stands issued to it (issues less returns), buffered movements too."""
+        gm = t.goods_movements.c
+        net: dict[str, Decimal] = defaultdict(Decimal)
+        for order_no, qty in self.conn.execute(select(gm.order_no, gm.qty).where(
+                gm.material == material, gm.lot == serial, gm.kind.in_(_ORDER_ISSUES))):
+            net[order_no] -= qty
+        for row in self._inserts.get(t.goods_movements, ()):
+            if row["material"] == material and row["lot"] == serial and row["kind"] in _ORDER_ISSUES:
+                net[row["order_no"]] -= row["qty"]
+        return {order_no: qty for order_no, qty in net.items() if qty}
+
+    def _check_serial_issue(self, m, order_no: str | None) -> None:
+        """A serial issued to an order is in that order (the serial of the unit it went into), not in
+        stock: it comes back only as a return (262) to that order, once; nothing else brings it back.
+        Refuse a movement that would return a serial twice, or to an order it was not issued to."""
+        if m.qty <= 0:
+            return  # taking a serial out of stock: ``_check_serial`` saw that it is there
+        issued = self.serial_issued(m.material, m.lot)
+        if m.kind.value == "262":
+            if issued.get(order_no or "", Decimal(0)) < m.qty:
+                raise SerialConflict(
+                    f"serial {m.lot} of {m.material} is not issued to order {order_no} (any more); a return "
+                    "gives back a serial the order holds, once")
+        elif issued:
+            held = ", ".join(f"order {o}" for o in sorted(issued))
+            raise SerialConflict(
+                f"serial {m.lot} of {m.material} is issued to {held}, not in stock; it comes back only from the "
+                "order: reverse the confirmation that issued it, or `gateway adjust consumption` with a negative "
+                "quantity")
+
     def standard_price(self, material: str) -> Decimal:
         """What a movement of ``material`` is valued at (0 for a material without a price)."""
         if self._prices is None:
@@ -284,6 +320,7 @@ class LedgerTx:
         for m in movements:
             if self._serial_tracked(m.material):
                 self._check_serial(m.material, m.location, m.lot, m.qty)
+                self._check_serial_issue(m, order_no)
             self.insert(t.goods_movements, [movement_row(confirmation_id, order_no, m, now,
                                                          value(m.qty, self.standard_price(m.material)))])
             if m.qty > 0:

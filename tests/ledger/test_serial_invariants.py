@@ -2,12 +2,14 @@
 
 Hypothesis draws a serial-tracked product (numbered by a pattern) made from a
 serial-tracked component and a lot-tracked one, and a random sequence of confirmations,
-reversals, stock receipts (new serials, serials already in stock, at the same or another
-location, a product serial the order will number later) and error-queue reprocessing.
-After every sequence:
+reversals, stock receipts (new serials, serials already in stock or issued to the order,
+at the same or another location, a product serial the order will number later), counts,
+serials given back by a consumption adjustment, and error-queue reprocessing (by hand, and
+by every posting that adds stock). After every sequence:
 
 1. each serial is in at most one place: every stock row of a serial holds 0 or 1, and
-   the rows of one serial add up to 0 or 1;
+   the rows of one serial add up to 0 or 1; a serial issued to the order (issues less
+   returns) is in no stock, so a serial is returned once, whichever path returns it;
 2. stock per material/location/lot (serial) = the sum of its goods movements;
 3. every issued serial and lot has a genealogy edge (net, after reversals);
 4. every unit of yield that stands confirmed and posted is a product serial received,
@@ -29,6 +31,8 @@ from sqlalchemy import select
 from gateway.domain.confirming import accumulate, confirm
 from gateway.domain.records import Increment, Position
 from gateway.ledger import schema as t
+from gateway.ledger.adjustments import consumption
+from gateway.ledger.inventory import record_count
 from gateway.ledger.masters import MasterCache, store_masterdata
 from gateway.ledger.operations import OperationRefused, receive_stock, reprocess_errors, reverse_confirmation
 from gateway.ledger.posting import apply
@@ -48,6 +52,8 @@ operation = st.one_of(
     st.tuples(st.just("receive_product"), st.integers(1, 30)),
     st.tuples(st.just("receive_lot"), st.integers(1, 50)),
     st.tuples(st.just("reprocess")),
+    st.tuples(st.just("give_back"), st.integers(1, 3)),
+    st.tuples(st.just("count"), st.integers(0, 20), st.sampled_from(["LS", "LS2"])),
 )
 
 
@@ -138,6 +144,16 @@ def test_serial_invariants_hold_for_any_sequence(tmp_path_factory, motors, per_u
             try_receive("G", op[1], "LS", f"G-{op[1]}")
         elif op[0] == "reprocess":
             reprocess_errors(engine, now=T)
+        elif op[0] == "give_back":  # under-consumption: serials go back from the order to stock
+            try:
+                consumption(engine, "1", "0010", D(-op[1]), "UNDER-USE", now=T)
+            except OperationRefused:
+                pass  # the order holds fewer: refused, nothing posted
+        elif op[0] == "count":  # a serial found at a place: a count gain, refused if it is elsewhere
+            try:
+                record_count(engine, "S", D(1), op[2], lot=f"S-{op[1] % max(motors, 1):03d}", now=T)
+            except (SerialConflict, OperationRefused):
+                pass
 
     stock = rows(engine, t.stock)
     movements = rows(engine, t.goods_movements)
@@ -151,6 +167,12 @@ def test_serial_invariants_hold_for_any_sequence(tmp_path_factory, motors, per_u
             assert r.qty in (0, 1), f"serial {r.lot} of {r.material} at {r.location}: {r.qty}"
             per_serial[(r.material, r.lot)] += r.qty
     assert all(q in (0, 1) for q in per_serial.values()), per_serial
+    in_order = defaultdict(D)
+    for m in movements:
+        if m.material == "S" and m.kind in ("261", "262"):
+            in_order[m.lot] -= m.qty
+    assert all(q in (0, 1) for q in in_order.values()), in_order
+    assert all(per_serial[("S", lot)] + q in (0, 1) for lot, q in in_order.items()), (per_serial, in_order)
 
     # 2. stock = sum of movements
     summed = defaultdict(D)

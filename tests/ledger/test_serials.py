@@ -193,3 +193,43 @@ def test_a_tag_serial_already_in_stock_keeps_the_confirmation_whole_in_the_error
     assert (error.confirmation_id, error.material, error.missing_qty) == (again.id, "", 1)
     assert error.reason.startswith("not posted: SerialConflict: serial SN-A of PUMP is in stock 1 at FG;")
     assert stock(engine, "PUMP") == {("FG", "SN-A"): 1}
+
+
+def test_a_serial_issued_to_an_order_comes_back_only_from_the_order_and_once(tmp_path):
+    from gateway.ledger.inventory import record_count
+
+    engine = ledger(tmp_path)
+    first = Line(engine).confirm(1)  # M-1001 goes into the pump
+    expected = ("serial M-1001 of MOTOR is issued to order 4711, not in stock; it comes back only from the order: "
+                "reverse the confirmation that issued it, or `gateway adjust consumption` with a negative quantity")
+    with pytest.raises(SerialConflict) as refused:  # e.g. the motor "found" and received by hand
+        receive_stock(engine, "MOTOR", D(1), "LS-ASSY", lot="M-1001", now=T)
+    assert str(refused.value) == expected
+    with pytest.raises(SerialConflict) as refused:  # or counted
+        record_count(engine, "MOTOR", D(1), "LS-ASSY", lot="M-1001", now=T)
+    assert str(refused.value) == expected
+    reverse_confirmation(engine, first, "wrong order", now=T)  # the reversal gives it back: once
+    assert stock(engine, "MOTOR") == {("LS-ASSY", "M-1001"): 1, ("LS-ASSY", "M-1002"): 1, ("LS-ASSY", "M-1003"): 1}
+    assert stock(engine, "PUMP") == {}
+
+
+def test_a_reversal_after_a_give_back_returns_the_serial_the_order_still_holds(tmp_path):
+    from gateway.ledger.adjustments import consumption
+
+    engine = ledger(tmp_path)
+    line = Line(engine)
+    first, second = line.confirm(1), line.confirm(1)  # M-1001, then M-1002
+    consumption(engine, "4711", "0010", D(-1), "UNDER-USE", now=T)  # gives back the last issued: M-1002
+    assert stock(engine, "MOTOR") == {("LS-ASSY", "M-1002"): 1, ("LS-ASSY", "M-1003"): 1}
+    reverse_confirmation(engine, second, "wrong order", now=T)  # M-1002 is back already: M-1001 instead
+    assert stock(engine, "MOTOR") == {("LS-ASSY", "M-1001"): 1, ("LS-ASSY", "M-1002"): 1, ("LS-ASSY", "M-1003"): 1}
+    assert [x.lot for x in trace(engine, "M-1001", direction="forward")] == ["M-1001"]  # its edge netted to 0
+    with pytest.raises(OperationRefused) as refused:  # nothing of MOTOR is left in the order
+        reverse_confirmation(engine, first, "wrong order", now=T)
+    assert str(refused.value) == (
+        "serial M-1001 of MOTOR was given back to stock since and order 4711 holds no other serial of item 0010 "
+        "to give back: reversing would take back goods that are no longer there. Use --force WHY to reverse "
+        "anyway; WHY is recorded")
+    reverse_confirmation(engine, first, "wrong order", force_reason="motor returned by hand", now=T)
+    assert stock(engine, "MOTOR") == {("LS-ASSY", "M-1001"): 1, ("LS-ASSY", "M-1002"): 1, ("LS-ASSY", "M-1003"): 1}
+    assert stock(engine, "PUMP") == {}
