@@ -443,24 +443,34 @@ def serials_still_issued(tx: LedgerTx, order_no: str, result: Reversal) -> tuple
     """The reversal's returns of serials, each a serial the order still holds; why one could not be.
 
     A serial goes back to stock once. When one this confirmation issued came back since (a
-    consumption adjustment gave it back), the order's other serial of the same item, issued
-    and not given back, is returned in its place with its genealogy edge (the order holds
-    one unit fewer either way). When the order holds none, that return is left out and named
-    (a forced reversal posts the rest): giving it back again would put it in stock twice.
+    consumption adjustment gave it back; the error queue may have issued it again, under this
+    confirmation too), the order's other serial of the same item, issued and not given back,
+    is returned in its place with its genealogy edge (the order holds one unit fewer either
+    way). When the order holds none, that return is left out and named (a forced reversal
+    posts the rest): giving it back again would put it in stock twice.
     """
     serial = {m.id for m in read_materials(tx.conn).values() if m.serial_tracked}
     movements, edges, problems = list(result.movements), list(result.genealogy), []
-    returning = {(m.material, m.lot) for m in movements if m.kind is MovementKind.GOODS_ISSUE_REVERSAL}
+    returning: dict[tuple[str, str], Decimal] = defaultdict(Decimal)  # (material, serial) → given back here
+
+    def holds(material: str, lot: str, qty: Decimal) -> bool:
+        return tx.serial_issued(material, lot).get(order_no, Decimal(0)) - returning[(material, lot)] >= qty
+
+    orphans = []  # returns of serials the order no longer holds: the ones it does hold go first
     for i, m in enumerate(movements):
         if m.kind is not MovementKind.GOODS_ISSUE_REVERSAL or m.material not in serial:
             continue
-        if tx.serial_issued(m.material, m.lot).get(order_no, Decimal(0)) >= m.qty:
-            continue
+        if holds(m.material, m.lot, m.qty):
+            returning[(m.material, m.lot)] += m.qty
+        else:
+            orphans.append(i)
+    for i in orphans:
+        m = movements[i]
         held: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
         for key, q in issued_to_order(tx.conn, order_no, m.bom_item, m.material):
             held[key] += q
         instead = next(((loc, lot) for (loc, lot), q in reversed(held.items())
-                        if q >= m.qty and (m.material, lot) not in returning), None)
+                        if q > 0 and holds(m.material, lot, m.qty)), None)
         edge = next((j for j, g in enumerate(edges) if g is not None and (g.component, g.component_lot, g.qty) == (
             m.material, m.lot, -m.qty)), None)
         if instead is None:
@@ -470,7 +480,7 @@ def serials_still_issued(tx: LedgerTx, order_no: str, result: Reversal) -> tuple
             if edge is not None:
                 edges[edge] = None
             continue
-        returning.add((m.material, instead[1]))
+        returning[(m.material, instead[1])] += m.qty
         movements[i] = replace(m, location=instead[0], lot=instead[1])
         if edge is not None:
             edges[edge] = replace(edges[edge], component_lot=instead[1])

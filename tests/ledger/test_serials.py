@@ -233,3 +233,19 @@ def test_a_reversal_after_a_give_back_returns_the_serial_the_order_still_holds(t
     reverse_confirmation(engine, first, "wrong order", force_reason="motor returned by hand", now=T)
     assert stock(engine, "MOTOR") == {("LS-ASSY", "M-1001"): 1, ("LS-ASSY", "M-1002"): 1, ("LS-ASSY", "M-1003"): 1}
     assert stock(engine, "PUMP") == {}
+
+
+def test_a_serial_given_back_and_issued_again_by_the_error_queue_is_returned_once(tmp_path):
+    from gateway.ledger.adjustments import consumption
+
+    engine = ledger(tmp_path)
+    c = Line(engine).confirm(4)  # M-1001..M-1003 issued, one motor short
+    consumption(engine, "4711", "0010", D(-1), "UNDER-USE", now=T)  # M-1003 back: the queue issues it again to c
+    [error] = list_errors(engine, include_closed=True)
+    assert error.status == "resolved" and error.resolved_by.startswith("A-")  # by the give-back
+    assert stock(engine, "MOTOR") == {}
+    with pytest.raises(OperationRefused, match="serial M-1003 of MOTOR was given back to stock since"):
+        reverse_confirmation(engine, c, "wrong order", now=T)  # c issued M-1003 twice; it comes back once
+    reverse_confirmation(engine, c, "wrong order", force_reason="checked the motors", now=T)
+    assert stock(engine, "MOTOR") == {("LS-ASSY", "M-1001"): 1, ("LS-ASSY", "M-1002"): 1, ("LS-ASSY", "M-1003"): 1}
+    assert [x.lot for x in trace(engine, "M-1003", direction="forward")] == ["M-1003"]
