@@ -5,6 +5,7 @@ Usage:
   python bench/e2e.py --opcua 100 --rate 10 [--modbus 0] [--seconds 30] [--db URL] [--json FILE]
   python bench/e2e.py --scaling [--seconds 20] [--append]     # the scaling table and bench/scaling.png
   python bench/e2e.py --opcua 1000 --rate 1 --db URL --instances 1,2   # one gateway against two, same run
+  python bench/e2e.py --opcua 1000 --rate 1 --confirm-every 1 --outputs   # 1 000 confirmations/s, outputs or not
 
 One run: the simulators start (OPC UA machines spread over ``--sim-procs`` processes, Modbus
 machines in one process per ``--modbus-per-proc``), then (a) a raw asyncua client subscribes
@@ -33,6 +34,18 @@ times: first with nobody asking, then with ``/metrics`` scraped every second and
 API requests per second (``HttpLoad.MIX``: single machines, the confirmations and anomaly
 lists, every tenth the whole machine list), and prints the change → commit percentiles of
 both side by side with the API's own response times. Without it the gateway serves no HTTP.
+
+``--outputs`` runs each configuration twice in one invocation: first without outputs, then
+with two (``outputs:`` in the mapping): a webhook to the test stand-in receiver
+(tests/outputs/standin.py, in this process, deduping by Idempotency-Key) and MQTT to the
+Mosquitto broker at 127.0.0.1:1883 (a topic root of this run; a subscriber here counts the
+confirmation messages by key). ``--confirm-every N`` confirms every N units (default 50 per
+unit of a cycle), which sets the confirmation rate: machines × rate / N per second. It prints
+per target the deliveries/s while the machines ran, the delivery lag (posted → delivered)
+and the time to empty the outbox after they stopped, and the change → commit percentiles of
+both runs side by side. The outbox is emptied before the gateway is stopped; what its
+shutdown confirms stays for a next start and is reported, not delivered. A key delivered twice
+to the stand-in, or a delivered row it never got, fails the run.
 
 It needs the ``bench`` extra (psutil, matplotlib). It only ever contacts 127.0.0.1 (and
 the PostgreSQL URL given, in a schema of its own that it drops), every run is bounded by
@@ -141,6 +154,10 @@ class Plan:
     instances: int = 1  # gateway processes on the same ledger, each owning a share of the machines
     http: bool = False  # the gateway serves HTTP (--http-load)
     api_rps: float = 0.0  # …and this many API requests/s plus a /metrics scrape every second reach it
+    outputs: bool = False  # a webhook (stand-in) and an MQTT output (--outputs)
+    confirm_every: int = 0  # units per confirmation (0: 50 per unit of a cycle)
+    webhook_url: str = ""
+    mqtt_site: str = ""
     sims: list[Sim] = field(default_factory=list)
 
 
@@ -197,7 +214,7 @@ def mapping_yaml(plan: Plan, only: list[str] | None = None) -> str:
             if keep is not None and name not in keep:
                 continue
             head = (f"  {name}: {{source: sim{k}, work_center: WC-BENCH, units_per_cycle: {plan.upc}, "
-                    f"confirm: {{every_units: {50 * plan.upc}, every_seconds: 10}}, ")
+                    f"confirm: {{every_units: {plan.confirm_every or 50 * plan.upc}, every_seconds: 10}}, ")
             if sim.kind == "opcua":
                 node = f"nsu={NS};s={name}"
                 lines.append(head + f'counters: {{good: {{node: "{node}.GoodCount"}}, scrap: {{node: "{node}.ScrapCount"}}}}, '
@@ -207,6 +224,11 @@ def mapping_yaml(plan: Plan, only: list[str] | None = None) -> str:
                 lines.append(head + f"counters: {{good: {{register: {lay['GoodCount'].register}, type: uint32}}, "
                              f"scrap: {{register: {lay['ScrapCount'].register}, type: uint32}}}}, "
                              f"order: {{register: {lay['OrderNumber'].register}, type: string, length: 10}}}}")
+    if plan.outputs:
+        lines += ["outputs:",
+                  f"  hook: {{webhook: {{url: '{plan.webhook_url}', timeout_s: 10}}, retry_min_s: 0.2, retry_max_s: 5}}",
+                  f"  uns: {{mqtt: {{url: '{BROKER}', site: {plan.mqtt_site}, area: bench, "
+                  f"client_id: {plan.mqtt_site}}}, retry_min_s: 0.2, retry_max_s: 5}}"]
     return "\n".join(lines) + "\n"
 
 
@@ -469,6 +491,89 @@ class HttpLoad:
                 "scrape_p99_ms": q(self.scrape_ms, 0.99), "failed": self.failed}
 
 
+# --- outputs (--outputs) -----------------------------------------------------------------
+
+BROKER = "mqtt://127.0.0.1:1883"
+
+
+class MqttCounter:
+    """Subscribes to the run's confirmation topics on the broker (its own thread and loop) and
+    counts the messages per key, as a consumer that dedupes by key would."""
+
+    def __init__(self, site: str) -> None:
+        import threading
+        self.site = site
+        self.keys: dict[str, int] = {}
+        self.ready = threading.Event()
+        self.error: str = ""
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self._listen(),),
+                                       name="mqtt-counter", daemon=True)
+
+    async def _listen(self) -> None:
+        import aiomqtt
+        self.task = asyncio.current_task()
+        try:
+            async with aiomqtt.Client("127.0.0.1", 1883, identifier=f"{self.site}-counter") as client:
+                await client.subscribe(f"{self.site}/bench/+/+/confirmation", qos=1)
+                self.ready.set()
+                async for message in client.messages:
+                    key = json.loads(message.payload)["key"]
+                    self.keys[key] = self.keys.get(key, 0) + 1
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:  # noqa: BLE001 — reported with the figures
+            self.error = repr(exc)
+            self.ready.set()
+
+    def __enter__(self) -> MqttCounter:
+        self.thread.start()
+        if not self.ready.wait(10) or self.error:
+            raise SystemExit(f"--outputs: cannot subscribe to the broker at {BROKER}: {self.error or 'no answer'}")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.loop.call_soon_threadsafe(self.task.cancel)
+        self.thread.join(10)
+
+
+def outbox_open(engine) -> int:
+    from sqlalchemy import func, select
+
+    from gateway.ledger import schema as t
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(t.outbox).where(
+            t.outbox.c.status.in_(("pending", "unknown")))).scalar()
+
+
+def output_figures(engine, window: tuple[float, float], standin, counter: MqttCounter) -> dict:
+    """Per target: deliveries/s in the window, lag posted → delivered, what is left; exactly once."""
+    from sqlalchemy import select
+
+    from gateway.ledger import schema as t
+    with engine.connect() as conn:
+        rows = conn.execute(select(t.outbox.c.key, t.outbox.c.target, t.outbox.c.status, t.outbox.c.created_at,
+                                   t.outbox.c.delivered_at)).all()
+    out: dict = {}
+    for target, received in (("hook", dict(standin.effects)), ("uns", dict(counter.keys))):
+        mine = [r for r in rows if r.target == target]
+        done = [r for r in mine if r.status == "delivered"]
+        inside = [r for r in done if window[0] <= r.delivered_at.timestamp() <= window[1]]
+        lags = sorted(1000 * (r.delivered_at - r.created_at).total_seconds() for r in done)
+        delivered_keys = {r.key for r in done}
+        out[target] = {
+            "rows": len(mine), "delivered": len(done), "left": len(mine) - len(done),
+            "parked": sum(r.status == "parked" for r in mine),
+            "per_s": len(inside) / (window[1] - window[0]),
+            "lag_p50_ms": lags[len(lags) // 2] if lags else float("nan"),
+            "lag_p99_ms": lags[min(len(lags) - 1, int(0.99 * len(lags)))] if lags else float("nan"),
+            "received_keys": len(received), "received_twice": sum(n > 1 for n in received.values()),
+            "delivered_not_received": len(delivered_keys - set(received)),
+            "received_not_in_outbox": len(set(received) - {r.key for r in mine}),
+        }
+    return out
+
+
 # --- one run --------------------------------------------------------------------------
 
 
@@ -483,6 +588,7 @@ def run(plan: Plan, ceilings: bool = True, log_dir: Path | None = None, profile:
     log_from = log.stat().st_size if log.exists() else 0  # --keep-logs appends: this run's lines start here
     plan.sims = build_sims(plan)
     gateways: list[subprocess.Popen] = []
+    receivers: list = []  # --outputs: the webhook stand-in and the MQTT counter
     url, drop = isolated_url(plan.db)
     out: dict = {"opcua": plan.opcua, "modbus": plan.modbus, "rate": plan.rate, "db": plan.db.split(":")[0],
                  "seconds": plan.seconds, "publishing_ms": plan.publishing_ms, "poll_ms": plan.poll_ms,
@@ -529,6 +635,13 @@ def run(plan: Plan, ceilings: bool = True, log_dir: Path | None = None, profile:
         if load.returncode:
             raise SystemExit(load.stderr)
         engine = open_engine(url, create=False)
+        if plan.outputs:  # the receivers, before the gateway: they must see every delivery
+            from tests.outputs.standin import Standin
+            standin = Standin(free_port())
+            plan.webhook_url, plan.mqtt_site = standin.url, f"bench{uuid.uuid4().hex[:8]}"
+            receivers.append(standin)
+            counter = MqttCounter(plan.mqtt_site).__enter__()
+            receivers.append(counter)
         # One gateway process per instance, each with its own share of the machines, its own
         # --stats file and its own lease keeper, all on the same ledger. Debug level: the
         # keeper logs every lease renewal with its duration.
@@ -583,6 +696,11 @@ def run(plan: Plan, ceilings: bool = True, log_dir: Path | None = None, profile:
         paused = truth(plan)
         wait_for(lambda: ledger_matches(engine, plan, paused), 300, "the gateway to catch up")
         out["catch_up_s"] = time.time() - end_t
+        out["outputs"] = plan.outputs
+        if plan.outputs:  # the outbox emptied before the stop (its shutdown's confirmations stay)
+            wait_for(lambda: outbox_open(engine) == 0, 600, "the outputs to empty the outbox")
+            out["outputs_drain_s"] = time.time() - end_t
+            time.sleep(1.0)  # the last MQTT messages on their way to the counter
         peaks = [peak_rss_mb(g.pid) for g in gateways]
         out["peak_rss_mb"], out["peak_rss_total_mb"] = max(peaks), sum(peaks)
         for g in gateways:
@@ -591,6 +709,8 @@ def run(plan: Plan, ceilings: bool = True, log_dir: Path | None = None, profile:
             if g.wait(120) != 0:
                 raise SystemExit("a gateway did not stop cleanly")
         end = truth(plan)
+        if plan.outputs:
+            out["output_figures"] = output_figures(engine, (began, end_t), receivers[0], receivers[1])
 
         # exactly once: every unit made since the baseline is confirmed or pending, once
         s = summary(engine)
@@ -656,6 +776,11 @@ def run(plan: Plan, ceilings: bool = True, log_dir: Path | None = None, profile:
             busy = sum(x["committed_at"] - x["began_at"] for x in inside)
             out["gateway_rows_per_busy_s"] = raw["rows"] / busy if busy else float("nan")
     finally:
+        for receiver in reversed(receivers):  # the MQTT counter, then the stand-in
+            if isinstance(receiver, MqttCounter):
+                receiver.__exit__(None, None, None)
+            else:
+                receiver.close()
         for proc in [*gateways, *(s.proc for s in plan.sims)]:
             if proc is not None and proc.poll() is None:
                 proc.kill()
@@ -839,6 +964,14 @@ def describe(r: dict) -> str:
         lines.append(f"  HTTP load: {h['api_requests']} API requests ({h['api_per_s']:.0f}/s) p50 {h['api_p50_ms']:.0f} ms, "
                      f"p99 {h['api_p99_ms']:.0f} ms; {h['scrapes']} /metrics scrapes p99 {h['scrape_p99_ms']:.0f} ms; "
                      f"not 200: {h['failed'] or 'none'}")
+    for target, o in (r.get("output_figures") or {}).items():
+        lines.append(f"  output {target}: {o['per_s']:.0f} deliveries/s while the machines ran "
+                     f"({r['confirmations_per_s']:.0f} confirmations/s), lag posted → delivered p50 "
+                     f"{o['lag_p50_ms']:.0f} ms, p99 {o['lag_p99_ms']:.0f} ms; outbox empty "
+                     f"{r['outputs_drain_s'] - r['catch_up_s']:.1f} s after the ledger caught up; {o['delivered']} "
+                     f"delivered, {o['parked']} parked, {o['left']} left for the next start; received "
+                     f"{o['received_keys']} keys, {o['received_twice']} twice, {o['delivered_not_received']} "
+                     f"delivered but not received")
     verdict = "OK" if not r["lost"] and not r["duplicates"] else "UNITS LOST OR DOUBLED"
     lines.append(f"  exactly once: made {r['units_made']}, accounted {r['units_accounted']}: {verdict}")
     return "\n".join(lines)
@@ -934,6 +1067,29 @@ def http_load_table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def outputs_table(rows: list[dict]) -> str:
+    """--outputs: each configuration without and with the outputs, side by side."""
+    out = ["| machines | confirmations/s | outputs | webhook deliveries/s | MQTT deliveries/s | lag p99 webhook / "
+           "MQTT | p50 / p95 / p99 change → commit | gateway CPU | exactly once |",
+           "|---|---:|---|---:|---:|---:|---:|---:|---|"]
+    base = None
+    for r in rows:
+        who = " + ".join(f"{r[k]} {n}" for k, n in (("opcua", "OPC UA"), ("modbus", "Modbus")) if r[k])
+        o = r.get("output_figures")
+        if not o:
+            base = r
+        worse = (f" ({100 * (r['latency_p99_ms'] / base['latency_p99_ms'] - 1):+.0f} %)"
+                 if o and base and base["latency_p99_ms"] else "")
+        ok = not r["lost"] and not r["duplicates"] and not (o and any(
+            x["received_twice"] and t == "hook" or x["delivered_not_received"] for t, x in o.items()))
+        out.append(f"| {who} at {r['rate']:g} Hz | {r['confirmations_per_s']:.0f} | {'webhook + MQTT' if o else 'none'} | "
+                   + (f"{o['hook']['per_s']:.0f} | {o['uns']['per_s']:.0f} | {o['hook']['lag_p99_ms']:.0f} / "
+                      f"{o['uns']['lag_p99_ms']:.0f} ms" if o else "– | – | –")
+                   + f" | {r['latency_p50_ms']:.0f} / {r['latency_p95_ms']:.0f} / {r['latency_p99_ms']:.0f} ms{worse} "
+                   f"| {r['gateway_cpu_pct']:.1f} % | {'yes' if ok else 'NO'} |")
+    return "\n".join(out)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--opcua", type=int, default=0, help="OPC UA machines")
@@ -960,6 +1116,11 @@ def main() -> int:
                         help="run each configuration twice, the gateway serving HTTP: idle, then with /metrics scraped "
                              "every second and --api-rps API requests/s; compare change → commit latency")
     parser.add_argument("--api-rps", type=float, default=50.0, help="API requests per second with --http-load")
+    parser.add_argument("--outputs", action="store_true",
+                        help="run each configuration twice: without outputs, then delivering to a webhook stand-in "
+                             "and to the MQTT broker at 127.0.0.1:1883; compare change → commit latency")
+    parser.add_argument("--confirm-every", type=int, default=0,
+                        help="units per confirmation (default 50 per unit of a cycle): the confirmation rate")
     parser.add_argument("--scaling", action="store_true", help="run the scaling table and plot bench/scaling.png")
     parser.add_argument("--append", action="store_true", help="append the scaling table to bench/RESULTS.md")
     parser.add_argument("--raw-opcua", help=argparse.SUPPRESS)
@@ -976,22 +1137,31 @@ def main() -> int:
     if args.scaling and counts != [1]:
         parser.error("--scaling runs one gateway instance")
 
-    def plan_for(opcua: int, modbus: int, rate: float, instances: int = 1, api_rps: float | None = None) -> Plan:
+    def plan_for(opcua: int, modbus: int, rate: float, instances: int = 1, api_rps: float | None = None,
+                 outputs: bool = False) -> Plan:
         procs = args.sim_procs or max(1, -(-opcua // 500))
         return Plan(opcua, modbus, rate, args.upc, args.seconds, args.publishing_ms, args.poll_ms, procs,
                     args.modbus_per_proc, args.db, min(args.tick, 0.5 / rate), instances,
-                    http=api_rps is not None, api_rps=api_rps or 0.0)
+                    http=api_rps is not None, api_rps=api_rps or 0.0, outputs=outputs,
+                    confirm_every=args.confirm_every)
 
     combos = [(*c, 1) for c in SCALING] if args.scaling else [(args.opcua, args.modbus, args.rate, n) for n in counts]
     rows, failed = [], False
     loads = [0.0, args.api_rps] if args.http_load else [None]  # --http-load: idle, then loaded, same configuration
     combos = [(*c, load) for c in combos for load in loads]
-    for opcua, modbus, rate, instances, api_rps in combos:
-        r = run(plan_for(opcua, modbus, rate, instances, api_rps), ceilings=not args.no_ceilings, log_dir=args.keep_logs,
-                profile=args.profile, lease_reps=args.lease_reps)
+    # --outputs: without, then with the outputs, same configuration
+    combos = [(*c, outputs) for c in combos for outputs in ([False, True] if args.outputs else [False])]
+    for opcua, modbus, rate, instances, api_rps, outputs in combos:
+        r = run(plan_for(opcua, modbus, rate, instances, api_rps, outputs), ceilings=not args.no_ceilings,
+                log_dir=args.keep_logs, profile=args.profile, lease_reps=args.lease_reps)
         print(describe(r), flush=True)
         rows.append(r)
         failed |= bool(r["lost"] or r["duplicates"])
+        o = r.get("output_figures") or {}
+        if o and (o["hook"]["received_twice"] or any(x["delivered_not_received"] or x["parked"] for x in o.values())):
+            print("FAILED: an output got a key twice, missed a delivered one, or a delivery was parked",
+                  file=sys.stderr)
+            failed = True
         if args.json:
             with args.json.open("a") as f:
                 f.write(json.dumps(r) + "\n")
@@ -999,6 +1169,8 @@ def main() -> int:
         print(instances_table(rows))
     if args.http_load:
         print(http_load_table(rows))
+    if args.outputs:
+        print(outputs_table(rows))
     if args.scaling:
         print(table(rows))
         plot(rows, ROOT / "bench" / "scaling.png")

@@ -529,6 +529,9 @@ def demo(
                                       "on the simulator's EUROMAP 77 or PackML address space."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the gateway's log lines."),
     http: str = HttpOption,
+    webhook: str | None = typer.Option(None, "--webhook", help="Deliver the confirmations to this webhook URL too."),
+    mqtt: str | None = typer.Option(None, "--mqtt", help="Publish the confirmations to this broker too "
+                                    "(mqtt://[user:password@]host[:port]; topics demo/plant/…)."),
 ) -> None:
     """Simulated PLCs → gateway → ledger for a while, then reconcile against the simulator."""
     from gateway.demo import DemoError, run_demo
@@ -538,7 +541,7 @@ def demo(
     logs.configure(level="info" if verbose else "warning")
     try:
         ok = asyncio.run(run_demo(seconds=seconds, db=db, port=port, mapping_path=mapping, live=sys.stdout.isatty(),
-                                  modbus_port=modbus_port, preset=preset,
+                                  modbus_port=modbus_port, preset=preset, webhook=webhook, mqtt=mqtt,
                                   http=prepare(http, None, False, any_port_if_taken=http == DEFAULT_LISTEN)))
     except InputFileError as exc:
         fail(exc.lines())

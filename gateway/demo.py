@@ -10,25 +10,36 @@ With a preset (``--preset euromap77`` or ``packml``) the demo runs the press and
 assembly machine through that preset (``mappings/demo-<preset>.yaml``) on the simulator's
 EUROMAP 77 or PackML address space: job counters in parts, a machine state to count in
 and, for PackML, a total counter of good and bad parts.
+
+With ``--webhook URL`` and/or ``--mqtt URL`` the demo's mapping gets those outputs: every
+posted confirmation is delivered to the webhook and published to the broker through the
+outbox, as ``gateway run`` does. The last confirmations are posted as the gateway stops
+(after its delivery workers); the demo then delivers what is left in the outbox, as the next
+start of a gateway would, and prints what each output got.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import tempfile
 import time
+from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 
 from rich.console import Console
 from rich.live import Live
 
+from pydantic import ValidationError
+
+from gateway.ledger import outbox
 from gateway.ledger.masters import store_masterdata
 from gateway.ledger.queries import summary
 from gateway.ledger.schema import open_engine
 from gateway.mapping.load import load_mapping
-from gateway.mapping.model import Mapping
+from gateway.mapping.model import Mapping, Output
 from gateway.masterdata.load import load_masterdata, to_domain
 from gateway.report import fmt, make_console, print_summary
 from gateway.service import Gateway
@@ -118,17 +129,45 @@ def demo_mapping_path(preset: str | None) -> Path:
     return Path(f"mappings/demo-{preset}.yaml")
 
 
+# Topics of the demo's MQTT output: demo/plant/<line>/<machine>/confirmation, …/state, …/counts.
+DEMO_SITE, DEMO_AREA = "demo", "plant"
+OUTPUTS_DRAIN_S = 30.0  # the longest the demo waits for its outputs to take what is left in the outbox
+
+
+def demo_outputs(webhook: str | None, mqtt: str | None) -> dict[str, Output]:
+    """The outputs ``--webhook`` and ``--mqtt`` ask for, named ``webhook`` and ``mqtt``; quick retries
+    (a demo is watched), and an MQTT client id of this process (two demos on one broker do not take
+    each other's session over)."""
+    wanted = {"webhook": webhook and {"webhook": {"url": webhook}},
+              "mqtt": mqtt and {"mqtt": {"url": mqtt, "site": DEMO_SITE, "area": DEMO_AREA,
+                                         "client_id": f"backflush-demo-{os.getpid()}"}}}
+    outs = {}
+    for name, settings in wanted.items():
+        if not settings:
+            continue
+        try:
+            outs[name] = Output.model_validate({**settings, "retry_min_s": 0.2, "retry_max_s": 2})
+        except ValidationError as exc:
+            raise DemoError(f"--{name}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+    return outs
+
+
 async def run_demo(*, seconds: float, db: str | None, port: int, mapping_path: Path | None, live: bool,
-                   modbus_port: int | None = None, http=None, preset: str | None = None) -> bool:
+                   modbus_port: int | None = None, http=None, preset: str | None = None,
+                   webhook: str | None = None, mqtt: str | None = None) -> bool:
     """``http``: a ``gateway.http.cli.HttpPlan`` (its port already bound) to serve the gateway on, or None.
-    ``preset``: serve the simulator's address space of that standard (its mapping by default)."""
+    ``preset``: serve the simulator's address space of that standard (its mapping by default).
+    ``webhook``, ``mqtt``: deliver the confirmations there too (module docstring)."""
     console = make_console()
     default = demo_mapping_path(preset)  # refuses a preset the simulator has no address space for
+    outputs = demo_outputs(webhook, mqtt)
     mapping_path = _find(mapping_path or default)
     mapping = load_mapping(mapping_path)
     md_path = mapping_path.parent / (mapping.masterdata or "demo-masterdata.yaml")
     md = load_masterdata(md_path)
     mapping, modbus_port = _with_ports(mapping, port, modbus_port)
+    if outputs:
+        mapping = mapping.model_copy(update={"outputs": {**mapping.outputs, **outputs}})
     db = db or f"sqlite:///{Path(tempfile.mkdtemp(prefix='backflush-demo-')) / 'ledger.sqlite'}"
     engine = open_engine(db)
     report = store_masterdata(engine, to_domain(md), md.stock)
@@ -159,6 +198,10 @@ async def run_demo(*, seconds: float, db: str | None, port: int, mapping_path: P
     for sim in plcs:
         await sim.command("*", "pause")
     console.print(served + (f", {preset} address space" if preset else ""))
+    for name, out in outputs.items():
+        console.print(f"output {name}: {out.settings.url}" + (
+            f" (topics {DEMO_SITE}/{DEMO_AREA}/<line>/<machine>/confirmation, …/state, …/counts)"
+            if name == "mqtt" else " (POST, Idempotency-Key header)"), soft_wrap=True)
     gw = Gateway(mapping, engine)
     stop = asyncio.Event()
     try:
@@ -181,6 +224,7 @@ async def run_demo(*, seconds: float, db: str | None, port: int, mapping_path: P
             await sim.stop()
     end_truth = _truth_units(*plcs)
     truth = {m: end_truth[m] - start_truth[m] for m in end_truth}
+    delivered = await deliver_the_rest(engine, mapping, list(outputs)) if outputs else {}
     result = await asyncio.to_thread(summary, engine)
     console.print()
     print_summary(result, truth=truth, console=console)
@@ -188,9 +232,46 @@ async def run_demo(*, seconds: float, db: str | None, port: int, mapping_path: P
     ok = ok and result.duplicate_confirmation_ids == 0
     console.print("[green]reconciled: every simulated unit is in the ledger exactly once[/]" if ok
                   else "[red]NOT reconciled: ledger and simulator disagree[/]")
+    ok = _print_deliveries(delivered, console) and ok
     console.print(f"explore the ledger: export GATEWAY_DB={db}\n"
                   "  then: gateway report · gateway orders show 1000123 · gateway confirmations list · "
                   "gateway errors list · gateway trace 1000125-000001", soft_wrap=True)
+    return ok
+
+
+async def deliver_the_rest(engine, mapping: Mapping, names: list[str],
+                           timeout_s: float = OUTPUTS_DRAIN_S) -> dict[str, Counter]:
+    """Deliver what the stopped gateway left in the outbox of ``names`` (the confirmations of its
+    shutdown), through the same workers; then per output the count of its rows by status."""
+    from gateway.outputs.worker import Outputs, WorkerOptions
+
+    workers = Outputs(engine, mapping, options=WorkerOptions(poll_s=0.1))
+    await workers.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            waiting = {s.target: s.pending for s in await asyncio.to_thread(outbox.stats, engine)}
+            if not any(waiting.get(name) for name in names):
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await workers.stop()
+
+    def counted() -> dict[str, Counter]:
+        return {name: Counter(r.status for r in outbox.listed(engine, status="all", target=name, limit=10**9))
+                for name in names}
+
+    return await asyncio.to_thread(counted)
+
+
+def _print_deliveries(delivered: dict[str, Counter], console: Console) -> bool:
+    """One line per output: what it got. False when something was not delivered."""
+    ok = True
+    for name, statuses in delivered.items():
+        rest = {s: n for s, n in statuses.items() if s != "delivered"}
+        ok = ok and not rest
+        console.print(f"output {name}: {statuses['delivered']} delivered" + (
+            "".join(f", [red]{n} {s}[/]" for s, n in sorted(rest.items())) + " (gateway outbox list)" if rest else ""))
     return ok
 
 

@@ -20,6 +20,16 @@ from sqlalchemy import create_engine, text
 os.environ.setdefault("GATEWAY_HTTP", "off")
 
 PG_URL = os.environ.get("GATEWAY_TEST_PG", "postgresql+psycopg://127.0.0.1:5432/test")
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_a_gateway_starts() -> None:
+    """A command run in-process configures logging for itself (`validate` only criticals, the
+    ledger commands only warnings); the next test must not inherit that level, or a test that
+    captures log lines sees none of them."""
+    from gateway import logs
+
+    logs.configure(level="info")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

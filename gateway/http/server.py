@@ -21,7 +21,7 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway.http import api, ledger_api, mapping_api, problems
+from gateway.http import api, ledger_api, mapping_api, outbox_api, problems
 from gateway.http.auth import Tokens
 from gateway.http.health import Limits, StatusWatch, liveness, readiness
 from gateway.http.metrics import GatewayMetrics, build_version
@@ -74,6 +74,7 @@ def build_app(ctx: Context, *, console: dict | None = None) -> FastAPI:
     app.include_router(api.router)
     app.include_router(ledger_api.router)
     app.include_router(mapping_api.router)
+    app.include_router(outbox_api.router)
     from gateway.console import mount
 
     ctx.console = mount(app, ctx, **(console or {}))

@@ -262,7 +262,7 @@ def backflush(tx: LedgerTx, c: Confirmation, masters: MasterCache, now: datetime
 
 
 def confirmation_body(c: Confirmation, p: BackflushPlan, now: datetime) -> dict:
-    """What a target gets of a posted confirmation (docs/outputs.schema.json)."""
+    """What a target gets of a posted confirmation (gateway/outputs/outputs.schema.json)."""
     return {"operation": c.operation, "yield_qty": c.yield_qty, "scrap_qty": c.scrap_qty, "uom": c.uom,
             "trigger": c.trigger, "first_source_time": c.first_source_time, "last_source_time": c.last_source_time,
             "start": format_positions(c.start), "end": format_positions(c.end), "posted_at": now,

@@ -569,7 +569,7 @@ outbox = Table(
     Column("document", String(96), nullable=False),
     Column("order_no", String(64)),
     Column("machine", String(64)),
-    Column("payload", Text, nullable=False),  # JSON, docs/outputs.schema.json
+    Column("payload", Text, nullable=False),  # JSON, gateway/outputs/outputs.schema.json
     # pending → delivered | parked | skipped; unknown = sent without an answer (ask the target first)
     Column("status", String(12), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),

@@ -28,7 +28,7 @@ class Delivery:
     what: str  # "confirmation" | "reversal" | "adjustment" | "stock"
     order: str | None
     machine: str | None
-    payload: dict[str, Any] = field(hash=False)  # JSON-able; Decimal as str; docs/outputs.schema.json's shape
+    payload: dict[str, Any] = field(hash=False)  # JSON-able; Decimal as str; shaped as outputs.schema.json
     attempts: int = 0
     created_at: datetime | None = None
 

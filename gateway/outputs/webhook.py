@@ -1,6 +1,6 @@
 """The webhook output: one HTTP POST per delivery, JSON body, ``Idempotency-Key`` and HMAC signature.
 
-The body is the delivery's payload (docs/outputs.schema.json) with its ``key``; headers:
+The body is the delivery's payload (gateway/outputs/outputs.schema.json) with its ``key``; headers:
 ``Idempotency-Key: <key>``, ``X-Signature: sha256=<hex HMAC-SHA256 of the exact body bytes>``
 (with a secret), ``X-Outbox-Attempt``. The receiver dedupes by the key, so a resend is
 harmless; ``find`` asks ``HEAD <url>/<key>`` when the receiver offers it (a 200 is there,

@@ -7,10 +7,13 @@ stopping at the first that is not delivered — so a target sees an order's docu
 order they were posted. Orders go in parallel (``concurrency``). The outcomes are written
 back in one short transaction at the end of the round.
 
-At-least-once with the key: a row is marked delivered only after the target said so; a
-crash in between sends it again and the target's dedupe by key makes that a no-op. An
+At-least-once with the key: a row is marked delivered only after the target said so. An
 UNKNOWN outcome (sent, no answer) is never sent again blindly: the next attempt first asks
-``target.find``; True marks it delivered, False sends it, None waits and asks again.
+``target.find``; True marks it delivered, False sends it, None waits and asks again. The
+rows a round is about to send are marked ``unknown`` before the first call (one short
+transaction), and those it did not reach get their state back at the end: a gateway killed
+or stopped mid-send leaves what was in flight as unknown, so the next start asks the
+target before sending it again (the target's dedupe by key covers what it cannot tell).
 
 Retries back off per row with jitter (``Backoff.delay`` of its attempts); after
 ``max_attempts`` the row is parked with the target's last message, and so is a business
@@ -98,6 +101,10 @@ class DeliveryWorker:
         chains = due_chains(rows, t.utcnow())
         if not chains:
             return 0, 0, 0
+        due = [row for chain in chains for row in chain]
+        # In flight from here: a kill before the end of the round leaves these to be asked about first.
+        await asyncio.to_thread(outbox.mark, self.engine, [
+            Mark(r.id, "unknown", r.attempts, r.next_at, r.last_error) for r in due if r.status == "pending"])
         gate = asyncio.Semaphore(self.options.concurrency)
         marks: list[Mark] = []
 
@@ -110,7 +117,9 @@ class DeliveryWorker:
                         return  # the order's later rows wait for this one
 
         await asyncio.gather(*(walk(c) for c in chains))
-        await asyncio.to_thread(outbox.mark, self.engine, marks)
+        reached = {m.id for m in marks}
+        untouched = [Mark(r.id, r.status, r.attempts, r.next_at, r.last_error) for r in due if r.id not in reached]
+        await asyncio.to_thread(outbox.mark, self.engine, marks + untouched)
         delivered = sum(m.status == "delivered" for m in marks)
         self.delivered += delivered
         return len(marks), len(marks) - delivered, delivered

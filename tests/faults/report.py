@@ -55,12 +55,17 @@ SCENARIOS = [  # (name in the figures, what is broken)
      "10 s; restarted, it recounts from the last commit"),
     ("kill -9 after a claimed posting", "gateway SIGKILLed the moment a new `confirmation_posted` appears in its "
      "log, 12 rounds (40 with --soak): every confirmation the log claimed is in the ledger, none claimed twice"),
-    ("outputs: webhook down", "the webhook receiver refuses connections for 3 s (30 s with --soak) while confirmations "
-     "are posted; every one reaches it exactly once by key, none parked (tests/outputs/test_webhook_delivery.py)"),
-    ("outputs: commit then timeout", "the receiver takes the effect, then answers after the timeout: the delivery is "
-     "looked up (HEAD by key), never POSTed again"),
-    ("outputs: broker restart", "a private Mosquitto stopped and started while confirmations are published: every key "
-     "arrives, the rows end delivered (tests/outputs/test_mqtt_delivery.py)"),
+    ("outputs: gateway kill -9 during delivery", "`gateway run` with a webhook output to a receiver that takes "
+     "0.4 s per POST, SIGKILLed 10 times (30 with --soak), each 0–0.3 s after a POST arrived; restarted once more "
+     "after the stop to deliver what its shutdown posted. Asserted besides the units: one delivery row per "
+     "confirmation, all delivered, none parked; the receiver took each key's effect once and got no key twice "
+     "(what was in flight is asked about by key first) (tests/faults/test_outputs.py)"),
+    ("outputs: webhook down 30 s", "the webhook receiver refuses connections for 30 s while the machines count "
+     "(at least 10 confirmations wait); back, each is delivered once by key, none parked, no row near "
+     "`max_attempts` (tests/faults/test_outputs.py)"),
+    ("outputs: commit then timeout", "every POST takes its effect, then answers after the 1 s timeout: each "
+     "delivery is looked up (HEAD by key) and marked delivered, none POSTed twice, none parked "
+     "(tests/faults/test_outputs.py; the broker restart is tests/outputs/test_mqtt_delivery.py, no units)"),
 ]
 
 # Written by hand, not measured: kept here so that it survives regenerating the document.

@@ -4,7 +4,7 @@ It behaves as a receiver should (dedupes by key: the first POST of a key takes e
 one answers 200 without a second effect; ``HEAD /<key>`` says 200 when it has the key, 404
 when not) and can be told to misbehave: ``down`` (connections refused: the listener closes),
 ``slow`` (answers after ``delay_s``), ``error`` (503), ``refuse`` (422 with a message, for keys
-matching ``refuse_keys``), ``commit_then_hang`` (takes the effect, then answers too late).
+matching ``refuse_keys``), ``hang_keys`` / ``hang_all`` (takes the effect, then answers too late).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ class Standin:
         self.delay_s = 0.0
         self.refuse_keys: set[str] = set()
         self.hang_keys: set[str] = set()  # commit, then answer after delay_s (once per key)
+        self.hang_all = False  # every key as if in hang_keys
         self.effects: Counter[str] = Counter()  # key → effects taken (must end at 1 each)
         self.posts: Counter[str] = Counter()  # key → POSTs received
         self.order: list[str] = []  # keys in the order their effect was taken
@@ -78,7 +79,7 @@ class Standin:
                         standin.order.append(key)
                         standin.bodies[key] = json.loads(body)
                     standin.effects[key] += 0 if standin.effects[key] else 1
-                    hang = key in standin.hang_keys
+                    hang = key in standin.hang_keys or (standin.hang_all and standin.posts[key] == 1)
                     standin.hang_keys.discard(key)
                 if hang:
                     time.sleep(standin.delay_s)

@@ -39,6 +39,7 @@ async def test_the_gateway_delivers_every_posted_confirmation_once(ledger_url):
         assert all(n == 1 for n in standin.effects.values())
         # those posted at shutdown wait in the outbox for the next start (never lost)
         assert {k for k, s in statuses.items() if s == "delivered"} == set(standin.effects)
-        assert {s for k, s in statuses.items() if k not in standin.effects} <= {"pending"}
+        # (one the stop cut off in flight is unknown: the next start asks the receiver before sending it again)
+        assert {s for k, s in statuses.items() if k not in standin.effects} <= {"pending", "unknown"}
     finally:
         standin.close()
