@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-import structlog
 from sqlalchemy import create_engine, text
 
 # Every `gateway run` / `gateway demo` the tests start would serve HTTP on 127.0.0.1:8080 by
@@ -78,16 +77,3 @@ def sqlite_url(tmp_path) -> str:
 def ledger_url(request) -> str:
     """Each test using this runs once per database."""
     return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
-
-
-@pytest.fixture(autouse=True)
-def _structlog_as_found() -> Iterator[None]:
-    """Each test starts with the structlog configuration the session started with.
-
-    A command run in-process (typer's CliRunner) configures structlog for the whole process,
-    most at level warning: without this, a later test's ``capture_logs`` would see no info line
-    (the filtering logger drops them before any processor), depending on which test ran first.
-    """
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
