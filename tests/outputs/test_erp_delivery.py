@@ -6,7 +6,6 @@ Odoo's words, and a person's retry finishes the same production."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
@@ -19,29 +18,9 @@ from gateway.outputs.odoo import external_id
 from gateway.outputs.sap_odata import confirmation_text
 from gateway.outputs.worker import DeliveryWorker, WorkerOptions
 from tests.outputs.standins import ErpNextStandIn, OdooStandIn, SapStandIn
+from tests.outputs.test_webhook_delivery import MASTERDATA, T
 from tests.support import ledger_with_masterdata, post_units
 
-MASTERDATA = """
-materials:
-  CAP:    {uom: PC}
-  RESIN:  {uom: KG, decimals: 3, negative_stock: allowed}
-work_centers:
-  WC1: {labor_rate: 40, machine_rate: 60, overhead_pct_of_labor: 50, supply_location: LS1}
-boms:
-  CAP:
-    base_quantity: 1
-    items:
-      - {item: "0010", material: RESIN, quantity: 0.01, operation: "0010"}
-routings:
-  CAP:
-    operations:
-      - {operation: "0010", work_center: WC1, setup_hours: 0, machine_hours: 0.001, labor_hours: 0.001}
-orders:
-  "7000001": {material: CAP, quantity: 100000, receipt_location: FG}
-  "7000002": {material: CAP, quantity: 100000, receipt_location: FG}
-"""
-
-T = datetime(2026, 6, 1, 12, tzinfo=UTC)
 ORDERS = ("7000001", "7000002")
 
 
