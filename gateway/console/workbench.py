@@ -31,7 +31,7 @@ from gateway.mapping.model import LAST_ADDRESS, MAX_REGISTERS_PER_READ
 router = APIRouter(prefix="/console", include_in_schema=False)
 Viewer = Annotated[Principal, Depends(stream_viewer)]  # script calls: a 401 problem, not a redirect
 Acting = Annotated[Actor, Depends(acting)]  # an operator pressing a button, for the audit trail
-VersionId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
+VersionId = api.VersionId
 SourceName = Annotated[str, PathParam(max_length=64)]
 
 

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway.app import anomalies, confirmations, error_queue, orders, reports, stock
 from gateway.app import models as m
 from gateway.app.audit import Actor, list_audit
+from gateway.app.ledger import MAX_LEDGER_INT
 from gateway.http.auth import Principal
 from gateway.http.problems import PROBLEM_RESPONSES
 from gateway.http.security import operator, viewer
@@ -56,7 +57,7 @@ async def call(request: Request, fn: Callable[..., T], *args, **kwargs) -> T:
 
 # Ids are the ledger's integer keys: a number beyond 64 bits is refused here (422, with its
 # place) instead of by the database driver.
-LedgerId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+LedgerId = Annotated[int, Field(ge=1, le=MAX_LEDGER_INT)]
 
 
 class ReprocessErrors(BaseModel):

@@ -38,6 +38,7 @@ import structlog
 from fastapi import APIRouter, Depends, Path as PathParam, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.app.ledger import MAX_LEDGER_INT
 from gateway.http.ledger_api import By, call
 from gateway.http.problems import PROBLEM_RESPONSES, Problem
 from gateway.http.security import viewer
@@ -50,6 +51,9 @@ from gateway.yamldoc import FileError, InputFileError
 log = structlog.get_logger("gateway.http")
 
 MAX_TEXT_CHARS = 4 * 1024 * 1024  # far above any plant's mapping; the YAML reader has its own limit too
+# A mapping version's id, as a path parameter (the ledger's ids are signed 64-bit).
+VersionId = Annotated[int, PathParam(ge=1, le=MAX_LEDGER_INT)]
+
 router = APIRouter(prefix="/api/v1", responses={**PROBLEM_RESPONSES, 502: PROBLEM_RESPONSES[409] | {
     "description": "The PLC behind a source could not be read"}})
 read = [Depends(viewer)]
@@ -383,7 +387,7 @@ async def versions(request: Request) -> list[VersionSummary]:
 
 
 @router.get("/mapping/versions/{version_id}", tags=["mapping"], dependencies=read)
-async def version(request: Request, version_id: Annotated[int, PathParam(ge=1, le=2**63 - 1)]) -> Version:
+async def version(request: Request, version_id: VersionId) -> Version:
     """One applied version with its text (restore: apply this text)."""
     found = await call(request, mapping_versions.one, version_id)
     if found is None:
@@ -399,7 +403,7 @@ class Restore(BaseModel):
 
 
 @router.post("/mapping/versions/{version_id}/restore", tags=["mapping"])
-async def restore(request: Request, version_id: Annotated[int, PathParam(ge=1, le=2**63 - 1)], body: Restore,
+async def restore(request: Request, version_id: VersionId, body: Restore,
                   who: By) -> ApplyResult:
     """Apply an old version's text again (a new version; the history only grows)."""
     found = await call(request, mapping_versions.one, version_id)
