@@ -578,7 +578,7 @@ def output_figures(engine, window: tuple[float, float], standin, counter: MqttCo
 
 
 def run(plan: Plan, ceilings: bool = True, log_dir: Path | None = None, profile: Path | None = None,
-        lease_reps: int = 50) -> dict:
+        lease_reps: int = 50, profile_gil: bool = False) -> dict:
     from gateway.ledger.queries import summary
     from gateway.ledger.schema import open_engine
     work = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
@@ -665,7 +665,8 @@ def run(plan: Plan, ceilings: bool = True, log_dir: Path | None = None, profile:
         spy = None
         if profile is not None:  # py-spy samples the gateway (all threads) while the machines run
             spy = subprocess.Popen([shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(gateway.pid), "-d", str(int(plan.seconds)),
-                                    "-f", "raw", "-o", str(profile), "--threads", "-r", "50"],
+                                    "-f", "raw", "-o", str(profile), "--threads", "-r", "100",
+                                    *(["--gil"] if profile_gil else [])],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         load = None
         if plan.http and plan.api_rps > 0:  # the first instance's API, with the machines it owns
@@ -746,6 +747,12 @@ def run(plan: Plan, ceilings: bool = True, log_dir: Path | None = None, profile:
         out["latency_p50_lower_ms"] = 1000 * percentile(lat_lo, 0.5)
         out["latency_max_ms"] = 1000 * max((v for v, _ in lat), default=float("nan"))
         out["gateway_cpu_pct"] = 100 * gw_cpu / length  # all instances together
+        # CPU per counter change, everything the gateway does for it (decoding, counting,
+        # confirming, the ledger), over the same window as the changes; the raw client's
+        # figure (its own process, its own counting window) is the yardstick.
+        out["gateway_cpu_us_per_change"] = 1e6 * gw_cpu / readings if readings else float("nan")
+        if out.get("raw_opcua_cpu_us") and not plan.modbus:
+            out["cpu_per_change_ratio"] = out["gateway_cpu_us_per_change"] / out["raw_opcua_cpu_us"]
         out["each"] = [instance_figures(each, window, share, cpu - cpu_at_each)
                        for each, share, cpu, cpu_at_each in zip(per_instance, parts, gw_cpu_each, cpu_at["each"],
                                                                  strict=True)]
@@ -923,12 +930,15 @@ def describe(r: dict) -> str:
              f"per-transaction bounds: p99 ≤ {r['latency_p99_upper_ms']:.0f} ms, p50 ≥ {r['latency_p50_lower_ms']:.0f} ms)",
              f"  gateway CPU {r['gateway_cpu_pct']:.1f} % of one core, peak RSS {r['peak_rss_mb']:.0f} MB "
              f"({r.get('peak_rss_total_mb', r['peak_rss_mb']):.0f} MB all instances) "
-             f"(RSS {r['rss_first_mb']:.0f} → {r['rss_last_mb']:.0f} MB over the run), catch-up {r['catch_up_s']:.1f} s"]
+             f"(RSS {r['rss_first_mb']:.0f} → {r['rss_last_mb']:.0f} MB over the run), catch-up {r['catch_up_s']:.1f} s",
+             f"  CPU per counter change: gateway {r.get('gateway_cpu_us_per_change', float('nan')):.1f} µs"
+             + (f", raw asyncua client {r['raw_opcua_cpu_us']:.1f} µs: gateway/raw = {r['cpu_per_change_ratio']:.2f}"
+                if "cpu_per_change_ratio" in r else "")]
     if r.get("rss_by_minute_mb"):
         lines.append(f"  RSS per minute (MB): {' '.join(str(x) for x in r['rss_by_minute_mb'])}")
     if "raw_opcua_per_s" in r:
         lines.append(f"  ceiling (a) raw asyncua client: {r['raw_opcua_per_s']:.0f} notifications/s "
-                     f"({r['raw_opcua_cpu_us']:.0f} µs CPU each; simulators wrote "
+                     f"({r['raw_opcua_cpu_us']:.1f} µs CPU each; simulators wrote "
                      f"{r['raw_phase_sim_changes_per_s']:.0f}/s at {r['raw_phase_sim_cpu_pct']:.0f} % CPU); "
                      + (f"gateway/raw = {r['changes_per_s'] / r['raw_opcua_per_s']:.2f}" if not r["modbus"]
                         else "no ratio: the gateway's figure includes the Modbus machines"))
@@ -1106,6 +1116,9 @@ def main() -> int:
     parser.add_argument("--no-ceilings", action="store_true")
     parser.add_argument("--json", type=Path, help="append the run's figures as a JSON line")
     parser.add_argument("--profile", type=Path, help="py-spy profile of the gateway (raw/collapsed stacks) to this file")
+    parser.add_argument("--profile-gil", action="store_true",
+                        help="with --profile: only samples of the thread holding the GIL (where the CPU goes; "
+                             "without it, waits on the disk and the network are sampled too)")
     parser.add_argument("--keep-logs", type=Path, help="keep the processes' log and the gateway's --stats lines in this folder")
     parser.add_argument("--instances", default="1",
                         help="gateway processes on the one ledger, each owning a contiguous share of the machines; "
@@ -1153,7 +1166,8 @@ def main() -> int:
     combos = [(*c, outputs) for c in combos for outputs in ([False, True] if args.outputs else [False])]
     for opcua, modbus, rate, instances, api_rps, outputs in combos:
         r = run(plan_for(opcua, modbus, rate, instances, api_rps, outputs), ceilings=not args.no_ceilings,
-                log_dir=args.keep_logs, profile=args.profile, lease_reps=args.lease_reps)
+                log_dir=args.keep_logs, profile=args.profile, lease_reps=args.lease_reps,
+                profile_gil=args.profile_gil)
         print(describe(r), flush=True)
         rows.append(r)
         failed |= bool(r["lost"] or r["duplicates"])
