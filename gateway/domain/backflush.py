@@ -6,7 +6,8 @@ labor, overhead) and, at the final operation, the goods receipt (101) of the yie
 
 Remainder carry. Every planned figure of an order operation is a function of the
 *cumulative* consumed quantity ``c`` (yield + scrap confirmed so far), computed exactly
-(``Fraction``) and rounded only at the end: a confirmation posts
+(``Linear``: integer numerators and denominators, the ``Fraction`` arithmetic without its
+normalising on every step) and rounded only at the end: a confirmation posts
 ``round(f(c_after)) − planned so far`` (see ``Carry``). So the sum of all postings always
 equals the rounded plan for the cumulative quantity, and 10 000 confirmations of one unit
 at a ratio of 1/3 issue exactly what one confirmation of 10 000 would: no drift.
@@ -31,7 +32,7 @@ Pure: no I/O; the caller supplies progress and stock from the ledger's transacti
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from decimal import Decimal
 from dataclasses import dataclass, replace
 from datetime import date
@@ -62,16 +63,73 @@ from gateway.domain.records import (
 HOURS_DECIMALS = 4
 MONEY_DECIMALS = 2
 
-Cumulative = Callable[[Fraction], Fraction]
+# An exact rational as (numerator, denominator), denominator > 0, not necessarily in
+# lowest terms: planning runs for every confirmation in the writer, and ``Fraction``'s gcd
+# on every operation cost more than the rest of the plan (bench/RESULTS.md).
+Ratio = tuple[int, int]
+_NONE: Ratio = (0, 1)
+
+
+def ratio(value: Decimal | int) -> Ratio:
+    """``value`` exactly as (numerator, denominator)."""
+    return value.as_integer_ratio()
+
+
+def _add(a: Ratio, b: Ratio) -> Ratio:
+    return (a[0] * b[1] + b[0] * a[1], a[1] * b[1])
+
+
+def _mul(a: Ratio, b: Ratio) -> Ratio:
+    return (a[0] * b[0], a[1] * b[1])
+
+
+def _div(a: Ratio, b: Ratio) -> Ratio:
+    if not b[0]:
+        raise ZeroDivisionError(f"division by zero: {a[0]}/{a[1]} ÷ 0")
+    num, den = a[0] * b[1], a[1] * b[0]
+    return (-num, -den) if den < 0 else (num, den)
+
+
+def _rounded(num: int, den: int, decimals: int) -> Decimal:
+    """``num / den`` (den > 0) rounded half away from zero to ``decimals`` places, never via float."""
+    whole, rest = divmod(abs(num) * 10**decimals, den)
+    if 2 * rest >= den:
+        whole += 1
+    return Decimal(-whole if num < 0 else whole).scaleb(-decimals)
 
 
 def quantize(value: Fraction, decimals: int) -> Decimal:
     """Round an exact value half away from zero to ``decimals`` places, never via float."""
-    magnitude = abs(value) * 10**decimals
-    whole, rest = divmod(magnitude.numerator, magnitude.denominator)
-    if 2 * rest >= magnitude.denominator:
-        whole += 1
-    return Decimal(-whole if value < 0 else whole).scaleb(-decimals)
+    return _rounded(value.numerator, value.denominator, decimals)
+
+
+@dataclass(frozen=True, slots=True)
+class Linear:
+    """A planned figure as a function of a cumulative quantity ``c``, exactly:
+    ``f(c) = per_unit × c + (once if c > 0 else 0)``. Every figure of the plan has this
+    shape (module docstring): ``once`` is the setup, ``per_unit`` the rest."""
+
+    per_unit: Ratio
+    once: Ratio = _NONE
+
+    def times(self, k: Ratio) -> Linear:
+        return Linear(_mul(self.per_unit, k), _mul(self.once, k))
+
+    def plus(self, other: Linear) -> Linear:
+        return Linear(_add(self.per_unit, other.per_unit), _add(self.once, other.once))
+
+    def rounded(self, c: Ratio, decimals: int) -> Decimal:
+        """``f(c)`` rounded half away from zero to ``decimals`` places."""
+        (pn, pd), (on, od), (cn, cd) = self.per_unit, self.once, c
+        num, den = pn * cn * od, pd * cd * od
+        if cn > 0 and on:
+            num += on * pd * cd
+        return _rounded(num, den, decimals)
+
+    def __call__(self, c: Fraction) -> Fraction:
+        """``f(c)`` as a ``Fraction``, for callers that compute in fractions."""
+        value = Fraction(*self.per_unit) * c
+        return value + Fraction(*self.once) if c > 0 else value
 
 
 class Carry:
@@ -83,25 +141,29 @@ class Carry:
     any rounding the reversal took back. Never negative: a plan does not un-post.
     """
 
-    def __init__(self, before: Fraction, so_far: Mapping[str, Decimal] | None) -> None:
+    def __init__(self, before: Ratio, so_far: Mapping[str, Decimal] | None) -> None:
         self._before = before
         self._so_far = so_far
         self.planned: dict[str, Decimal] = {}
 
-    def due(self, key: str, f: Cumulative, after: Fraction, decimals: int, before: Fraction | None = None) -> Decimal:
+    def due(self, key: str, f: Linear, after: Ratio, decimals: int, before: Ratio | None = None) -> Decimal:
         """``before``/``after``: the cumulative quantity ``f`` is of, when it is not yield + scrap."""
         before = self._before if before is None else before
-        done = quantize(f(before), decimals) if self._so_far is None else self._so_far.get(key, Decimal(0))
-        qty = max(Decimal(0), quantize(f(after), decimals) - done)
-        if qty:
+        done = f.rounded(before, decimals) if self._so_far is None else self._so_far.get(key, _ZERO)
+        qty = f.rounded(after, decimals) - done
+        if qty > 0:
             self.planned[key] = qty
-        return qty
+            return qty
+        return _ZERO
 
 
-def component_plan(component: OrderComponent, base_qty: Decimal) -> Cumulative:
-    ratio = Fraction(component.qty_per_base) / Fraction(base_qty)
-    factor = ratio * (1 + Fraction(component.scrap_pct) / 100)
-    return lambda c: c * factor
+_ZERO = Decimal(0)
+
+
+def component_plan(component: OrderComponent, base_qty: Decimal) -> Linear:
+    factor = _mul(_div(ratio(component.qty_per_base), ratio(base_qty)),
+                  _add((1, 1), _div(ratio(component.scrap_pct), (100, 1))))
+    return Linear(factor)
 
 
 def plan(
@@ -123,10 +185,10 @@ def plan(
     operation = order.operation(confirmation.operation)
     if operation is None:
         raise ValueError(f"order {order.number} has no operation {confirmation.operation}")
-    before = Fraction(progress.consumed_qty)
-    after = before + Fraction(confirmation.consumed_qty)
-    yield_before = Fraction(progress.yield_qty)
-    yield_after = yield_before + Fraction(confirmation.yield_qty)
+    before = ratio(progress.consumed_qty)
+    after = _add(before, ratio(confirmation.consumed_qty))
+    yield_before = ratio(progress.yield_qty)
+    yield_after = _add(yield_before, ratio(confirmation.yield_qty))
     planned = Carry(before, carry)
 
     movements: list[GoodsMovement] = []
@@ -274,22 +336,15 @@ def _shortage_reason(material: Material, location: str, needed: Decimal, issued:
 
 
 def _activities(
-    op: OrderOperation, base_qty: Decimal, wc: WorkCenter, after: Fraction, planned: Carry
+    op: OrderOperation, base_qty: Decimal, wc: WorkCenter, after: Ratio, planned: Carry
 ) -> list[ActivityPosting]:
-    base = Fraction(base_qty)
-    labor_rate, machine_rate = Fraction(wc.labor_rate), Fraction(wc.machine_rate)
-
-    def setup_hours(c: Fraction) -> Fraction:
-        return Fraction(op.setup_hours) if c > 0 else Fraction(0)
-
-    def machine_hours(c: Fraction) -> Fraction:
-        return c * Fraction(op.machine_hours_per_base) / base
-
-    def labor_hours(c: Fraction) -> Fraction:
-        return c * Fraction(op.labor_hours_per_base) / base
-
-    def overhead_cost(c: Fraction) -> Fraction:
-        return (setup_hours(c) + labor_hours(c)) * labor_rate * Fraction(wc.overhead_pct_of_labor) / 100
+    base = ratio(base_qty)
+    labor_rate, machine_rate = ratio(wc.labor_rate), ratio(wc.machine_rate)
+    setup_hours = Linear(_NONE, ratio(op.setup_hours))
+    machine_hours = Linear(_div(ratio(op.machine_hours_per_base), base))
+    labor_hours = Linear(_div(ratio(op.labor_hours_per_base), base))
+    overhead_cost = setup_hours.plus(labor_hours).times(_div(_mul(labor_rate, ratio(wc.overhead_pct_of_labor)),
+                                                             (100, 1)))
 
     postings = []
     for activity, hours, rate in (
@@ -299,7 +354,7 @@ def _activities(
     ):
         key = f"{op.operation}:{activity}"
         h = planned.due(f"{key}:hours", hours, after, HOURS_DECIMALS)
-        cost = planned.due(f"{key}:cost", lambda c, hours=hours, rate=rate: hours(c) * rate, after, MONEY_DECIMALS)
+        cost = planned.due(f"{key}:cost", hours.times(rate), after, MONEY_DECIMALS)
         if h or cost:
             postings.append(ActivityPosting(op.operation, op.work_center, activity, h, cost, wc.currency))
     overhead = planned.due(f"{op.operation}:overhead:cost", overhead_cost, after, MONEY_DECIMALS)
