@@ -19,7 +19,7 @@ Pure: the wall clock is passed in as ``now``; nothing here reads it.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -90,34 +90,32 @@ def accumulate(
     """Add one increment's units (and the serials of its good units) to the pending of
     (machine, order, operation).
 
-    ``scrap_in_total``: the machine counts a ``total``, which holds the scrap too."""
-    is_scrap = increment.counter == SCRAP_COUNTER
-    yield_units = (-units if scrap_in_total else Decimal(0)) if is_scrap else units
+    ``scrap_in_total``: the machine counts a ``total``, which holds the scrap too.
+
+    It runs for every counter change the gateway reads, so it builds the new ``Pending``
+    directly (``dataclasses.replace`` costs several times more)."""
+    counter = increment.counter
+    if counter == SCRAP_COUNTER:
+        yield_units, scrap_units = (-units if scrap_in_total else _ZERO), units
+    else:
+        yield_units, scrap_units = units, _ZERO
+    at = increment.source_time
     if pending is None:
-        return Pending(
-            machine=increment.machine,
-            order=order,
-            operation=operation,
-            yield_qty=yield_units,
-            scrap_qty=units if is_scrap else Decimal(0),
-            start=((increment.counter, increment.start),),
-            end=((increment.counter, increment.end),),
-            first_source_time=increment.source_time,
-            last_source_time=increment.source_time,
-            opened_at=now,
-            serials=serials,
-        )
-    if (pending.machine, pending.order, pending.operation) != (increment.machine, order, operation):
+        return Pending(increment.machine, order, operation, yield_units, scrap_units, ((counter, increment.start),),
+                       ((counter, increment.end),), at, at, now, serials)
+    if pending.machine != increment.machine or pending.order != order or pending.operation != operation:
         raise ValueError(f"increment of {increment.machine}/{order}/{operation} added to {pending.key}")
-    return replace(
-        pending,
-        yield_qty=pending.yield_qty + yield_units,
-        scrap_qty=pending.scrap_qty + (units if is_scrap else Decimal(0)),
-        start=_keep_first(pending.start, increment.counter, increment.start),
-        end=_set(pending.end, increment.counter, increment.end),
-        first_source_time=min(pending.first_source_time, increment.source_time),
-        last_source_time=max(pending.last_source_time, increment.source_time),
-        serials=pending.serials + serials,
+    first, last = pending.first_source_time, pending.last_source_time
+    return Pending(
+        pending.machine, pending.order, pending.operation,
+        pending.yield_qty + yield_units,
+        pending.scrap_qty + scrap_units,
+        _keep_first(pending.start, counter, increment.start),
+        _set(pending.end, counter, increment.end),
+        at if at < first else first,  # min() and max(), without their call
+        at if at > last else last,
+        pending.opened_at,
+        pending.serials + serials,
     )
 
 
@@ -175,13 +173,26 @@ def parse_positions(text: str) -> Positions:
     return tuple(out)
 
 
+_ZERO = Decimal(0)
+
+
 def _keep_first(positions: Positions, counter: str, pos: Position) -> Positions:
-    if any(c == counter for c, _ in positions):
-        return positions
+    for c, _ in positions:
+        if c == counter:
+            return positions
     return _set(positions, counter, pos)
 
 
 def _set(positions: Positions, counter: str, pos: Position) -> Positions:
+    """``positions`` with ``counter`` at ``pos``, sorted by counter."""
+    # The usual shapes (one counter, or good and scrap already sorted) without building a dict.
+    if len(positions) == 1 and positions[0][0] == counter:
+        return ((counter, pos),)
+    if len(positions) == 2 and positions[0][0] < positions[1][0]:
+        if positions[0][0] == counter:
+            return ((counter, pos), positions[1])
+        if positions[1][0] == counter:
+            return (positions[0], (counter, pos))
     kept = {c: p for c, p in positions}
     kept[counter] = pos
     return tuple(sorted(kept.items()))
