@@ -627,8 +627,7 @@ class OpcUaSource(ReconnectingSource):
         for notification in message.NotificationData or ():
             if isinstance(notification, ua.DataChangeNotification):
                 self._check_sequence(conn, message.SequenceNumber)
-                for mi in notification.MonitoredItems:
-                    conn.pending.extend(self._notification_values(conn, mi, received_at))
+                self._data_changes(conn, notification.MonitoredItems, received_at)
             elif isinstance(notification, ua.StatusChangeNotification):
                 conn.mark_lost(
                     f"subscription status {notification.Status.name}",
@@ -637,36 +636,51 @@ class OpcUaSource(ReconnectingSource):
         if not result.MoreNotifications:
             self._flush_pending(conn)
 
-    def _notification_values(
-        self, conn: _Connection, mi: ua.MonitoredItemNotification, received_at: datetime
-    ) -> list[TagValue]:
-        item = conn.items.get(mi.ClientHandle)
-        if item is None:
-            self._log.warning("opcua.unknown_handle", handle=mi.ClientHandle)
-            return []
-        dv = mi.Value or ua.DataValue()
-        if dv.StatusCode is not None and (dv.StatusCode.value & _OVERFLOW_BITS) == _OVERFLOW_BITS:
-            for spec in item.specs:
-                self._log.warning(
-                    "opcua.queue_overflow",
-                    machine=spec.machine,
-                    role=spec.role,
-                    address=spec.address,
-                    hint="the server dropped samples between publishes; counters stay exact, "
-                    "intermediate values are lost: lower publishing_interval_ms",
-                )
-        return self._tag_values(conn, item, dv, received_at)
+    def _data_changes(
+        self, conn: _Connection, notifications: list[ua.MonitoredItemNotification], received_at: datetime
+    ) -> None:
+        """The values of one DataChangeNotification onto ``conn.pending``, in the server's order.
+
+        This runs for every value a PLC sends: one loop, and what a status code means is
+        looked up once per status code (``_status``), not worked out for every value.
+        """
+        items, pending = conn.items, conn.pending
+        for mi in notifications:
+            item = items.get(mi.ClientHandle)
+            if item is None:
+                self._log.warning("opcua.unknown_handle", handle=mi.ClientHandle)
+                continue
+            dv = mi.Value or _NO_VALUE
+            status = _status(dv.StatusCode)
+            if status.overflow:
+                for spec in item.specs:
+                    self._log.warning(
+                        "opcua.queue_overflow",
+                        machine=spec.machine,
+                        role=spec.role,
+                        address=spec.address,
+                        hint="the server dropped samples between publishes; counters stay exact, "
+                        "intermediate values are lost: lower publishing_interval_ms",
+                    )
+            self._add_values(conn, item, dv, status, received_at, pending)
 
     def _tag_values(self, conn: _Connection, item: _Item, dv: ua.DataValue, received_at: datetime) -> list[TagValue]:
-        status = dv.StatusCode or ua.StatusCode()
-        quality = _quality(status)
-        if (status.value & 0xFFFF0000) in _TAG_ERROR_CODES:
+        values: list[TagValue] = []
+        self._add_values(conn, item, dv, _status(dv.StatusCode), received_at, values)
+        return values
+
+    def _add_values(self, conn: _Connection, item: _Item, dv: ua.DataValue, status: _Status, received_at: datetime,
+                    into: list[TagValue]) -> None:
+        """One value of a monitored item, for every tag that reads its node, appended to ``into``."""
+        quality = status.quality
+        if status.tag_error:
             self._mark_bad(conn, item.specs, status.name)
         value = dv.Value.Value if dv.Value is not None and quality is not Quality.BAD else None
-        source_time = _aware(dv.SourceTimestamp or dv.ServerTimestamp) or received_at
-        server_time, status_name = _aware(dv.ServerTimestamp), status.name
-        return [TagValue(s.machine, s.role, value, source_time, quality, received_at, server_time, status_name)
-                for s in item.specs]
+        server_time = _aware(dv.ServerTimestamp)
+        source_time = _aware(dv.SourceTimestamp) or server_time or received_at
+        for s in item.specs:
+            into.append(TagValue(s.machine, s.role, value, source_time, quality, received_at, server_time,
+                                 status.name))
 
     def _flush_pending(self, conn: _Connection) -> None:
         if not conn.pending:
@@ -793,6 +807,33 @@ def _item_requests(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Status:
+    """What one status code means to the source (``_status``)."""
+
+    quality: Quality
+    name: str
+    tag_error: bool  # the tag is wrong (mapping or server configuration), see _TAG_ERROR_CODES
+    overflow: bool  # the server's queue for the item overflowed (info bits)
+
+
+_NO_VALUE = ua.DataValue()
+_STATUSES: dict[int, _Status] = {}  # status code value → what it means, filled as codes are seen
+_STATUSES_KEPT = 4096  # a server sending ever new codes (info bits) does not grow it beyond this
+
+
+def _status(code: ua.StatusCode | None) -> _Status:
+    value = code.value if code is not None else ua.StatusCodes.Good
+    known = _STATUSES.get(value)
+    if known is None:
+        status = code if code is not None else ua.StatusCode()
+        known = _Status(_quality(status), status.name, (value & 0xFFFF0000) in _TAG_ERROR_CODES,
+                        (value & _OVERFLOW_BITS) == _OVERFLOW_BITS)
+        if len(_STATUSES) < _STATUSES_KEPT:
+            _STATUSES[value] = known
+    return known
+
+
 def _quality(status: ua.StatusCode) -> Quality:
     if status.is_good():
         return Quality.GOOD
@@ -802,8 +843,8 @@ def _quality(status: ua.StatusCode) -> Quality:
 
 
 def _aware(ts: datetime | None) -> datetime | None:
-    if ts is None:
-        return None
+    if ts is None or ts.tzinfo is UTC:  # asyncua decodes timestamps as aware UTC already
+        return ts
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
