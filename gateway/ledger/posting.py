@@ -31,7 +31,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import structlog
-from sqlalchemy import Connection, delete, insert, select, tuple_, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, tuple_, update
 
 from gateway.domain.backflush import StockLeft, issue_component, plan
 from gateway.domain.confirming import Pending, format_positions
@@ -55,6 +55,11 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("gateway.ledger")
 
+# Built once (see gateway.ledger.sql): a pending confirmed in this transaction goes.
+_DELETE_PENDING = delete(t.pending_units).where(
+    t.pending_units.c.machine == bindparam("machine"), t.pending_units.c.order_no == bindparam("order"),
+    t.pending_units.c.operation == bindparam("operation"))
+
 def apply(conn: Connection, batch: Commit, masters: MasterCache) -> int:
     """Write ``batch`` on ``conn`` (inside the caller's transaction); how many confirmations were new.
 
@@ -73,11 +78,9 @@ def apply(conn: Connection, batch: Commit, masters: MasterCache) -> int:
     ], ["machine", "counter"])
     upsert(conn, t.pending_units, [_pending_row(p) for p in batch.pendings.values() if p is not None],
            ["machine", "order_no", "operation"])
-    for (machine, order, operation), p in batch.pendings.items():
-        if p is None:
-            conn.execute(delete(t.pending_units).where(
-                t.pending_units.c.machine == machine, t.pending_units.c.order_no == order,
-                t.pending_units.c.operation == operation))
+    confirmed = [{"machine": m, "order": o, "operation": op} for (m, o, op), p in batch.pendings.items() if p is None]
+    if confirmed:
+        conn.execute(_DELETE_PENDING, confirmed)
     upsert(conn, t.machine_states, [
         {"machine": m, "order_no": o, "updated_at": now, **_job_reset_row(batch.job_resets.get(m))}
         for m, o in batch.machine_orders.items()
