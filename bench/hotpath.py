@@ -4,7 +4,7 @@ Usage: python bench/hotpath.py [--machines 100] [--rate 50] [--seconds 10] [--pr
 
 What ``bench/e2e.py`` measures end to end, with the noise taken out: the simulators, the
 sockets and the other processes on the machine. A real ``Gateway`` runs (its writer thread,
-its confirmation timer, a SQLite ledger with ``synchronous=FULL`` and the bench master data
+its confirmation timer, its leases, a SQLite ledger with ``synchronous=FULL`` and the bench master data
 of ``bench/e2e.py``); its OPC UA source gets publish responses as asyncua hands them over:
 the binary ``PublishResponse`` messages of ``--machines`` machines counting ``--rate`` cycles
 per second (95 % good, 5 % scrap, one notification per cycle, one response per 100 ms
@@ -108,6 +108,7 @@ async def run(args: argparse.Namespace, folder: Path) -> int:
     from gateway.ledger.queries import summary
     from gateway.ledger.schema import open_engine
     from gateway.mapping.load import load_mapping
+    from gateway.ownership import LeaseOptions
     from gateway.service import Gateway
     from gateway.sources import build_sources
     from gateway.sources.opcua import _Connection, _Item
@@ -119,7 +120,7 @@ async def run(args: argparse.Namespace, folder: Path) -> int:
                     "--db", url], check=True, cwd=ROOT, capture_output=True)
     engine = open_engine(url, create=False)
     mapping = load_mapping(folder / "mapping.yaml")
-    gateway = Gateway(mapping, engine)
+    gateway = Gateway(mapping, engine, lease=LeaseOptions("bench"))  # as `gateway run`: leases, a fenced writer
     stop = asyncio.Event()
     task = asyncio.create_task(gateway.run(stop, shutdown_timeout_s=60))
     await gateway.started()

@@ -121,9 +121,12 @@ def accumulate(
 
 def due(pending: Pending | None, rule: ConfirmRule, now: datetime) -> str | None:
     """The rule that fires for this pending now, if any."""
-    if pending is None or pending.units <= 0 or pending.yield_qty < 0:
+    if pending is None:
         return None
-    if rule.every_units is not None and pending.units >= rule.every_units:
+    units = pending.yield_qty + pending.scrap_qty  # asked for every reading and every machine each tick
+    if units <= 0 or pending.yield_qty < 0:
+        return None
+    if rule.every_units is not None and units >= rule.every_units:
         return "every_units"
     if (rule.every_seconds is not None
             and (now - pending.opened_at).total_seconds() >= rule.every_seconds + rule.spread_seconds):
