@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from gateway.inputfile.errors import InputFileError
 from gateway.mapping.load import load_mapping, read_mapping
 from gateway.mapping.model import CounterTag, Mapping, ModbusCounterTag, ModbusOrderTag, OrderTag, SourceConfig
 from gateway.mapping.validate import validate_mapping
 from gateway.masterdata.load import load_masterdata, to_domain
-from gateway.yamldoc import InputFileError
 
 HERE = Path(__file__).parent
 REPO = HERE.parent.parent
