@@ -24,7 +24,7 @@ import pytest
 
 from gateway.mapping.load import load_mapping
 from gateway.sources import build_sources
-from gateway.sources.modbus import ModbusSource
+from gateway.sources.modbus.source import ModbusSource
 
 HERE = Path(__file__).parent / "modbus_plans"
 CASES = sorted(p for p in HERE.iterdir() if (p / "mapping.yaml").is_file())
