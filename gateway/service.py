@@ -83,18 +83,18 @@ from gateway.domain.records import (
     CounterState,
     Quality,
 )
+from gateway.clock import utcnow
+from gateway.inputfile.errors import InputFileError
+from gateway.ledger import leases
+from gateway.ledger.leases import LEDGER, MachinesOwned
 from gateway.ledger.queries import OrderDirectory, ResumeState, order_directory, resume_state
 from gateway.ledger.writer import Commit, LedgerWriter
 from gateway.mapping.model import COUNTER_WIDTH_BITS, Machine, Mapping
-from gateway.ledger import leases
-from gateway.ledger.leases import LEDGER, MachinesOwned
 from gateway.outputs.worker import Outputs
 from gateway.ownership import LeaseKeeper, LeaseOptions
 from gateway.reloading import MappingChange, checked_mapping, diff_mappings
 from gateway.sources import build_sources
 from gateway.sources.base import ORDER_ROLE, SERIAL_ROLE, STATE_ROLE, Source, SourceHealth, TagValue
-from gateway.clock import utcnow
-from gateway.yamldoc import InputFileError
 
 log = structlog.get_logger("gateway.service")
 
