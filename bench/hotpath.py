@@ -111,7 +111,7 @@ async def run(args: argparse.Namespace, folder: Path) -> int:
     from gateway.ownership import LeaseOptions
     from gateway.service import Gateway
     from gateway.sources import build_sources
-    from gateway.sources.opcua import _Connection, _Item
+    from gateway.sources.opcua.source import _Connection, _Item
 
     (folder / "masterdata.yaml").write_text(masterdata_yaml())
     (folder / "mapping.yaml").write_text(mapping_yaml(args.machines))

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from gateway.domain.records import Quality
 from gateway.sources.base import TagValue
-from gateway.sources.opcua import _in_time_order
+from gateway.sources.opcua.source import _in_time_order
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 values = st.lists(st.builds(lambda m, r, ms, v: TagValue(m, r, v, T0 + timedelta(milliseconds=ms), Quality.GOOD, T0),
