@@ -16,7 +16,7 @@ SQLite runs in WAL mode with ``synchronous=FULL`` and every transaction starts w
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC
 from decimal import Decimal
 
 from sqlalchemy import (
@@ -111,28 +111,6 @@ class UtcDateTime(TypeDecorator):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-    def bind_processor(self, dialect):
-        generic = super().bind_processor(dialect)
-        if dialect.name != "sqlite" or generic is None:
-            return generic
-
-        # SQLite stores the text SQLAlchemy's DATETIME writes, ``YYYY-MM-DD HH:MM:SS.ffffff``
-        # in UTC. The writer binds a few datetimes per counter change, and the generic way
-        # (``process_bind_param``, then a %-format of seven fields) cost more than the rest
-        # of the row; ``isoformat`` writes the same text in one C call. Should SQLAlchemy's
-        # text ever differ, the probe below keeps the generic way.
-        def process(value):
-            if value is None:
-                return None
-            if value.tzinfo is not UTC:
-                if value.tzinfo is None:
-                    raise ValueError("naive datetime given to the ledger; use UTC-aware times")
-                value = value.astimezone(UTC)
-            return value.isoformat(" ", "microseconds")[:26]
-
-        probe = datetime(2001, 2, 3, 4, 5, 6, 7, tzinfo=UTC)
-        return process if process(probe) == generic(probe) else generic
 
 
 metadata = MetaData()
