@@ -1023,17 +1023,20 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def table(rows: list[dict]) -> str:
     out = ["| machines | rate | sim writes/s (sim CPU) | gateway changes/s | raw asyncua /s (ratio) | units conf./s | "
-           "postings/s | tx/s | p50 / p95 / p99 latency | gateway CPU | peak RSS | exactly once |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+           "postings/s | tx/s | p50 / p95 / p99 latency | gateway CPU | CPU µs per change (raw, ratio) | peak RSS | "
+           "exactly once |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         who = f"{r['opcua']} OPC UA" if r["opcua"] else f"{r['modbus']} Modbus"
         raw = (f"{r['raw_opcua_per_s']:.0f} ({r['changes_per_s'] / r['raw_opcua_per_s']:.2f})"
                if r.get("raw_opcua_per_s") else "–")
         ok = "yes" if not r["lost"] and not r["duplicates"] else f"NO ({len(r['lost'])} machines)"
+        per = f"{r.get('gateway_cpu_us_per_change', float('nan')):.1f}" + (
+            f" ({r['raw_opcua_cpu_us']:.1f}, {r['cpu_per_change_ratio']:.2f})" if "cpu_per_change_ratio" in r else "")
         out.append(f"| {who} | {r['rate']:g} Hz | {r['sim_changes_per_s']:.0f} ({r['sim_cpu_pct']:.0f} %) | "
                    f"{r['changes_per_s']:.0f} | {raw} | {r['units_confirmed_per_s']:.0f} | {r['postings_per_s']:.0f} | "
                    f"{r['transactions_per_s']:.1f} | {r['latency_p50_ms']:.0f} / {r['latency_p95_ms']:.0f} / "
-                   f"{r['latency_p99_ms']:.0f} ms | {r['gateway_cpu_pct']:.1f} % | {r['peak_rss_mb']:.0f} MB | {ok} |")
+                   f"{r['latency_p99_ms']:.0f} ms | {r['gateway_cpu_pct']:.1f} % | {per} | {r['peak_rss_mb']:.0f} MB | {ok} |")
     return "\n".join(out)
 
 
