@@ -2,6 +2,7 @@
 postings (the bench master data of ``bench/e2e.py``, SQLite with synchronous=FULL).
 
 Usage: python bench/writer_tx.py [--confirmations 100] [--transactions 10] [--profile] [--db URL]
+       python bench/writer_tx.py --plan      # backflush planning alone (``plan()``), no database
 
 It shows what one confirmation costs the writer thread, the figure behind the latency
 tail when many machines confirm at once; ``--profile`` prints a pyinstrument profile
@@ -47,13 +48,45 @@ def commit_of(k: int, n: int, now: datetime) -> Commit:
     return c
 
 
+def plan_alone() -> None:
+    """``plan()`` for 48 good + 2 scrap of the bench order (a component, setup, machine, labor and
+    overhead), with the order well under way: what the writer plans per confirmation."""
+    import timeit
+
+    from gateway.domain.backflush import plan
+    from gateway.domain.records import (FlushingRule, Material, OperationProgress, OrderComponent, OrderOperation,
+                                        ProductionOrder, StockView, WorkCenter)
+    now = datetime.now(UTC)
+    materials = {"PART": Material("PART", "part", "PC", 0),
+                 "RESIN": Material("RESIN", "resin", "KG", 3, negative_stock_allowed=True)}
+    centers = {"WC-BENCH": WorkCenter("WC-BENCH", "cell", Decimal("40.00"), Decimal("60.00"), Decimal("100"), "EUR",
+                                      "LS-BENCH")}
+    order = ProductionOrder(
+        "9000000", "PART", Decimal(10**9), Decimal(1), "FG-01",
+        components=(OrderComponent("0010", "RESIN", Decimal("0.1"), Decimal(0), FlushingRule.OPERATION, "0010",
+                                   "LS-BENCH"),),
+        operations=(OrderOperation("0010", "WC-BENCH", Decimal("0.1"), Decimal("0.001"), Decimal("0.001"),
+                                   final=True),))
+    c = Confirmation("C-1", "U00000", "9000000", "0010", Decimal(48), Decimal(2), "PC", (), (), now, now,
+                     "every_units")
+    progress = OperationProgress("9000000", "0010", Decimal(123456), Decimal(6543))
+    stock = StockView.of({("RESIN", "LS-BENCH"): Decimal(10**6)})
+    n = 5000
+    took = min(timeit.repeat(lambda: plan(c, order, progress, materials, centers, stock), number=n, repeat=7)) / n
+    print(f"plan() for one confirmation of the bench order: {1e6 * took:.1f} µs (best of 7 × {n})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--confirmations", type=int, default=100)
     parser.add_argument("--transactions", type=int, default=10)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--db", help="an empty ledger database (default: a temporary SQLite file)")
+    parser.add_argument("--plan", action="store_true", help="time plan() alone for one confirmation of the bench order")
     args = parser.parse_args()
+    if args.plan:
+        plan_alone()
+        return
     # The writer logs every posted confirmation at info; measured here is the ledger work.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     folder = Path(tempfile.mkdtemp(prefix="bench-writer-"))
