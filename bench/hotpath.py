@@ -158,11 +158,13 @@ async def run(args: argparse.Namespace, folder: Path) -> int:
     for k, blob in enumerate(data[1:], start=1):
         source._on_publish(conn, decode(blob))
         await asyncio.sleep(max(0.0, wall0 + k * PUBLISH_S - time.monotonic()))
+    fed = time.monotonic()
     while gateway.writer._queue.qsize():  # what was fed, committed
         await asyncio.sleep(0.01)
     await gateway.committed()
     cpu = time.process_time() - cpu0
     wall = time.monotonic() - wall0
+    behind = time.monotonic() - fed
     if spy is not None:
         spy.wait(60)
     stop.set()
@@ -174,7 +176,8 @@ async def run(args: argparse.Namespace, folder: Path) -> int:
     print(f"{args.machines} machines at {args.rate:g} Hz, {len(data) - 1} publish responses, {changes} counter "
           f"changes in {wall:.1f} s: process CPU {1e6 * cpu / changes:.1f} µs per change "
           f"(asyncua decoding {us_decode:.1f} µs, the rest {us - us_decode:.1f} µs), "
-          f"{100 * cpu / wall:.0f} % of a core")
+          f"{100 * cpu / wall:.0f} % of a core; {gateway.writer.health.transactions} transactions, the last "
+          f"committed {behind:.1f} s after the last response")
     if not ok or accounted != units:
         print(f"FAILED: {units} units fed, {accounted} accounted, clean stop: {ok}", file=sys.stderr)
         return 1
