@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import Literal, get_args
+
+from gateway.domain.records import ProductionOrder
 
 PeriodLength = Literal["month", "week", "day"]
 PERIOD_LENGTHS: tuple[str, ...] = get_args(PeriodLength)
@@ -103,6 +105,22 @@ def _next(first: date, length: str) -> date:
     if length == "month":
         return date(first.year + first.month // 12, first.month % 12 + 1, 1)
     return first + timedelta(days=7 if length == "week" else 1)
+
+
+@dataclass(frozen=True, slots=True)
+class ProductionVersion:
+    """A product made without orders: its BOM and routing snapshot (``template``, number "",
+    quantity 0), and the periods its collectors run for."""
+
+    product: str
+    version: str
+    template: ProductionOrder
+    period: PeriodLength = "month"
+    time_zone: str = "UTC"  # an IANA name; the shell turns it into a tzinfo
+
+    def collector(self, number: str) -> ProductionOrder:
+        """The standing order a collector is in the ledger: this version's snapshot under its number."""
+        return replace(self.template, number=number)
 
 
 @dataclass(frozen=True, slots=True)
