@@ -265,6 +265,7 @@ def masterdata_load(file: Path = typer.Argument(..., help="Master-data YAML file
         f"{file}: {report.materials} materials, {report.work_centers} work centers, orders "
         f"{report.orders_new} new / {report.orders_updated} updated / {report.orders_unchanged} unchanged, "
         f"{report.stock_posted} opening stock postings"
+        + (f", {report.versions} production versions" if report.versions else "")
     )
     for note in report.notes:
         typer.echo(f"  note: {note}")

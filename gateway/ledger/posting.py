@@ -45,6 +45,7 @@ from gateway.domain.records import (
 from gateway.ledger import outbox
 from gateway.ledger import schema as t
 from gateway.ledger.claims import claim, tentative
+from gateway.ledger.collectors import ensure_collectors
 from gateway.ledger.failures import cause, lost_to_transient, short_error
 from gateway.ledger.masters import MasterCache
 from gateway.ledger.sql import upsert
@@ -63,6 +64,8 @@ def apply(conn: Connection, batch: Commit, masters: MasterCache) -> int:
     what cannot be stored at all raises, and then nothing of ``batch`` is written.
     """
     now = t.utcnow()
+    if batch.collectors:  # before the confirmations that post to them (repetitive production)
+        ensure_collectors(conn, batch.collectors, now)
     posted = post_confirmations(conn, batch.confirmations, masters, now)
     if batch.anomalies:
         conn.execute(insert(t.anomalies), [_anomaly_row(a, units, now) for a, units in batch.anomalies])

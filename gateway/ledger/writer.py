@@ -62,6 +62,7 @@ from sqlalchemy import Connection, Engine, insert
 from gateway.backoff import Backoff
 from gateway.domain.confirming import Pending, format_positions
 from gateway.domain.records import Anomaly, Confirmation, CounterState
+from gateway.domain.repetitive import CollectorKey
 from gateway.ledger import schema as t
 from gateway.ledger.claims import transaction
 from gateway.ledger.failures import cause, lost_to_transient, root_error, short_error
@@ -89,6 +90,9 @@ class Commit:
     job_resets: dict[str, tuple[frozenset[str], frozenset[str]]] = field(default_factory=dict)
     confirmations: list[Confirmation] = field(default_factory=list)
     anomalies: list[tuple[Anomaly, Decimal]] = field(default_factory=list)  # with units held
+    # Cost collectors these changes use (repetitive production: a machine moved onto one, or
+    # a confirmation of one), by number: created in the same transaction if not there yet.
+    collectors: dict[str, CollectorKey] = field(default_factory=dict)
     # Every unit the machine's counters ever showed (increments and held jumps), up to and
     # including these changes: written as the machine's ``counted_units`` in the same
     # transaction as its counter state (an absolute figure, so a retried transaction writes it
@@ -123,6 +127,7 @@ class Commit:
             job_resets={k: v for k, v in self.job_resets.items() if k not in machines},
             confirmations=[c for c in self.confirmations if c.machine not in machines],
             anomalies=[(a, u) for a, u in self.anomalies if a.machine not in machines],
+            collectors=dict(self.collectors),  # a collector is no machine's: creating it harms nobody
             counted={k: v for k, v in self.counted.items() if k not in machines},
             fences={k: v for k, v in self.fences.items() if k not in machines},
             readings=self.readings, oldest_source=self.oldest_source, newest_source=self.newest_source,
@@ -145,12 +150,13 @@ class Commit:
         self.job_resets.update(later.job_resets)
         self.confirmations.extend(later.confirmations)
         self.anomalies.extend(later.anomalies)
+        self.collectors.update(later.collectors)
         self.counted.update(later.counted)
         self.fences.update(later.fences)
 
     def __bool__(self) -> bool:
         return bool(self.counter_states or self.pendings or self.machine_orders or self.confirmations or self.anomalies
-                    or self.counted or self.job_resets)
+                    or self.counted or self.job_resets or self.collectors)
 
 
 @dataclass(frozen=True)

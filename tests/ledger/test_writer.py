@@ -44,6 +44,7 @@ class _Master:
             operations=(OrderOperation("0010", "WC1", D("0.5"), D("0.2"), D("0.1"), final=True),),
         )
     }
+    versions = {}
 
 
 class _Stock:
