@@ -31,6 +31,14 @@ Units counted while the order is unknown (no order number yet, or a number that 
 in the master data) are kept pending under that number and recorded as an anomaly;
 they are confirmed as soon as the order is known. Nothing is dropped.
 
+A machine in repetitive mode (``order: none`` with ``product:``) has no order: its order is
+the cost collector of its product, version, line and the posting period the clock is in
+(``gateway.repetitive``). When the period ends (seen at its next count or the next tick), it
+moves to the next period's collector like an order change: what the old collector has
+pending is confirmed to it (trigger ``period_change``), new units go to the new one, and the
+move is committed with the machine's state. The writer creates a collector with the first
+change-set that uses it.
+
 On shutdown the sources stop first, then every pending unit of a known order is
 confirmed (trigger ``shutdown``), then the writer commits everything queued.
 
@@ -91,6 +99,7 @@ from gateway.ledger.leases import LEDGER, MachinesOwned
 from gateway.outputs.worker import Outputs
 from gateway.ownership import LeaseKeeper, LeaseOptions
 from gateway.reloading import MappingChange, checked_mapping, diff_mappings
+from gateway.repetitive import Collectors
 from gateway.sources import build_sources
 from gateway.sources.base import ORDER_ROLE, SERIAL_ROLE, STATE_ROLE, Source, SourceHealth, TagValue
 from gateway.clock import utcnow
@@ -186,7 +195,7 @@ def _redefined(old: MachineRuntime, cfg: Machine) -> MachineRuntime:
     Its old pending units were confirmed just before (those of an order not known yet stay
     pending, as they would at a restart)."""
     rt = _runtime(old.name, cfg)
-    rt.order = cfg.order if isinstance(cfg.order, str) else old.order
+    rt.order = cfg.order if isinstance(cfg.order, str) and not cfg.repetitive else old.order
     rt.states, rt.pendings = old.states, old.pendings
     rt.job_changed = old.job_changed & set(rt.specs)
     rt.job_change_unseen = old.job_change_unseen & set(rt.specs)
@@ -325,6 +334,7 @@ class Gateway:
         self._keeper_died = False
         self.machines: dict[str, MachineRuntime] = {}
         self.orders = OrderDirectory()  # units are confirmed against open orders only
+        self.collectors = Collectors()  # repetitive machines: the cost collectors they confirm on
         self.sources: list[Source] = []
         self._running: dict[str, tuple[Source, asyncio.Task]] = {}  # source name → source, its task
         self._generation: dict[str, int] = {}  # source name → the generation whose values are applied
@@ -431,13 +441,16 @@ class Gateway:
     def _restore(self) -> None:
         resumed = resume_state(self.engine)
         self.orders = order_directory(self.engine)
+        self.collectors.register(self.orders)
         for name, cfg in self.mapping.machines.items():
             rt = self.machines[name] = _runtime(name, cfg)
             self._resume(rt, resumed)
 
     def _resume(self, rt: MachineRuntime, resumed: ResumeState) -> None:
         name, cfg = rt.name, rt.config
-        rt.order = cfg.order if isinstance(cfg.order, str) else resumed.machine_orders.get(name, "")
+        # A repetitive machine resumes on its last collector; the next tick moves it on if the period ended.
+        rt.order = (cfg.order if isinstance(cfg.order, str) and not cfg.repetitive
+                    else resumed.machine_orders.get(name, ""))
         rt.states = {c: s for (m, c), s in resumed.counter_states.items() if m == name}
         rt.pendings = {(p.order, p.operation): p for k, p in resumed.pendings.items() if k[0] == name}
         pending, unseen = resumed.job_resets.get(name, (frozenset(), frozenset()))
@@ -633,7 +646,9 @@ class Gateway:
             return
         self._known_checked_at = time.monotonic()
         try:
-            self.orders = await asyncio.to_thread(order_directory, self.engine)
+            orders = await asyncio.to_thread(order_directory, self.engine)
+            self.collectors.register(orders)  # collectors in use that the writer has not created yet
+            self.orders = orders
         except Exception as exc:  # noqa: BLE001 — a read; retried at the next tick
             log.warning("known_orders_refresh_failed", error=str(exc))
 
@@ -828,6 +843,8 @@ class Gateway:
             if not in_total:
                 rt.counted_total += units
                 commit.counted[rt.name] = rt.counted_total
+            if rt.config.repetitive:
+                self._roll_period(rt, commit, now)
             key = (rt.order, rt.operation)
             pending = accumulate(rt.pendings.get(key), increment, units, order=rt.order, operation=rt.operation,
                                  now=now, scrap_in_total=rt.config.counters.total is not None, serials=serials)
@@ -855,7 +872,16 @@ class Gateway:
         if rt.order in rt.reported_unknown:
             return
         rt.reported_unknown.add(rt.order)
-        if rt.order in self.orders.closed:
+        if rt.config.repetitive and rt.order in self.orders.closed:
+            detail = (f"cost collector {rt.order} is closed (its period was closed while the machine still "
+                      "counted for it); counted units are kept pending, not posted — assign them to an open "
+                      "collector (`gateway anomalies assign ID --order COLLECTOR`)")
+        elif rt.config.repetitive:
+            detail = (f"product {rt.config.product} has no production version"
+                      + (f" {rt.config.version}" if rt.config.version else " (or several: say which, `version:`)")
+                      + f" in the ledger; counted units are kept pending under {rt.order} and confirmed once it is "
+                      "loaded (`gateway masterdata load`)")
+        elif rt.order in self.orders.closed:
             detail = (f"order {rt.order!r} is completed; counted units are kept pending, not posted — "
                       "put the machine on an open order")
         else:
@@ -891,6 +917,22 @@ class Gateway:
         confirmation = confirm(pending, trigger, self.orders.uoms[pending.order])
         commit.confirmations.append(confirmation)
         commit.pendings[pending.key] = None
+        collector = self.collectors.key(pending.order, self.orders)
+        if collector is not None:  # created by the writer before it posts the confirmation, if need be
+            commit.collectors[pending.order] = collector
+
+    def _roll_period(self, rt: MachineRuntime, commit: Commit, now: datetime) -> None:
+        """A repetitive machine's collector for ``now``: on a new one (a period boundary, the first
+        start), what the old one has pending is confirmed to it, as at an order change."""
+        key = self.collectors.current(rt.config, self.orders, now)
+        if key.number == rt.order:
+            return
+        log.info("collector_changed", machine=rt.name, collector=key.number, previous=rt.order or None,
+                 product=key.product, version=key.version, line=key.line, period=key.period)
+        self._confirm_machine(rt, commit, now, trigger="period_change", only_order=rt.order)
+        rt.order = key.number
+        commit.machine_orders[rt.name] = key.number
+        commit.collectors[key.number] = key  # created with this change-set if it is new
 
     def _confirm_machine(self, rt: MachineRuntime, commit: Commit, now: datetime, *,
                          trigger: str | None, only_order: str | None = None) -> None:
@@ -919,6 +961,8 @@ class Gateway:
                 self._timer_turn = start + i  # the next tick starts with this machine
                 break
             if rt.owned:
+                if rt.config.repetitive:
+                    self._roll_period(rt, commit, now)
                 self._confirm_machine(rt, commit, now, trigger=trigger)
         self._submit(commit)
 

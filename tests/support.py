@@ -26,8 +26,11 @@ def ledger_with_masterdata(url: str, masterdata_yaml: str, folder):
     return engine
 
 
-def post_units(engine, start: int, end: int, *, order: str, at, machine: str = "M1", operation: str = "0010"):
-    """Confirm good units start..end of ``machine`` and post them as the writer does; the confirmation."""
+def post_units(engine, start: int, end: int, *, order: str, at, machine: str = "M1", operation: str = "0010",
+               collector=None):
+    """Confirm good units start..end of ``machine`` and post them as the writer does; the confirmation.
+
+    ``collector``: the ``CollectorKey`` whose number ``order`` is (repetitive production)."""
     from decimal import Decimal
 
     from gateway.domain.confirming import accumulate, confirm
@@ -40,7 +43,7 @@ def post_units(engine, start: int, end: int, *, order: str, at, machine: str = "
     c = confirm(accumulate(None, inc, Decimal(end - start), order=order, operation=operation, now=at),
                 "every_units", "PC")
     with engine.begin() as conn:
-        apply(conn, Commit(confirmations=[c]), MasterCache())
+        apply(conn, Commit(confirmations=[c], collectors={order: collector} if collector else {}), MasterCache())
     return c
 
 

@@ -41,6 +41,7 @@ from gateway.ledger import outbox
 from gateway.ledger import schema as t
 from gateway.ledger.audit import Action, manual
 from gateway.ledger.claims import claim
+from gateway.ledger.collectors import CLOSED_ORDER
 from gateway.ledger.failures import lost_to_transient, short_error
 from gateway.ledger.masters import MasterCache, read_materials, read_order, read_work_centers
 from gateway.ledger.sql import issued_to_order
@@ -293,15 +294,22 @@ def reverse_confirmation(engine: Engine, confirmation_id: str, reason: str, *, f
         record.order = row.order_no
         record.before = {"confirmation": {"machine": row.machine, "operation": row.operation,
                                           "yield_qty": row.yield_qty, "scrap_qty": row.scrap_qty, "uom": row.uom}}
-        tx.order_status(row.order_no)  # the order first, then its stock (gateway.ledger.tx)
+        status = tx.order_status(row.order_no)  # the order first, then its stock (gateway.ledger.tx)
         done = conn.execute(select(t.reversals).where(t.reversals.c.confirmation_id == confirmation_id)).first()
         if done is not None:
             raise OperationRefused(f"confirmation {confirmation_id} was already reversed by {done.id} "
                                    f"on {done.created_at:%Y-%m-%d %H:%M} ({done.reason})")
         doc = f"R-{confirmation_id}"
         eq = t.error_queue.c
-        if conn.execute(select(eq.id).where(eq.confirmation_id == confirmation_id, eq.status == "open",
-                                            eq.material == "")).first() is not None:
+        unposted = conn.execute(select(eq.id).where(eq.confirmation_id == confirmation_id, eq.status == "open",
+                                                    eq.material == "")).first() is not None
+        if status == CLOSED_ORDER and not unposted:
+            period = conn.execute(select(t.cost_collectors.c.period).where(
+                t.cost_collectors.c.number == row.order_no)).scalar()
+            raise OperationRefused(f"{row.order_no} is a cost collector of period {period}, closed: its balance is "
+                                   "settled. Post the correction to an open period's collector instead (`gateway "
+                                   "adjust consumption|scrap …` on it)")
+        if unposted:
             # Never planned or posted (it waits whole in the error queue): nothing to undo, and it never
             # added to the order's progress. Its queue entry is cancelled; the reversal records why.
             conn.execute(update(t.error_queue).where(eq.confirmation_id == confirmation_id, eq.status == "open")

@@ -16,6 +16,7 @@ from sqlalchemy import Engine, select
 from gateway.domain.confirming import Pending, parse_positions
 from gateway.domain.records import CounterState, Position
 from gateway.ledger import schema as t
+from gateway.ledger.collectors import Directory, read_directory
 
 
 @dataclass
@@ -58,11 +59,17 @@ def resume_state(engine: Engine, machines: Collection[str] | None = None) -> Res
 
 @dataclass(frozen=True)
 class OrderDirectory:
-    """What the service needs to know of the orders, refreshed every few seconds."""
+    """What the service needs to know of the orders, refreshed every few seconds.
+
+    Cost collectors (repetitive production) are orders here too: an open one whose version
+    is known is in ``uoms`` even before its standing order is written (the writer writes it
+    with the collector's first confirmation), a closed one in ``closed``."""
 
     uoms: dict[str, str] = field(default_factory=dict)  # open orders → unit of measure of the product
     closed: set[str] = field(default_factory=set)
     work_centers: dict[tuple[str, str], str] = field(default_factory=dict)  # (order, operation) → work center
+    repetitive: Directory = field(default_factory=Directory)
+    product_uoms: dict[str, str] = field(default_factory=dict)  # material → unit of measure
 
 
 def order_directory(engine: Engine) -> OrderDirectory:
@@ -70,9 +77,15 @@ def order_directory(engine: Engine) -> OrderDirectory:
     with engine.connect() as conn:
         rows = conn.execute(select(po.c.number, po.c.status, m.c.uom).join(m, m.c.id == po.c.material)).all()
         ops = conn.execute(select(oo.c.order_no, oo.c.operation, oo.c.work_center)).all()
-    return OrderDirectory({r.number: r.uom for r in rows if r.status == "released"},
-                          {r.number for r in rows if r.status != "released"},
-                          {(o.order_no, o.operation): o.work_center for o in ops})
+        repetitive = read_directory(conn)
+        product_uoms = dict(conn.execute(select(m.c.id, m.c.uom).where(m.c.id.in_(list(repetitive.versions)))).all())
+    uoms = {r.number: r.uom for r in rows if r.status == "released"}
+    closed = {r.number for r in rows if r.status != "released"} | repetitive.closed
+    for number, key in repetitive.collectors.items():
+        if number not in closed and key.version in repetitive.versions.get(key.product, {}):
+            uoms.setdefault(number, product_uoms.get(key.product, ""))
+    return OrderDirectory(uoms, closed, {(o.order_no, o.operation): o.work_center for o in ops}, repetitive,
+                          product_uoms)
 
 
 @dataclass
