@@ -84,6 +84,7 @@ from gateway.cli_reports import register as _register_reports; _register_reports
 from gateway.cli_outbox import outbox_app as _outbox_app; app.add_typer(_outbox_app, name="outbox")  # noqa: I001,E702
 from gateway.cli_adjust import register as _register_adjust; _register_adjust(app)  # noqa: I001
 from gateway.cli_anomalies import register as _register_anomalies; _register_anomalies(app)  # noqa: I001
+from gateway.cli_collectors import register as _register_collectors; _register_collectors(app)  # noqa: I001
 from gateway.cli_browse import register as _register_browse; _register_browse(app)  # noqa: I001
 from gateway.cli_pki import register as _register_pki; _register_pki(app)  # noqa: I001
 from gateway.cli_reload import register as _register_reload; _register_reload(app)  # noqa: I001

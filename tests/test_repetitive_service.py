@@ -23,30 +23,10 @@ from gateway.ledger.queries import summary
 from gateway.mapping.model import Mapping
 from gateway.service import Gateway
 from gateway.sources.base import TagValue
+from tests.integration.lines import ROOT
 from tests.support import ledger_with_masterdata
 
-MASTERDATA = """
-materials:
-  HOUSING-B:    {uom: PC, standard_price: 1.20}
-  PA66-GRANULE: {uom: KG, decimals: 3, standard_price: 3.20}
-work_centers:
-  WC-ASSY: {labor_rate: 38.50, machine_rate: 25, supply_location: LS-ASSY}
-boms:
-  HOUSING-B:
-    base_quantity: 50
-    items:
-      - {item: "0010", material: PA66-GRANULE, quantity: 2.5, operation: "0010"}
-routings:
-  HOUSING-B:
-    operations:
-      - {operation: "0010", work_center: WC-ASSY, machine_hours: 0.004}
-production_versions:
-  HOUSING-B:
-    "0001": {receipt_location: FG-01}
-periods: {length: PERIOD, time_zone: Europe/Berlin}
-stock:
-  - {material: PA66-GRANULE, location: LS-ASSY, quantity: 100000}
-"""
+MASTERDATA = (ROOT / "docs" / "worked-example-repetitive.yaml").read_text()  # monthly; "day" for the property
 BERLIN = ZoneInfo("Europe/Berlin")
 MIDNIGHT = datetime(2026, 11, 30, 23, tzinfo=UTC)  # 1 December 00:00 in Berlin
 
@@ -75,7 +55,7 @@ class Line:
 
     def __init__(self, folder, period: str = "month", every_units: int | None = 100) -> None:
         self.engine = ledger_with_masterdata(f"sqlite:///{folder / 'ledger.sqlite'}",
-                                             MASTERDATA.replace("PERIOD", period), folder)
+                                             MASTERDATA.replace("length: month", f"length: {period}"), folder)
         self.mapping, self.period = mapping(every_units), period
         self.clock = Clock(MIDNIGHT - timedelta(minutes=1))
         self.counters = {(m, c): 0 for m in self.mapping.machines for c in ("good", "scrap")}

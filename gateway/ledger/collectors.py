@@ -174,6 +174,7 @@ class CollectorRow:
     received: Decimal  # goods receipts less their reversals
     uom: str
     costs: dict[str, CollectorCosts]  # per currency: as settled at close, else as it stands now
+    has_order: bool  # its standing order is written (its version was loaded by its first use)
 
 
 def list_collectors(engine: Engine, *, period: str | None = None, status: str | None = None,
@@ -197,7 +198,8 @@ def read_collector(conn: Connection, number: str) -> CollectorRow | None:
 
 def _row(conn: Connection, r) -> CollectorRow:
     key = CollectorKey(r.product, r.version, r.line, r.period)
-    uom = conn.execute(select(t.materials.c.uom).where(t.materials.c.id == r.product)).scalar() or ""
+    product = conn.execute(select(t.materials.c.uom, t.materials.c.currency).where(t.materials.c.id == r.product)).first()
+    uom, currency = (product.uom, product.currency) if product else ("", "EUR")
     op = t.order_progress.c
     final = conn.execute(select(t.order_operations.c.operation).where(
         t.order_operations.c.order_no == r.number, t.order_operations.c.final == True)).scalar()  # noqa: E712
@@ -206,10 +208,10 @@ def _row(conn: Connection, r) -> CollectorRow:
     if r.status == CLOSED and r.currency is not None:
         costs = {r.currency: CollectorCosts(r.materials_value, r.activities_value, r.target_value)}
     else:
-        costs = collector_costs(conn, r.number)
+        costs = collector_costs(conn, r.number) or {currency: CollectorCosts(Decimal(0), Decimal(0), Decimal(0))}
     return CollectorRow(r.number, key, r.status, r.created_at, r.closed_at,
                         progress.yield_qty if progress else Decimal(0), progress.scrap_qty if progress else Decimal(0),
-                        _received(conn, r.number), uom, costs)
+                        _received(conn, r.number), uom, costs, final is not None)
 
 
 def _received(conn: Connection, number: str) -> Decimal:

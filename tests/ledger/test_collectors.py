@@ -19,37 +19,10 @@ from gateway.ledger.operations import OperationRefused, list_errors, reprocess_e
 from gateway.ledger.orders import complete_order, order_view
 from gateway.ledger.queries import order_directory, summary
 from gateway.masterdata.load import load_masterdata, to_domain
+from tests.integration.lines import ROOT
 from tests.support import ledger_with_masterdata, post_units
 
-MASTERDATA = """
-materials:
-  HOUSING-B:    {uom: PC, standard_price: 1.20}
-  PA66-GRANULE: {uom: KG, decimals: 3, standard_price: 3.20}
-  INSERT-M4:    {uom: PC, standard_price: 0.04}
-  CARTON:       {uom: PC, standard_price: 0.60, flushing: order_completion}
-work_centers:
-  WC-ASSY: {labor_rate: 38.50, machine_rate: 25, overhead_pct_of_labor: 80, supply_location: LS-ASSY}
-boms:
-  HOUSING-B:
-    base_quantity: 50
-    items:
-      - {item: "0010", material: PA66-GRANULE, quantity: 2.5, operation: "0010"}
-      - {item: "0020", material: INSERT-M4, quantity: 100, operation: "0010"}
-      - {item: "0030", material: CARTON, quantity: 1, operation: "0010", basis: yield}
-routings:
-  HOUSING-B:
-    base_quantity: 100
-    operations:
-      - {operation: "0010", work_center: WC-ASSY, setup_hours: 0.5, machine_hours: 0.4, labor_hours: 1.2}
-production_versions:
-  HOUSING-B:
-    "0001": {receipt_location: FG-01}
-periods: {length: month, time_zone: Europe/Berlin}
-stock:
-  - {material: PA66-GRANULE, location: LS-ASSY, quantity: 100}
-  - {material: INSERT-M4,    location: LS-ASSY, quantity: 5000}
-  - {material: CARTON,       location: LS-ASSY, quantity: 100}
-"""
+MASTERDATA = (ROOT / "docs" / "worked-example-repetitive.yaml").read_text()  # the worked example's
 
 NOV = CollectorKey("HOUSING-B", "0001", "LINE-2", "2026-11")
 DEC = CollectorKey("HOUSING-B", "0001", "LINE-2", "2026-12")
@@ -181,8 +154,8 @@ def test_a_collector_of_a_version_loaded_later_waits_in_the_error_queue(engine, 
     assert error.confirmation_id == c.id and "not in the master data" in error.reason
     assert later.number not in order_directory(engine).uoms  # the service keeps its units held meanwhile
     path = tmp_path / "v2.yaml"
-    path.write_text(MASTERDATA.replace('"0001": {receipt_location: FG-01}',
-                                       '"0001": {receipt_location: FG-01}\n    "0002": {receipt_location: FG-02}')
+    path.write_text(MASTERDATA.replace('receipt_location: FG-01}',
+                                       'receipt_location: FG-01}\n    "0002": {receipt_location: FG-02}')
                     .split("stock:")[0])
     md = load_masterdata(path)
     store_masterdata(engine, to_domain(md), [])
