@@ -31,13 +31,13 @@ BERLIN = ZoneInfo("Europe/Berlin")
 MIDNIGHT = datetime(2026, 11, 30, 23, tzinfo=UTC)  # 1 December 00:00 in Berlin
 
 
-def mapping(every_units: int | None = 100) -> Mapping:
+def mapping(confirm: dict) -> Mapping:
     return Mapping.model_validate({
         "sources": {"sim": {"opcua": {"endpoint": "opc.tcp://127.0.0.1:9"}}},  # never connected here
         "machines": {name: {
             "source": "sim", "work_center": "WC-ASSY", "order": "none", "product": "HOUSING-B", "line": "LINE-2",
             "counters": {"good": {"node": f"ns=2;s={name}.Good"}, "scrap": {"node": f"ns=2;s={name}.Scrap"}},
-            "confirm": {"every_units": every_units, "every_seconds": None},
+            "confirm": confirm,
         } for name in ("MOLD-05", "MOLD-06")},
     })
 
@@ -53,11 +53,13 @@ class Clock:
 class Line:
     """Two repetitive machines on LINE-2, a gateway on a clock of the test's, and the truth."""
 
-    def __init__(self, folder, period: str = "month", every_units: int | None = 100) -> None:
+    def __init__(self, folder, period: str = "month", every_units: int | None = 100, *,
+                 confirm: dict | None = None, start: datetime = MIDNIGHT - timedelta(minutes=1)) -> None:
         self.engine = ledger_with_masterdata(f"sqlite:///{folder / 'ledger.sqlite'}",
                                              MASTERDATA.replace("length: month", f"length: {period}"), folder)
-        self.mapping, self.period = mapping(every_units), period
-        self.clock = Clock(MIDNIGHT - timedelta(minutes=1))
+        self.mapping = mapping(confirm or {"every_units": every_units, "every_seconds": None})
+        self.period = period
+        self.clock = Clock(start)
         self.counters = {(m, c): 0 for m in self.mapping.machines for c in ("good", "scrap")}
         self.truth: dict[str, int] = defaultdict(int)  # collector number → units counted in its period
         self.gateway = self._start()
