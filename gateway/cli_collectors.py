@@ -23,13 +23,12 @@ def _money(value, currency: str) -> str:
 def _table(title: str, rows) -> None:
     from gateway.report import fmt, make_console, table
 
+    # The number says product, version, line and period (`--format json|csv` has them apart).
     make_console().print(table(
         title,
-        ("collector", "period", "product", "version", "line", "status", "yield", "scrap", "received", "actual",
-         "target", "variance"),
-        [(r.number, r.period, r.product, r.version, r.line, r.status, fmt(r.yield_qty), fmt(r.scrap_qty),
-          f"{fmt(r.received)} {r.uom}", _money(r.actual, r.currency), _money(r.target, r.currency),
-          _money(r.variance, r.currency)) for r in rows],
+        ("collector", "status", "yield", "scrap", "received", "actual", "target", "variance"),
+        [(r.number, r.status, fmt(r.yield_qty), fmt(r.scrap_qty), f"{fmt(r.received)} {r.uom}",
+          _money(r.actual, r.currency), _money(r.target, r.currency), _money(r.variance, r.currency)) for r in rows],
         numeric=("yield", "scrap", "received", "actual", "target", "variance")))
 
 
