@@ -19,7 +19,7 @@ from gateway.domain.valuation import money
 from gateway.ledger import adjustments
 from gateway.ledger.audit import Actor
 from gateway.ledger.queries import journal
-from gateway.report import fmt, journal_markdown
+from gateway.cli.tables import fmt, journal_markdown
 from tests.ledger.test_worked_example import DOC
 from tests.test_repetitive_service import DEC, MIDNIGHT, NOV, Line
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import typer
 
-from gateway.cli_common import DbOption, Format, FormatOption, actor, emit, on_ledger
+from gateway.cli.common import DbOption, Format, FormatOption, actor, emit, on_ledger
 
 
 def _money(value, currency: str) -> str:
@@ -21,7 +21,7 @@ def _money(value, currency: str) -> str:
 
 
 def _table(title: str, rows) -> None:
-    from gateway.report import fmt, make_console, table
+    from gateway.cli.tables import fmt, make_console, table
 
     # The number says product, version, line and period (`--format json|csv` has them apart).
     make_console().print(table(
@@ -57,8 +57,8 @@ def collectors_show(number: str = typer.Argument(..., help="The collector's numb
     from gateway.app.collectors import show_collector
 
     def show(view) -> None:
-        from gateway.cli import _print_order
-        from gateway.report import fmt
+        from gateway.cli.main import _print_order
+        from gateway.cli.tables import fmt
 
         r = view.collector
         _table(f"Cost collector {r.number}", [r])
