@@ -34,6 +34,7 @@ class Collectors:
 
     def __init__(self) -> None:
         self.keys: dict[str, CollectorKey] = {}  # number → key, every collector used since the start
+        self._made: dict[tuple[str, str, str, str], CollectorKey] = {}  # (product, version, line, period) → key
         self._periods: dict[tuple[str, str], Period] = {}
 
     def current(self, machine: Machine, directory: OrderDirectory, now: datetime) -> CollectorKey:
@@ -42,8 +43,10 @@ class Collectors:
         version = machine.version or (next(iter(versions)) if len(versions) == 1 else "")
         found = versions.get(version)
         length, zone = (found.period, found.time_zone) if found else ("month", "UTC")
-        key = CollectorKey(machine.product, version, machine.collector_line, self._period(length, zone, now).key)
-        if key.number not in self.keys:
+        fields = (machine.product, version, machine.collector_line, self._period(length, zone, now).key)
+        key = self._made.get(fields)
+        if key is None:  # once per collector: this runs for every reading and tick of the machine
+            key = self._made[fields] = CollectorKey(*fields)
             self.keys[key.number] = key
             self._register(key, directory)
         return key
