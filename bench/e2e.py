@@ -109,6 +109,9 @@ routings:
       - {{operation: "0010", work_center: WC-BENCH, setup_hours: 0.1, machine_hours: 0.001, labor_hours: 0.001, final: true}}
 orders:
 {orders}
+production_versions:  # bench/writer_tx.py --collectors
+  PART:
+    "0001": {{receipt_location: FG-01}}
 stock:
   - {{material: RESIN, location: LS-BENCH, quantity: 1000000}}
 """
