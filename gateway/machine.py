@@ -122,7 +122,7 @@ class MachineRuntime:
     counted_total: Decimal = Decimal(0)  # ever, as the ledger's counted_units has it plus what is queued
     token: int | None = None  # the lease token this instance posts under; None: not leased
     owned: bool = True  # False: another instance owns it (standby, or lost); its values are not counted
-    ignored: dict[str, int] = field(default_factory=dict)  # readings not counted, by why; logged at stop
+    ignored: dict[str, int] = field(default_factory=dict)  # readings not counted, by why (Ignored); logged at stop
     serial: str | None = None  # the serial tag's last value; None: not read since the start
     fresh_serials: list[str] = field(default_factory=list)  # new serials not yet given to a counted unit
     used_serials: dict[str, None] = field(default_factory=dict)  # given to a unit or held, oldest first
@@ -267,7 +267,7 @@ class MachineRuntime:
                        job_change_unseen=tv.role in self.job_change_unseen,
                        not_producing=self._not_producing(state_read_with))
         if step.ignored is not None and step.ignored.for_quality:
-            self.ignored[step.ignored] = self.ignored.get(step.ignored, 0) + 1
+            self.ignored[step.ignored.value] = self.ignored.get(step.ignored.value, 0) + 1
             return
         if tv.role in self.job_changed:  # its first value after the order change is taken: committed with it
             self.job_changed.discard(tv.role)
@@ -364,7 +364,7 @@ class MachineRuntime:
 
     def _bad_value(self, tv: TagValue, changes: ChangeSet, detail: str) -> None:
         """Record the first bad value of a streak; the rest of the streak only counts."""
-        self.ignored[Ignored.BAD_VALUE] = self.ignored.get(Ignored.BAD_VALUE, 0) + 1
+        self.ignored[Ignored.BAD_VALUE.value] = self.ignored.get(Ignored.BAD_VALUE.value, 0) + 1
         if tv.role in self.reported_bad:
             return
         self.reported_bad.add(tv.role)

@@ -181,6 +181,8 @@ class Trigger(enum.StrEnum):
     RELOAD = "reload"  # the machine's mapping entry was removed or changed
     ANOMALY_ACCEPTED = "anomaly_accepted"  # a person accepted units an anomaly held
     ASSIGNED = "assigned"  # a person assigned units kept pending under an unknown order
+    ADJUSTMENT_SCRAP = "adjustment:scrap"  # scrap reported by hand (``gateway adjust scrap``)
+    TRUE_UP = "true-up"  # the plan of an order operation's whole progress (never posted)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,8 +21,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from sqlalchemy import Connection, Engine, func, insert, select
 
-from gateway.domain.records import ErrorStatus
-from gateway.domain.records import GoodsMovement, Material, MovementKind
+from gateway.domain.records import ErrorStatus, GoodsMovement, Material, MovementKind
 from gateway.domain.valuation import value
 from gateway.ledger import outbox
 from gateway.ledger import schema as t

@@ -20,7 +20,6 @@ from decimal import Decimal
 
 from sqlalchemy import Connection, Engine, insert, select, update
 
-from gateway.domain.records import ErrorStatus
 from gateway.domain.adjustments import give_back, returns_from_issues
 from gateway.domain.backflush import StockLeft, issue_component, plan
 from gateway.domain.confirming import parse_positions
@@ -28,6 +27,7 @@ from gateway.domain.records import (
     ActivityPosting,
     BackflushError,
     Confirmation,
+    ErrorStatus,
     FlushingRule,
     GenealogyEdge,
     GoodsMovement,
@@ -35,6 +35,7 @@ from gateway.domain.records import (
     NotBackflushed,
     OperationProgress,
     StockView,
+    Trigger,
 )
 from gateway.domain.reversal import Posted, Reversal, reverse
 from gateway.domain.valuation import value
@@ -360,7 +361,7 @@ def _true_up_rounding(tx: LedgerTx, order_no: str, operation: str, doc: str, now
     progress = tx.progress(order_no, operation)
     carry = tx.carry(order_no)
     whole = Confirmation("true-up", "", order_no, operation, progress.yield_qty, progress.scrap_qty, "",
-                         (), (), now, now, "true-up")
+                         (), (), now, now, Trigger.TRUE_UP)
     target = dict(plan(whole, order, OperationProgress(order_no, operation), materials, work_centers,
                        StockView(), carry={}, serials=None).planned)
     keys = set(target) | {k for k in carry if k.startswith(f"{operation}:")} | {

@@ -36,10 +36,10 @@ from decimal import Decimal
 
 from sqlalchemy import Connection, Engine, select, update
 
-from gateway.domain.records import ErrorStatus
 from gateway.domain.backflush import StockLeft, issue_component
 from gateway.domain.valuation import value
 from gateway.domain.records import (
+    ErrorStatus,
     FlushingRule,
     GenealogyEdge,
     GoodsMovement,

@@ -13,9 +13,8 @@ from decimal import Decimal
 
 from sqlalchemy import Engine, select
 
-from gateway.domain.records import AnomalyStatus, ErrorStatus
 from gateway.domain.confirming import Pending, parse_positions
-from gateway.domain.records import CounterState, Position
+from gateway.domain.records import AnomalyStatus, CounterState, ErrorStatus, Position
 from gateway.ledger import schema as t
 
 
