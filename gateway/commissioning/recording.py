@@ -38,7 +38,7 @@ from gateway.domain.records import Quality
 from gateway.mapping.model import Mapping
 from gateway.sources import modbus_tags, opcua_tags
 from gateway.sources.base import ORDER_ROLE, TagValue
-from gateway.sources.modbus_registers import DecodeError, ModbusTag, decode
+from gateway.sources.modbus.registers import DecodeError, ModbusTag, decode
 from gateway.yamldoc import FileError, InputFileError
 
 FORMAT = "backflush-gateway-recording"

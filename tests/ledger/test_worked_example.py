@@ -24,7 +24,7 @@ from gateway.ledger.schema import open_engine
 from gateway.ledger.posting import apply
 from gateway.ledger.changes import ChangeSet
 from gateway.masterdata.load import load_masterdata, to_domain
-from gateway.report import fmt, journal_markdown
+from gateway.cli.tables import fmt, journal_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "backflush.md"

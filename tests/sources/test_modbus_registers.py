@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from gateway.sources.modbus_registers import (
+from gateway.sources.modbus.registers import (
     MAX_BITS_PER_READ,
     DecodeError,
     ModbusTag,

@@ -3,31 +3,12 @@
 ``ModbusSource.run()`` keeps polling one unit (host, port, unit id) for as long as the
 gateway runs and calls ``on_batch`` once per poll with the values read. It exists so that
 every count a PLC shows reaches the consumer, across device restarts, network outages,
-busy devices and registers that do not exist. How:
-
-* as few requests as possible: the tags are grouped into contiguous reads of at most
-  ``max_registers_per_read`` registers, bridging gaps of up to ``max_gap_registers``
-  (``gateway.sources.modbus_registers.plan_reads``);
-* Modbus has no timestamps, so a value's ``source_time`` is when its read was answered,
-  and the batch is in read order; within one read the order tag comes before the
-  counters, so a job reset that came with an order change is seen as such;
-* only values that changed since they were last delivered are handed on, plus every
-  value on the first poll after a (re)connect and after a read recovered: counters are
-  cumulative and the consumer is idempotent, so nothing is lost by skipping a repeat,
-  while thousands of machines would otherwise cost a core re-checking the same numbers;
-* a Modbus exception on one read (device busy, gateway path unavailable, …) fails that
-  read alone: its tags are not delivered (no BAD value per poll), the failure is logged
-  once per streak naming source, machines and registers with a hint, and the read is
-  retried with its own backoff while the other reads go on; an illegal-address answer
-  on a read of several tags splits it into one read per tag, so that one wrong register
-  stops only its own tag (listed in ``health.bad_tags``);
-* no answer within ``timeout_s``, or a lost connection, drops the connection: a late
-  answer on it could be taken for the next request's. Every connection is a fresh
-  client, rebuilt after a backoff, like the OPC UA source. Other sources (other units)
-  have their own connections and never wait for this one.
+busy devices and registers that do not exist. How it
+does that (read grouping, change detection, per-read failures, timeouts) is in this
+folder's README.md.
 
 This module must never drop, reorder or invent a value, never raise out of ``run()``
-(except on cancellation), call pymodbus other than through ``modbus_client``, or know
+(except on cancellation), call pymodbus other than through ``client``, or know
 about orders, confirmations or stock.
 """
 
@@ -46,7 +27,7 @@ from gateway.domain.records import Quality
 from gateway.mapping.model import ModbusSource as ModbusSourceConfig
 from gateway.backoff import Backoff
 from gateway.sources.base import ORDER_ROLE, SERIAL_ROLE, ReconnectingSource, TagValue
-from gateway.sources.modbus_client import (
+from gateway.sources.modbus.client import (
     ILLEGAL_ADDRESS,
     ModbusClient,
     ModbusConnectionError,
@@ -54,7 +35,7 @@ from gateway.sources.modbus_client import (
     ModbusExceptionResponse,
     ModbusNoResponse,
 )
-from gateway.sources.modbus_registers import DecodeError, ModbusTag, Read, one_read_per_tag, plan_reads
+from gateway.sources.modbus.registers import DecodeError, ModbusTag, Read, one_read_per_tag, plan_reads
 from gateway.clock import utcnow
 
 __all__ = ["ModbusSource"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from gateway.cli_common import DbOption, actor, on_ledger, parsed
+from gateway.cli.common import DbOption, actor, on_ledger, parsed
 
 ReasonOption = typer.Option(..., "--reason", help="Reason code: 2 to 32 of A-Z, 0-9, '_', '-' (e.g. DAMAGED).")
 NoteOption = typer.Option("", "--note", help="Free text for the audit trail.")
@@ -24,7 +24,7 @@ def _qty(text: str, what: str = "quantity"):
 
 def _post(db: str, adjust, request) -> None:
     """Run one adjustment and print what it posted, or its refusal as one line."""
-    from gateway.report import fmt
+    from gateway.cli.tables import fmt
 
     r = on_ledger(db, adjust, request, actor=actor())
     queued = f"; {r.queued} shortage(s) queued (`gateway errors list`)" if r.queued else ""

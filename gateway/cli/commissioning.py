@@ -15,7 +15,7 @@ from pathlib import Path
 import typer
 
 from gateway import logs
-from gateway.cli_common import fail
+from gateway.cli.common import fail
 from gateway.yamldoc import InputFileError
 
 

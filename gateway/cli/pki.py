@@ -15,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-from gateway.cli_common import fail
+from gateway.cli.common import fail
 
 MappingOption = typer.Option(None, "--mapping", "-m", help="Mapping file: its `pki:` folder and `application_uri`.")
 PkiOption = typer.Option(None, "--pki", help="PKI folder (instead of --mapping).")

@@ -3,28 +3,8 @@
 ``OpcUaSource.run()`` keeps one subscription alive against one endpoint for as long as the
 gateway runs and calls ``on_batch`` with the values of each publish response. It exists so
 that every count a PLC reports reaches the consumer, across server restarts, network
-outages and servers that go silent. What real plants taught us, and how it is handled:
-
-* asyncua does not reconnect reliably and a ``Client`` reused after a lost connection can
-  hang, so every connection is a fresh ``Client``, session and subscription;
-* namespace indexes change when a server restarts, so ``nsu=`` addresses are resolved
-  against the server's namespace array on every connect;
-* a silent server can keep TCP open, so the subscription's keep-alive is watched: no data
-  and no keep-alive for ``watchdog_s`` means the connection is torn down and rebuilt
-  (asyncua's own supervisor also polls ServerStatus and reports a dead transport);
-* one bad node id must not stall the others: each monitored item's status is checked, a
-  bad one is logged once per connect and listed in ``health.bad_tags``;
-* embedded servers have small limits: monitored items are created in batches no larger
-  than the server's MaxMonitoredItemsPerCall;
-* counters must lose no increment: queue size > 1, no deadband, and each publish response
-  is delivered as one batch in source-timestamp order (each tag's own values never
-  reordered, see ``_in_time_order``);
-* asyncua trusts whatever certificate a server presents unless told otherwise, so a
-  secured connection is built only by ``secure_client``: it checks the server's
-  certificate against the PKI's trust list (or the source's pin) before the secure
-  channel is opened, and every refusal — ours or the server's — is one line with what
-  to do (``ConnectRefused``, ``connect_hint``), never a traceback. ``gateway browse``
-  connects through the same two functions (``secure_client``, ``connect_client``).
+outages and servers that go silent. What real plants taught us, and how
+each lesson is handled, is in this folder's README.md.
 
 This module must never drop, merge or reorder a tag's values, never invent a value, never
 raise out of ``run()`` (except on cancellation), never accept a server certificate nobody

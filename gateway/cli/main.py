@@ -21,7 +21,7 @@ from pathlib import Path
 import typer
 
 from gateway import diagnostics, logs
-from gateway.cli_common import DbOption, Format, FormatOption, actor, age_text, emit, fail, on_ledger, parsed
+from gateway.cli.common import DbOption, Format, FormatOption, actor, age_text, emit, fail, on_ledger, parsed
 from gateway.ledger.leases import DEFAULT_TTL_S, LEDGER
 from gateway.yamldoc import InputFileError
 
@@ -80,16 +80,16 @@ report_app = typer.Typer(help="Reports on what the ledger holds (default: summar
 app.add_typer(report_app, name="report")
 db_app = typer.Typer(no_args_is_help=True, help="The ledger database: schema version and upgrades.")
 app.add_typer(db_app, name="db")
-from gateway.cli_reports import register as _register_reports; _register_reports(stock_app, report_app)  # noqa: I001
-from gateway.cli_outbox import outbox_app as _outbox_app; app.add_typer(_outbox_app, name="outbox")  # noqa: I001,E702
-from gateway.cli_adjust import register as _register_adjust; _register_adjust(app)  # noqa: I001
-from gateway.cli_anomalies import register as _register_anomalies; _register_anomalies(app)  # noqa: I001
-from gateway.cli_browse import register as _register_browse; _register_browse(app)  # noqa: I001
-from gateway.cli_pki import register as _register_pki; _register_pki(app)  # noqa: I001
-from gateway.cli_reload import register as _register_reload; _register_reload(app)  # noqa: I001
-from gateway.cli_commissioning import register as _register_commissioning; _register_commissioning(app)  # noqa: I001, E402
-from gateway.http.cli import AuthMetricsOption, HttpOption, TokensOption  # noqa: I001, E402
-from gateway.http.cli import register as _register_http; _register_http(app)  # noqa: I001, E402
+from gateway.cli.reports import register as _register_reports; _register_reports(stock_app, report_app)  # noqa: I001
+from gateway.cli.outbox import outbox_app as _outbox_app; app.add_typer(_outbox_app, name="outbox")  # noqa: I001,E702
+from gateway.cli.adjust import register as _register_adjust; _register_adjust(app)  # noqa: I001
+from gateway.cli.anomalies import register as _register_anomalies; _register_anomalies(app)  # noqa: I001
+from gateway.cli.browse import register as _register_browse; _register_browse(app)  # noqa: I001
+from gateway.cli.pki import register as _register_pki; _register_pki(app)  # noqa: I001
+from gateway.cli.reload import register as _register_reload; _register_reload(app)  # noqa: I001
+from gateway.cli.commissioning import register as _register_commissioning; _register_commissioning(app)  # noqa: I001, E402
+from gateway.cli.http import AuthMetricsOption, HttpOption, TokensOption  # noqa: I001, E402
+from gateway.cli.http import register as _register_http; _register_http(app)  # noqa: I001, E402
 
 # After the ledger is committed, what is left (library tasks, worker threads) gets this
 # long to end before the process ends without them.
@@ -134,7 +134,7 @@ def run(
     """
     from gateway.app import AppError
     from gateway.app.ledger import check_url
-    from gateway.http.cli import prepare, serving
+    from gateway.cli.http import prepare, serving
     from gateway.ledger.leases import MachinesOwned, Me, session_name
     from gateway.ownership import LeaseOptions
     from gateway.reloading import checked_mapping
@@ -220,7 +220,7 @@ def validate(
     for warning in warnings:  # not wrong, but will not work yet: said, exit code unchanged
         typer.echo(str(warning), err=True)
     if not errors and live:
-        from gateway.mapping.live import check_live
+        from gateway.cli.live import check_live
         from gateway.mapping.load import read_mapping
 
         logs.configure(level="critical")  # every problem is reported below, once, with its line
@@ -282,7 +282,7 @@ def stock_receive(
     """Receive stock without an order (movement 501), e.g. to replenish line-side stock."""
     from gateway.app import checks, stock
     from gateway.app.models import ReceiveStock
-    from gateway.report import fmt
+    from gateway.cli.tables import fmt
 
     request = ReceiveStock(material=material, qty=parsed(checks.quantity, quantity), location=location, lot=lot,
                            expires_on=parsed(checks.day, expiry, "--expiry") if expiry else None)
@@ -302,7 +302,7 @@ def stock_issue(
     """Issue a component to an order by hand (e.g. one with flushing rule `manual`)."""
     from gateway.app import checks, stock
     from gateway.app.models import IssueStock
-    from gateway.report import fmt
+    from gateway.cli.tables import fmt
 
     request = IssueStock(material=material, qty=parsed(checks.quantity, quantity), order=order, location=location,
                          lot=lot)
@@ -312,7 +312,7 @@ def stock_issue(
 
 def _print_order(view, *, title: str) -> None:
     from gateway.domain.valuation import money
-    from gateway.report import fmt, make_console, table
+    from gateway.cli.tables import fmt, make_console, table
 
     console = make_console()
     console.print(f"[b]{title}[/] {view.number}: {fmt(view.quantity)} {view.uom} {view.material}, status {view.status}, "
@@ -360,7 +360,7 @@ def errors_list(all_: bool = typer.Option(False, "--all", help="Include resolved
     from gateway.app.models import ErrorItem
     from gateway.domain.valuation import money
     from gateway.ledger.schema import utcnow
-    from gateway.report import fmt, make_console, table
+    from gateway.cli.tables import fmt, make_console, table
 
     def show(items) -> None:
         now = utcnow()
@@ -411,7 +411,7 @@ def confirmations_list(order: str | None = typer.Option(None, "--order"), last: 
     """The latest confirmations with their quantities and whether they were reversed."""
     from gateway.app import confirmations
     from gateway.app.models import ConfirmationRow
-    from gateway.report import fmt, make_console, table
+    from gateway.cli.tables import fmt, make_console, table
 
     def show(rows) -> None:
         make_console().print(table(
@@ -432,7 +432,7 @@ def trace(
 ) -> None:
     """Genealogy of a lot or serial across all levels: where-from (default) or where-used."""
     from gateway.app import reports
-    from gateway.report import fmt
+    from gateway.cli.tables import fmt
 
     def show(result) -> None:
         if not result.lines:
@@ -475,7 +475,7 @@ def report(ctx: typer.Context, db: str = DbOption, format: Format = FormatOption
     if ctx.invoked_subcommand is not None:
         return
     from gateway.app import reports
-    from gateway.report import print_summary
+    from gateway.cli.tables import print_summary
 
     result = on_ledger(db, reports.summary)
     emit(result, format, print_summary)
@@ -488,7 +488,7 @@ def report_journal(order: str = typer.Option(..., "--order", help="Production or
                    db: str = DbOption, format: Format = FormatOption) -> None:
     """Every ledger line of one order (confirmations, movements, activities, genealogy, errors…)."""
     from gateway.app import reports
-    from gateway.report import journal_markdown
+    from gateway.cli.tables import journal_markdown
 
     emit(on_ledger(db, reports.journal, order), format, lambda j: typer.echo(journal_markdown(j.sections)))
 
@@ -535,7 +535,7 @@ def demo(
 ) -> None:
     """Simulated PLCs → gateway → ledger for a while, then reconcile against the simulator."""
     from gateway.demo import DemoError, run_demo
-    from gateway.http.cli import prepare
+    from gateway.cli.http import prepare
     from gateway.http.listen import DEFAULT_LISTEN
 
     logs.configure(level="info" if verbose else "warning")
@@ -548,7 +548,3 @@ def demo(
     except DemoError as exc:
         fail(str(exc))
     raise typer.Exit(0 if ok else 1)
-
-
-if __name__ == "__main__":
-    app()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from gateway.cli_common import DbOption, Format, FormatOption, actor, emit, on_ledger
+from gateway.cli.common import DbOption, Format, FormatOption, actor, emit, on_ledger
 
 outbox_app = typer.Typer(no_args_is_help=True, help="Outbox: deliveries to the outputs (webhook, MQTT, ERPs).")
 
@@ -19,7 +19,7 @@ def outbox_list(status: str | None = typer.Option(None, "--status", help="pendin
                 last: int = typer.Option(500, "--last"), db: str = DbOption, format: Format = FormatOption) -> None:
     """Deliveries, newest first, with their state, attempts and the target's last message."""
     from gateway.app import outbox
-    from gateway.report import make_console, table
+    from gateway.cli.tables import make_console, table
 
     def show(rows) -> None:
         if not rows:

@@ -20,7 +20,7 @@ import time
 
 import typer
 
-from gateway.cli_common import DbOption, fail, with_ledger
+from gateway.cli.common import DbOption, fail, with_ledger
 
 
 def _is_gateway_run(pid: int) -> bool:

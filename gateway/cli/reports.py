@@ -12,7 +12,7 @@ from decimal import Decimal
 
 import typer
 
-from gateway.cli_common import DbOption, Format, FormatOption, actor, age_text, emit, on_ledger, parsed
+from gateway.cli.common import DbOption, Format, FormatOption, actor, age_text, emit, on_ledger, parsed
 
 
 def stock_count(
@@ -25,7 +25,7 @@ def stock_count(
     """Record a physical count; the difference to the book is posted (701 gain / 702 loss)."""
     from gateway.app import checks, stock
     from gateway.app.models import CountStock
-    from gateway.report import fmt
+    from gateway.cli.tables import fmt
 
     r = on_ledger(db, stock.count, CountStock(material=material, counted=parsed(checks.quantity, counted),
                                               location=location, lot=lot), actor=actor())
@@ -40,7 +40,7 @@ def report_accuracy(db: str = DbOption, format: Format = FormatOption) -> None:
     adjustments and anomalies on the material since the count before."""
     from gateway.app import reports
     from gateway.domain.valuation import money
-    from gateway.report import fmt, make_console, table
+    from gateway.cli.tables import fmt, make_console, table
     from gateway.app.models import AccuracyRow
 
     def show(rows) -> None:
@@ -78,7 +78,7 @@ def report_errors(db: str = DbOption, format: Format = FormatOption) -> None:
     """Open backflush errors by age and by material, with the value missing; error rate per 1 000 confirmations."""
     from gateway.app import reports
     from gateway.domain.valuation import money
-    from gateway.report import fmt, make_console, table
+    from gateway.cli.tables import fmt, make_console, table
 
     def show(m) -> None:
         console = make_console()
@@ -111,7 +111,7 @@ def report_wip(db: str = DbOption, format: Format = FormatOption) -> None:
     from gateway.app import reports
     from gateway.app.models import WipRow
     from gateway.domain.valuation import money
-    from gateway.report import fmt, make_console, table
+    from gateway.cli.tables import fmt, make_console, table
 
     def show(rows) -> None:
         if not rows:
@@ -141,7 +141,7 @@ def report_audit(since: str | None = typer.Option(None, "--since", help="From th
     from gateway.app import checks
     from gateway.app.audit import list_audit
     from gateway.app.models import AuditEntry
-    from gateway.report import make_console, table
+    from gateway.cli.tables import make_console, table
 
     def show(rows) -> None:
         if not rows:

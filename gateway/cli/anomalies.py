@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from gateway.cli_common import DbOption, Format, FormatOption, actor, age_text, emit, on_ledger
+from gateway.cli.common import DbOption, Format, FormatOption, actor, age_text, emit, on_ledger
 
 ReasonOption = typer.Option("", "--reason", help="Why: kept with the decision for the audit trail.")
 
@@ -20,7 +20,7 @@ def anomalies_list(all_: bool = typer.Option(False, "--all", help="Include decid
     from gateway.app.anomalies import list_anomalies
     from gateway.app.models import Anomaly
     from gateway.ledger.schema import utcnow
-    from gateway.report import fmt
+    from gateway.cli.tables import fmt
 
     def show(rows) -> None:
         if not rows:
@@ -46,7 +46,7 @@ def anomalies_accept(anomaly_id: int = typer.Argument(..., help="Anomaly id (see
     """Post the units an anomaly holds, once, as a confirmation with its backflush."""
     from gateway.app.anomalies import accept
     from gateway.app.models import AcceptAnomaly
-    from gateway.report import fmt
+    from gateway.cli.tables import fmt
 
     r = on_ledger(db, accept, AcceptAnomaly(anomaly_id=anomaly_id, reason=reason, order=order, operation=operation),
                   actor=actor())
@@ -62,7 +62,7 @@ def anomalies_assign(anomaly_id: int = typer.Argument(..., help="Anomaly id of u
     """Post the units held under an unknown or empty order to an order, once."""
     from gateway.app.anomalies import assign
     from gateway.app.models import AssignAnomaly
-    from gateway.report import fmt
+    from gateway.cli.tables import fmt
 
     r = on_ledger(db, assign, AssignAnomaly(anomaly_id=anomaly_id, order=order, operation=operation, reason=reason),
                   actor=actor())
@@ -75,7 +75,7 @@ def anomalies_reject(anomaly_id: int = typer.Argument(..., help="Anomaly id (see
     """Write off the units an anomaly holds: nothing is posted."""
     from gateway.app.anomalies import reject
     from gateway.app.models import RejectAnomaly
-    from gateway.report import fmt
+    from gateway.cli.tables import fmt
 
     r = on_ledger(db, reject, RejectAnomaly(anomaly_id=anomaly_id, reason=reason), actor=actor())
     typer.echo(f"anomaly {anomaly_id} rejected: {fmt(r.units)} held units written off, nothing posted")

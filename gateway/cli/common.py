@@ -1,8 +1,6 @@
 """What every CLI module shares: the ``--db`` and ``--format`` options, one-line failures,
 calling the application layer, and writing its answer as a table, JSON or CSV.
 
-Kept apart from ``gateway.cli`` because that module runs as ``__main__`` under
-``python -m gateway.cli`` and must not be imported a second time by its sub-commands.
 Never prints a traceback for bad input: every failure here is one line and exit 1.
 Never decides anything about the ledger: the application layer (``gateway.app``) does.
 """

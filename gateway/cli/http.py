@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from gateway.cli_common import fail
+from gateway.cli.common import fail
 from gateway.http.auth import Role, TokenConfigError, Tokens, new_token
 from gateway.http.listen import DEFAULT_LISTEN, Listen, PortInUse, bind
 

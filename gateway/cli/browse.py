@@ -21,7 +21,7 @@ from pathlib import Path
 
 import typer
 
-from gateway.cli_common import fail
+from gateway.cli.common import fail
 
 PASSWORD_ENV = "OPCUA_PASSWORD"
 
