@@ -90,7 +90,7 @@ def test_several_pendings_in_their_order():
 
 def test_triggers_are_stored_as_the_words_the_ledger_has_always_had():
     assert [t.value for t in Trigger] == ["every_units", "every_seconds", "order_change", "shutdown", "reload",
-                                          "anomaly_accepted", "assigned"]
+                                          "anomaly_accepted", "assigned", "adjustment:scrap", "true-up"]
     assert Trigger.EVERY_UNITS == "every_units" and f"{Trigger.SHUTDOWN}" == "shutdown"
 
 
