@@ -2,7 +2,9 @@
 
 ``advance(state, reading, spec)`` is the only entry point. It decides, for one reading
 of one counter, how many counts happened since the last accepted reading, and returns
-the new counter state. Rules:
+the new counter state. An increment carries the counter's units per cycle (and so its
+``units``), as does an anomaly that holds counts (``units_held``): how many units a reading
+makes is decided here, nowhere else. Rules:
 
 ============================================  =================================================
 case                                          outcome

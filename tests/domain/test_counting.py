@@ -134,3 +134,11 @@ def test_a_plc_clock_stepping_back_after_a_restart_loses_nothing():
         counted += step.increment.counts if step.increment else 0
         s = step.state
     assert counted == 1500
+
+
+def test_an_increment_and_a_hold_carry_their_units():
+    step = advance(state(100), reading(103), spec(units_per_count=4))
+    assert (step.increment.counts, step.increment.units) == (3, 12)
+    held = advance(state(100), reading(200), spec(units_per_count=4, max_counts_per_reading=50))
+    assert held.increment is None and held.anomaly.kind is AnomalyKind.IMPLAUSIBLE
+    assert (held.anomaly.counts_held, held.anomaly.units_held) == (100, 400)
