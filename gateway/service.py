@@ -51,6 +51,7 @@ from sqlalchemy import Engine
 
 from gateway.clock import utcnow
 from gateway.domain.confirming import Moment
+from gateway.inputfile.errors import InputFileError
 from gateway.ledger import leases
 from gateway.ledger.changes import ChangeSet
 from gateway.ledger.leases import LEDGER, MachinesOwned
@@ -64,7 +65,6 @@ from gateway.ownership import LeaseKeeper, LeaseOptions
 from gateway.reloading import MappingChange, checked_mapping, diff_mappings
 from gateway.sources import build_sources
 from gateway.sources.base import ORDER_ROLE, STATE_ROLE, Source, SourceHealth, TagValue
-from gateway.yamldoc import InputFileError
 
 log = structlog.get_logger("gateway.service")
 

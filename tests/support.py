@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
+
+# Master data the tests share, one file per plant: tests/fixtures/masterdata/<name>.yaml.
+MASTERDATA_FIXTURES = Path(__file__).parent / "fixtures" / "masterdata"
 
 
 def free_port() -> int:
@@ -10,6 +14,11 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def masterdata_fixture(name: str) -> str:
+    """The text of ``tests/fixtures/masterdata/<name>.yaml`` (a test may vary it with ``str.replace``)."""
+    return (MASTERDATA_FIXTURES / f"{name}.yaml").read_text(encoding="utf-8")
 
 
 def ledger_with_masterdata(url: str, masterdata_yaml: str, folder):

@@ -27,7 +27,7 @@ from gateway.service import Gateway
 from gateway.sources.base import ORDER_ROLE, TagValue
 from tests.integration.lines import MASTERDATA, ROOT, line_mapping
 
-CASE = ROOT / "tests" / "mappings" / "valid_demo_like"
+CASE = ROOT / "tests" / "mappings" / "valid_two_machines_checked_against_masterdata"
 runner = CliRunner()
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

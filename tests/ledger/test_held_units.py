@@ -21,28 +21,9 @@ from gateway.ledger.masters import MasterCache
 from gateway.ledger.posting import apply
 from gateway.ledger.queries import summary
 from gateway.ledger.changes import ChangeSet
-from tests.support import ledger_with_masterdata
+from tests.support import ledger_with_masterdata, masterdata_fixture
 
-MASTERDATA = """
-materials:
-  VALVE: {uom: PC}
-  SEAL:  {uom: PC, standard_price: 0.35}
-work_centers:
-  WC1: {labor_rate: 40, machine_rate: 60, supply_location: LS1}
-boms:
-  VALVE:
-    items:
-      - {item: "0010", material: SEAL, quantity: 2, operation: "0010"}
-routings:
-  VALVE:
-    operations:
-      - {operation: "0010", work_center: WC1}
-orders:
-  "5000001": {material: VALVE, quantity: 100, receipt_location: FG}
-  "5000009": {material: VALVE, quantity: 100, receipt_location: FG}
-stock:
-  - {material: SEAL, location: LS1, quantity: 100}
-"""
+MASTERDATA = masterdata_fixture("valve_two_orders")
 
 T = datetime(2026, 6, 1, 12, tzinfo=UTC)
 

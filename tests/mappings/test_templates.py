@@ -53,5 +53,5 @@ def test_packml_preset_with_a_named_order_tag():
 
 
 def test_a_machine_without_a_template_is_unchanged():
-    press = load_mapping(Path(__file__).parent / "valid_demo_like" / "mapping.yaml").machines["PRESS-01"]
+    press = load_mapping(Path(__file__).parent / "valid_two_machines_checked_against_masterdata" / "mapping.yaml").machines["PRESS-01"]
     assert press.count_when is None and press.job_counters == "continue"

@@ -120,6 +120,11 @@ class ModbusSource(ReconnectingSource):
     # --- public -----------------------------------------------------------------------
 
     @property
+    def plan(self) -> tuple[Read, ...]:
+        """The requests one poll sends, in order, while no read is split or backing off."""
+        return tuple(self._reads)
+
+    @property
     def reads_per_poll(self) -> int:
         """Requests one poll sends while no read is split or backing off."""
         return len(self._reads)
