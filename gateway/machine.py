@@ -52,7 +52,8 @@ import structlog
 from gateway.domain.confirming import (SCRAP_COUNTER, ConfirmRule, Moment, Pending, accumulate, confirm, decide,
                                        timer_spread)
 from gateway.domain.counting import Ignored, advance
-from gateway.domain.records import Anomaly, AnomalyKind, CounterReading, CounterSpec, CounterState, Increment, Quality
+from gateway.domain.records import Anomaly, AnomalyKind, CounterReading, CounterSpec, CounterState, Increment
+from gateway.sources.base import Quality
 from gateway.domain.serials import split_at, take_serials
 from gateway.ledger.changes import ChangeSet
 from gateway.ledger.queries import OrderDirectory, ResumeState

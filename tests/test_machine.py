@@ -9,7 +9,8 @@ from decimal import Decimal
 
 from gateway.domain.confirming import Moment
 from gateway.domain.counting import Ignored
-from gateway.domain.records import AnomalyKind, Position, Quality, Trigger
+from gateway.domain.records import AnomalyKind, Position, Trigger
+from gateway.sources.base import Quality
 from gateway.ledger.changes import ChangeSet
 from gateway.ledger.queries import OrderDirectory
 from gateway.machine import MachineRuntime, state_snapshots

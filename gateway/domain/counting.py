@@ -57,7 +57,6 @@ from gateway.domain.records import (
     CounterState,
     Increment,
     Position,
-    Quality,
 )
 
 
@@ -79,8 +78,7 @@ class Ignored(enum.StrEnum):
 
 
 _QUALITY = frozenset({Ignored.BAD_QUALITY, Ignored.UNCERTAIN_QUALITY, Ignored.NO_VALUE})
-_BY_QUALITY = {Quality.BAD: Ignored.BAD_QUALITY, Quality.UNCERTAIN: Ignored.UNCERTAIN_QUALITY,
-               Quality.GOOD: Ignored.NO_VALUE}
+_BY_QUALITY = {"bad": Ignored.BAD_QUALITY, "uncertain": Ignored.UNCERTAIN_QUALITY, "good": Ignored.NO_VALUE}
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +107,7 @@ def advance(
     job's last counts may never have been read. ``not_producing``: why the machine is not
     producing now (its state is outside ``count_when``); None while it produces.
     """
-    if reading.quality is not Quality.GOOD or reading.value is None:
+    if reading.quality != "good" or reading.value is None:
         return Step(state, ignored=_BY_QUALITY[reading.quality])
     value = reading.value
     if not 0 <= value < spec.modulus:

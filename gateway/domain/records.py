@@ -26,14 +26,12 @@ import enum
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Literal
 
 
-class Quality(enum.Enum):
-    """OPC UA status class of a value; Modbus reads are GOOD or BAD."""
-
-    GOOD = "good"
-    UNCERTAIN = "uncertain"
-    BAD = "bad"
+# How far the source trusted a value: OPC UA's status class (Good, Uncertain, Bad); Modbus reads
+# are good or bad. The words of the sources' ``Quality`` enum, which the domain does not import.
+ReadingQuality = Literal["good", "uncertain", "bad"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +78,7 @@ class CounterReading:
     counter: str
     value: int | None  # None when the PLC sent no usable number
     source_time: datetime
-    quality: Quality = Quality.GOOD
+    quality: ReadingQuality = "good"
     received_at: datetime | None = None
 
 
