@@ -15,14 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from gateway.domain.records import Quality
 from gateway.domain.repetitive import CollectorKey, period_of
 from gateway.ledger import schema as t
 from gateway.ledger.collectors import list_collectors
 from gateway.ledger.queries import summary
 from gateway.mapping.model import Mapping
 from gateway.service import Gateway
-from gateway.sources.base import TagValue
+from gateway.sources.base import Quality, TagValue
 from tests.integration.lines import ROOT
 from tests.support import ledger_with_masterdata
 

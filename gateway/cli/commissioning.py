@@ -16,7 +16,7 @@ import typer
 
 from gateway import logs
 from gateway.cli.common import fail
-from gateway.yamldoc import InputFileError
+from gateway.inputfile.errors import InputFileError
 
 
 def _mapping(path: Path):

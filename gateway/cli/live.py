@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.domain.records import Quality
+from gateway.sources.base import Quality
+from gateway.inputfile.errors import FileError
+from gateway.inputfile.validate import Loaded
 from gateway.mapping.model import COUNTER_WIDTH_BITS
 from gateway.sources import build_sources
 from gateway.sources.base import ORDER_ROLE, SERIAL_ROLE, TagValue
-from gateway.yamldoc import FileError, Loaded
 
 
 async def check_live(loaded: Loaded, *, timeout_s: float = 15.0) -> list[FileError]:

@@ -22,8 +22,8 @@ import typer
 
 from gateway import diagnostics, logs
 from gateway.cli.common import DbOption, Format, FormatOption, actor, age_text, emit, fail, on_ledger, parsed
+from gateway.inputfile.errors import InputFileError
 from gateway.ledger.leases import DEFAULT_TTL_S, LEDGER
-from gateway.yamldoc import InputFileError
 
 class _App(typer.Typer):
     """Every command: a ledger of another schema version is one line on stderr and exit 1."""

@@ -28,8 +28,8 @@ def _pki_and_uri(mapping: Path | None, pki: Path | None) -> tuple[object, str]:
         fail("give --mapping or --pki, not both")
     if mapping is None:
         return Pki(pki or "pki"), default_application_uri()
+    from gateway.inputfile.errors import InputFileError
     from gateway.mapping.load import load_mapping
-    from gateway.yamldoc import InputFileError
 
     try:
         loaded = load_mapping(mapping)

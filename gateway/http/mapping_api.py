@@ -42,11 +42,11 @@ from gateway.app.ledger import MAX_LEDGER_INT
 from gateway.http.ledger_api import By, call
 from gateway.http.problems import PROBLEM_RESPONSES, Problem
 from gateway.http.security import viewer
+from gateway.inputfile.errors import FileError, InputFileError
 from gateway.ledger import mapping_versions
 from gateway.ledger.audit import Action, Actor
 from gateway.mapping.model import LAST_ADDRESS, MAX_REGISTERS_PER_READ, MODBUS_TYPE_REGISTERS, Mapping
 from gateway.reloading import MappingChange, diff_mappings
-from gateway.yamldoc import FileError, InputFileError
 
 log = structlog.get_logger("gateway.http")
 

@@ -42,7 +42,7 @@ class WebhookTarget:
     def __init__(self, name: str, cfg: WebhookOutput) -> None:
         self.name = name
         self.url = cfg.url
-        # `${NAME}` was expanded from the environment when the mapping was read (gateway.yamldoc).
+        # `${NAME}` was expanded from the environment when the mapping was read (gateway.inputfile.read).
         self._secret = cfg.secret.get_secret_value() if cfg.secret else None
         self._headers = dict(cfg.headers)
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(cfg.timeout_s), follow_redirects=False)

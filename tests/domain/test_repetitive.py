@@ -128,7 +128,7 @@ def test_units_cross_a_period_boundary_exactly_once(steps, every):
         inc = Increment("M", "good", units, Position(0, raw), Position(0, raw + units), now)
         raw += units
         periods_of_units[number] = periods_of_units.get(number, 0) + units
-        pendings[number] = accumulate(pendings.get(number), inc, D(units), order=number, operation="0010", now=now)
+        pendings[number] = accumulate(pendings.get(number), inc, order=number, operation="0010", now=now)
         if pendings[number].units >= every:
             confirmed.append(confirm(pendings.pop(number), "every_units", "PC"))
     total = sum(c.yield_qty for c in confirmed) + sum(p.yield_qty for p in pendings.values())

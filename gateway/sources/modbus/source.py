@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from gateway.domain.records import Quality
+from gateway.sources.base import Quality
 from gateway.mapping.model import ModbusSource as ModbusSourceConfig
 from gateway.backoff import Backoff
 from gateway.sources.base import ORDER_ROLE, SERIAL_ROLE, ReconnectingSource, TagValue
@@ -118,6 +118,11 @@ class ModbusSource(ReconnectingSource):
         )
 
     # --- public -----------------------------------------------------------------------
+
+    @property
+    def plan(self) -> tuple[Read, ...]:
+        """The requests one poll sends, in order, while no read is split or backing off."""
+        return tuple(self._reads)
 
     @property
     def reads_per_poll(self) -> int:

@@ -10,17 +10,24 @@ from __future__ import annotations
 
 import io
 import re
+import types
 from pathlib import Path
+from typing import Annotated, Union, get_args, get_origin
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel, Discriminator
 from ruamel.yaml import YAML
 
+from gateway.inputfile.errors import FileError, InputFileError
+from gateway.inputfile.messages import unknown
+from gateway.inputfile.read import read_yaml
 from gateway.mapping.load import load_mapping
+from gateway.mapping.model import Mapping
 from gateway.mapping.validate import validate_mapping
 from gateway.masterdata.load import load_masterdata, to_domain
-from gateway.yamldoc import FileError, InputFileError, read_yaml, unknown
+from gateway.masterdata.model import MasterData
 
 REPO = Path(__file__).resolve().parent.parent
 LINE = re.compile(r"^[^:]+:\d+: ")
@@ -190,6 +197,37 @@ def test_keys_pulled_in_by_a_merge_point_at_the_merging_mapping() -> None:
         f"{file}:9: machines.M.units_per_cycle: expected a whole number, got 'x'",
         f"{file}:10: machines.N.units_per_cycle: expected a whole number, got 'x'",
     ]
+
+
+def _unions(annotation: object, seen: set) -> list[tuple[object, bool]]:
+    """Every union of two or more members reachable from ``annotation``, and whether it is discriminated."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        inner = args[0]
+        if get_origin(inner) in (Union, types.UnionType):
+            members = [a for a in get_args(inner) if a is not type(None)]
+            found = [(inner, any(isinstance(m, Discriminator) for m in args[1:]))] if len(members) > 1 else []
+            return found + [u for m in members for u in _unions(m, seen)]
+        return _unions(inner, seen)
+    if origin in (Union, types.UnionType):
+        members = [a for a in args if a is not type(None)]
+        return [(annotation, False)] * (len(members) > 1) + [u for m in members for u in _unions(m, seen)]
+    if origin in (dict, list, tuple):
+        return [u for a in args for u in _unions(a, seen)]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel) and annotation not in seen:
+        seen.add(annotation)
+        return [u for f in annotation.model_fields.values()
+                for u in _unions(Annotated[(f.annotation, *f.metadata)] if f.metadata else f.annotation, seen)]
+    return []
+
+
+@pytest.mark.parametrize("schema", [Mapping, MasterData], ids=lambda m: m.__name__)
+def test_every_union_of_an_input_file_is_discriminated(schema: type[BaseModel]) -> None:
+    """A smart union reports every member's errors for one value; a discriminated one only
+    the member the value was written as, which is what the messages name."""
+    unions = _unions(schema, set())
+    assert schema is not Mapping or len(unions) >= 5, "the walk finds the tag unions and Machine.order"
+    assert [u for u, discriminated in unions if not discriminated] == []
 
 
 # --- never a traceback --------------------------------------------------------------
