@@ -98,19 +98,27 @@ def run_example(url: str) -> dict[str, str]:
     return out
 
 
-STEP = re.compile(r"(<!-- step:(?P<name>[a-z-]+) -->\n)(?P<body>.*?)\n?(<!-- /step -->)", re.S)
+def steps_of(tag: str) -> re.Pattern:
+    """The blocks ``<!-- TAG:NAME -->`` … ``<!-- /TAG -->`` of the document."""
+    return re.compile(rf"(<!-- {tag}:(?P<name>[a-z-]+) -->\n)(?P<body>.*?)\n?(<!-- /{tag} -->)", re.S)
+
+
+def assert_document_shows(tag: str, steps: dict[str, str]) -> None:
+    """Each step's block in docs/backflush.md is what the gateway posted (``UPDATE_DOCS=1``: rewrite them)."""
+    pattern = steps_of(tag)
+    text = DOC.read_text(encoding="utf-8")
+    if os.environ.get("UPDATE_DOCS"):
+        DOC.write_text(pattern.sub(lambda m: m.group(1) + steps[m.group("name")] + "\n" + m.group(4), text),
+                       encoding="utf-8")
+        text = DOC.read_text(encoding="utf-8")
+    found = {m.group("name"): m.group("body") for m in pattern.finditer(text)}
+    assert set(found) == set(steps), f"every {tag} has its block in the document"
+    for name, body in steps.items():
+        assert found[name] == body, f"docs/backflush.md {tag} {name!r} differs from what the gateway posts"
 
 
 def test_the_worked_example_posts_what_the_document_shows(sqlite_url):
-    steps = run_example(sqlite_url)
-    text = DOC.read_text(encoding="utf-8")
-    if os.environ.get("UPDATE_DOCS"):
-        DOC.write_text(STEP.sub(lambda m: m.group(1) + steps[m.group("name")] + "\n" + m.group(4), text), encoding="utf-8")
-        text = DOC.read_text(encoding="utf-8")
-    found = {m.group("name"): m.group("body") for m in STEP.finditer(text)}
-    assert set(found) == set(steps), "every step has its block in the document"
-    for name, body in steps.items():
-        assert found[name] == body, f"docs/backflush.md step {name!r} differs from what the gateway posts"
+    assert_document_shows("step", run_example(sqlite_url))
 
 
 def test_the_worked_example_numbers(sqlite_url):

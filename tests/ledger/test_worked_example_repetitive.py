@@ -8,8 +8,6 @@ rewrites the blocks.
 
 from __future__ import annotations
 
-import os
-import re
 from datetime import timedelta
 from decimal import Decimal as D
 
@@ -20,7 +18,7 @@ from gateway.ledger import adjustments
 from gateway.ledger.audit import Actor
 from gateway.ledger.queries import journal
 from gateway.cli.tables import fmt, journal_markdown
-from tests.ledger.test_worked_example import DOC
+from tests.ledger.test_worked_example import assert_document_shows
 from tests.test_repetitive_service import DEC, MIDNIGHT, NOV, Line
 
 SHIFT_LEAD = Actor("shift-lead", "cli", "line-2-terminal", "gateway period close 2026-11")
@@ -87,20 +85,8 @@ def run_repetitive_example(folder) -> dict[str, str]:
     return out
 
 
-STEP = re.compile(r"(<!-- rem-step:(?P<name>[a-z-]+) -->\n)(?P<body>.*?)\n?(<!-- /rem-step -->)", re.S)
-
-
 def test_the_repetitive_example_posts_what_the_document_shows(tmp_path):
-    steps = run_repetitive_example(tmp_path)
-    text = DOC.read_text(encoding="utf-8")
-    if os.environ.get("UPDATE_DOCS"):
-        DOC.write_text(STEP.sub(lambda m: m.group(1) + steps[m.group("name")] + "\n" + m.group(4), text),
-                       encoding="utf-8")
-        text = DOC.read_text(encoding="utf-8")
-    found = {m.group("name"): m.group("body") for m in STEP.finditer(text)}
-    assert set(found) == set(steps), "every step has its block in the document"
-    for name, body in steps.items():
-        assert found[name] == body, f"docs/backflush.md repetitive step {name!r} differs from what the gateway posts"
+    assert_document_shows("rem-step", run_repetitive_example(tmp_path))
 
 
 def test_the_repetitive_example_numbers(tmp_path):
