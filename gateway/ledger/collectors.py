@@ -40,6 +40,7 @@ from sqlalchemy import Connection, Engine, select, update
 
 from gateway.domain.records import (
     ConsumptionBasis,
+    ErrorStatus,
     FlushingRule,
     OrderComponent,
     OrderOperation,
@@ -318,7 +319,7 @@ def _refuse_unfinished(conn: Connection, period: str, rows, now: datetime) -> No
         raise OperationRefused(f"period {period}: units counted but not yet confirmed on {', '.join(waiting)}; the "
                                "gateway confirms them at its next period change (start it if it is not running), "
                                "then close the period")
-    errors = conn.execute(select(eq.id, eq.order_no).where(eq.order_no.in_(numbers), eq.status == "open")
+    errors = conn.execute(select(eq.id, eq.order_no).where(eq.order_no.in_(numbers), eq.status == ErrorStatus.OPEN)
                           .order_by(eq.id)).all()
     if errors:
         ids = ", ".join(str(e.id) for e in errors[:10])
