@@ -582,7 +582,7 @@ def output_figures(engine, window: tuple[float, float], standin, counter: MqttCo
 
 def run(plan: Plan, ceilings: bool = True, log_dir: Path | None = None, profile: Path | None = None,
         lease_reps: int = 50) -> dict:
-    from gateway.ledger.queries import summary
+    from gateway.ledger.reports import summary
     from gateway.ledger.schema import open_engine
     work = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     if log_dir is not None:

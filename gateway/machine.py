@@ -59,7 +59,7 @@ from gateway.domain.records import Anomaly, AnomalyKind, CounterReading, Counter
 from gateway.sources.base import Quality
 from gateway.domain.serials import split_at, take_serials
 from gateway.ledger.changes import ChangeSet
-from gateway.ledger.queries import OrderDirectory, ResumeState
+from gateway.ledger.resume import OrderDirectory, ResumeState
 from gateway.mapping.model import COUNTER_WIDTH_BITS, Machine
 from gateway.sources.base import ORDER_ROLE, SERIAL_ROLE, STATE_ROLE, TagValue
 

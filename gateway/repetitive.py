@@ -25,7 +25,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from gateway.domain.repetitive import CollectorKey, Period, PeriodLength, period_of
-from gateway.ledger.queries import OrderDirectory
+from gateway.ledger.resume import OrderDirectory
 from gateway.mapping.model import Machine
 
 

@@ -63,7 +63,7 @@ from gateway.inputfile.errors import InputFileError
 from gateway.ledger import leases
 from gateway.ledger.changes import ChangeSet
 from gateway.ledger.leases import LEDGER, MachinesOwned
-from gateway.ledger.queries import OrderDirectory, ResumeState, order_directory, resume_state
+from gateway.ledger.resume import OrderDirectory, ResumeState, order_directory, resume_state
 from gateway.ledger.stats import StatsFile
 from gateway.ledger.writer import LedgerWriter
 from gateway.machine import MachineRuntime, first_states, state_snapshots

@@ -12,7 +12,7 @@ from gateway.domain.counting import Ignored
 from gateway.domain.records import AnomalyKind, Position, Trigger
 from gateway.sources.base import Quality
 from gateway.ledger.changes import ChangeSet
-from gateway.ledger.queries import OrderDirectory
+from gateway.ledger.resume import OrderDirectory
 from gateway.machine import MachineRuntime, state_snapshots
 from gateway.mapping.model import Machine
 from gateway.sources.base import ORDER_ROLE, STATE_ROLE, TagValue

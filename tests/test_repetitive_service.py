@@ -18,7 +18,7 @@ from sqlalchemy import select
 from gateway.domain.repetitive import CollectorKey, period_of
 from gateway.ledger import schema as t
 from gateway.ledger.collectors import list_collectors
-from gateway.ledger.queries import summary
+from gateway.ledger.reports import summary
 from gateway.mapping.model import Mapping
 from gateway.service import Gateway
 from gateway.sources.base import Quality, TagValue

@@ -375,7 +375,7 @@ machine_states = Table(
 # Units each machine's counters showed, cumulative: written in the same transaction as its
 # counter state (never by a person), so it is independent of what became of the units.
 # Every unit counted is confirmed, pending, held by an open anomaly or written off by a
-# rejected one (``queries.summary`` checks it). Whole units (counts × units per count).
+# rejected one (``reports.summary`` checks it). Whole units (counts × units per count).
 counted_units = Table(
     "counted_units", metadata,
     Column("machine", String(64), primary_key=True),

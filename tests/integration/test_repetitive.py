@@ -27,7 +27,7 @@ from gateway.domain.confirming import parse_positions
 from gateway.ledger import schema as t
 from gateway.ledger.audit import Actor
 from gateway.ledger.masters import store_masterdata
-from gateway.ledger.queries import summary
+from gateway.ledger.reports import summary
 from gateway.mapping.model import Mapping
 from gateway.masterdata.load import load_masterdata, to_domain
 from gateway.service import Gateway

@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import select
 
 from gateway.ledger import schema as t
-from gateway.ledger.queries import summary
+from gateway.ledger.reports import summary
 from gateway.ledger.schema import open_engine
 from simulators.control import sim_command_sync
 from simulators.opcua_plc import node_id

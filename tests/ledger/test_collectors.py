@@ -17,7 +17,8 @@ from gateway.ledger.collectors import close_period, collector_costs, list_collec
 from gateway.ledger.masters import store_masterdata
 from gateway.ledger.operations import OperationRefused, list_errors, reprocess_errors, reverse_confirmation
 from gateway.ledger.orders import complete_order, order_view
-from gateway.ledger.queries import order_directory, summary
+from gateway.ledger.reports import summary
+from gateway.ledger.resume import order_directory
 from gateway.masterdata.load import load_masterdata, to_domain
 from tests.integration.lines import ROOT
 from tests.support import ledger_with_masterdata, post_units

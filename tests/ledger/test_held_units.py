@@ -19,7 +19,7 @@ from gateway.ledger import schema as t
 from gateway.ledger.anomalies import DecisionRefused, assign, list_anomalies
 from gateway.ledger.masters import MasterCache
 from gateway.ledger.posting import apply
-from gateway.ledger.queries import summary
+from gateway.ledger.reports import summary
 from gateway.ledger.changes import ChangeSet
 from tests.support import ledger_with_masterdata, masterdata_fixture
 

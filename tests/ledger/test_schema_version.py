@@ -12,7 +12,7 @@ from sqlalchemy import select, text, update
 
 from gateway.ledger import schema as t
 from gateway.ledger.migrate import upgrade
-from gateway.ledger.queries import summary
+from gateway.ledger.reports import summary
 from gateway.ledger.schema import SCHEMA_VERSION, LedgerVersionError, open_engine
 from tests.integration.lines import ROOT
 

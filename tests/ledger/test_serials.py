@@ -167,7 +167,7 @@ def _tag_confirmation(start: int, serials: tuple[str, ...]):
 
 
 def test_serials_from_the_tag_wait_with_pending_units_and_are_received_as_read(tmp_path):
-    from gateway.ledger.queries import resume_state
+    from gateway.ledger.resume import resume_state
 
     engine = ledger(tmp_path)
     pending = _tag_confirmation(0, ("SN-A", "SN-B"))

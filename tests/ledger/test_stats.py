@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from gateway.domain.records import CounterState, Position
 from gateway.ledger.changes import ChangeSet
-from gateway.ledger.queries import resume_state
+from gateway.ledger.resume import resume_state
 from gateway.ledger.schema import open_engine
 from gateway.ledger.stats import StatsFile
 from gateway.ledger.writer import LedgerWriter

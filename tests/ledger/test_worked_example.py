@@ -19,7 +19,7 @@ from gateway.ledger import adjustments
 from gateway.ledger.masters import MasterCache, store_masterdata
 from gateway.ledger.operations import receive_stock, reprocess_errors, reverse_confirmation
 from gateway.ledger.orders import order_view
-from gateway.ledger.queries import journal
+from gateway.ledger.reports import journal
 from gateway.ledger.schema import open_engine
 from gateway.ledger.posting import apply
 from gateway.ledger.changes import ChangeSet

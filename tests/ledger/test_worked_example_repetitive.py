@@ -16,7 +16,7 @@ from gateway.app.models import ClosePeriod
 from gateway.domain.valuation import money
 from gateway.ledger import adjustments
 from gateway.ledger.audit import Actor
-from gateway.ledger.queries import journal
+from gateway.ledger.reports import journal
 from gateway.cli.tables import fmt, journal_markdown
 from tests.ledger.test_worked_example import assert_document_shows
 from tests.test_repetitive_service import DEC, MIDNIGHT, NOV, Line

@@ -22,7 +22,8 @@ from gateway.domain.records import (
 )
 from gateway.ledger import schema as t
 from gateway.ledger.masters import store_masterdata
-from gateway.ledger.queries import resume_state, summary
+from gateway.ledger.reports import summary
+from gateway.ledger.resume import resume_state
 from gateway.ledger.schema import open_engine
 from gateway.ledger.posting import apply
 from gateway.ledger.changes import ChangeSet
