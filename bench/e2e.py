@@ -109,6 +109,9 @@ routings:
       - {{operation: "0010", work_center: WC-BENCH, setup_hours: 0.1, machine_hours: 0.001, labor_hours: 0.001, final: true}}
 orders:
 {orders}
+production_versions:  # bench/writer_tx.py --collectors
+  PART:
+    "0001": {{receipt_location: FG-01}}
 stock:
   - {{material: RESIN, location: LS-BENCH, quantity: 1000000}}
 """
@@ -579,7 +582,7 @@ def output_figures(engine, window: tuple[float, float], standin, counter: MqttCo
 
 def run(plan: Plan, ceilings: bool = True, log_dir: Path | None = None, profile: Path | None = None,
         lease_reps: int = 50, profile_gil: bool = False) -> dict:
-    from gateway.ledger.queries import summary
+    from gateway.ledger.reports import summary
     from gateway.ledger.schema import open_engine
     work = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     if log_dir is not None:

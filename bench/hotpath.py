@@ -105,7 +105,7 @@ def messages(machines: int, rate: float, seconds: float, handles: dict[tuple[str
 
 
 async def run(args: argparse.Namespace, folder: Path) -> int:
-    from gateway.ledger.queries import summary
+    from gateway.ledger.reports import summary
     from gateway.ledger.schema import open_engine
     from gateway.mapping.load import load_mapping
     from gateway.ownership import LeaseOptions

@@ -1,7 +1,7 @@
 """The ledger writer alone: the time of one transaction of N confirmations with their
 postings (the bench master data of ``bench/e2e.py``, SQLite with synchronous=FULL).
 
-Usage: python bench/writer_tx.py [--confirmations 100] [--transactions 10] [--profile] [--db URL]
+Usage: python bench/writer_tx.py [--confirmations 100] [--transactions 10] [--profile] [--db URL] [--collectors]
        python bench/writer_tx.py --plan      # backflush planning alone (``plan()``), no database
 
 It shows what one confirmation costs the writer thread, the figure behind the latency
@@ -9,6 +9,10 @@ tail when many machines confirm at once; ``--profile`` prints a pyinstrument pro
 (the ``bench`` extra). It writes only a temporary SQLite file, which it removes, or
 with ``--db`` the ledger at URL, which must be empty (e.g. a fresh PostgreSQL schema:
 ``postgresql+psycopg://host/db?options=-csearch_path%3Dmy_schema``).
+
+``--collectors``: the same confirmations posted to cost collectors (repetitive production, one
+per "order" of the bench master data), each change-set naming its collectors as the service's
+do, so the writer checks them (``ensure_collectors``) in every transaction.
 """
 
 from __future__ import annotations
@@ -31,19 +35,25 @@ import structlog
 
 from bench.e2e import ORDERS, masterdata_yaml
 from gateway.domain.records import Confirmation, Position
+from gateway.domain.repetitive import CollectorKey
 from gateway.ledger.masters import MasterCache
 from gateway.ledger.schema import open_engine
 from gateway.ledger.posting import apply
-from gateway.ledger.writer import Commit
+from gateway.ledger.changes import ChangeSet
 
 
-def commit_of(k: int, n: int, now: datetime) -> Commit:
+def commit_of(k: int, n: int, now: datetime, collectors: bool = False) -> ChangeSet:
     """Confirmation number ``k`` of ``n`` machines: 48 good and 2 scrap each."""
-    c = Commit()
+    c = ChangeSet()
     for i in range(n):
         start = (("good", Position(0, k * 48)), ("scrap", Position(0, k * 2)))
         end = (("good", Position(0, k * 48 + 48)), ("scrap", Position(0, k * 2 + 2)))
-        c.confirmations.append(Confirmation(f"C-{k}-{i}", f"U{i:05d}", str(9000000 + i % ORDERS), "0010",
+        order = str(9000000 + i % ORDERS)
+        if collectors:
+            key = CollectorKey("PART", "0001", f"LINE-{i % ORDERS}", "2026-11")
+            order = key.number
+            c.collectors[order] = key
+        c.confirmations.append(Confirmation(f"C-{k}-{i}", f"U{i:05d}", order, "0010",
                                             Decimal(48), Decimal(2), "PC", start, end, now, now, "every_units"))
     return c
 
@@ -82,6 +92,7 @@ def main() -> None:
     parser.add_argument("--transactions", type=int, default=10)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--db", help="an empty ledger database (default: a temporary SQLite file)")
+    parser.add_argument("--collectors", action="store_true", help="post to cost collectors instead of orders")
     parser.add_argument("--plan", action="store_true", help="time plan() alone for one confirmation of the bench order")
     args = parser.parse_args()
     if args.plan:
@@ -100,7 +111,7 @@ def main() -> None:
         now = datetime.now(UTC)
         for k in range(1, 3):  # warm-up: caches, first setup activity, first lots
             with engine.begin() as conn:
-                apply(conn, commit_of(k, args.confirmations, now), masters)
+                apply(conn, commit_of(k, args.confirmations, now, args.collectors), masters)
         profiler = None
         if args.profile:
             from pyinstrument import Profiler
@@ -109,16 +120,16 @@ def main() -> None:
         began, cpu0 = time.perf_counter(), time.process_time()
         for k in range(3, 3 + args.transactions):
             with engine.begin() as conn:
-                apply(conn, commit_of(k, args.confirmations, now), masters)
+                apply(conn, commit_of(k, args.confirmations, now, args.collectors), masters)
         took = (time.perf_counter() - began) / args.transactions
         cpu = (time.process_time() - cpu0) / args.transactions
         if profiler is not None:
             profiler.stop()
             print(profiler.output_text(unicode=True, color=False))
         engine.dispose()
-        print(f"{args.confirmations} confirmations per transaction: {1000 * took:.1f} ms per transaction, "
-              f"{1e6 * took / args.confirmations:.0f} µs per confirmation ({1e6 * cpu / args.confirmations:.0f} µs CPU: "
-              "on a busy machine the CPU figure is the steadier one)")
+        print(f"{args.confirmations} confirmations per transaction{' (cost collectors)' if args.collectors else ''}: "
+              f"{1000 * took:.1f} ms per transaction, {1e6 * took / args.confirmations:.0f} µs per confirmation "
+              f"({1e6 * cpu / args.confirmations:.0f} µs CPU: on a busy machine the CPU figure is the steadier one)")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -36,7 +36,7 @@ from pydantic import ValidationError
 
 from gateway.ledger import outbox
 from gateway.ledger.masters import store_masterdata
-from gateway.ledger.queries import summary
+from gateway.ledger.reports import summary
 from gateway.ledger.schema import open_engine
 from gateway.mapping.load import load_mapping
 from gateway.mapping.model import Mapping, Output

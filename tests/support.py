@@ -35,21 +35,22 @@ def ledger_with_masterdata(url: str, masterdata_yaml: str, folder):
     return engine
 
 
-def post_units(engine, start: int, end: int, *, order: str, at, machine: str = "M1", operation: str = "0010"):
-    """Confirm good units start..end of ``machine`` and post them as the writer does; the confirmation."""
-    from decimal import Decimal
+def post_units(engine, start: int, end: int, *, order: str, at, machine: str = "M1", operation: str = "0010",
+               collector=None):
+    """Confirm good units start..end of ``machine`` and post them as the writer does; the confirmation.
 
+    ``collector``: the ``CollectorKey`` whose number ``order`` is (repetitive production)."""
     from gateway.domain.confirming import accumulate, confirm
     from gateway.domain.records import Increment, Position
     from gateway.ledger.masters import MasterCache
     from gateway.ledger.posting import apply
-    from gateway.ledger.writer import Commit
+    from gateway.ledger.changes import ChangeSet
 
     inc = Increment(machine, "good", end - start, Position(0, start), Position(0, end), at)
-    c = confirm(accumulate(None, inc, Decimal(end - start), order=order, operation=operation, now=at),
+    c = confirm(accumulate(None, inc, order=order, operation=operation, now=at),
                 "every_units", "PC")
     with engine.begin() as conn:
-        apply(conn, Commit(confirmations=[c]), MasterCache())
+        apply(conn, ChangeSet(confirmations=[c], collectors={order: collector} if collector else {}), MasterCache())
     return c
 
 

@@ -170,7 +170,8 @@ machines:
         (
             "    colour: red\n",
             "machines.M: unknown key 'colour' (allowed: source, work_center, operation, "
-            "units_per_cycle, counters, order, confirm, plausibility, count_when, job_counters, serial)",
+            "units_per_cycle, counters, order, confirm, plausibility, count_when, job_counters, serial, product, version, "
+            "line)",
         ),
     ],
 )

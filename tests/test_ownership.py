@@ -16,11 +16,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from gateway.domain.records import Quality
+from gateway.sources.base import Quality
 from gateway.ledger import schema as t
 from gateway.ledger.leases import LEDGER, MachinesOwned
 from gateway.ledger.masters import store_masterdata
-from gateway.ledger.queries import summary
+from gateway.ledger.reports import summary
 from gateway.ledger.schema import open_engine
 from gateway.mapping.load import load_mapping
 from gateway.masterdata.load import load_masterdata, to_domain

@@ -30,7 +30,7 @@ from gateway.commissioning.record import record
 from gateway.commissioning.recording import read_recording, replay
 from gateway.demo import wait_until
 from gateway.ledger import schema as t
-from gateway.ledger.queries import summary
+from gateway.ledger.reports import summary
 from gateway.ledger.schema import open_engine
 from gateway.mapping.load import load_mapping
 from gateway.masterdata.load import load_masterdata

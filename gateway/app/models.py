@@ -67,6 +67,55 @@ class OrderView(Model):
     components: list[ComponentUse]
 
 
+# -- cost collectors (repetitive production) ----------------------------------------------
+
+
+class CollectorRow(Model):
+    """A standing cost collector of a product, version and line for one period, and its balance.
+
+    Open: the balance as posted so far; closed: as its period close settled it. ``actual`` is the
+    components issued (at their posted value) plus the activities; ``target`` the yield received
+    at the product's standard price; ``variance`` = actual − target. The values are None when the
+    collector's postings are in more than one currency (``currency`` lists them)."""
+
+    number: str  # its order number in the ledger
+    product: str
+    version: str
+    line: str
+    period: str
+    status: str  # open | closed
+    created_at: datetime
+    closed_at: datetime | None
+    yield_qty: Decimal  # confirmed at the final operation
+    scrap_qty: Decimal
+    received: Decimal
+    uom: str
+    currency: str
+    materials: Decimal | None
+    activities: Decimal | None
+    actual: Decimal | None
+    target: Decimal | None
+    variance: Decimal | None
+
+
+class CollectorView(Model):
+    """A collector with its standing order's progress and components, as ``orders show`` has them
+    (``order`` is None while its production version is not loaded: nothing was posted to it)."""
+
+    collector: CollectorRow
+    order: OrderView | None
+
+
+class PeriodClosed(Model):
+    period: str
+    collectors: list[CollectorRow]
+
+
+class ClosePeriod(Model):
+    period: str = Field(min_length=1, max_length=16, description="2026-12 (month), 2026-W49 (ISO week) or a day.")
+    reason: str = ""
+
+
 # -- confirmations ----------------------------------------------------------------------
 
 

@@ -29,17 +29,17 @@ from gateway.app.models import (
     TraceLine,
     WipRow,
 )
-from gateway.ledger import inventory, queries
+from gateway.ledger import inventory, reports
 from gateway.ledger.leases import LEDGER
 
 
 @on_ledger
 def summary(engine) -> LedgerSummary:
     """Per machine: units counted against confirmed + pending + held + written off; goods, activities, stock."""
-    return from_ledger(queries.summary(engine))
+    return from_ledger(reports.summary(engine))
 
 
-def from_ledger(s: queries.LedgerSummary) -> LedgerSummary:
+def from_ledger(s: reports.LedgerSummary) -> LedgerSummary:
     """The ledger's summary as the model every front end shows."""
     zero = Decimal(0)
     return LedgerSummary(
@@ -68,7 +68,7 @@ def journal(engine, order: str) -> Journal:
 
     with engine.connect() as conn:
         checks.order(conn, order)
-    return Journal(order=order, sections=queries.journal(engine, order))
+    return Journal(order=order, sections=reports.journal(engine, order))
 
 
 @on_ledger

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.domain.records import Quality
+from gateway.sources.base import Quality
 from gateway.inputfile.errors import FileError
 from gateway.inputfile.validate import Loaded
 from gateway.mapping.model import COUNTER_WIDTH_BITS

@@ -84,6 +84,7 @@ from gateway.cli.reports import register as _register_reports; _register_reports
 from gateway.cli.outbox import outbox_app as _outbox_app; app.add_typer(_outbox_app, name="outbox")  # noqa: I001,E702
 from gateway.cli.adjust import register as _register_adjust; _register_adjust(app)  # noqa: I001
 from gateway.cli.anomalies import register as _register_anomalies; _register_anomalies(app)  # noqa: I001
+from gateway.cli.collectors import register as _register_collectors; _register_collectors(app)  # noqa: I001
 from gateway.cli.browse import register as _register_browse; _register_browse(app)  # noqa: I001
 from gateway.cli.pki import register as _register_pki; _register_pki(app)  # noqa: I001
 from gateway.cli.reload import register as _register_reload; _register_reload(app)  # noqa: I001
@@ -265,6 +266,7 @@ def masterdata_load(file: Path = typer.Argument(..., help="Master-data YAML file
         f"{file}: {report.materials} materials, {report.work_centers} work centers, orders "
         f"{report.orders_new} new / {report.orders_updated} updated / {report.orders_unchanged} unchanged, "
         f"{report.stock_posted} opening stock postings"
+        + (f", {report.versions} production versions" if report.versions else "")
     )
     for note in report.notes:
         typer.echo(f"  note: {note}")

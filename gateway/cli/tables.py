@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway.app.models import LedgerSummary
-from gateway.ledger import queries
+from gateway.ledger import reports
 
 
 def fmt(q: Decimal) -> str:
@@ -78,9 +78,9 @@ def _cells(markup: str) -> int:
     return max((Text.from_markup(line).cell_len for line in markup.splitlines()), default=0)
 
 
-def print_summary(s: LedgerSummary | queries.LedgerSummary, *, truth: dict[str, Decimal] | None = None,
+def print_summary(s: LedgerSummary | reports.LedgerSummary, *, truth: dict[str, Decimal] | None = None,
                   console: Console | None = None) -> None:
-    if isinstance(s, queries.LedgerSummary):
+    if isinstance(s, reports.LedgerSummary):
         from gateway.app.reports import from_ledger
 
         s = from_ledger(s)

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from gateway.domain.records import Quality
+from gateway.sources.base import Quality
 from gateway.inputfile.errors import FileError, InputFileError
 from gateway.mapping.model import Mapping
 from gateway.sources import modbus_tags, opcua_tags

@@ -1,5 +1,5 @@
-"""Ledger operations over HTTP, under ``/api/v1``: orders, confirmations, the error queue,
-anomalies, stock, genealogy and reports.
+"""Ledger operations over HTTP, under ``/api/v1``: orders, cost collectors, confirmations, the
+error queue, anomalies, stock, genealogy and reports.
 
 Each route is a thin shell over one function of the application layer (``gateway.app``):
 the same input models, the same checks and the same messages as the CLI. An ``AppError``
@@ -21,7 +21,7 @@ import anyio
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.app import anomalies, confirmations, error_queue, orders, reports, stock
+from gateway.app import anomalies, collectors, confirmations, error_queue, orders, reports, stock
 from gateway.app import models as m
 from gateway.app.audit import Actor, list_audit
 from gateway.app.ledger import MAX_LEDGER_INT
@@ -91,6 +91,29 @@ async def get_order(request: Request, number: Name) -> m.OrderView:
 async def complete_order(request: Request, number: Name, actor: By) -> m.OrderView:
     """Issue the accrued order-completion components and close the order."""
     return await call(request, orders.complete_order, number, actor=actor)
+
+
+# -- cost collectors (repetitive production) -------------------------------------------
+
+
+@router.get("/collectors", tags=["collectors"], dependencies=read)
+async def list_collectors(request: Request, period: str | None = Query(None, max_length=16),
+                          status: Literal["open", "closed"] | None = None,
+                          product: str | None = Query(None, max_length=64)) -> list[m.CollectorRow]:
+    """Cost collectors per product, version, line and period, with their balance (actual, target, variance)."""
+    return await call(request, collectors.list_collectors, period=period, status=status, product=product)
+
+
+@router.get("/collectors/{number}", tags=["collectors"], dependencies=read)
+async def get_collector(request: Request, number: Name) -> m.CollectorView:
+    """One collector: its balance, and its standing order's progress and components."""
+    return await call(request, collectors.show_collector, number)
+
+
+@router.post("/periods/close", tags=["collectors"], dependencies=write)
+async def close_period(request: Request, body: m.ClosePeriod, actor: By) -> m.PeriodClosed:
+    """Close a period's collectors: accrued WIP issued, the balance settled, nothing posted to them after."""
+    return await call(request, collectors.close_period, body, actor=actor)
 
 
 # -- confirmations ----------------------------------------------------------------------

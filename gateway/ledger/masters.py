@@ -1,7 +1,8 @@
 """Master data in the ledger: storing a loaded master-data file, reading it back as records.
 
 ``store_masterdata`` writes materials, work centers, order snapshots (BOM + routing
-copied into the order, as ERPs do at release) and opening stock in ONE transaction:
+copied into the order, as ERPs do at release), production versions (the snapshot a cost
+collector copies, ``gateway.ledger.collectors``) and opening stock in ONE transaction:
 bad master data is refused whole before anything is written. Loading the same file
 again changes nothing: opening stock is posted once per material/location/lot, and an
 order that has confirmations keeps its snapshot (a changed one is refused). The orders
@@ -33,7 +34,7 @@ from gateway.domain.records import (
     WorkCenter,
 )
 from gateway.ledger import schema as t
-from gateway.ledger.sql import upsert
+from gateway.ledger.sql import insert_absent, upsert
 from gateway.ledger.tx import LedgerTx, buffered
 from gateway.ledger.audit import Action, manual
 from gateway.ledger.claims import claim
@@ -55,6 +56,7 @@ class StoreReport:
     orders_unchanged: int = 0
     orders_updated: int = 0
     stock_posted: int = 0
+    versions: int = 0  # production versions (repetitive production)
     notes: list[str] = field(default_factory=list)
 
 
@@ -169,6 +171,9 @@ def store_masterdata(engine: Engine, domain, stock_rows, *, audit: Action | None
                 _store_order(conn, order, report)
             for s in stock_rows:
                 _post_opening_stock(tx, s, domain.materials[s.material], report, now)
+            from gateway.ledger.collectors import store_versions  # collectors build on this module
+
+            report.versions = store_versions(conn, domain.versions, now)
             from gateway.ledger.posting import settle  # posting reads master data through this module
 
             settle(tx, MasterCache(), now, by="masterdata")  # opening stock may clear errors waiting for it
@@ -203,21 +208,33 @@ def _store_order(conn: Connection, order: ProductionOrder, report: StoreReport) 
         report.orders_updated += 1
     else:
         report.orders_new += 1
-    conn.execute(insert(t.production_orders), [{
+    insert_order(conn, order)
+
+
+def insert_order(conn: Connection, order: ProductionOrder, *, if_absent: bool = False) -> None:
+    """Write an order's snapshot: head, components, operations (``if_absent``: leave a stored one be)."""
+
+    def put(table, rows: list[dict], keys: list[str]) -> None:
+        if if_absent:
+            insert_absent(conn, table, rows, keys)
+        elif rows:
+            conn.execute(insert(table), rows)
+
+    put(t.production_orders, [{
         "number": order.number, "material": order.material, "quantity": order.quantity,
         "base_qty": order.base_qty, "receipt_location": order.receipt_location, "status": order.status,
-        "produced_lot": order.produced_lot}])
-    if order.components:
-        conn.execute(insert(t.order_components), [{
-            "order_no": order.number, "item": c.item, "material": c.material, "qty_per_base": c.qty_per_base,
-            "scrap_pct": c.scrap_pct, "flushing": c.flushing.value, "flushing_source": c.flushing_source,
-            "operation": c.operation,
-            "supply_location": c.supply_location, "rework": c.rework, "selection": c.selection,
-            "basis": c.basis.value, "basis_source": c.basis_source} for c in order.components])
-    conn.execute(insert(t.order_operations), [{
+        "produced_lot": order.produced_lot}], ["number"])
+    put(t.order_components, [{
+        "order_no": order.number, "item": c.item, "material": c.material, "qty_per_base": c.qty_per_base,
+        "scrap_pct": c.scrap_pct, "flushing": c.flushing.value, "flushing_source": c.flushing_source,
+        "operation": c.operation,
+        "supply_location": c.supply_location, "rework": c.rework, "selection": c.selection,
+        "basis": c.basis.value, "basis_source": c.basis_source} for c in order.components], ["order_no", "item"])
+    put(t.order_operations, [{
         "order_no": order.number, "operation": o.operation, "work_center": o.work_center,
         "setup_hours": o.setup_hours, "machine_hours_per_base": o.machine_hours_per_base,
-        "labor_hours_per_base": o.labor_hours_per_base, "final": o.final} for o in order.operations])
+        "labor_hours_per_base": o.labor_hours_per_base, "final": o.final} for o in order.operations],
+        ["order_no", "operation"])
 
 
 def _canonical(order: ProductionOrder) -> ProductionOrder:

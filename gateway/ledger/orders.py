@@ -39,6 +39,7 @@ from sqlalchemy import Connection, Engine, select, update
 from gateway.domain.backflush import StockLeft, issue_component
 from gateway.domain.valuation import value
 from gateway.domain.records import (
+    ErrorStatus,
     FlushingRule,
     GenealogyEdge,
     GoodsMovement,
@@ -51,7 +52,7 @@ from gateway.ledger import schema as t
 from gateway.ledger.masters import read_materials, read_order
 from gateway.ledger.operations import OperationRefused, stock_material
 from gateway.ledger.posting import write_deferred, write_errors, write_genealogy
-from gateway.ledger.tx import buffered
+from gateway.ledger.tx import LedgerTx, buffered
 from gateway.ledger.audit import Action, manual
 from gateway.ledger.claims import claim
 
@@ -152,7 +153,7 @@ def _view(conn: Connection, order: ProductionOrder) -> OrderView:
         if d.rule == FlushingRule.ORDER_COMPLETION.value and d.bom_item in lines:
             lines[d.bom_item].wip += d.qty
     for e in conn.execute(select(t.error_queue).where(t.error_queue.c.order_no == order.number,
-                                                      t.error_queue.c.status == "open")):
+                                                      t.error_queue.c.status == ErrorStatus.OPEN)):
         if e.bom_item in lines:
             lines[e.bom_item].open_errors += e.missing_qty
     stored = progress_of(conn, order.number)
@@ -233,6 +234,10 @@ def complete_order(engine: Engine, number: str, *, now: datetime | None = None,
         order = _order(conn, number)
         if order.status != "released":
             raise OperationRefused(f"order {number} is {order.status} already")
+        collector = conn.execute(select(t.cost_collectors.c.period).where(t.cost_collectors.c.number == number)).first()
+        if collector is not None:
+            raise OperationRefused(f"{number} is a cost collector: it is closed with its period "
+                                   f"(`gateway period close {collector.period}`), not completed")
         pu = t.pending_units.c
         waiting = [(r.machine, r.yield_qty + r.scrap_qty) for r in conn.execute(
             select(pu.machine, pu.yield_qty, pu.scrap_qty).where(pu.order_no == number)) if r.yield_qty or r.scrap_qty]
@@ -245,33 +250,41 @@ def complete_order(engine: Engine, number: str, *, now: datetime | None = None,
                                    "moved to its next order)")
         record.before = {"status": order.status}
         record.changed = {"status": "completed"}
-        movements = 0
-        materials = read_materials(conn)
-        wip: dict[str, Decimal] = defaultdict(Decimal)
-        for d in conn.execute(select(t.deferred_components).where(
-                t.deferred_components.c.order_no == number,
-                t.deferred_components.c.rule == FlushingRule.ORDER_COMPLETION.value)):
-            wip[d.bom_item] += d.qty
-        for component in order.components:
-            qty = wip.get(component.item, Decimal(0))
-            if qty <= 0:
-                continue
-            material = materials[component.material]
-            location = component.supply_location
-            issued = issue_component(qty, material, location, component.item, order,
-                                     StockLeft(tx.stock({(material.id, location)})), now.date())
-            tx.move(doc, number, issued.movements, now)
-            movements += len(issued.movements)
-            write_genealogy(tx, doc, number, issued.genealogy, now)
-            write_errors(tx, doc, number, issued.errors, now)
-            # The accrual is used up, issued or queued: WIP nets to zero.
-            write_deferred(tx, doc, number, [NotBackflushed(material.id, -qty, material.uom,
-                                                              FlushingRule.ORDER_COMPLETION, component.item)])
-        conn.execute(update(t.production_orders).where(t.production_orders.c.number == number)
-                     .values(status="completed"))
-        claim("order_completed", doc, document=doc, order=number, movements=movements)
+        finish(tx, order, doc, "completed", now)
         tx.flush()  # the view reads what was just posted
         return _view(conn, read_order(conn, number))
+
+
+def finish(tx: LedgerTx, order: ProductionOrder, doc: str, status: str, now: datetime) -> int:
+    """Issue an order's accrued order-completion components under ``doc`` and set its ``status``
+    (completion, and a collector's period close); how many movements. The caller holds the
+    order's lock (``tx.order_status``) and has checked that it may be finished."""
+    conn, number = tx.conn, order.number
+    movements = 0
+    materials = read_materials(conn)
+    wip: dict[str, Decimal] = defaultdict(Decimal)
+    for d in conn.execute(select(t.deferred_components).where(
+            t.deferred_components.c.order_no == number,
+            t.deferred_components.c.rule == FlushingRule.ORDER_COMPLETION.value)):
+        wip[d.bom_item] += d.qty
+    for component in order.components:
+        qty = wip.get(component.item, Decimal(0))
+        if qty <= 0:
+            continue
+        material = materials[component.material]
+        location = component.supply_location
+        issued = issue_component(qty, material, location, component.item, order,
+                                 StockLeft(tx.stock({(material.id, location)})), now.date())
+        tx.move(doc, number, issued.movements, now)
+        movements += len(issued.movements)
+        write_genealogy(tx, doc, number, issued.genealogy, now)
+        write_errors(tx, doc, number, issued.errors, now)
+        # The accrual is used up, issued or queued: WIP nets to zero.
+        write_deferred(tx, doc, number, [NotBackflushed(material.id, -qty, material.uom,
+                                                          FlushingRule.ORDER_COMPLETION, component.item)])
+    conn.execute(update(t.production_orders).where(t.production_orders.c.number == number).values(status=status))
+    claim("order_completed", doc, document=doc, order=number, movements=movements, status=status)
+    return movements
 
 
 # -- manual issue -----------------------------------------------------------------------

@@ -375,7 +375,7 @@ machine_states = Table(
 # Units each machine's counters showed, cumulative: written in the same transaction as its
 # counter state (never by a person), so it is independent of what became of the units.
 # Every unit counted is confirmed, pending, held by an open anomaly or written off by a
-# rejected one (``queries.summary`` checks it). Whole units (counts × units per count).
+# rejected one (``reports.summary`` checks it). Whole units (counts × units per count).
 counted_units = Table(
     "counted_units", metadata,
     Column("machine", String(64), primary_key=True),
@@ -424,6 +424,43 @@ order_carry = Table(
     Column("order_no", String(64), primary_key=True),
     Column("key", String(80), primary_key=True),
     Column("planned", Dec, nullable=False),
+)
+
+# Repetitive production (``gateway.ledger.collectors``). How each product is made without
+# orders, as the master data had it when last loaded: a cost collector copies ``snapshot``
+# into its standing order when it is created, so a changed BOM applies from the next one.
+production_versions = Table(
+    "production_versions", metadata,
+    Column("product", String(64), primary_key=True),
+    Column("version", String(64), primary_key=True),
+    Column("period", String(8), nullable=False),  # month | week | day
+    Column("time_zone", String(64), nullable=False),  # IANA name: the plant's periods
+    Column("snapshot", Text, nullable=False),  # JSON: BOM + routing as an order template
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# One standing cost collector per product, version, line and period, created by the writer in
+# the transaction of its first use. Its ``number`` is its order number: ``production_orders``
+# holds its snapshot under it (once the version is known), and confirmations, movements and
+# activities carry it as their order. Period close sets ``closed`` and the balance it settled.
+cost_collectors = Table(
+    "cost_collectors", metadata,
+    Column("number", String(64), primary_key=True),
+    Column("product", String(64), nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("line", String(64), nullable=False),
+    Column("period", String(16), nullable=False, index=True),
+    Column("status", String(8), nullable=False),  # open | closed
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("closed_at", UtcDateTime),
+    # At close, in ``currency``: components issued and activities (actual) against the yield
+    # received at standard (target); variance = actual − target.
+    Column("materials_value", Dec),
+    Column("activities_value", Dec),
+    Column("target_value", Dec),
+    Column("variance", Dec),
+    Column("currency", String(3)),
+    Index("ix_cost_collectors_key", "product", "version", "line", "period", unique=True),
 )
 
 stock_counts = Table(
@@ -597,11 +634,11 @@ outbox_routes = Table(
 # refused at open (``LedgerVersionError``) and upgraded by ``gateway db upgrade`` (alembic,
 # ``gateway/ledger/migrations``). Changing a table above means: a new migration that sets
 # this row to the new number, and SCHEMA_VERSION raised to it.
-SCHEMA_VERSION = 10  # 1: the schema before version numbers (baseline); 2: counted_units; 3: leases;
+SCHEMA_VERSION = 11  # 1: the schema before version numbers (baseline); 2: counted_units; 3: leases;
 # 4: mapping_reloads; 5: mapping_versions; 6: audit_log; 7: outbox, outbox_routes;
 # 8: machine_states.job_reset_pending, job_change_unseen; 9: materials.tracking, serial_pattern,
 # confirmations.serials, pending_units.serials, order_components.selection;
-# 10: values, consumption basis, self-reprocessing
+# 10: values, consumption basis, self-reprocessing; 11: production_versions, cost_collectors
 UPGRADE_COMMAND = "gateway db upgrade --db URL"
 
 schema_version = Table(

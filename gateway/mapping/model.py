@@ -397,6 +397,9 @@ class Counters(_Strict):
         return self.good if self.good is not None else self.total
 
 
+REPETITIVE = "none"  # `order: none`: no orders, cost collectors per product, line and period
+
+
 class Machine(_Strict):
     source: Id
     work_center: Id
@@ -405,6 +408,7 @@ class Machine(_Strict):
     counters: Counters
     # Either a PLC tag that holds the running order number, or a fixed order number.
     # Order numbers like 1000123 are often written unquoted; they are still names (Id).
+    # `none`: repetitive production, no orders (with `product:`).
     order: MachineOrder
     confirm: ConfirmRule = ConfirmRule()
     plausibility: Plausibility = Plausibility()
@@ -419,6 +423,37 @@ class Machine(_Strict):
     # Modbus string / number like the order tag): each good unit is received under its
     # serial. A good unit with no new serial, or one used before, is held as an anomaly.
     serial: AnyOrderTag | None = None
+    # Repetitive production (`order: none`): the product the machine makes. Its units are
+    # confirmed on the cost collector of the product, its production `version` (default: the
+    # product's only one), the `line` (default: the machine's work center; machines of one line
+    # share the line's collector) and the posting period (master data `periods:`).
+    product: Id | None = None
+    version: Id | None = None
+    line: Id | None = None
+
+    @model_validator(mode="after")
+    def _repetitive_or_orders(self) -> Machine:
+        if self.order == REPETITIVE and self.product is None:
+            raise ValueError("`order: none` is repetitive production without orders: name the product the machine "
+                             "makes (`product: MATERIAL`)")
+        if self.product is not None and self.order != REPETITIVE:
+            raise ValueError("`product:` is for repetitive production without orders: write `order: none` with it, "
+                             "or leave `product:` out and give the order")
+        extra = [k for k in ("version", "line") if getattr(self, k) is not None]
+        if self.product is None and extra:
+            raise ValueError(f"{' and '.join(f'`{k}:`' for k in extra)} go{'es' if len(extra) == 1 else ''} with "
+                             "`product:` (repetitive production, `order: none`)")
+        return self
+
+    @property
+    def repetitive(self) -> bool:
+        """Confirms on cost collectors (``order: none`` with ``product:``), not on orders."""
+        return self.product is not None
+
+    @property
+    def collector_line(self) -> str:
+        """The line a repetitive machine's collector is kept for."""
+        return self.line or self.work_center
 
     @model_validator(mode="after")
     def _one_serial_per_unit(self) -> Machine:

@@ -1,8 +1,9 @@
 """Check a mapping file against the master data it names: ``gateway validate FILE``.
 
 For: everything ``load_mapping`` checks, plus the references into master data — each
-machine's work center exists; a fixed ``order:`` exists; that order's routing has the
-machine's operation and runs it on the machine's work center. Problems in the master-data
+machine's work center exists; a fixed ``order:`` exists; a repetitive machine's ``product:``
+has a production version (the ``version:`` named, else its only one); that order's or
+version's routing has the machine's operation and runs it on the machine's work center. Problems in the master-data
 file itself are reported too, under that file's own name. And the files OPC UA security
 names (offline, see ``_security``): certificates and keys exist and belong together, the
 gateway's certificate carries its ``application_uri``; a secured source without a pin
@@ -151,7 +152,9 @@ class _Checker:
 
     def machine(self, name: str, machine: Machine) -> Iterator[FileError]:
         yield from self._work_center(name, machine)
-        if isinstance(machine.order, str):
+        if machine.repetitive:
+            yield from self._product(name, machine)
+        elif isinstance(machine.order, str):
             yield from self._fixed_order(name, machine, machine.order)
 
     def _unknown(self, loc: tuple[str, ...], what: str, value: str, section: str) -> FileError:
@@ -171,15 +174,50 @@ class _Checker:
         routing = self.md.routings.get(order.routing_key) if order else None
         if order is None or routing is None:  # broken in the master data: reported there
             return
+        yield from self._operation(name, machine, f"order {number}", order.routing_key)
+
+    def _product(self, name: str, machine: Machine) -> Iterator[FileError]:
+        """A repetitive machine's product has a production version (the one named, or its only one)."""
+        product = machine.product
+        versions = self.md_doc.keys_at(("production_versions", product))
+        if not versions:
+            if product not in self.md_doc.keys_at(("materials",)):
+                yield self._unknown(("machines", name, "product"), "material", product, "materials")
+            else:
+                yield self.doc.error(("machines", name, "product"), (
+                    f"product '{product}' has no production version in {self.md_doc.file}: add "
+                    f"production_versions.{product} (BOM, routing, receipt location) to the master data"))
+            return
+        version = machine.version
+        if version is None:
+            if len(versions) > 1:
+                yield self.doc.error(("machines", name, "product"), (
+                    f"product '{product}' has production versions {', '.join(sorted(versions))}: "
+                    "say which this machine runs (`version:`)"))
+                return
+            version = next(iter(versions))
+        elif version not in versions:
+            yield self.doc.error(("machines", name, "version"), (
+                f"product '{product}' has no production version '{version}' in {self.md_doc.file} "
+                f"(defined: {', '.join(sorted(versions))})"))
+            return
+        defined = self.md.production_versions.get(product, {}).get(version)
+        if defined is None or defined.routing_key(product) not in self.md.routings:  # reported in the master data
+            return
+        yield from self._operation(name, machine, f"product {product} version {version}", defined.routing_key(product))
+
+    def _operation(self, name: str, machine: Machine, what: str, routing_key: str) -> Iterator[FileError]:
+        """The machine's operation is in the routing, on the machine's work center."""
+        routing = self.md.routings[routing_key]
         loc = ("machines", name, "operation")
         op = next((o for o in routing.operations if o.operation == machine.operation), None)
         if op is None:
             ops = ", ".join(dict.fromkeys(o.operation for o in routing.operations))
-            has = f"its routing '{order.routing_key}' has {ops}"
-            yield self.doc.error(loc, f"order {number} has no operation '{machine.operation}' ({has})")
+            has = f"its routing '{routing_key}' has {ops}"
+            yield self.doc.error(loc, f"{what} has no operation '{machine.operation}' ({has})")
         elif op.work_center != machine.work_center:
             message = (
-                f"operation '{op.operation}' of order {number} runs on work center '{op.work_center}', "
+                f"operation '{op.operation}' of {what} runs on work center '{op.work_center}', "
                 f"not on this machine's '{machine.work_center}'"
             )
             yield self.doc.error(loc, message)

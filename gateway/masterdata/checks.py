@@ -2,7 +2,7 @@
 
 For: dangling names (materials, work centers, routings, BOMs), duplicate item and
 operation numbers, BOM items on operations their routing does not have, more than one
-final operation, orders without a routing, stock rows whose lot does not fit the
+final operation, orders and production versions without a routing, stock rows whose lot does not fit the
 material, and what serial tracking needs (whole units, a usable serial pattern, one
 serial per unit of stock, each serial once). Each problem is a FileError at the line that has to change.
 
@@ -23,7 +23,8 @@ from gateway.masterdata.model import BomDef, MasterData, MaterialDef, OrderDef, 
 def reference_errors(doc: YamlDoc, md: MasterData) -> list[FileError]:
     """Every reference problem of the valid part ``md`` of the file behind ``doc``."""
     refs = _Refs(doc, md)
-    checks = (refs.materials, refs.boms, refs.routings, refs.bom_operations, refs.orders, refs.stock, refs.orphans)
+    checks = (refs.materials, refs.boms, refs.routings, refs.bom_operations, refs.orders, refs.production_versions,
+              refs.stock, refs.orphans)
     return [error for check in checks for error in check()]
 
 
@@ -93,6 +94,7 @@ class _Refs:
         """Each BOM item is consumed at an operation of the routing it is used with."""
         pairs = {(k, k) for k in self.md.boms if k in self.md.routings}
         pairs |= {(o.bom_key, o.routing_key) for o in self.md.orders.values()}
+        pairs |= {(v.bom_key(p), v.routing_key(p)) for p, vs in self.md.production_versions.items() for v in vs.values()}
         for bom_key, routing_key in sorted(pairs):
             bom, routing = self.md.boms.get(bom_key), self.md.routings.get(routing_key)
             if bom is not None and routing is not None:
@@ -120,6 +122,23 @@ class _Refs:
         elif order.material in self.names["materials"] and order.material not in self.names["routings"]:
             hint = f"add routings.{order.material}, or routing: to the order"
             yield self.doc.error(loc + ("material",), f"material '{order.material}' has no routing ({hint})")
+
+    def production_versions(self) -> Iterator[FileError]:
+        """A product made without orders: a material, with a BOM and routing like an order's."""
+        for product, versions in self.md.production_versions.items():
+            loc = ("production_versions", product)
+            if product not in self.names["materials"]:
+                yield self.doc.error(loc, unknown("material", product, self.names["materials"]))
+                continue
+            for version, v in versions.items():
+                at = loc + (version,)
+                if v.bom is not None:
+                    yield from self._dangling(at + ("bom",), "BOM", v.bom, "boms")
+                if v.routing is not None:
+                    yield from self._dangling(at + ("routing",), "routing", v.routing, "routings")
+                elif product not in self.names["routings"]:
+                    hint = f"add routings.{product}, or routing: to the version"
+                    yield self.doc.error(at, f"product '{product}' has no routing ({hint})")
 
     def stock(self) -> Iterator[FileError]:
         for i, row in enumerate(self.md.stock):
@@ -169,10 +188,14 @@ class _Refs:
                 yield self.doc.error((section, key), message)
 
     def _named_by_orders(self, field: str) -> set[str]:
-        orders = self.doc.data.get("orders")
-        if not isinstance(orders, dict):
-            return set()
-        return {str(o[field]) for o in orders.values() if isinstance(o, dict) and o.get(field) is not None}
+        """BOMs or routings named by an order or a production version."""
+        data = self.doc.data if isinstance(self.doc.data, dict) else {}
+        orders = data.get("orders") if isinstance(data.get("orders"), dict) else {}
+        entries = list(orders.values())
+        versions = data.get("production_versions")
+        if isinstance(versions, dict):
+            entries += [v for vs in versions.values() if isinstance(vs, dict) for v in vs.values()]
+        return {str(e[field]) for e in entries if isinstance(e, dict) and e.get(field) is not None}
 
 
 def serial_pattern_problem(pattern: str) -> str | None:

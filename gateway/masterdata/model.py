@@ -12,7 +12,9 @@ from datetime import date
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+from gateway.domain.repetitive import PeriodLength
 
 
 def _exact_decimal(v: object) -> object:
@@ -145,6 +147,43 @@ class OrderDef(_Strict):
         return self.routing if self.routing is not None else self.material
 
 
+class ProductionVersionDef(_Strict):
+    """How a product is made without orders (repetitive production): its BOM, routing and receipt.
+
+    Keyed by product and version; BOM and routing default to the ones keyed by the product,
+    as for an order. Each cost collector of the version snapshots them when it is created
+    (the first confirmation of a period), so a changed BOM applies from the next collector on."""
+
+    description: str = ""
+    receipt_location: Id
+    bom: Id | None = None
+    routing: Id | None = None
+
+    def bom_key(self, product: str) -> str:
+        return self.bom if self.bom is not None else product
+
+    def routing_key(self, product: str) -> str:
+        return self.routing if self.routing is not None else product
+
+
+def _time_zone(name: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r}: write an IANA name such as Europe/Berlin, "
+                         "America/Chicago or UTC") from None
+    return name
+
+
+class PeriodsDef(_Strict):
+    """The posting periods of cost collectors: their length, and the plant's time zone."""
+
+    length: PeriodLength = "month"
+    time_zone: Annotated[str, AfterValidator(_time_zone)] = "UTC"
+
+
 class StockDef(_Strict):
     material: Id
     location: Id
@@ -161,4 +200,7 @@ class MasterData(_Strict):
     boms: dict[Id, BomDef] = {}
     routings: dict[Id, RoutingDef] = {}
     orders: dict[Id, OrderDef] = {}
+    # Repetitive production (machines with `order: none`): product → version → definition.
+    production_versions: dict[Id, dict[Id, ProductionVersionDef]] = {}
+    periods: PeriodsDef = PeriodsDef()
     stock: list[StockDef] = []

@@ -17,7 +17,7 @@ been through ``load_masterdata`` (it relies on the references being checked ther
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from fractions import Fraction
 
@@ -30,6 +30,7 @@ from gateway.domain.records import (
     ProductionOrder,
     WorkCenter,
 )
+from gateway.domain.repetitive import ProductionVersion
 from gateway.masterdata.model import BomDef, BomItemDef, MasterData, MaterialDef, OrderDef, RoutingDef, WorkCenterDef
 
 # Wide enough that multiplying never rounds: every product below is exact.
@@ -41,14 +42,21 @@ class DomainMasterData:
     materials: dict[str, Material]
     work_centers: dict[str, WorkCenter]
     orders: dict[str, ProductionOrder]
+    # (product, version) → how the product is made without orders (repetitive production)
+    versions: dict[tuple[str, str], ProductionVersion] = field(default_factory=dict)
 
 
 def to_domain(md: MasterData) -> DomainMasterData:
-    """Domain records for all materials, work centers and orders of ``md``."""
+    """Domain records for all materials, work centers, orders and production versions of ``md``."""
     return DomainMasterData(
         materials={k: _material(k, m) for k, m in md.materials.items()},
         work_centers={k: _work_center(k, w) for k, w in md.work_centers.items()},
         orders={k: _order(k, o, md) for k, o in md.orders.items()},
+        versions={(product, version): ProductionVersion(
+            product, version,
+            _snapshot("", product, Decimal(0), v.receipt_location, v.bom_key(product), v.routing_key(product), md),
+            md.periods.length, md.periods.time_zone)
+            for product, versions in md.production_versions.items() for version, v in versions.items()},
     )
 
 
@@ -82,15 +90,22 @@ def _work_center(key: str, w: WorkCenterDef) -> WorkCenter:
 
 
 def _order(number: str, order: OrderDef, md: MasterData) -> ProductionOrder:
-    routing = md.routings[order.routing_key]
-    bom = md.boms.get(order.bom_key)
+    return _snapshot(number, order.material, order.quantity, order.receipt_location, order.bom_key,
+                     order.routing_key, md)
+
+
+def _snapshot(number: str, material: str, quantity: Decimal, receipt_location: str, bom_key: str,
+              routing_key: str, md: MasterData) -> ProductionOrder:
+    """BOM and routing copied into one order (or a production version's template), on one base."""
+    routing = md.routings[routing_key]
+    bom = md.boms.get(bom_key)
     base = common_base(bom.base_quantity, routing.base_quantity) if bom else routing.base_quantity
     return ProductionOrder(
         number=number,
-        material=order.material,
-        quantity=order.quantity,
+        material=material,
+        quantity=quantity,
         base_qty=base,
-        receipt_location=order.receipt_location,
+        receipt_location=receipt_location,
         components=_components(bom, routing, base, md) if bom else (),
         operations=_operations(routing, base),
     )

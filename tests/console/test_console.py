@@ -19,7 +19,7 @@ from sqlalchemy import select
 from gateway.app.error_queue import list_errors
 from gateway.demo import wait_until
 from gateway.ledger import schema as t
-from gateway.ledger.queries import summary
+from gateway.ledger.reports import summary
 from gateway.mapping.model import Plausibility
 from tests.console.browser import browser_page, login, shot
 from tests.http.served import OPERATOR, VIEWER, auth, line, served

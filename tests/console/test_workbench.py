@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.ledger.queries import summary
+from gateway.ledger.reports import summary
 from gateway.mapping.load import load_mapping
 from tests.console.browser import VIEWPORT, browser_page, chromium, login, shot
 from tests.http.plant_file import NS, RUNNING, plcs, sha

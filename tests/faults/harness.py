@@ -32,7 +32,7 @@ from sqlalchemy.engine import make_url
 
 from gateway.domain.confirming import parse_positions
 from gateway.ledger import schema as t
-from gateway.ledger.queries import summary
+from gateway.ledger.reports import summary
 from gateway.ledger.schema import open_engine
 from tests.faults.proxy import TcpProxy
 from tests.integration.lines import MASTERDATA, ROOT, Simulators, line_mapping, spawn, wait_for

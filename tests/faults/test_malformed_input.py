@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from gateway.cli import app
-from gateway.domain.records import Quality
+from gateway.sources.base import Quality
 from gateway.ledger.masters import store_masterdata
 from gateway.ledger.schema import open_engine
 from gateway.mapping.load import load_mapping

@@ -36,7 +36,7 @@ from sqlalchemy import func, select
 from gateway.domain.confirming import parse_positions
 from gateway.ledger import schema as t
 from gateway.ledger.leases import db_now
-from gateway.ledger.queries import summary
+from gateway.ledger.reports import summary
 from tests.faults.harness import FaultLine, _record, _stock_invariant, Figures
 from tests.integration.lines import MASTERDATA, ROOT, wait_for
 

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from gateway.ledger import schema as t
 from gateway.ledger.masters import store_masterdata
-from gateway.ledger.queries import summary
+from gateway.ledger.reports import summary
 from gateway.mapping.model import Mapping
 from gateway.masterdata.load import to_domain
 from gateway.masterdata.model import MasterData

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from gateway.ledger import schema as t
-from gateway.ledger.queries import summary
+from gateway.ledger.reports import summary
 from tests.http.served import OPERATOR, VIEWER, auth, dec, line, served
 
 PROBLEM = "application/problem+json"

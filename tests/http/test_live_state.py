@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import pytest
 
-from gateway.ledger.queries import summary
+from gateway.ledger.reports import summary
 from gateway.service import Gateway
 from tests.http.served import OPERATOR, VIEWER, auth, dec, line, scrape, served
 

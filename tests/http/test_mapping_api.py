@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from gateway.ledger import leases
 from gateway.ledger import schema as t
 from gateway.ledger.leases import Me
-from gateway.ledger.queries import summary
+from gateway.ledger.reports import summary
 from gateway.ledger.schema import open_engine
 from gateway.mapping.load import load_mapping
 from gateway.ownership import LeaseOptions

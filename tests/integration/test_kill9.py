@@ -23,7 +23,7 @@ from sqlalchemy import select
 
 from gateway.domain.confirming import parse_positions
 from gateway.ledger import schema as t
-from gateway.ledger.queries import summary
+from gateway.ledger.reports import summary
 from gateway.ledger.schema import open_engine
 from tests.integration.lines import ROOT, Simulators, line_mapping, spawn, wait_for
 from tests.support import free_port

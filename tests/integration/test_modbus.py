@@ -14,7 +14,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from gateway.demo import wait_until
-from gateway.ledger.queries import summary
+from gateway.ledger.reports import summary
 from gateway.mapping.model import Mapping
 from simulators.machine import SimMachineConfig
 from simulators.modbus_plc import ModbusPlc

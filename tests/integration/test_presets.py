@@ -27,7 +27,7 @@ from sqlalchemy import select
 from gateway.demo import wait_until
 from gateway.ledger import schema as t
 from gateway.ledger.anomalies import accept
-from gateway.ledger.queries import summary
+from gateway.ledger.reports import summary
 from gateway.ledger.schema import open_engine
 from gateway.mapping.load import load_mapping
 from gateway.service import Gateway

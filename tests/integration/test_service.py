@@ -11,7 +11,7 @@ import asyncio
 import pytest
 
 from gateway.demo import wait_until
-from gateway.ledger.queries import summary
+from gateway.ledger.reports import summary
 from gateway.mapping.model import Mapping
 from simulators.machine import SimMachineConfig
 from simulators.opcua_plc import OpcUaPlc, node_id

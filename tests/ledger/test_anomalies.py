@@ -11,7 +11,7 @@ from sqlalchemy import insert, select
 from gateway.ledger import schema as t
 from gateway.ledger.anomalies import DecisionRefused, accept, list_anomalies, reject
 from gateway.ledger.masters import store_masterdata
-from gateway.ledger.queries import summary
+from gateway.ledger.reports import summary
 from gateway.ledger.schema import open_engine
 from gateway.masterdata.load import load_masterdata, to_domain
 from tests.integration.lines import MASTERDATA, ROOT

@@ -19,8 +19,8 @@ from gateway.ledger import schema as t
 from gateway.ledger.anomalies import DecisionRefused, assign, list_anomalies
 from gateway.ledger.masters import MasterCache
 from gateway.ledger.posting import apply
-from gateway.ledger.queries import summary
-from gateway.ledger.writer import Commit
+from gateway.ledger.reports import summary
+from gateway.ledger.changes import ChangeSet
 from tests.support import ledger_with_masterdata, masterdata_fixture
 
 MASTERDATA = masterdata_fixture("valve_two_orders")
@@ -40,12 +40,12 @@ def engine(ledger_url, tmp_path):
 def hold(engine, machine: str, order: str, units: int) -> int:
     """``units`` counted on ``machine`` under ``order`` (not released): the anomaly's id."""
     inc = Increment(machine, "good", units, Position(0, 0), Position(0, units), T)
-    pending = accumulate(None, inc, D(units), order=order, operation="0010", now=T)
+    pending = accumulate(None, inc, order=order, operation="0010", now=T)
     what = f"order {order!r} is not in the master data" if order else "no order number on the machine"
     anomaly = Anomaly(machine, None, AnomalyKind.UNKNOWN_ORDER, f"{what}; counted units are kept pending", T,
                       order=order)
     with engine.begin() as conn:
-        apply(conn, Commit(pendings={pending.key: pending}, anomalies=[(anomaly, D(0))], counted={machine: D(units)}),
+        apply(conn, ChangeSet(pendings={pending.key: pending}, anomalies=[(anomaly, D(0))], counted={machine: D(units)}),
               MasterCache())
         return conn.execute(select(t.anomalies.c.id).where(t.anomalies.c.machine == machine)).scalar()
 
@@ -101,7 +101,7 @@ def test_a_machine_a_live_gateway_counts_is_refused(engine):
 
 def test_only_unknown_order_anomalies_are_assigned(engine):
     with engine.begin() as conn:
-        apply(conn, Commit(anomalies=[(Anomaly("M4", "good", AnomalyKind.RESET, "counter reset", T), D(0))]),
+        apply(conn, ChangeSet(anomalies=[(Anomaly("M4", "good", AnomalyKind.RESET, "counter reset", T), D(0))]),
               MasterCache())
         reset = conn.execute(select(t.anomalies.c.id).where(t.anomalies.c.machine == "M4")).scalar()
     with pytest.raises(DecisionRefused, match="is of kind reset; only units held under an unknown order"):

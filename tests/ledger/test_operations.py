@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from gateway.ledger import schema as t
 from gateway.ledger.operations import OperationRefused, list_errors, receive_stock, reprocess_errors, trace
-from gateway.ledger.queries import summary
+from gateway.ledger.reports import summary
 from tests.support import ledger_with_masterdata, masterdata_fixture, post_units
 
 MASTERDATA = masterdata_fixture("valve_body_lots_by_expiry")

@@ -12,11 +12,12 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 
 import gateway.ledger.posting as posting
-from gateway.domain.records import Quality
+from gateway.sources.base import Quality
 from gateway.ledger import schema as t
 from gateway.ledger.masters import store_masterdata
 from gateway.ledger.operations import list_errors, reprocess_errors
-from gateway.ledger.queries import resume_state, summary
+from gateway.ledger.reports import summary
+from gateway.ledger.resume import resume_state
 from gateway.ledger.schema import open_engine
 from gateway.mapping.load import load_mapping
 from gateway.masterdata.load import load_masterdata, to_domain

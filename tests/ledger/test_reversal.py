@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from gateway.ledger import schema as t
 from gateway.ledger.operations import OperationRefused, list_errors, reverse_confirmation
-from gateway.ledger.queries import summary
+from gateway.ledger.reports import summary
 from gateway.ledger.orders import carry_of, progress_of
 from tests.support import ledger_with_masterdata, masterdata_fixture, post_units
 

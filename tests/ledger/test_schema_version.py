@@ -12,7 +12,7 @@ from sqlalchemy import select, text, update
 
 from gateway.ledger import schema as t
 from gateway.ledger.migrate import upgrade
-from gateway.ledger.queries import summary
+from gateway.ledger.reports import summary
 from gateway.ledger.schema import SCHEMA_VERSION, LedgerVersionError, open_engine
 from tests.integration.lines import ROOT
 
@@ -34,7 +34,8 @@ def _ledger_of_version_1(url: str):
             "scrap_qty": D(0), "uom": "PC", "start_pos": "good=0:0", "end_pos": "good=0:20",
             "first_source_time": T0, "last_source_time": T0, "trigger": "every_units", "posted_at": T0}])
         for later in ("counted_units", "machine_leases", "gateway_instances", "mapping_reloads",
-                      "mapping_versions", "audit_log", "outbox", "outbox_routes"):  # versions 2-7
+                      "mapping_versions", "audit_log", "outbox", "outbox_routes",  # versions 2-7
+                      "production_versions", "cost_collectors"):  # version 11
             conn.execute(text(f"DROP TABLE {later}"))
         for column in ("job_reset_pending", "job_change_unseen"):  # version 8
             conn.execute(text(f"ALTER TABLE machine_states DROP COLUMN {column}"))

@@ -19,10 +19,10 @@ from gateway.ledger import adjustments
 from gateway.ledger.masters import MasterCache, store_masterdata
 from gateway.ledger.operations import receive_stock, reprocess_errors, reverse_confirmation
 from gateway.ledger.orders import order_view
-from gateway.ledger.queries import journal
+from gateway.ledger.reports import journal
 from gateway.ledger.schema import open_engine
 from gateway.ledger.posting import apply
-from gateway.ledger.writer import Commit
+from gateway.ledger.changes import ChangeSet
 from gateway.masterdata.load import load_masterdata, to_domain
 from gateway.cli.tables import fmt, journal_markdown
 
@@ -50,11 +50,11 @@ class Example:
             incs.append(Increment(machine, "scrap", scrap, Position(0, 0), Position(0, scrap), T))
         pending = None
         for inc in incs:
-            pending = accumulate(pending, inc, D(inc.counts), order=self.order, operation=operation, now=T)
+            pending = accumulate(pending, inc, order=self.order, operation=operation, now=T)
         self.positions[machine] = start + good
         c = confirm(pending, "every_units", "PC")
         with self.engine.begin() as conn:
-            apply(conn, Commit(confirmations=[c]), MasterCache())
+            apply(conn, ChangeSet(confirmations=[c]), MasterCache())
         return c.id
 
     def new_lines(self) -> str:
@@ -98,19 +98,27 @@ def run_example(url: str) -> dict[str, str]:
     return out
 
 
-STEP = re.compile(r"(<!-- step:(?P<name>[a-z-]+) -->\n)(?P<body>.*?)\n?(<!-- /step -->)", re.S)
+def steps_of(tag: str) -> re.Pattern:
+    """The blocks ``<!-- TAG:NAME -->`` … ``<!-- /TAG -->`` of the document."""
+    return re.compile(rf"(<!-- {tag}:(?P<name>[a-z-]+) -->\n)(?P<body>.*?)\n?(<!-- /{tag} -->)", re.S)
+
+
+def assert_document_shows(tag: str, steps: dict[str, str]) -> None:
+    """Each step's block in docs/backflush.md is what the gateway posted (``UPDATE_DOCS=1``: rewrite them)."""
+    pattern = steps_of(tag)
+    text = DOC.read_text(encoding="utf-8")
+    if os.environ.get("UPDATE_DOCS"):
+        DOC.write_text(pattern.sub(lambda m: m.group(1) + steps[m.group("name")] + "\n" + m.group(4), text),
+                       encoding="utf-8")
+        text = DOC.read_text(encoding="utf-8")
+    found = {m.group("name"): m.group("body") for m in pattern.finditer(text)}
+    assert set(found) == set(steps), f"every {tag} has its block in the document"
+    for name, body in steps.items():
+        assert found[name] == body, f"docs/backflush.md {tag} {name!r} differs from what the gateway posts"
 
 
 def test_the_worked_example_posts_what_the_document_shows(sqlite_url):
-    steps = run_example(sqlite_url)
-    text = DOC.read_text(encoding="utf-8")
-    if os.environ.get("UPDATE_DOCS"):
-        DOC.write_text(STEP.sub(lambda m: m.group(1) + steps[m.group("name")] + "\n" + m.group(4), text), encoding="utf-8")
-        text = DOC.read_text(encoding="utf-8")
-    found = {m.group("name"): m.group("body") for m in STEP.finditer(text)}
-    assert set(found) == set(steps), "every step has its block in the document"
-    for name, body in steps.items():
-        assert found[name] == body, f"docs/backflush.md step {name!r} differs from what the gateway posts"
+    assert_document_shows("step", run_example(sqlite_url))
 
 
 def test_the_worked_example_numbers(sqlite_url):

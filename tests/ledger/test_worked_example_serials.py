@@ -8,15 +8,13 @@ step's ledger lines are compared with the block between ``<!-- serial-step:NAME 
 
 from __future__ import annotations
 
-import os
-import re
 from decimal import Decimal as D
 
 from gateway.ledger.masters import store_masterdata
 from gateway.ledger.operations import receive_stock, trace
 from gateway.masterdata.load import load_masterdata, to_domain
 from gateway.cli.tables import fmt
-from tests.ledger.test_worked_example import DOC, ROOT, T, Example, run_example
+from tests.ledger.test_worked_example import ROOT, T, Example, assert_document_shows, run_example
 
 ORDER = "3000001"
 
@@ -49,20 +47,8 @@ def run_serial_example(url: str) -> dict[str, str]:
     return out
 
 
-STEP = re.compile(r"(<!-- serial-step:(?P<name>[a-z-]+) -->\n)(?P<body>.*?)\n?(<!-- /serial-step -->)", re.S)
-
-
 def test_the_serial_example_posts_what_the_document_shows(sqlite_url):
-    steps = run_serial_example(sqlite_url)
-    text = DOC.read_text(encoding="utf-8")
-    if os.environ.get("UPDATE_DOCS"):
-        DOC.write_text(STEP.sub(lambda m: m.group(1) + steps[m.group("name")] + "\n" + m.group(4), text),
-                       encoding="utf-8")
-        text = DOC.read_text(encoding="utf-8")
-    found = {m.group("name"): m.group("body") for m in STEP.finditer(text)}
-    assert set(found) == set(steps), "every step has its block in the document"
-    for name, body in steps.items():
-        assert found[name] == body, f"docs/backflush.md serial step {name!r} differs from what the gateway posts"
+    assert_document_shows("serial-step", run_serial_example(sqlite_url))
 
 
 def test_the_serial_example_numbers(sqlite_url):

@@ -40,6 +40,8 @@ def summary(mapping: Mapping) -> dict:
                 "counters": {c: _counter(t) for c, t in m.counters if t},
                 "confirm": [m.confirm.every_units, m.confirm.every_seconds],
             } | ({"serial": _order(m.serial)} if m.serial is not None else {})
+              | ({"repetitive": {"product": m.product, "version": m.version, "line": m.collector_line}}
+                 if m.repetitive else {})
             for name, m in mapping.machines.items()
         },
     }

@@ -7,7 +7,7 @@ from pathlib import Path
 from gateway.mapping.load import load_mapping
 from gateway.mapping.model import ModbusCounterTag, ModbusOrderTag, ModbusStateTag, OrderTag, StateTag
 from gateway.mapping.presets import PRESETS
-from gateway.service import counter_specs
+from gateway.machine import counter_specs
 
 CASE = Path(__file__).parent / "valid_templates_and_presets" / "mapping.yaml"
 SIM = "nsu=urn:backflush-gateway:simulator;s="

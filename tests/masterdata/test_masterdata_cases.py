@@ -47,7 +47,8 @@ def summary(domain: DomainMasterData) -> dict:
         },
         "work_centers": {k: [w.currency, w.supply_location] for k, w in domain.work_centers.items()},
         "orders": jsonable(domain.orders),
-    }
+    } | ({"production_versions": {f"{p}/{v}": jsonable(pv) for (p, v), pv in domain.versions.items()}}
+         if domain.versions else {})
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 import pytest
 from structlog.testing import capture_logs
 
-from gateway.domain.records import Quality
+from gateway.sources.base import Quality
 from gateway.mapping.model import ModbusSource as ModbusSourceConfig
 from gateway.sources.modbus.source import ModbusSource
 from gateway.sources.modbus.registers import ModbusTag

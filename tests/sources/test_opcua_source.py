@@ -11,7 +11,7 @@ import pytest
 from asyncua import ua
 from structlog.testing import capture_logs
 
-from gateway.domain.records import Quality
+from gateway.sources.base import Quality
 from gateway.backoff import Backoff
 from gateway.sources.base import TagSpec, TagValue
 from gateway.sources.opcua.source import OpcUaSource, resolve_address

@@ -5,8 +5,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.domain.records import Quality
-from gateway.sources.base import TagValue
+from gateway.sources.base import Quality, TagValue
 from gateway.sources.opcua.source import _in_time_order
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from gateway.domain.records import Quality
+from gateway.sources.base import Quality
 from gateway.mapping.model import ModbusSource as ModbusSourceConfig
 from gateway.backoff import Backoff
 from gateway.sources.base import ORDER_ROLE, SERIAL_ROLE, ReconnectingSource, TagValue

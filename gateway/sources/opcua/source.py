@@ -33,7 +33,7 @@ from asyncua.crypto import security_policies
 from asyncua.ua.uaerrors import UaStatusCodeError
 from cryptography import x509
 
-from gateway.domain.records import Quality
+from gateway.sources.base import Quality
 from gateway.mapping.model import OpcUaSource as OpcUaSourceConfig
 from gateway.mapping.model import SecurityPolicyName
 from gateway.pki import CertificateRefused, CertInfo, Pki, PkiError, default_application_uri, describe, \

@@ -1,78 +1,22 @@
-"""Reads of the ledger: the state the gateway resumes from, and what it has posted.
+"""Reports on what the ledger has posted: every machine's balance of units (``summary``) and an
+order's journal (``journal``). The application layer (``gateway.app.reports``) turns them into its
+typed answers; the face prints them (``gateway.cli.reports``, ``gateway.cli.tables``).
 
 Read-only; sums are done in Python over Decimals because SQLite keeps quantities as
-text (see ``schema.Dec``).
+text (see ``schema.Dec``). Never here: the state the gateway resumes from
+(``gateway.ledger.resume``), writes.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 
 from sqlalchemy import Engine, select
 
-from gateway.domain.confirming import Pending, parse_positions
-from gateway.domain.records import CounterState, Position
+from gateway.domain.records import AnomalyStatus, ErrorStatus
 from gateway.ledger import schema as t
-
-
-@dataclass
-class ResumeState:
-    counter_states: dict[tuple[str, str], CounterState] = field(default_factory=dict)
-    pendings: dict[tuple[str, str, str], Pending] = field(default_factory=dict)
-    machine_orders: dict[str, str] = field(default_factory=dict)
-    # machine → (counters whose next value is a job reset, those of them after an unseen job change)
-    job_resets: dict[str, tuple[frozenset[str], frozenset[str]]] = field(default_factory=dict)
-    counted: dict[str, Decimal] = field(default_factory=dict)  # machine → units counted ever
-
-
-def resume_state(engine: Engine, machines: Collection[str] | None = None) -> ResumeState:
-    """What the gateway resumes from: of every machine, or of ``machines`` (taken over)."""
-
-    def of(table):
-        q = select(table)
-        return q if machines is None else q.where(table.c.machine.in_(list(machines)))
-
-    state = ResumeState()
-    with engine.connect() as conn:
-        for r in conn.execute(of(t.counter_states)):
-            state.counter_states[(r.machine, r.counter)] = CounterState(
-                r.machine, r.counter, Position(r.epoch, r.raw), r.source_time)
-        for r in conn.execute(of(t.pending_units)):
-            p = Pending(r.machine, r.order_no, r.operation, r.yield_qty, r.scrap_qty,
-                        parse_positions(r.start_pos), parse_positions(r.end_pos),
-                        r.first_source_time, r.last_source_time, r.opened_at,
-                        tuple(r.serials.split("\n") if r.serials else ()))
-            state.pendings[p.key] = p
-        for r in conn.execute(of(t.machine_states)):
-            state.machine_orders[r.machine] = r.order_no
-            if r.job_reset_pending:
-                state.job_resets[r.machine] = (frozenset(r.job_reset_pending.split()),
-                                               frozenset(r.job_change_unseen.split()))
-        for r in conn.execute(of(t.counted_units)):
-            state.counted[r.machine] = Decimal(r.units)
-    return state
-
-
-@dataclass(frozen=True)
-class OrderDirectory:
-    """What the service needs to know of the orders, refreshed every few seconds."""
-
-    uoms: dict[str, str] = field(default_factory=dict)  # open orders → unit of measure of the product
-    closed: set[str] = field(default_factory=set)
-    work_centers: dict[tuple[str, str], str] = field(default_factory=dict)  # (order, operation) → work center
-
-
-def order_directory(engine: Engine) -> OrderDirectory:
-    po, m, oo = t.production_orders, t.materials, t.order_operations
-    with engine.connect() as conn:
-        rows = conn.execute(select(po.c.number, po.c.status, m.c.uom).join(m, m.c.id == po.c.material)).all()
-        ops = conn.execute(select(oo.c.order_no, oo.c.operation, oo.c.work_center)).all()
-    return OrderDirectory({r.number: r.uom for r in rows if r.status == "released"},
-                          {r.number for r in rows if r.status != "released"},
-                          {(o.order_no, o.operation): o.work_center for o in ops})
 
 
 @dataclass
@@ -142,9 +86,9 @@ def summary(engine: Engine) -> LedgerSummary:
         for r in conn.execute(select(t.pending_units)):
             machines[r.machine].pending += r.yield_qty + r.scrap_qty
         for r in conn.execute(select(t.anomalies)):
-            if r.status == "open":
+            if r.status == AnomalyStatus.OPEN:
                 machines[r.machine].held += r.units_held
-            elif r.status == "rejected":
+            elif r.status == AnomalyStatus.REJECTED:
                 machines[r.machine].written_off += r.units_held
         for (machine,) in conn.execute(select(t.counter_states.c.machine).distinct()):
             machines[machine].counted = Decimal(0)  # counted by a PLC: checked even before its first unit
@@ -167,8 +111,8 @@ def summary(engine: Engine) -> LedgerSummary:
         serial = set(conn.execute(select(t.materials.c.id).where(t.materials.c.tracking == "serial")).scalars())
         if serial:
             stock = _serials_counted(stock, serial)
-        open_errors = len(conn.execute(select(t.error_queue.c.id).where(t.error_queue.c.status == "open")).all())
-        open_anomalies = len(conn.execute(select(t.anomalies.c.id).where(t.anomalies.c.status == "open")).all())
+        open_errors = len(conn.execute(select(t.error_queue.c.id).where(t.error_queue.c.status == ErrorStatus.OPEN)).all())
+        open_anomalies = len(conn.execute(select(t.anomalies.c.id).where(t.anomalies.c.status == AnomalyStatus.OPEN)).all())
     return LedgerSummary(dict(machines), dict(issued), dict(received), activities, stock, dict(deferred),
                          open_errors, open_anomalies, len(ids) - len(set(ids)))
 
