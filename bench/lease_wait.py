@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 
 from bench.e2e import isolated_url
 from gateway.ledger import leases
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.schema import metadata, open_engine
 
 
@@ -57,7 +57,7 @@ def main() -> None:
             lost = leases.renew(conn, me, tokens, args.ttl)
         took = time.monotonic() - began
         with engine.connect() as conn:  # right after the renewal, while the writer may still hold the rows
-            left = conn.execute(select(func.min(t.machine_leases.c.expires_at))).scalar_one() - leases.db_now(conn)
+            left = conn.execute(select(func.min(schema.machine_leases.c.expires_at))).scalar_one() - leases.db_now(conn)
         thread.join()
         print(f"writer held the lease rows {args.hold:g} s; renew took {took:.2f} s (lost: {len(lost)}); "
               f"the renewed leases expire {left:.2f} s after it, of a {args.ttl:g} s TTL")

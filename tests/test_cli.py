@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.schema import open_engine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +58,7 @@ def test_bad_master_data_is_refused_whole_and_nothing_is_loaded(tmp_path):
     assert "nothing was loaded" in result.stderr
     engine = open_engine(url)
     with engine.connect() as conn:
-        for table in (t.materials, t.production_orders, t.goods_movements, t.stock):
+        for table in (schema.materials, schema.production_orders, schema.goods_movements, schema.stock):
             assert conn.execute(select(func.count()).select_from(table)).scalar() == 0
 
 
@@ -71,7 +71,7 @@ def test_loading_master_data_twice_posts_opening_stock_once(tmp_path):
     opening = int(first.stdout.split(" opening stock postings")[0].rsplit(" ", 1)[1])
     assert opening >= 7  # one per stock row (per lot and serial) of the demo's master data
     with open_engine(url).connect() as conn:
-        assert conn.execute(select(func.count()).select_from(t.goods_movements)).scalar() == opening
+        assert conn.execute(select(func.count()).select_from(schema.goods_movements)).scalar() == opening
 
 
 def test_run_refuses_a_bad_mapping_without_a_traceback(tmp_path):

@@ -32,11 +32,11 @@ def test_held_units_are_listed_and_assigned_from_the_cli(tmp_path):
     db = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
     from sqlalchemy import update
 
-    from gateway.ledger import schema as t
+    from gateway.ledger import schema
 
     engine = ledger_with_masterdata(db, MASTERDATA, tmp_path)
     with engine.begin() as conn:
-        conn.execute(update(t.production_orders).where(t.production_orders.c.number == "5000009")
+        conn.execute(update(schema.production_orders).where(schema.production_orders.c.number == "5000009")
                      .values(status="completed"))
     anomaly = hold(engine, "M1", "", 12)
     engine.dispose()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert
 
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.schema import open_engine
 from tests.support import ledger_with_masterdata, masterdata_fixture, post_units
 
@@ -75,7 +75,7 @@ def add_anomaly(db: str, machine: str) -> None:
     now = datetime.now(UTC)
     engine = open_engine(db)
     with engine.begin() as conn:
-        conn.execute(insert(t.anomalies), [{"machine": machine, "counter": "good", "kind": "reset", "detail": "test",
+        conn.execute(insert(schema.anomalies), [{"machine": machine, "counter": "good", "kind": "reset", "detail": "test",
                                             "units_held": Decimal(0), "source_time": now, "status": "recorded",
                                             "created_at": now}])
     engine.dispose()

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from gateway.sources.base import Quality
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.leases import LEDGER, MachinesOwned
 from gateway.ledger.masters import store_masterdata
 from gateway.ledger.reports import summary
@@ -123,7 +123,7 @@ async def test_a_stalled_owners_changes_are_fenced_off_after_the_standby_took_ov
     # A's 100 units before the stall, then B's count from A's committed position: once each.
     assert machine.confirmed_yield + machine.confirmed_scrap + machine.pending == (b_last - 1000) * 4
     with engine.connect() as conn:
-        assert conn.execute(select(t.machine_leases.c.owner).where(t.machine_leases.c.machine == M)).scalar() \
+        assert conn.execute(select(schema.machine_leases.c.owner).where(schema.machine_leases.c.machine == M)).scalar() \
             == "line-b"
 
 

@@ -29,7 +29,7 @@ from gateway.commissioning.dryrun import dry_run
 from gateway.commissioning.record import record
 from gateway.commissioning.recording import read_recording, replay
 from gateway.demo import wait_until
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.reports import summary
 from gateway.ledger.schema import open_engine
 from gateway.mapping.load import load_mapping
@@ -106,7 +106,7 @@ async def truth(port: int) -> dict:
 
 def committed_raw(engine) -> dict[tuple[str, str], int]:
     with engine.connect() as conn:
-        return {(r.machine, r.counter): r.raw for r in conn.execute(select(t.counter_states))}
+        return {(r.machine, r.counter): r.raw for r in conn.execute(select(schema.counter_states))}
 
 
 def caught_up(engine, now: dict) -> bool:

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import select
 
 from gateway.ledger import leases
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.leases import Me
 from gateway.ledger.schema import open_engine
 from gateway.mapping.load import load_mapping
@@ -95,9 +95,9 @@ async def test_a_reload_adding_a_machine_another_gateway_owns_is_refused_and_cha
     assert gateway.mapping is running and list(gateway.machines) == ["PRESS-01"]
     assert gateway.keeper.names == ["PRESS-01"] and list(gateway.keeper.tokens) == ["PRESS-01"]
     with engine.connect() as conn:
-        owner = conn.execute(select(t.machine_leases.c.owner).where(t.machine_leases.c.machine == "ASSY-03"))
+        owner = conn.execute(select(schema.machine_leases.c.owner).where(schema.machine_leases.c.machine == "ASSY-03"))
         assert owner.scalar_one() == "line-b"
-        recorded = conn.execute(select(t.mapping_reloads)).one()
+        recorded = conn.execute(select(schema.mapping_reloads)).one()
     assert (recorded.instance, recorded.requested_by, recorded.outcome) == ("line-a", "signal", "refused")
     gateway.keeper.release()
 

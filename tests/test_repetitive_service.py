@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from gateway.domain.repetitive import CollectorKey, period_of
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.collectors import list_collectors
 from gateway.ledger.reports import summary
 from gateway.mapping.model import Mapping
@@ -96,16 +96,16 @@ class Line:
     def per_collector(self) -> dict[str, D]:
         out: dict[str, D] = defaultdict(D)
         with self.engine.connect() as conn:
-            for r in conn.execute(select(t.confirmations)):
+            for r in conn.execute(select(schema.confirmations)):
                 out[r.order_no] += r.yield_qty + r.scrap_qty
-            for r in conn.execute(select(t.pending_units)):
+            for r in conn.execute(select(schema.pending_units)):
                 out[r.order_no] += r.yield_qty + r.scrap_qty
         return dict(out)
 
     def confirmations(self) -> list[tuple[str, str, D, str]]:
         """(machine, collector, units, trigger), by collector, machine and counter range."""
         with self.engine.connect() as conn:
-            rows = conn.execute(select(t.confirmations)).all()
+            rows = conn.execute(select(schema.confirmations)).all()
         return [(r.machine, r.order_no, r.yield_qty + r.scrap_qty, r.trigger)
                 for r in sorted(rows, key=lambda r: (r.order_no, r.machine, r.end_pos))]
 
@@ -134,7 +134,7 @@ def test_at_midnight_the_old_collector_gets_its_pending_units_and_the_new_one_th
     report = summary(line.engine)
     assert not report.unbalanced and report.duplicate_confirmation_ids == 0
     with line.engine.connect() as conn:
-        orders = {r.machine: r.order_no for r in conn.execute(select(t.machine_states))}
+        orders = {r.machine: r.order_no for r in conn.execute(select(schema.machine_states))}
     assert orders == {"MOLD-05": DEC, "MOLD-06": DEC}  # committed with the move: a restart resumes there
 
 
@@ -176,7 +176,7 @@ def test_units_land_in_their_periods_collector_exactly_once(tmp_path_factory, st
     report = summary(line.engine)
     assert not report.unbalanced and report.duplicate_confirmation_ids == 0
     with line.engine.connect() as conn:
-        assert conn.execute(select(t.pending_units)).first() is None  # the last shutdown confirmed everything
-        ids = [r.id for r in conn.execute(select(t.confirmations))]
+        assert conn.execute(select(schema.pending_units)).first() is None  # the last shutdown confirmed everything
+        ids = [r.id for r in conn.execute(select(schema.confirmations))]
     assert len(ids) == len(set(ids))
     line.engine.dispose()

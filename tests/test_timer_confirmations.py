@@ -11,7 +11,7 @@ from gateway import service
 from gateway.clock import utcnow
 from gateway.domain.confirming import Moment, accumulate
 from gateway.domain.records import Increment, Position
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.mapping.model import Mapping
 from gateway.service import Gateway
 from tests.integration.lines import MASTERDATA
@@ -42,7 +42,7 @@ def gateway_with_pending(folder, confirm: dict, opened_at: datetime) -> Gateway:
 
 def confirmed(gateway: Gateway) -> int:
     with gateway.engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(t.confirmations)).scalar()
+        return conn.execute(select(func.count()).select_from(schema.confirmations)).scalar()
 
 
 def test_due_timers_are_confirmed_in_turns_of_at_most_the_cap_and_none_is_lost(tmp_path):

@@ -17,7 +17,7 @@ from decimal import Decimal, InvalidOperation
 from sqlalchemy import Connection, select, union
 
 from gateway.app.errors import AppError
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 
 
 def quantity(text: str, what: str = "quantity") -> Decimal:
@@ -50,10 +50,10 @@ def day(text: str, what: str = "date") -> date:
 
 def material(conn: Connection, material_id: str):
     """The material's row, or not_found."""
-    m = conn.execute(select(t.materials).where(t.materials.c.id == material_id)).first()
+    m = conn.execute(select(schema.materials).where(schema.materials.c.id == material_id)).first()
     if m is None:
         raise AppError("not_found", f"unknown material {material_id!r}; load it with `gateway masterdata load`"
-                                    + _did_you_mean(material_id, conn.execute(select(t.materials.c.id)).scalars()))
+                                    + _did_you_mean(material_id, conn.execute(select(schema.materials.c.id)).scalars()))
     return m
 
 
@@ -79,7 +79,7 @@ def lot(conn: Connection, m, lot_no: str, *, must_exist: bool) -> str:
     if not m.lot_tracked and lot_no:
         raise AppError("invalid", f"{m.id} is not lot-tracked: leave out --lot")
     if lot_no and must_exist:
-        known = conn.execute(select(t.lots.c.lot).where(t.lots.c.material == m.id)).scalars().all()
+        known = conn.execute(select(schema.lots.c.lot).where(schema.lots.c.material == m.id)).scalars().all()
         if lot_no not in known:
             raise AppError("not_found", f"no lot {lot_no!r} of {m.id}" + _did_you_mean(lot_no, known))
     return lot_no
@@ -99,17 +99,17 @@ def location(conn: Connection, where: str) -> str:
 
 def known_locations(conn: Connection) -> set[str]:
     """Supply and receipt locations of the master data, and every location stock was ever moved at."""
-    q = union(select(t.work_centers.c.supply_location.label("loc")),
-              select(t.order_components.c.supply_location),
-              select(t.production_orders.c.receipt_location),
-              select(t.stock.c.location),
-              select(t.goods_movements.c.location).distinct())
+    q = union(select(schema.work_centers.c.supply_location.label("loc")),
+              select(schema.order_components.c.supply_location),
+              select(schema.production_orders.c.receipt_location),
+              select(schema.stock.c.location),
+              select(schema.goods_movements.c.location).distinct())
     return {loc for loc in conn.execute(q).scalars() if loc}
 
 
 def order(conn: Connection, number: str):
     """The order's header row, or not_found."""
-    row = conn.execute(select(t.production_orders).where(t.production_orders.c.number == number)).first()
+    row = conn.execute(select(schema.production_orders).where(schema.production_orders.c.number == number)).first()
     if row is None:
         raise AppError("not_found", f"no order {number}")  # no "did you mean": order numbers differ by a digit
     return row

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from gateway.app.errors import AppError
 from gateway.app.ledger import on_ledger
 from gateway.app.models import ConfirmationRow, ReversalPosted, ReverseConfirmation
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.audit import Action, Actor
 from gateway.ledger.operations import OperationRefused, reverse_confirmation
 
@@ -20,14 +20,14 @@ def list_confirmations(engine, *, order: str | None = None, last: int = 20) -> l
     """The latest ``last`` confirmations (of one order, if given), newest first, with their reversal."""
     if last < 1:
         raise AppError("invalid", f"--last must be 1 or more, got {last}")
-    c, r = t.confirmations, t.reversals
+    c, r = schema.confirmations, schema.reversals
     q = (select(c, r.c.id.label("reversal")).outerjoin(r, r.c.confirmation_id == c.c.id)
          .order_by(c.c.posted_at.desc(), c.c.id.desc()).limit(last))
     if order:
         q = q.where(c.c.order_no == order)
     with engine.connect() as conn:
-        if order and conn.execute(select(t.production_orders.c.number)
-                                  .where(t.production_orders.c.number == order)).first() is None:
+        if order and conn.execute(select(schema.production_orders.c.number)
+                                  .where(schema.production_orders.c.number == order)).first() is None:
             raise AppError("not_found", f"no order {order}")
         return [ConfirmationRow(id=row.id, posted_at=row.posted_at, machine=row.machine, order=row.order_no,
                                 operation=row.operation, yield_qty=row.yield_qty, scrap_qty=row.scrap_qty,
@@ -41,9 +41,9 @@ def reverse(engine, request: ReverseConfirmation, *, actor: Actor) -> ReversalPo
     if not request.reason.strip():
         raise AppError("invalid", "give a reason for the reversal (--reason)")
     with engine.connect() as conn:
-        row = conn.execute(select(t.confirmations.c.id, t.reversals.c.id.label("reversal"))
-                           .outerjoin(t.reversals, t.reversals.c.confirmation_id == t.confirmations.c.id)
-                           .where(t.confirmations.c.id == request.confirmation_id)).first()
+        row = conn.execute(select(schema.confirmations.c.id, schema.reversals.c.id.label("reversal"))
+                           .outerjoin(schema.reversals, schema.reversals.c.confirmation_id == schema.confirmations.c.id)
+                           .where(schema.confirmations.c.id == request.confirmation_id)).first()
     if row is None:
         raise AppError("not_found", f"no confirmation {request.confirmation_id}")
     try:

@@ -115,13 +115,13 @@ def trace(engine, lot: str, *, material: str | None = None,
     from nothing) is an empty trace, not an error; a lot it does not know at all is not_found."""
     from sqlalchemy import or_, select
 
-    from gateway.ledger import schema as t
+    from gateway.ledger import schema
     from gateway.ledger.operations import trace as trace_lot
 
     lines = trace_lot(engine, lot, material=material, direction=direction)
     if not lines:
         with engine.connect() as conn:
-            lots, g = t.lots.c, t.genealogy.c
+            lots, g = schema.lots.c, schema.genealogy.c
             known = conn.execute(select(lots.material).where(lots.lot == lot, *(
                 [lots.material == material] if material else []))).first() or conn.execute(
                 select(g.id).where(or_(g.component_lot == lot, g.product_lot == lot))).first()

@@ -13,7 +13,7 @@ from __future__ import annotations
 from gateway.app import checks
 from gateway.app.errors import AppError
 from gateway.app.ledger import on_ledger
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.audit import Action, Actor
 from gateway.app.models import (CountRecorded, CountStock, IssueStock, ReceiveStock, StockIssued, StockReceived,
                                 StockRow)
@@ -89,14 +89,14 @@ def on_hand(engine, *, material: str | None = None, location: str | None = None)
     material or location the ledger does not know is refused (a typo is not "no stock")."""
     from sqlalchemy import select
 
-    st, mat = t.stock.c, t.materials.c
+    st, mat = schema.stock.c, schema.materials.c
     with engine.connect() as conn:
         if material:
             checks.material(conn, material)
         if location:
             checks.location(conn, location)
         query = select(st.material, st.location, st.lot, mat.uom, st.qty).join(
-            t.materials, mat.id == st.material).order_by(st.material, st.location, st.lot)
+            schema.materials, mat.id == st.material).order_by(st.material, st.location, st.lot)
         if material:
             query = query.where(st.material == material)
         if location:

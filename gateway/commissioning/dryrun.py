@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from gateway.commissioning.recording import Recording, replay
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.mapping.model import Mapping
 from gateway.service import TICK_S
 from gateway.masterdata.model import MasterData
@@ -164,16 +164,16 @@ def _outcome(engine, names: list[str]) -> dict[str, MachineOutcome]:
     out = {name: MachineOutcome() for name in names}
     with engine.connect() as conn:
         movements: dict[str, list] = defaultdict(list)
-        for r in conn.execute(select(t.goods_movements).order_by(t.goods_movements.c.id)):
+        for r in conn.execute(select(schema.goods_movements).order_by(schema.goods_movements.c.id)):
             movements[r.confirmation_id].append(r)
         activities: dict[str, list] = defaultdict(list)
-        for r in conn.execute(select(t.activity_postings).order_by(t.activity_postings.c.id)):
+        for r in conn.execute(select(schema.activity_postings).order_by(schema.activity_postings.c.id)):
             activities[r.confirmation_id].append(r)
         errors: dict[str, list] = defaultdict(list)
-        for r in conn.execute(select(t.error_queue).order_by(t.error_queue.c.id)):
+        for r in conn.execute(select(schema.error_queue).order_by(schema.error_queue.c.id)):
             errors[r.confirmation_id].append(r)
-        c = t.confirmations.c
-        for r in conn.execute(select(t.confirmations).order_by(c.last_source_time, c.first_source_time, c.id)):
+        c = schema.confirmations.c
+        for r in conn.execute(select(schema.confirmations).order_by(c.last_source_time, c.first_source_time, c.id)):
             m = out.setdefault(r.machine, MachineOutcome())
             m.confirmed_yield += r.yield_qty
             m.confirmed_scrap += r.scrap_qty
@@ -187,14 +187,14 @@ def _outcome(engine, names: list[str]) -> dict[str, MachineOutcome]:
                                      currency=a.currency) for a in activities[r.id]],
                 errors=[BackflushError(material=e.material, location=e.location, missing=e.missing_qty, uom=e.uom,
                                        reason=e.reason) for e in errors[r.id]]))
-        for r in conn.execute(select(t.pending_units)):
+        for r in conn.execute(select(schema.pending_units)):
             out.setdefault(r.machine, MachineOutcome()).pending += r.yield_qty + r.scrap_qty
-        for r in conn.execute(select(t.anomalies).order_by(t.anomalies.c.id)):
+        for r in conn.execute(select(schema.anomalies).order_by(schema.anomalies.c.id)):
             m = out.setdefault(r.machine, MachineOutcome())
             if r.status == "open":
                 m.held += r.units_held
             m.anomalies.append(AnomalyOut(kind=r.kind, counter=r.counter, detail=r.detail, units_held=r.units_held))
-        for r in conn.execute(select(t.counted_units)):
+        for r in conn.execute(select(schema.counted_units)):
             out.setdefault(r.machine, MachineOutcome()).counted = Decimal(r.units)
     return out
 

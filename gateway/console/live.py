@@ -248,7 +248,7 @@ def _is_mine(address: str, mine: set[str]) -> bool:
 def _ledger_figures(engine, missing: list[str], midnight: datetime) -> tuple[dict[str, int], dict[str, Decimal]]:
     """Open anomalies per machine (the application layer's list); units confirmed since ``midnight``."""
     from gateway.app.anomalies import list_anomalies
-    from gateway.ledger import schema as t
+    from gateway.ledger import schema
 
     anomalies: dict[str, int] = defaultdict(int)
     for a in list_anomalies(engine):
@@ -256,7 +256,7 @@ def _ledger_figures(engine, missing: list[str], midnight: datetime) -> tuple[dic
             anomalies[a.machine] += 1
     confirmed: dict[str, Decimal] = defaultdict(Decimal)
     if missing:
-        c = t.confirmations.c
+        c = schema.confirmations.c
         with engine.connect() as conn:
             # Summed here: SQLite keeps quantities as text.
             for r in conn.execute(select(c.machine, c.yield_qty, c.scrap_qty).where(

@@ -37,7 +37,7 @@ from sqlalchemy import Engine, func, select
 
 from gateway.domain.records import AnomalyStatus, ErrorStatus
 from gateway.ledger import outbox
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.failures import short_error
 from gateway.ledger.writer import Committed
 
@@ -62,7 +62,7 @@ class LedgerFigures:
 
     @staticmethod
     def read(engine: Engine) -> LedgerFigures:
-        e, a = t.error_queue, t.anomalies
+        e, a = schema.error_queue, schema.anomalies
         with engine.connect() as conn:
             errors = dict(conn.execute(select(e.c.material, func.count()).where(e.c.status == ErrorStatus.OPEN)
                                        .group_by(e.c.material)).all())
@@ -99,11 +99,11 @@ class GatewayMetrics:
         """What the ledger holds for the mapping's machines now: before the writer starts, and when a
         reload adds machines."""
         machines = list(self.gateway.mapping.machines)
-        c = t.confirmations.c
+        c = schema.confirmations.c
         confirmed: dict[tuple[str, str], Decimal] = {(m, k): Decimal(0) for m in machines for k in KINDS}
         with engine.connect() as conn:
             counted = {r.machine: Decimal(r.units) for r in conn.execute(
-                select(t.counted_units).where(t.counted_units.c.machine.in_(machines)))}
+                select(schema.counted_units).where(schema.counted_units.c.machine.in_(machines)))}
             for r in conn.execute(select(c.machine, c.yield_qty, c.scrap_qty).where(c.machine.in_(machines))):
                 confirmed[(r.machine, "yield")] += r.yield_qty
                 confirmed[(r.machine, "scrap")] += r.scrap_qty

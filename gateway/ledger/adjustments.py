@@ -41,6 +41,7 @@ from decimal import Decimal
 
 from sqlalchemy import Connection, Engine, insert, select
 
+from gateway.clock import utcnow
 from gateway.domain import adjustments as adj
 from gateway.domain.adjustments import AdjustmentPlan, Refused
 from gateway.domain.records import (
@@ -51,7 +52,7 @@ from gateway.domain.records import (
     Trigger,
 )
 from gateway.ledger import outbox
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.audit import Action, manual
 from gateway.ledger.claims import claim
 from gateway.ledger.masters import (
@@ -90,7 +91,7 @@ class AdjustmentResult:
 def scrap(engine: Engine, order_no: str, operation: str, qty: Decimal, reason_code: str, note: str = "", *,
           now: datetime | None = None, audit: Action | None = None) -> AdjustmentResult:
     """Scrap reported by hand: a confirmation of ``qty`` scrap, backflushed like a machine's."""
-    now = now or t.utcnow()
+    now = now or utcnow()
     with _adjustment(engine, order_no, reason_code, audit) as (tx, order, doc):
         product = _operation_and_product(tx.conn, order, operation)
         adj.check_quantity(qty, product)
@@ -99,7 +100,7 @@ def scrap(engine: Engine, order_no: str, operation: str, qty: Decimal, reason_co
             Trigger.ADJUSTMENT_SCRAP), MasterCache(), now)
         tx.flush()  # read back below
         posted = read_posted(tx.conn, doc)
-        queued = tx.conn.execute(select(t.error_queue.c.id).where(t.error_queue.c.confirmation_id == doc)).all()
+        queued = tx.conn.execute(select(schema.error_queue.c.id).where(schema.error_queue.c.confirmation_id == doc)).all()
         return _record(tx.conn, doc, order, "scrap", operation, reason_code, note, product, qty,
                        len(posted.movements), len(queued), now)
 
@@ -107,7 +108,7 @@ def scrap(engine: Engine, order_no: str, operation: str, qty: Decimal, reason_co
 def rework(engine: Engine, order_no: str, operation: str, qty: Decimal, reason_code: str, note: str = "", *,
            now: datetime | None = None, audit: Action | None = None) -> AdjustmentResult:
     """Rework of ``qty`` units at ``operation``: its rework items and labor, no receipt, no progress."""
-    now = now or t.utcnow()
+    now = now or utcnow()
     with _adjustment(engine, order_no, reason_code, audit) as (tx, order, doc):
         product = _operation_and_product(tx.conn, order, operation)
         materials = read_materials(tx.conn)
@@ -122,7 +123,7 @@ def substitute(engine: Engine, order_no: str, item: str, with_material: str, qty
                note: str = "", *, with_qty: Decimal | None = None, now: datetime | None = None,
                audit: Action | None = None) -> AdjustmentResult:
     """``with_qty`` (default ``qty``) of ``with_material`` issued for ``item`` instead of ``qty`` of its material."""
-    now = now or t.utcnow()
+    now = now or utcnow()
     b_qty = qty if with_qty is None else with_qty
     with _adjustment(engine, order_no, reason_code, audit) as (tx, order, doc):
         component = adj.bom_item(order, item)
@@ -139,7 +140,7 @@ def substitute(engine: Engine, order_no: str, item: str, with_material: str, qty
 def consumption(engine: Engine, order_no: str, item: str, delta: Decimal, reason_code: str, note: str = "", *,
                 now: datetime | None = None, audit: Action | None = None) -> AdjustmentResult:
     """Over-consumption (``delta > 0``: issue more) or under-consumption (``delta < 0``: give back)."""
-    now = now or t.utcnow()
+    now = now or utcnow()
     with _adjustment(engine, order_no, reason_code, audit) as (tx, order, doc):
         component = adj.bom_item(order, item)
         material = read_materials(tx.conn)[component.material]
@@ -199,7 +200,7 @@ def _write(tx: LedgerTx, doc: str, order: ProductionOrder, kind: str, operation:
 def _record(conn: Connection, doc: str, order: ProductionOrder, kind: str, operation: str, reason_code: str,
             note: str, material: Material, qty: Decimal, movements: int, queued: int,
             now: datetime) -> AdjustmentResult:
-    conn.execute(insert(t.adjustments), [{
+    conn.execute(insert(schema.adjustments), [{
         "id": doc, "order_no": order.number, "operation": operation, "kind": kind, "reason_code": reason_code,
         "note": note, "material": material.id, "qty": qty, "uom": material.uom, "created_at": now}])
     claim("adjustment_posted", doc, document=doc, kind=kind, order=order.number, operation=operation,

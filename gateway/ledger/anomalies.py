@@ -40,9 +40,10 @@ from decimal import Decimal
 
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 
+from gateway.clock import utcnow
 from gateway.domain.confirming import Pending, accumulate, confirm, parse_positions
 from gateway.domain.records import AnomalyStatus, Increment, Position, Trigger
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.masters import MasterCache
 from gateway.ledger.tx import buffered
 from gateway.ledger.audit import Action, manual
@@ -76,7 +77,7 @@ class AnomalyView:
 def list_anomalies(engine: Engine, *, include_decided: bool = False) -> list[AnomalyView]:
     """Open anomalies, and the unknown-order ones whose units are still pending (the latest per
     machine and order: it names them all); everything with ``include_decided``."""
-    a, d = t.anomalies, t.anomaly_decisions
+    a, d = schema.anomalies, schema.anomaly_decisions
     query = select(a, d.c.decision, d.c.confirmation_id).outerjoin(d, d.c.anomaly_id == a.c.id).order_by(a.c.id)
     with engine.connect() as conn:
         held = _held(conn)
@@ -101,7 +102,7 @@ UNKNOWN_ORDER = "unknown_order"
 def _held(conn: Connection, machine: str | None = None) -> dict[tuple[str, str], tuple[Decimal, datetime]]:
     """(machine, order) → units pending and the oldest ``opened_at``, for orders not released
     (empty, not in the master data, or completed)."""
-    pu, po = t.pending_units, t.production_orders
+    pu, po = schema.pending_units, schema.production_orders
     released = select(po.c.number).where(po.c.status == "released")
     q = select(pu).where(pu.c.order_no.not_in(released))
     if machine is not None:
@@ -114,10 +115,10 @@ def _held(conn: Connection, machine: str | None = None) -> dict[tuple[str, str],
 
 
 def _open_anomaly(conn: Connection, anomaly_id: int):
-    row = conn.execute(select(t.anomalies).where(t.anomalies.c.id == anomaly_id)).first()
+    row = conn.execute(select(schema.anomalies).where(schema.anomalies.c.id == anomaly_id)).first()
     if row is None:
         raise DecisionRefused(f"no anomaly {anomaly_id} (see `gateway anomalies list --all`)")
-    decided = conn.execute(select(t.anomaly_decisions).where(t.anomaly_decisions.c.anomaly_id == anomaly_id)).first()
+    decided = conn.execute(select(schema.anomaly_decisions).where(schema.anomaly_decisions.c.anomaly_id == anomaly_id)).first()
     if decided is not None:
         raise DecisionRefused(f"anomaly {anomaly_id} was already {decided.decision} at "
                               f"{decided.decided_at:%Y-%m-%d %H:%M:%S} UTC; a decision is final")
@@ -138,7 +139,7 @@ def _position(text: str | None) -> Position | None:
 def _running_order(conn: Connection, row, start: Position, end: Position) -> tuple[str, str] | None:
     """(order, operation) the held units belong to: see the module docstring."""
     found = []
-    for table in (t.confirmations, t.pending_units):
+    for table in (schema.confirmations, schema.pending_units):
         for r in conn.execute(select(table).where(table.c.machine == row.machine)):
             starts, ends = dict(parse_positions(r.start_pos)), dict(parse_positions(r.end_pos))
             if ends.get(row.counter) == start:
@@ -152,7 +153,7 @@ def _running_order(conn: Connection, row, start: Position, end: Position) -> tup
 
 
 def _uom(conn: Connection, order: str) -> str | None:
-    po, m = t.production_orders, t.materials
+    po, m = schema.production_orders, schema.materials
     r = conn.execute(select(m.c.uom).join(po, po.c.material == m.c.id).where(po.c.number == order)).first()
     return None if r is None else r.uom
 
@@ -160,7 +161,7 @@ def _uom(conn: Connection, order: str) -> str | None:
 def accept(engine: Engine, anomaly_id: int, *, reason: str = "", order: str | None = None,
            operation: str | None = None, audit: Action | None = None) -> tuple[str, str, Decimal]:
     """Post the held units; returns (confirmation id, order, units). One transaction."""
-    now = t.utcnow()
+    now = utcnow()
     with manual(engine, audit) as record:
         conn = record.conn
         row = _open_anomaly(conn, anomaly_id)
@@ -199,14 +200,14 @@ def assign(engine: Engine, anomaly_id: int, order: str, *, operation: str | None
            audit: Action | None = None) -> tuple[list[str], Decimal]:
     """Post the units pending under an unknown order to ``order`` (module docstring): the
     confirmation ids and the units. One transaction."""
-    now = t.utcnow()
+    now = utcnow()
     with manual(engine, audit) as record:
         conn = record.conn
-        row = conn.execute(select(t.anomalies).where(t.anomalies.c.id == anomaly_id)).first()
+        row = conn.execute(select(schema.anomalies).where(schema.anomalies.c.id == anomaly_id)).first()
         if row is None:
             raise DecisionRefused(f"no anomaly {anomaly_id} (see `gateway anomalies list --all`)")
-        decided = conn.execute(select(t.anomaly_decisions).where(
-            t.anomaly_decisions.c.anomaly_id == anomaly_id)).first()
+        decided = conn.execute(select(schema.anomaly_decisions).where(
+            schema.anomaly_decisions.c.anomaly_id == anomaly_id)).first()
         if decided is not None:
             raise DecisionRefused(f"anomaly {anomaly_id} was already {decided.decision} at "
                                   f"{decided.decided_at:%Y-%m-%d %H:%M:%S} UTC; a decision is final")
@@ -220,7 +221,7 @@ def assign(engine: Engine, anomaly_id: int, order: str, *, operation: str | None
             if status != "released":
                 raise DecisionRefused(f"order {order} is {status}: held units are posted to a released order only")
             _not_counted_now(conn, row.machine)
-            pu = t.pending_units
+            pu = schema.pending_units
             pendings = conn.execute(select(pu).where(pu.c.machine == row.machine, pu.c.order_no == row.order_no)
                                     .order_by(pu.c.operation).with_for_update()).all()
             if not pendings:
@@ -243,10 +244,10 @@ def assign(engine: Engine, anomaly_id: int, order: str, *, operation: str | None
                 units += p.yield_qty + p.scrap_qty
                 conn.execute(delete(pu).where(pu.c.machine == p.machine, pu.c.order_no == p.order_no,
                                               pu.c.operation == p.operation))
-        conn.execute(insert(t.anomaly_decisions), [{
+        conn.execute(insert(schema.anomaly_decisions), [{
             "anomaly_id": anomaly_id, "decision": AnomalyStatus.ASSIGNED, "reason": reason, "confirmation_id": posted[0],
             "order_no": order, "operation": operation or pendings[0].operation, "decided_at": now}])
-        conn.execute(update(t.anomalies).where(t.anomalies.c.id == anomaly_id).values(status=AnomalyStatus.ASSIGNED))
+        conn.execute(update(schema.anomalies).where(schema.anomalies.c.id == anomaly_id).values(status=AnomalyStatus.ASSIGNED))
         record.order, record.changed = order, {"status": AnomalyStatus.ASSIGNED, "confirmations": posted}
         claim("anomaly_assigned", posted[0], anomaly_id=anomaly_id, machine=row.machine, held_under=row.order_no,
               order=order, confirmations=" ".join(posted), units=str(units), reason=reason)
@@ -255,7 +256,7 @@ def assign(engine: Engine, anomaly_id: int, order: str, *, operation: str | None
 
 def _not_counted_now(conn: Connection, machine: str) -> None:
     """Refused while a live gateway holds the machine's lease: it keeps the pending units in memory too."""
-    ml = t.machine_leases
+    ml = schema.machine_leases
     lease = conn.execute(select(ml).where(ml.c.machine == machine)).first()
     if lease is not None and lease.expires_at > db_now(conn):
         raise DecisionRefused(f"{machine} is counted by gateway {lease.owner} on {lease.host} (pid {lease.pid}), "
@@ -265,7 +266,7 @@ def _not_counted_now(conn: Connection, machine: str) -> None:
 
 def reject(engine: Engine, anomaly_id: int, *, reason: str = "", audit: Action | None = None) -> Decimal:
     """Write the held units off; returns how many. Nothing is posted."""
-    now = t.utcnow()
+    now = utcnow()
     with manual(engine, audit) as record:
         conn = record.conn
         row = _open_anomaly(conn, anomaly_id)
@@ -281,10 +282,10 @@ def _decide(conn: Connection, anomaly_id: int, decision: AnomalyStatus, reason: 
             confirmation_id: str | None, order: str | None, operation: str | None) -> None:
     # The insert fails on the primary key if another decision won the race: the caller's
     # transaction then rolls back, posting included.
-    conn.execute(insert(t.anomaly_decisions), [{
+    conn.execute(insert(schema.anomaly_decisions), [{
         "anomaly_id": anomaly_id, "decision": decision, "reason": reason, "confirmation_id": confirmation_id,
         "order_no": order, "operation": operation, "decided_at": now}])
-    done = conn.execute(update(t.anomalies).where(t.anomalies.c.id == anomaly_id, t.anomalies.c.status == AnomalyStatus.OPEN)
+    done = conn.execute(update(schema.anomalies).where(schema.anomalies.c.id == anomaly_id, schema.anomalies.c.status == AnomalyStatus.OPEN)
                         .values(status=decision))
     if done.rowcount != 1:
         raise DecisionRefused(f"anomaly {anomaly_id} was decided meanwhile")

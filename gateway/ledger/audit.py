@@ -26,8 +26,9 @@ from typing import Literal
 
 from sqlalchemy import Connection, Engine, insert, select
 
+from gateway.clock import utcnow
 from gateway.ledger import claims
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 
 ActorKind = Literal["cli", "api", "console"]
 
@@ -85,8 +86,8 @@ def write(conn: Connection, action: Action, record: Record, claimed: list[str]) 
     detail = {**action.detail, **({"before": record.before} if record.before else {}),
               **({"changed": record.changed} if record.changed else {})}
     a = action.actor
-    conn.execute(insert(t.audit_log), [{
-        "at": t.utcnow(), "actor": a.name[:128], "actor_kind": a.kind, "host": a.host[:255], "via": a.via,
+    conn.execute(insert(schema.audit_log), [{
+        "at": utcnow(), "actor": a.name[:128], "actor_kind": a.kind, "host": a.host[:255], "via": a.via,
         "action": action.name, "reason": action.reason, "order_no": record.order or action.order,
         "subject": (record.subject or action.subject)[:128], "postings": " ".join(postings),
         "detail": json.dumps(detail, default=str, sort_keys=True),
@@ -112,8 +113,8 @@ class AuditRow:
 def read(engine: Engine, *, since: datetime | None = None, actor: str | None = None, order: str | None = None,
          last: int | None = None) -> list[AuditRow]:
     """Audit rows, oldest first (the ``last`` ones, if given): since a time, of one actor, of one order."""
-    a = t.audit_log.c
-    q = select(t.audit_log)
+    a = schema.audit_log.c
+    q = select(schema.audit_log)
     if since is not None:
         q = q.where(a.at >= since)
     if actor is not None:

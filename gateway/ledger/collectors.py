@@ -38,6 +38,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, select, update
 
+from gateway.clock import utcnow
 from gateway.domain.records import (
     ConsumptionBasis,
     ErrorStatus,
@@ -47,7 +48,7 @@ from gateway.domain.records import (
     ProductionOrder,
 )
 from gateway.domain.repetitive import CollectorCosts, CollectorKey, ProductionVersion, parse_period
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.audit import Action, manual
 from gateway.ledger.claims import claim
 from gateway.ledger.masters import insert_order, read_order
@@ -94,7 +95,7 @@ def decode_snapshot(text: str) -> ProductionOrder:
 
 def store_versions(conn: Connection, versions: dict[tuple[str, str], ProductionVersion], now: datetime) -> int:
     """Write (or replace) the production versions of loaded master data; how many."""
-    upsert(conn, t.production_versions, [
+    upsert(conn, schema.production_versions, [
         {"product": v.product, "version": v.version, "period": v.period, "time_zone": v.time_zone,
          "snapshot": encode_snapshot(v.template), "updated_at": now}
         for v in versions.values()], ["product", "version"])
@@ -104,7 +105,7 @@ def store_versions(conn: Connection, versions: dict[tuple[str, str], ProductionV
 def read_versions(conn: Connection) -> dict[tuple[str, str], ProductionVersion]:
     return {(r.product, r.version): ProductionVersion(r.product, r.version, decode_snapshot(r.snapshot), r.period,
                                                       r.time_zone)
-            for r in conn.execute(select(t.production_versions))}
+            for r in conn.execute(select(schema.production_versions))}
 
 
 # -- collectors created on first use ----------------------------------------------------------
@@ -120,8 +121,8 @@ def ensure_collectors(conn: Connection, keys: dict[str, CollectorKey], now: date
     wanted = sorted(keys)
     if not wanted:
         return
-    cc, po, pv = t.cost_collectors.c, t.production_orders.c, t.production_versions.c
-    insert_absent(conn, t.cost_collectors, [
+    cc, po, pv = schema.cost_collectors.c, schema.production_orders.c, schema.production_versions.c
+    insert_absent(conn, schema.cost_collectors, [
         {"number": n, "product": keys[n].product, "version": keys[n].version, "line": keys[n].line,
          "period": keys[n].period, "status": OPEN, "created_at": now} for n in wanted], ["number"])
     done = set(conn.execute(select(po.number).where(po.number.in_(wanted))).scalars())
@@ -153,7 +154,7 @@ def read_directory(conn: Connection) -> Directory:
     for (product, version), v in read_versions(conn).items():
         versions[product][version] = v
     collectors, closed = {}, set()
-    for r in conn.execute(select(t.cost_collectors)):
+    for r in conn.execute(select(schema.cost_collectors)):
         collectors[r.number] = CollectorKey(r.product, r.version, r.line, r.period)
         if r.status == CLOSED:
             closed.add(r.number)
@@ -180,8 +181,8 @@ class CollectorRow:
 
 def list_collectors(engine: Engine, *, period: str | None = None, status: str | None = None,
                     product: str | None = None) -> list[CollectorRow]:
-    cc = t.cost_collectors.c
-    q = select(t.cost_collectors).order_by(cc.period, cc.product, cc.version, cc.line)
+    cc = schema.cost_collectors.c
+    q = select(schema.cost_collectors).order_by(cc.period, cc.product, cc.version, cc.line)
     if period is not None:
         q = q.where(cc.period == period)
     if status is not None:
@@ -193,17 +194,17 @@ def list_collectors(engine: Engine, *, period: str | None = None, status: str | 
 
 
 def read_collector(conn: Connection, number: str) -> CollectorRow | None:
-    r = conn.execute(select(t.cost_collectors).where(t.cost_collectors.c.number == number)).first()
+    r = conn.execute(select(schema.cost_collectors).where(schema.cost_collectors.c.number == number)).first()
     return None if r is None else _row(conn, r)
 
 
 def _row(conn: Connection, r) -> CollectorRow:
     key = CollectorKey(r.product, r.version, r.line, r.period)
-    product = conn.execute(select(t.materials.c.uom, t.materials.c.currency).where(t.materials.c.id == r.product)).first()
+    product = conn.execute(select(schema.materials.c.uom, schema.materials.c.currency).where(schema.materials.c.id == r.product)).first()
     uom, currency = (product.uom, product.currency) if product else ("", "EUR")
-    op = t.order_progress.c
-    final = conn.execute(select(t.order_operations.c.operation).where(
-        t.order_operations.c.order_no == r.number, t.order_operations.c.final == True)).scalar()  # noqa: E712
+    op = schema.order_progress.c
+    final = conn.execute(select(schema.order_operations.c.operation).where(
+        schema.order_operations.c.order_no == r.number, schema.order_operations.c.final == True)).scalar()  # noqa: E712
     progress = conn.execute(select(op.yield_qty, op.scrap_qty).where(op.order_no == r.number,
                                                                       op.operation == final)).first()
     if r.status == CLOSED and r.currency is not None:
@@ -216,7 +217,7 @@ def _row(conn: Connection, r) -> CollectorRow:
 
 
 def _received(conn: Connection, number: str) -> Decimal:
-    gm = t.goods_movements.c
+    gm = schema.goods_movements.c
     return sum((q for q in conn.execute(select(gm.qty).where(gm.order_no == number, gm.kind.in_(["101", "102"])))
                 .scalars()), Decimal(0))
 
@@ -227,8 +228,8 @@ def collector_costs(conn: Connection, number: str) -> dict[str, CollectorCosts]:
     Every movement carries the value it was posted at (quantity × standard price then), so
     a price changed later does not rewrite what was consumed or received; a movement from
     before values (NULL) counts 0."""
-    gm, ap = t.goods_movements.c, t.activity_postings.c
-    currency = dict(conn.execute(select(t.materials.c.id, t.materials.c.currency)).all())
+    gm, ap = schema.goods_movements.c, schema.activity_postings.c
+    currency = dict(conn.execute(select(schema.materials.c.id, schema.materials.c.currency)).all())
     materials: dict[str, Decimal] = defaultdict(Decimal)
     target: dict[str, Decimal] = defaultdict(Decimal)
     for r in conn.execute(select(gm.kind, gm.material, gm.value).where(gm.order_no == number)):
@@ -260,11 +261,11 @@ def close_period(engine: Engine, period: str, *, now: datetime | None = None,
     from gateway.ledger.operations import OperationRefused
     from gateway.ledger.orders import finish
 
-    now = now or t.utcnow()
-    cc = t.cost_collectors.c
+    now = now or utcnow()
+    cc = schema.cost_collectors.c
     with manual(engine, audit) as record, buffered(record.conn) as tx:
         conn = record.conn
-        rows = conn.execute(select(t.cost_collectors).where(cc.period == period, cc.status == OPEN)
+        rows = conn.execute(select(schema.cost_collectors).where(cc.period == period, cc.status == OPEN)
                             .order_by(cc.number).with_for_update()).all()
         if not rows:
             closed = conn.execute(select(cc.number).where(cc.period == period)).first()
@@ -287,7 +288,7 @@ def close_period(engine: Engine, period: str, *, now: datetime | None = None,
                 raise OperationRefused(f"collector {r.number} has values in {', '.join(costs)}: a collector's "
                                        "balance is in one currency; give its materials and work centers one")
             currency, balance = next(iter(costs.items()), ("EUR", CollectorCosts(Decimal(0), Decimal(0), Decimal(0))))
-            conn.execute(update(t.cost_collectors).where(cc.number == r.number).values(
+            conn.execute(update(schema.cost_collectors).where(cc.number == r.number).values(
                 status=CLOSED, closed_at=now, materials_value=balance.materials, activities_value=balance.activities,
                 target_value=balance.target, variance=balance.variance, currency=currency))
             claim("collector_closed", r.number, collector=r.number, period=period, actual=str(balance.actual),
@@ -311,7 +312,7 @@ def _refuse_unfinished(conn: Connection, period: str, rows, now: datetime) -> No
                 f"period {period} ends {bounds.end.astimezone(tz):%Y-%m-%d %H:%M} {tz.key}: units counted until "
                 "then belong to it; close it after that")
     numbers = [r.number for r in rows]
-    pu, eq = t.pending_units.c, t.error_queue.c
+    pu, eq = schema.pending_units.c, schema.error_queue.c
     waiting = [f"{p.machine} on {p.order_no} ({p.yield_qty + p.scrap_qty} units)" for p in conn.execute(
         select(pu.machine, pu.order_no, pu.yield_qty, pu.scrap_qty).where(pu.order_no.in_(numbers)))
         if p.yield_qty or p.scrap_qty]

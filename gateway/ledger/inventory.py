@@ -21,10 +21,11 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from sqlalchemy import Connection, Engine, func, insert, select
 
+from gateway.clock import utcnow
 from gateway.domain.records import ErrorStatus, GoodsMovement, Material, MovementKind
 from gateway.domain.valuation import value
 from gateway.ledger import outbox
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.operations import OperationRefused, stock_material
 from gateway.ledger.audit import Action, manual
 from gateway.ledger.claims import claim
@@ -65,7 +66,7 @@ def record_count(engine: Engine, material: str, counted: Decimal, location: str,
     A count that matches the book is still recorded (it is the start of the next
     accuracy window) but posts no movement.
     """
-    now = now or t.utcnow()
+    now = now or utcnow()
     if not location:
         raise OperationRefused("give the counted location with --location")
     if not counted.is_finite() or counted < 0:
@@ -75,7 +76,7 @@ def record_count(engine: Engine, material: str, counted: Decimal, location: str,
         m = stock_material(conn, material, counted, lot, verb="counted")
         book = tx.stock_qty(material, location, lot)
         record.before = {"stock": book}
-        count_id = conn.execute(insert(t.stock_counts).values(
+        count_id = conn.execute(insert(schema.stock_counts).values(
             material=material, location=location, lot=lot, book_qty=book, counted_qty=counted, uom=m.uom,
             counted_at=now)).inserted_primary_key[0]
         kind = None
@@ -171,7 +172,7 @@ def accuracy(engine: Engine) -> list[AccuracyRow]:
     """
     with engine.connect() as conn:
         counts: dict[tuple[str, str, str], list] = defaultdict(list)
-        for r in conn.execute(select(t.stock_counts).order_by(t.stock_counts.c.counted_at, t.stock_counts.c.id)):
+        for r in conn.execute(select(schema.stock_counts).order_by(schema.stock_counts.c.counted_at, schema.stock_counts.c.id)):
             counts[(r.material, r.location, r.lot)].append(r)
         materials = read_materials(conn)
         return [_accuracy_row(conn, rows, materials) for _, rows in sorted(counts.items())]
@@ -185,7 +186,7 @@ def _accuracy_row(conn: Connection, rows: list, materials: dict[str, Material]) 
     def window(column):
         return (column > since, column <= until) if since is not None else (column <= until,)
 
-    eq, adj, an, conf, oc = t.error_queue, t.adjustments, t.anomalies, t.confirmations, t.order_components
+    eq, adj, an, conf, oc = schema.error_queue, schema.adjustments, schema.anomalies, schema.confirmations, schema.order_components
     errors = conn.execute(select(eq.c.missing_qty).where(
         eq.c.material == last.material, eq.c.location == last.location, *window(eq.c.created_at))).scalars().all()
     adjustments = conn.execute(select(adj.c.qty).where(
@@ -272,9 +273,9 @@ def error_metrics(engine: Engine, now: datetime | None = None) -> ErrorMetrics:
     open under the same id). The rate counts every item ever created, resolved or not,
     against every confirmation posted; the 24 h rate both within (now − 24 h, now].
     """
-    now = now or t.utcnow()
+    now = now or utcnow()
     day_ago = now - timedelta(hours=24)
-    eq, conf = t.error_queue, t.confirmations
+    eq, conf = schema.error_queue, schema.confirmations
     with engine.connect() as conn:
         open_rows = conn.execute(select(eq.c.material, eq.c.uom, eq.c.missing_qty, eq.c.created_at)
                                  .where(eq.c.status == ErrorStatus.OPEN)).all()

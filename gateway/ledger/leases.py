@@ -46,7 +46,7 @@ from sqlalchemy import Connection, Engine, bindparam, func, literal_column, sele
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 
 LEDGER = "*ledger*"  # the pseudo-machine whose lease is the whole ledger (SQLite)
 DEFAULT_TTL_S = 10.0
@@ -60,8 +60,8 @@ def session_name(process: str) -> str:
     """The ``application_name`` of an owner's database sessions (PostgreSQL)."""
     return f"backflush-gateway:{process}"
 
-_L = t.machine_leases.c
-_ROWS = (select(t.machine_leases).where(_L.machine.in_(bindparam("machines", expanding=True)))
+_L = schema.machine_leases.c
+_ROWS = (select(schema.machine_leases).where(_L.machine.in_(bindparam("machines", expanding=True)))
          .order_by(_L.machine).with_for_update())
 # The fence's lock: it holds back a takeover (``_ROWS``, FOR UPDATE) until the posting
 # commits, but not this instance's own renewal, which changes only ``expires_at`` (a
@@ -74,8 +74,8 @@ def _fenced_rows(conn: Connection):
     if stmt is None:
         lapsed = (_L.expires_at <= literal_column(_now_sql(conn))).label("lapsed")
         stmt = _FENCED_ROWS[conn.dialect.name] = (
-            select(t.machine_leases, lapsed).where(_L.machine.in_(bindparam("machines", expanding=True)))
-            .order_by(_L.machine).with_for_update(of=t.machine_leases, read=True, key_share=True))
+            select(schema.machine_leases, lapsed).where(_L.machine.in_(bindparam("machines", expanding=True)))
+            .order_by(_L.machine).with_for_update(of=schema.machine_leases, read=True, key_share=True))
     return stmt
 
 
@@ -177,7 +177,7 @@ def _free(row, me: Me, now: float) -> bool:
 def _insert_absent(conn: Connection, machines: list[str]) -> None:
     """Create the missing rows (expired, token 0) so that every row can be locked."""
     make = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    stmt = make(t.machine_leases).on_conflict_do_nothing(index_elements=["machine"])
+    stmt = make(schema.machine_leases).on_conflict_do_nothing(index_elements=["machine"])
     conn.execute(stmt, [{"machine": m, "owner": "", "host": "", "pid": 0, "process": "", "scope": "", "token": 0,
                          "acquired_at": 0.0, "expires_at": 0.0} for m in machines])
 
@@ -206,7 +206,7 @@ def acquire(conn: Connection, me: Me, machines: list[str], ttl_s: float, *,
     for r in free:
         # Always a new token, even for a lease this process held: whatever it queued under the
         # old one is fenced off, and the machine starts again from what is committed.
-        conn.execute(update(t.machine_leases).where(_L.machine == r.machine).values(
+        conn.execute(update(schema.machine_leases).where(_L.machine == r.machine).values(
             owner=me.instance, host=me.host, pid=me.pid, process=me.process, scope=me.scope, token=r.token + 1,
             acquired_at=now, expires_at=now + ttl_s))
         taken[r.machine] = r.token + 1
@@ -225,7 +225,7 @@ def end_sessions_of_expired(conn: Connection, me: Me, machines: list[str]) -> li
     if conn.dialect.name != "postgresql":
         return []
     now = db_now(conn)
-    owners = sorted({r.process for r in conn.execute(select(t.machine_leases).where(_L.machine.in_(machines)))
+    owners = sorted({r.process for r in conn.execute(select(schema.machine_leases).where(_L.machine.in_(machines)))
                      if r.expires_at <= now and r.process and r.process != me.process})
     if owners:
         conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -237,7 +237,7 @@ def end_sessions_of_expired(conn: Connection, me: Me, machines: list[str]) -> li
 def free_now(conn: Connection, me: Me, machines: list[str]) -> list[str]:
     """Which of ``machines`` could be taken now (a read without locks, for a standby's poll)."""
     now = db_now(conn)
-    rows = conn.execute(select(t.machine_leases).where(_L.machine.in_(machines))).all()
+    rows = conn.execute(select(schema.machine_leases).where(_L.machine.in_(machines))).all()
     present = {r.machine for r in rows}
     return sorted([r.machine for r in rows if _free(r, me, now)] + [m for m in machines if m not in present])
 
@@ -248,7 +248,7 @@ def renew(conn: Connection, me: Me, tokens: dict[str, int], ttl_s: float) -> set
         return set()
     # One UPDATE, no SELECT … FOR UPDATE first: a posting of this instance that has the rows
     # fenced does not hold its renewal back (see ``_FENCED_ROWS``).
-    extended = conn.execute(update(t.machine_leases).where(_L.machine.in_(sorted(tokens)), _L.process == me.process)
+    extended = conn.execute(update(schema.machine_leases).where(_L.machine.in_(sorted(tokens)), _L.process == me.process)
         .values(expires_at=literal_column(_now_sql(conn)) + ttl_s)
         .returning(_L.machine, _L.token)).all()
     kept = {r.machine for r in extended if r.token == tokens[r.machine]}
@@ -274,7 +274,7 @@ class Fence:
         # The clock is read in the same statement: this runs at the start of every posting transaction.
         lapsed = [m for m in machines if m not in lost and rows[m].lapsed]
         if lapsed:  # expired, but nobody took it: still ours (see the module doc)
-            conn.execute(update(t.machine_leases).where(_L.machine.in_(lapsed))
+            conn.execute(update(schema.machine_leases).where(_L.machine.in_(lapsed))
                          .values(expires_at=literal_column(_now_sql(conn)) + self.ttl_s))
         return lost
 
@@ -288,10 +288,10 @@ def release(conn: Connection, me: Me, machines: Iterable[str] | None = None) -> 
     which = _L.process == me.process
     if machines is not None:
         which = which & _L.machine.in_(sorted(machines))
-    result = conn.execute(update(t.machine_leases).where(which).values(expires_at=now))
+    result = conn.execute(update(schema.machine_leases).where(which).values(expires_at=now))
     if machines is None:
-        conn.execute(update(t.gateway_instances).where(
-            t.gateway_instances.c.process == me.process).values(stopped_at=now))
+        conn.execute(update(schema.gateway_instances).where(
+            schema.gateway_instances.c.process == me.process).values(stopped_at=now))
     return result.rowcount
 
 
@@ -302,7 +302,7 @@ def register(conn: Connection, me: Me, *, standby: bool, ttl_s: float, machines:
     row = {"name": me.instance, "host": me.host, "pid": me.pid, "process": me.process, "standby": standby,
            "ttl_s": ttl_s,
            "machines": machines, "started_at": now, "seen_at": now, "last_commit_at": None, "stopped_at": None}
-    stmt = make(t.gateway_instances)
+    stmt = make(schema.gateway_instances)
     conn.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={k: stmt.excluded[k] for k in row
                                                                           if k != "name"}), [row])
 
@@ -311,8 +311,8 @@ def heartbeat(conn: Connection, me: Me, last_commit_at: float | None) -> None:
     values: dict = {"seen_at": db_now(conn)}
     if last_commit_at is not None:
         values["last_commit_at"] = last_commit_at
-    conn.execute(update(t.gateway_instances).where(
-        t.gateway_instances.c.process == me.process).values(**values))
+    conn.execute(update(schema.gateway_instances).where(
+        schema.gateway_instances.c.process == me.process).values(**values))
 
 
 @dataclass(frozen=True)
@@ -331,10 +331,10 @@ def status(conn: Connection) -> list[InstanceStatus]:
     """Every instance the ledger knows, with the leases it holds now."""
     now = db_now(conn)
     leases: dict[str, list] = {}
-    for r in conn.execute(select(t.machine_leases).where(_L.expires_at > now).order_by(_L.machine)):
+    for r in conn.execute(select(schema.machine_leases).where(_L.expires_at > now).order_by(_L.machine)):
         leases.setdefault(r.process, []).append((r.machine, now - r.acquired_at, r.expires_at - now))
     out = []
-    for i in conn.execute(select(t.gateway_instances).order_by(t.gateway_instances.c.name)):
+    for i in conn.execute(select(schema.gateway_instances).order_by(schema.gateway_instances.c.name)):
         running = i.stopped_at is None and now - i.seen_at < i.ttl_s
         out.append(InstanceStatus(i.name, i.host, i.pid, i.standby, running, now - i.seen_at,
                                   None if i.last_commit_at is None else now - i.last_commit_at,
@@ -346,12 +346,12 @@ def status(conn: Connection) -> list[InstanceStatus]:
 # The command asks a running instance by a row, then SIGHUP; the instance answers every open
 # request of its process with the outcome of the reload that read the mapping after it.
 
-_R = t.mapping_reloads.c
+_R = schema.mapping_reloads.c
 
 
 def instance(conn: Connection, name: str):
     """The ``gateway_instances`` row of ``name`` with ``running`` (as ``status`` decides it), or None."""
-    row = conn.execute(select(t.gateway_instances).where(t.gateway_instances.c.name == name)).first()
+    row = conn.execute(select(schema.gateway_instances).where(schema.gateway_instances.c.name == name)).first()
     if row is None:
         return None
     running = row.stopped_at is None and db_now(conn) - row.seen_at < row.ttl_s
@@ -360,7 +360,7 @@ def instance(conn: Connection, name: str):
 
 def request_reload(conn: Connection, process: str, instance_name: str) -> int:
     """A request to the gateway process ``process`` to reload its mapping; its id."""
-    return conn.execute(t.mapping_reloads.insert().values(
+    return conn.execute(schema.mapping_reloads.insert().values(
         process=process, instance=instance_name, requested_by="command", requested_at=db_now(conn))
         .returning(_R.id)).scalar_one()
 
@@ -377,10 +377,10 @@ def reload_done(conn: Connection, me: Me, requests: list[int], outcome: str, det
     workbench's apply) gets a row, saying who asked."""
     now = db_now(conn)
     if requests:
-        conn.execute(update(t.mapping_reloads).where(_R.id.in_(requests), _R.outcome.is_(None))
+        conn.execute(update(schema.mapping_reloads).where(_R.id.in_(requests), _R.outcome.is_(None))
                      .values(outcome=outcome, detail=detail, finished_at=now))
     else:
-        conn.execute(t.mapping_reloads.insert().values(
+        conn.execute(schema.mapping_reloads.insert().values(
             process=me.process, instance=me.instance, requested_by=requested_by, requested_at=now, finished_at=now,
             outcome=outcome, detail=detail))
 

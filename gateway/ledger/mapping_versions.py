@@ -15,9 +15,9 @@ from datetime import datetime
 from sqlalchemy import Engine, func, select
 
 from gateway.ledger import audit
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 
-_V = t.mapping_versions.c
+_V = schema.mapping_versions.c
 MAX_LISTED = 500  # newest first; older versions stay readable by id
 
 
@@ -42,7 +42,7 @@ def record(engine: Engine, *, applied_at: datetime, actor: str, comment: str, ha
             newest = conn.execute(select(_V.hash).order_by(_V.id.desc()).limit(1)).scalar()
             if newest == unless_latest_is:
                 return None
-        version = conn.execute(t.mapping_versions.insert().values(
+        version = conn.execute(schema.mapping_versions.insert().values(
             applied_at=applied_at, actor=actor, comment=comment, hash=hash, text=text,
             diff_summary=diff_summary)).inserted_primary_key[0]
         if action is not None:
@@ -61,7 +61,7 @@ def listed(engine: Engine, limit: int = MAX_LISTED) -> list[MappingVersion]:
 
 def one(engine: Engine, version_id: int) -> MappingVersion | None:
     with engine.connect() as conn:
-        row = conn.execute(select(t.mapping_versions).where(_V.id == version_id)).first()
+        row = conn.execute(select(schema.mapping_versions).where(_V.id == version_id)).first()
     return MappingVersion(**row._mapping) if row else None
 
 

@@ -22,6 +22,7 @@ from decimal import Decimal
 
 from sqlalchemy import Connection, Engine, delete, insert, select
 
+from gateway.clock import utcnow
 from gateway.domain.records import (
     ConsumptionBasis,
     FlushingRule,
@@ -33,7 +34,7 @@ from gateway.domain.records import (
     ProductionOrder,
     WorkCenter,
 )
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.sql import insert_absent, upsert
 from gateway.ledger.tx import LedgerTx, buffered
 from gateway.ledger.audit import Action, manual
@@ -105,7 +106,7 @@ def read_materials(conn: Connection) -> dict[str, Material]:
         r.id: Material(r.id, r.description, r.uom, r.decimals, r.lot_tracked, r.negative_stock_allowed,
                        r.lot_selection, r.tracking == "serial", r.serial_pattern, r.standard_price, r.currency,
                        r.auto_reprocess)
-        for r in conn.execute(select(t.materials))
+        for r in conn.execute(select(schema.materials))
     }
 
 
@@ -113,18 +114,18 @@ def read_work_centers(conn: Connection) -> dict[str, WorkCenter]:
     return {
         r.id: WorkCenter(r.id, r.description, r.labor_rate, r.machine_rate, r.overhead_pct_of_labor,
                          r.currency, r.supply_location)
-        for r in conn.execute(select(t.work_centers))
+        for r in conn.execute(select(schema.work_centers))
     }
 
 
 def read_order(conn: Connection, number: str) -> ProductionOrder | None:
-    head = conn.execute(select(t.production_orders).where(t.production_orders.c.number == number)).first()
+    head = conn.execute(select(schema.production_orders).where(schema.production_orders.c.number == number)).first()
     if head is None:
         return None
-    comps = conn.execute(select(t.order_components).where(t.order_components.c.order_no == number)
-                         .order_by(t.order_components.c.item)).all()
-    ops = conn.execute(select(t.order_operations).where(t.order_operations.c.order_no == number)
-                       .order_by(t.order_operations.c.operation)).all()
+    comps = conn.execute(select(schema.order_components).where(schema.order_components.c.order_no == number)
+                         .order_by(schema.order_components.c.item)).all()
+    ops = conn.execute(select(schema.order_operations).where(schema.order_operations.c.order_no == number)
+                       .order_by(schema.order_operations.c.operation)).all()
     return ProductionOrder(
         number=head.number, material=head.material, quantity=head.quantity, base_qty=head.base_qty,
         receipt_location=head.receipt_location, status=head.status, produced_lot=head.produced_lot,
@@ -141,7 +142,7 @@ def read_order(conn: Connection, number: str) -> ProductionOrder | None:
 def store_masterdata(engine: Engine, domain, stock_rows, *, audit: Action | None = None) -> StoreReport:
     """Write master data (``gateway.masterdata.load.to_domain`` output) atomically, with its audit row."""
     report = StoreReport()
-    now = t.utcnow()
+    now = utcnow()
     with manual(engine, audit) as record:
         conn = record.conn
         materials = [
@@ -152,16 +153,16 @@ def store_masterdata(engine: Engine, domain, stock_rows, *, audit: Action | None
              "serial_pattern": m.serial_pattern, "standard_price": m.standard_price, "currency": m.currency,
              "auto_reprocess": m.auto_reprocess}
             for m in domain.materials.values()]
-        report.materials_new, report.materials_updated = _changes(conn, t.materials, materials)
-        upsert(conn, t.materials, materials, ["id"])
+        report.materials_new, report.materials_updated = _changes(conn, schema.materials, materials)
+        upsert(conn, schema.materials, materials, ["id"])
         report.materials = len(domain.materials)
         work_centers = [
             {"id": w.id, "description": w.description, "labor_rate": w.labor_rate, "machine_rate": w.machine_rate,
              "overhead_pct_of_labor": w.overhead_pct_of_labor, "currency": w.currency,
              "supply_location": w.supply_location}
             for w in domain.work_centers.values()]
-        report.work_centers_new, report.work_centers_updated = _changes(conn, t.work_centers, work_centers)
-        upsert(conn, t.work_centers, work_centers, ["id"])
+        report.work_centers_new, report.work_centers_updated = _changes(conn, schema.work_centers, work_centers)
+        upsert(conn, schema.work_centers, work_centers, ["id"])
         report.work_centers = len(domain.work_centers)
         with buffered(conn) as tx:
             # Locked, sorted, before any stock (gateway.ledger.tx): a posting to one of these
@@ -196,15 +197,15 @@ def _store_order(conn: Connection, order: ProductionOrder, report: StoreReport) 
         report.orders_unchanged += 1
         return
     if existing is not None:
-        started = conn.execute(select(t.order_progress.c.order_no).where(
-            t.order_progress.c.order_no == order.number)).first()
+        started = conn.execute(select(schema.order_progress.c.order_no).where(
+            schema.order_progress.c.order_no == order.number)).first()
         if started:
             raise MasterDataConflict(
                 f"order {order.number} already has confirmations; its BOM/routing snapshot cannot change. "
                 "Create a new order number for the changed BOM or routing.")
-        for table in (t.order_components, t.order_operations):
+        for table in (schema.order_components, schema.order_operations):
             conn.execute(delete(table).where(table.c.order_no == order.number))
-        conn.execute(delete(t.production_orders).where(t.production_orders.c.number == order.number))
+        conn.execute(delete(schema.production_orders).where(schema.production_orders.c.number == order.number))
         report.orders_updated += 1
     else:
         report.orders_new += 1
@@ -220,17 +221,17 @@ def insert_order(conn: Connection, order: ProductionOrder, *, if_absent: bool = 
         elif rows:
             conn.execute(insert(table), rows)
 
-    put(t.production_orders, [{
+    put(schema.production_orders, [{
         "number": order.number, "material": order.material, "quantity": order.quantity,
         "base_qty": order.base_qty, "receipt_location": order.receipt_location, "status": order.status,
         "produced_lot": order.produced_lot}], ["number"])
-    put(t.order_components, [{
+    put(schema.order_components, [{
         "order_no": order.number, "item": c.item, "material": c.material, "qty_per_base": c.qty_per_base,
         "scrap_pct": c.scrap_pct, "flushing": c.flushing.value, "flushing_source": c.flushing_source,
         "operation": c.operation,
         "supply_location": c.supply_location, "rework": c.rework, "selection": c.selection,
         "basis": c.basis.value, "basis_source": c.basis_source} for c in order.components], ["order_no", "item"])
-    put(t.order_operations, [{
+    put(schema.order_operations, [{
         "order_no": order.number, "operation": o.operation, "work_center": o.work_center,
         "setup_hours": o.setup_hours, "machine_hours_per_base": o.machine_hours_per_base,
         "labor_hours_per_base": o.labor_hours_per_base, "final": o.final} for o in order.operations],
@@ -253,7 +254,7 @@ def _post_opening_stock(tx: LedgerTx, s, material: Material, report: StoreReport
 
 def _post_opening_lot(tx: LedgerTx, s, lot: str, qty: Decimal, material: Material, report: StoreReport,
                       now) -> None:
-    gm = t.goods_movements.c
+    gm = schema.goods_movements.c
     tx.flush()  # an opening stock row earlier in this file is "already posted" too
     already = tx.conn.execute(select(gm.id).where(
         gm.kind == MovementKind.OPENING_STOCK.value, gm.material == s.material,

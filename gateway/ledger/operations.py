@@ -20,6 +20,7 @@ from decimal import Decimal
 
 from sqlalchemy import Connection, Engine, insert, select, update
 
+from gateway.clock import utcnow
 from gateway.domain.adjustments import give_back, returns_from_issues
 from gateway.domain.backflush import StockLeft, issue_component, plan
 from gateway.domain.confirming import parse_positions
@@ -40,7 +41,7 @@ from gateway.domain.records import (
 from gateway.domain.reversal import Posted, Reversal, reverse
 from gateway.domain.valuation import value
 from gateway.ledger import outbox
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.audit import Action, manual
 from gateway.ledger.claims import claim
 from gateway.ledger.collectors import CLOSED_ORDER
@@ -75,7 +76,7 @@ def stock_material(conn: Connection, material: str, qty: Decimal, lot: str, *, v
     """The material row of a stock movement a person asks for, or why it cannot be booked:
     unknown material, a lot missing (lot-tracked) or given (not lot-tracked), more
     decimals than the material is ``verb`` in."""
-    m = conn.execute(select(t.materials).where(t.materials.c.id == material)).first()
+    m = conn.execute(select(schema.materials).where(schema.materials.c.id == material)).first()
     if m is None:
         raise OperationRefused(f"unknown material {material!r}; load it with `gateway masterdata load`")
     if m.tracking == "serial" and not lot:
@@ -95,7 +96,7 @@ def stock_material(conn: Connection, material: str, qty: Decimal, lot: str, *, v
 def receive_stock(engine: Engine, material: str, qty: Decimal, location: str, *, lot: str = "",
                   expires_on: date | None = None, now: datetime | None = None, audit: Action | None = None) -> None:
     """Goods receipt without an order (movement 501), e.g. line-side replenishment."""
-    now = now or t.utcnow()
+    now = now or utcnow()
     if qty <= 0:
         raise OperationRefused(f"quantity must be positive, got {qty}")
     with manual(engine, audit) as record, buffered(record.conn) as tx:
@@ -120,7 +121,7 @@ def movement_ids(tx: LedgerTx, kind: MovementKind, material: str, location: str,
     """The ids of the goods movements without a document this transaction just made (a receipt, a count):
     they are what its audit row and log line name."""
     tx.flush()
-    gm = t.goods_movements.c
+    gm = schema.goods_movements.c
     return list(tx.conn.execute(select(gm.id).where(
         gm.confirmation_id.is_(None), gm.kind == kind.value, gm.material == material, gm.location == location,
         gm.lot == lot, gm.posted_at == now).order_by(gm.id)).scalars())
@@ -148,9 +149,9 @@ class ErrorItem:
 
 
 def list_errors(engine: Engine, *, include_closed: bool = False) -> list[ErrorItem]:
-    q = select(t.error_queue).order_by(t.error_queue.c.id)
+    q = select(schema.error_queue).order_by(schema.error_queue.c.id)
     if not include_closed:
-        q = q.where(t.error_queue.c.status == ErrorStatus.OPEN)
+        q = q.where(schema.error_queue.c.status == ErrorStatus.OPEN)
     with engine.connect() as conn:
         prices = {m.id: (m.standard_price, m.currency) for m in read_materials(conn).values()}
         return [ErrorItem(r.id, r.created_at, r.order_no, r.confirmation_id, r.material, r.location,
@@ -169,13 +170,13 @@ class ReprocessResult:
 def reprocess_errors(engine: Engine, ids: list[int] | None = None, *, now: datetime | None = None,
                      audit: Action | None = None) -> ReprocessResult:
     """Retry open error items (all, or the given ids) against today's stock and master data."""
-    now = now or t.utcnow()
+    now = now or utcnow()
     result = ReprocessResult([], [])
     with manual(engine, audit) as record, buffered(record.conn) as tx:
         conn = record.conn
-        q = select(t.error_queue).where(t.error_queue.c.status == ErrorStatus.OPEN).order_by(t.error_queue.c.id)
+        q = select(schema.error_queue).where(schema.error_queue.c.status == ErrorStatus.OPEN).order_by(schema.error_queue.c.id)
         if ids:
-            q = q.where(t.error_queue.c.id.in_(ids))
+            q = q.where(schema.error_queue.c.id.in_(ids))
             found = {r.id for r in conn.execute(q)}
             unknown = sorted(set(ids) - found)
             if unknown:
@@ -217,7 +218,7 @@ def _reprocess_one(tx: LedgerTx, row, masters: MasterCache, now: datetime) -> tu
 
 
 def read_confirmation(conn: Connection, confirmation_id: str) -> Confirmation:
-    r = conn.execute(select(t.confirmations).where(t.confirmations.c.id == confirmation_id)).one()
+    r = conn.execute(select(schema.confirmations).where(schema.confirmations.c.id == confirmation_id)).one()
     return Confirmation(r.id, r.machine, r.order_no, r.operation, r.yield_qty, r.scrap_qty, r.uom,
                         parse_positions(r.start_pos), parse_positions(r.end_pos), r.first_source_time,
                         r.last_source_time, r.trigger, tuple(r.serials.split("\n") if r.serials else ()))
@@ -243,9 +244,9 @@ def trace(engine: Engine, lot: str, *, material: str | None = None, direction: s
     lot and that lot's components, a component lot forward to the serials made from it."""
     edges: dict[tuple[str, str], dict[tuple[str, str], tuple[Decimal, str]]] = defaultdict(dict)
     with engine.connect() as conn:
-        serial = set(conn.execute(select(t.materials.c.id).where(t.materials.c.tracking == "serial")).scalars())
+        serial = set(conn.execute(select(schema.materials.c.id).where(schema.materials.c.tracking == "serial")).scalars())
         order_lots: set[tuple[str, str]] = set()
-        for e in conn.execute(select(t.genealogy)):
+        for e in conn.execute(select(schema.genealogy)):
             src, dst = ((e.product, e.product_lot), (e.component, e.component_lot)) if direction == "back" \
                 else ((e.component, e.component_lot), (e.product, e.product_lot))
             qty, _ = edges[src].get(dst, (Decimal(0), e.uom))
@@ -285,38 +286,38 @@ class ReversalResult:
 def reverse_confirmation(engine: Engine, confirmation_id: str, reason: str, *, force_reason: str | None = None,
                          now: datetime | None = None, audit: Action | None = None) -> ReversalResult:
     """Post the exact inverse of a confirmation, linked to it; refused if it cannot be undone."""
-    now = now or t.utcnow()
+    now = now or utcnow()
     if not reason.strip():
         raise OperationRefused("give a reason for the reversal (--reason)")
     with manual(engine, audit) as record, buffered(record.conn) as tx:
         conn = record.conn
-        row = conn.execute(select(t.confirmations).where(t.confirmations.c.id == confirmation_id)).first()
+        row = conn.execute(select(schema.confirmations).where(schema.confirmations.c.id == confirmation_id)).first()
         if row is None:
             raise OperationRefused(f"no confirmation {confirmation_id}")
         record.order = row.order_no
         record.before = {"confirmation": {"machine": row.machine, "operation": row.operation,
                                           "yield_qty": row.yield_qty, "scrap_qty": row.scrap_qty, "uom": row.uom}}
         status = tx.order_status(row.order_no)  # the order first, then its stock (gateway.ledger.tx)
-        done = conn.execute(select(t.reversals).where(t.reversals.c.confirmation_id == confirmation_id)).first()
+        done = conn.execute(select(schema.reversals).where(schema.reversals.c.confirmation_id == confirmation_id)).first()
         if done is not None:
             raise OperationRefused(f"confirmation {confirmation_id} was already reversed by {done.id} "
                                    f"on {done.created_at:%Y-%m-%d %H:%M} ({done.reason})")
         doc = f"R-{confirmation_id}"
-        eq = t.error_queue.c
+        eq = schema.error_queue.c
         unposted = conn.execute(select(eq.id).where(eq.confirmation_id == confirmation_id, eq.status == ErrorStatus.OPEN,
                                                     eq.material == "")).first() is not None
         if status == CLOSED_ORDER and not unposted:
-            period = conn.execute(select(t.cost_collectors.c.period).where(
-                t.cost_collectors.c.number == row.order_no)).scalar()
+            period = conn.execute(select(schema.cost_collectors.c.period).where(
+                schema.cost_collectors.c.number == row.order_no)).scalar()
             raise OperationRefused(f"{row.order_no} is a cost collector of period {period}, closed: its balance is "
                                    "settled. Post the correction to an open period's collector instead (`gateway "
                                    "adjust consumption|scrap …` on it)")
         if unposted:
             # Never planned or posted (it waits whole in the error queue): nothing to undo, and it never
             # added to the order's progress. Its queue entry is cancelled; the reversal records why.
-            conn.execute(update(t.error_queue).where(eq.confirmation_id == confirmation_id, eq.status == ErrorStatus.OPEN)
+            conn.execute(update(schema.error_queue).where(eq.confirmation_id == confirmation_id, eq.status == ErrorStatus.OPEN)
                          .values(status=ErrorStatus.CANCELLED, resolved_at=now))
-            conn.execute(insert(t.reversals), [{"id": doc, "confirmation_id": confirmation_id, "reason": reason,
+            conn.execute(insert(schema.reversals), [{"id": doc, "confirmation_id": confirmation_id, "reason": reason,
                                                 "forced": False, "force_reason": None, "created_at": now}])
             claim("confirmation_reversed", doc, confirmation_id=confirmation_id, reversal_id=doc,
                   order=row.order_no, movements=0, forced=False, reason=reason)
@@ -332,13 +333,13 @@ def reverse_confirmation(engine: Engine, confirmation_id: str, reason: str, *, f
         write_activities(tx, doc, row.order_no, result.activities, now)
         write_genealogy(tx, doc, row.order_no, result.genealogy, now)
         write_deferred(tx, doc, row.order_no, result.deferred)
-        conn.execute(update(t.error_queue).where(t.error_queue.c.confirmation_id == confirmation_id,
-                                                 t.error_queue.c.status == ErrorStatus.OPEN)
+        conn.execute(update(schema.error_queue).where(schema.error_queue.c.confirmation_id == confirmation_id,
+                                                 schema.error_queue.c.status == ErrorStatus.OPEN)
                      .values(status=ErrorStatus.CANCELLED, resolved_at=now))
         tx.add_progress(row.order_no, row.operation, -row.yield_qty, -row.scrap_qty)
         tx.add_carry(row.order_no, result.carry)
         _true_up_rounding(tx, row.order_no, row.operation, doc, now)
-        conn.execute(insert(t.reversals), [{"id": doc, "confirmation_id": confirmation_id, "reason": reason,
+        conn.execute(insert(schema.reversals), [{"id": doc, "confirmation_id": confirmation_id, "reason": reason,
                                             "forced": bool(used), "force_reason": force_reason if used else None,
                                             "created_at": now}])
         settle(tx, MasterCache(), now, by=doc)  # what it gave back may clear other orders' errors
@@ -413,14 +414,14 @@ def _true_up_component(tx: LedgerTx, order, component, material, delta: Decimal,
 
 def _unqueue(conn: Connection, order_no: str, item: str, qty: Decimal, now: datetime) -> Decimal:
     """Lower the open error items of an order component by up to ``qty``; what is left over."""
-    eq = t.error_queue.c
-    for row in conn.execute(select(t.error_queue).where(eq.order_no == order_no, eq.bom_item == item,
+    eq = schema.error_queue.c
+    for row in conn.execute(select(schema.error_queue).where(eq.order_no == order_no, eq.bom_item == item,
                                                         eq.status == ErrorStatus.OPEN).order_by(eq.id.desc())).all():
         if qty == 0:
             break
         take = min(qty, row.missing_qty)
         left = row.missing_qty - take
-        conn.execute(update(t.error_queue).where(eq.id == row.id).values(
+        conn.execute(update(schema.error_queue).where(eq.id == row.id).values(
             missing_qty=left, status=ErrorStatus.OPEN if left else ErrorStatus.CANCELLED, resolved_at=None if left else now))
         qty -= take
     return qty
@@ -428,22 +429,22 @@ def _unqueue(conn: Connection, order_no: str, item: str, qty: Decimal, now: date
 
 def read_posted(conn: Connection, document: str) -> Posted:
     """Everything one document posted, as domain records."""
-    gm, ap, ge, dc, eq = t.goods_movements.c, t.activity_postings.c, t.genealogy.c, t.deferred_components.c, t.error_queue.c
+    gm, ap, ge, dc, eq = schema.goods_movements.c, schema.activity_postings.c, schema.genealogy.c, schema.deferred_components.c, schema.error_queue.c
     return Posted(
         movements=tuple(GoodsMovement(MovementKind(r.kind), r.material, r.location, r.qty, r.uom, r.lot, r.bom_item)
-                        for r in conn.execute(select(t.goods_movements).where(gm.confirmation_id == document)
+                        for r in conn.execute(select(schema.goods_movements).where(gm.confirmation_id == document)
                                               .order_by(gm.id))),
         activities=tuple(ActivityPosting(r.operation, r.work_center, r.activity, r.hours, r.cost, r.currency)
-                         for r in conn.execute(select(t.activity_postings).where(ap.confirmation_id == document)
+                         for r in conn.execute(select(schema.activity_postings).where(ap.confirmation_id == document)
                                                .order_by(ap.id))),
         genealogy=tuple(GenealogyEdge(r.component, r.component_lot, r.qty, r.uom, r.product, r.product_lot)
-                        for r in conn.execute(select(t.genealogy).where(ge.confirmation_id == document)
+                        for r in conn.execute(select(schema.genealogy).where(ge.confirmation_id == document)
                                               .order_by(ge.id))),
         deferred=tuple(NotBackflushed(r.material, r.qty, r.uom, FlushingRule(r.rule), r.bom_item)
-                       for r in conn.execute(select(t.deferred_components).where(dc.confirmation_id == document)
+                       for r in conn.execute(select(schema.deferred_components).where(dc.confirmation_id == document)
                                              .order_by(dc.id))),
         open_errors=tuple(BackflushError(r.material, r.location, r.missing_qty, r.uom, r.reason, r.bom_item)
-                          for r in conn.execute(select(t.error_queue).where(eq.confirmation_id == document,
+                          for r in conn.execute(select(schema.error_queue).where(eq.confirmation_id == document,
                                                                            eq.status == ErrorStatus.OPEN))
                           if r.material),
     )
@@ -512,8 +513,8 @@ def consumed_output(tx: LedgerTx, posted: Posted) -> list[str]:
             problems.append(f"only {on_hand} of the {m.qty} {m.uom} {m.material} received "
                             f"{'in lot ' + m.lot + ' ' if m.lot else ''}are still at {m.location}")
         if m.lot:
-            used = sum((r.qty for r in tx.conn.execute(select(t.genealogy.c.qty).where(
-                t.genealogy.c.component == m.material, t.genealogy.c.component_lot == m.lot))), Decimal(0))
+            used = sum((r.qty for r in tx.conn.execute(select(schema.genealogy.c.qty).where(
+                schema.genealogy.c.component == m.material, schema.genealogy.c.component_lot == m.lot))), Decimal(0))
             if used > 0:
                 problems.append(f"lot {m.lot} of {m.material} went into other lots ({used} {m.uom}; "
                                 f"`gateway trace {m.lot} --forward`)")

@@ -36,6 +36,7 @@ from decimal import Decimal
 
 from sqlalchemy import Connection, Engine, select, update
 
+from gateway.clock import utcnow
 from gateway.domain.backflush import StockLeft, issue_component
 from gateway.domain.valuation import value
 from gateway.domain.records import (
@@ -48,7 +49,7 @@ from gateway.domain.records import (
     ProductionOrder,
 )
 from gateway.ledger import outbox
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.masters import read_materials, read_order
 from gateway.ledger.operations import OperationRefused, stock_material
 from gateway.ledger.posting import write_deferred, write_errors, write_genealogy
@@ -136,7 +137,7 @@ def _view(conn: Connection, order: ProductionOrder) -> OrderView:
     by_material = {c.material: c.item for c in order.components}
     extra: dict[tuple[str, str], ComponentLine] = {}
     received = Decimal(0)
-    for m in conn.execute(select(t.goods_movements).where(t.goods_movements.c.order_no == order.number)):
+    for m in conn.execute(select(schema.goods_movements).where(schema.goods_movements.c.order_no == order.number)):
         if m.kind in ("101", "102"):
             received += m.qty
             continue
@@ -149,11 +150,11 @@ def _view(conn: Connection, order: ProductionOrder) -> OrderView:
         kind = document_kind(m.confirmation_id)
         if kind != "stock":
             setattr(line, kind, getattr(line, kind) - m.qty)  # issues are negative movements
-    for d in conn.execute(select(t.deferred_components).where(t.deferred_components.c.order_no == order.number)):
+    for d in conn.execute(select(schema.deferred_components).where(schema.deferred_components.c.order_no == order.number)):
         if d.rule == FlushingRule.ORDER_COMPLETION.value and d.bom_item in lines:
             lines[d.bom_item].wip += d.qty
-    for e in conn.execute(select(t.error_queue).where(t.error_queue.c.order_no == order.number,
-                                                      t.error_queue.c.status == ErrorStatus.OPEN)):
+    for e in conn.execute(select(schema.error_queue).where(schema.error_queue.c.order_no == order.number,
+                                                      schema.error_queue.c.status == ErrorStatus.OPEN)):
         if e.bom_item in lines:
             lines[e.bom_item].open_errors += e.missing_qty
     stored = progress_of(conn, order.number)
@@ -163,14 +164,14 @@ def _view(conn: Connection, order: ProductionOrder) -> OrderView:
 
 def progress_of(conn: Connection, order_no: str) -> dict[str, tuple[Decimal, Decimal]]:
     """Operation → (yield, scrap) confirmed so far, as committed (a read, no lock)."""
-    op = t.order_progress.c
+    op = schema.order_progress.c
     return {r.operation: (r.yield_qty, r.scrap_qty)
-            for r in conn.execute(select(t.order_progress).where(op.order_no == order_no))}
+            for r in conn.execute(select(schema.order_progress).where(op.order_no == order_no))}
 
 
 def carry_of(conn: Connection, order_no: str) -> dict[str, Decimal]:
     """Plan key → quantity planned so far, as committed (a read, no lock)."""
-    return {r.key: r.planned for r in conn.execute(select(t.order_carry).where(t.order_carry.c.order_no == order_no))}
+    return {r.key: r.planned for r in conn.execute(select(schema.order_carry).where(schema.order_carry.c.order_no == order_no))}
 
 
 def _extra_line(extra: dict[tuple[str, str], ComponentLine], item: ComponentLine | None, m) -> ComponentLine:
@@ -201,9 +202,9 @@ def wip(engine: Engine) -> list[WipLine]:
     """Per order and work center: ``order_completion`` components accrued by confirmations and not
     issued yet (completion nets them to zero), at the standard price. A read, no locks."""
     accrued: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
-    dc = t.deferred_components.c
+    dc = schema.deferred_components.c
     with engine.connect() as conn:
-        for d in conn.execute(select(t.deferred_components).where(dc.rule == FlushingRule.ORDER_COMPLETION.value)):
+        for d in conn.execute(select(schema.deferred_components).where(dc.rule == FlushingRule.ORDER_COMPLETION.value)):
             accrued[(d.order_no, d.bom_item)] += d.qty
         materials = read_materials(conn)
         lines = []
@@ -226,7 +227,7 @@ def wip(engine: Engine) -> list[WipLine]:
 def complete_order(engine: Engine, number: str, *, now: datetime | None = None,
                    audit: Action | None = None) -> OrderView:
     """Issue the accrued order-completion components, close the order, return its variance."""
-    now = now or t.utcnow()
+    now = now or utcnow()
     doc = f"O-{number}"
     with manual(engine, audit) as record, buffered(record.conn) as tx:
         conn = record.conn
@@ -234,11 +235,11 @@ def complete_order(engine: Engine, number: str, *, now: datetime | None = None,
         order = _order(conn, number)
         if order.status != "released":
             raise OperationRefused(f"order {number} is {order.status} already")
-        collector = conn.execute(select(t.cost_collectors.c.period).where(t.cost_collectors.c.number == number)).first()
+        collector = conn.execute(select(schema.cost_collectors.c.period).where(schema.cost_collectors.c.number == number)).first()
         if collector is not None:
             raise OperationRefused(f"{number} is a cost collector: it is closed with its period "
                                    f"(`gateway period close {collector.period}`), not completed")
-        pu = t.pending_units.c
+        pu = schema.pending_units.c
         waiting = [(r.machine, r.yield_qty + r.scrap_qty) for r in conn.execute(
             select(pu.machine, pu.yield_qty, pu.scrap_qty).where(pu.order_no == number)) if r.yield_qty or r.scrap_qty]
         if waiting:
@@ -263,9 +264,9 @@ def finish(tx: LedgerTx, order: ProductionOrder, doc: str, status: str, now: dat
     movements = 0
     materials = read_materials(conn)
     wip: dict[str, Decimal] = defaultdict(Decimal)
-    for d in conn.execute(select(t.deferred_components).where(
-            t.deferred_components.c.order_no == number,
-            t.deferred_components.c.rule == FlushingRule.ORDER_COMPLETION.value)):
+    for d in conn.execute(select(schema.deferred_components).where(
+            schema.deferred_components.c.order_no == number,
+            schema.deferred_components.c.rule == FlushingRule.ORDER_COMPLETION.value)):
         wip[d.bom_item] += d.qty
     for component in order.components:
         qty = wip.get(component.item, Decimal(0))
@@ -282,7 +283,7 @@ def finish(tx: LedgerTx, order: ProductionOrder, doc: str, status: str, now: dat
         # The accrual is used up, issued or queued: WIP nets to zero.
         write_deferred(tx, doc, number, [NotBackflushed(material.id, -qty, material.uom,
                                                           FlushingRule.ORDER_COMPLETION, component.item)])
-    conn.execute(update(t.production_orders).where(t.production_orders.c.number == number).values(status=status))
+    conn.execute(update(schema.production_orders).where(schema.production_orders.c.number == number).values(status=status))
     claim("order_completed", doc, document=doc, order=number, movements=movements, status=status)
     return movements
 
@@ -293,7 +294,7 @@ def finish(tx: LedgerTx, order: ProductionOrder, doc: str, status: str, now: dat
 def issue_manually(engine: Engine, material: str, qty: Decimal, order_no: str, location: str, *,
                    lot: str = "", now: datetime | None = None, audit: Action | None = None) -> str:
     """A person issues a component to an order (e.g. one with flushing rule ``manual``)."""
-    now = now or t.utcnow()
+    now = now or utcnow()
     if qty <= 0:
         raise OperationRefused(f"quantity must be positive, got {qty}")
     doc = f"M-{uuid.uuid4().hex[:12]}"

@@ -16,7 +16,7 @@ from decimal import Decimal
 from sqlalchemy import Engine, select
 
 from gateway.domain.records import AnomalyStatus, ErrorStatus
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 
 
 @dataclass
@@ -77,42 +77,42 @@ def summary(engine: Engine) -> LedgerSummary:
     activities: dict = {}
     with engine.connect() as conn:
         ids = []
-        for r in conn.execute(select(t.confirmations)):
+        for r in conn.execute(select(schema.confirmations)):
             m = machines[r.machine]
             m.confirmed_yield += r.yield_qty
             m.confirmed_scrap += r.scrap_qty
             m.confirmations += 1
             ids.append(r.id)
-        for r in conn.execute(select(t.pending_units)):
+        for r in conn.execute(select(schema.pending_units)):
             machines[r.machine].pending += r.yield_qty + r.scrap_qty
-        for r in conn.execute(select(t.anomalies)):
+        for r in conn.execute(select(schema.anomalies)):
             if r.status == AnomalyStatus.OPEN:
                 machines[r.machine].held += r.units_held
             elif r.status == AnomalyStatus.REJECTED:
                 machines[r.machine].written_off += r.units_held
-        for (machine,) in conn.execute(select(t.counter_states.c.machine).distinct()):
+        for (machine,) in conn.execute(select(schema.counter_states.c.machine).distinct()):
             machines[machine].counted = Decimal(0)  # counted by a PLC: checked even before its first unit
-        for r in conn.execute(select(t.counted_units)):
+        for r in conn.execute(select(schema.counted_units)):
             machines[r.machine].counted = Decimal(r.units)
-        for r in conn.execute(select(t.goods_movements).where(t.goods_movements.c.confirmation_id.is_not(None))):
+        for r in conn.execute(select(schema.goods_movements).where(schema.goods_movements.c.confirmation_id.is_not(None))):
             if r.kind in ("261", "262"):  # a reversal (262) nets its issue
                 issued[(r.material, r.uom)] -= r.qty
             elif r.kind in ("101", "102"):
                 received[(r.material, r.uom)] += r.qty
-        for r in conn.execute(select(t.activity_postings)):
+        for r in conn.execute(select(schema.activity_postings)):
             hours, cost, _ = activities.get((r.work_center, r.activity), (Decimal(0), Decimal(0), r.currency))
             activities[(r.work_center, r.activity)] = (hours + r.hours, cost + r.cost, r.currency)
         deferred: dict = defaultdict(Decimal)
-        for r in conn.execute(select(t.deferred_components)):
+        for r in conn.execute(select(schema.deferred_components)):
             deferred[(r.material, r.rule, r.uom)] += r.qty
-        uoms = dict(conn.execute(select(t.materials.c.id, t.materials.c.uom)).all())
+        uoms = dict(conn.execute(select(schema.materials.c.id, schema.materials.c.uom)).all())
         stock = {(r.material, r.location, r.lot, uoms.get(r.material, "")): r.qty
-                 for r in conn.execute(select(t.stock))}
-        serial = set(conn.execute(select(t.materials.c.id).where(t.materials.c.tracking == "serial")).scalars())
+                 for r in conn.execute(select(schema.stock))}
+        serial = set(conn.execute(select(schema.materials.c.id).where(schema.materials.c.tracking == "serial")).scalars())
         if serial:
             stock = _serials_counted(stock, serial)
-        open_errors = len(conn.execute(select(t.error_queue.c.id).where(t.error_queue.c.status == ErrorStatus.OPEN)).all())
-        open_anomalies = len(conn.execute(select(t.anomalies.c.id).where(t.anomalies.c.status == AnomalyStatus.OPEN)).all())
+        open_errors = len(conn.execute(select(schema.error_queue.c.id).where(schema.error_queue.c.status == ErrorStatus.OPEN)).all())
+        open_anomalies = len(conn.execute(select(schema.anomalies.c.id).where(schema.anomalies.c.status == AnomalyStatus.OPEN)).all())
     return LedgerSummary(dict(machines), dict(issued), dict(received), activities, stock, dict(deferred),
                          open_errors, open_anomalies, len(ids) - len(set(ids)))
 
@@ -121,41 +121,41 @@ def journal(engine: Engine, order: str) -> dict[str, list[dict]]:
     """Every ledger line of one order, by table, in posting order: for audits and the docs."""
     out: dict[str, list[dict]] = {}
     with engine.connect() as conn:
-        c = t.confirmations.c
+        c = schema.confirmations.c
         out["confirmations"] = [
             {"id": r.id, "machine": r.machine, "operation": r.operation, "yield": r.yield_qty,
              "scrap": r.scrap_qty, "uom": r.uom, "trigger": r.trigger}
-            for r in conn.execute(select(t.confirmations).where(c.order_no == order).order_by(c.posted_at, c.id))]
+            for r in conn.execute(select(schema.confirmations).where(c.order_no == order).order_by(c.posted_at, c.id))]
         ids = [r["id"] for r in out["confirmations"]]
-        m = t.goods_movements.c
+        m = schema.goods_movements.c
         out["goods movements"] = [
             {"document": r.confirmation_id, "kind": r.kind, "item": r.bom_item, "material": r.material,
              "location": r.location, "lot": r.lot, "qty": r.qty, "uom": r.uom}
-            for r in conn.execute(select(t.goods_movements).where(m.order_no == order).order_by(m.id))]
-        a = t.activity_postings.c
+            for r in conn.execute(select(schema.goods_movements).where(m.order_no == order).order_by(m.id))]
+        a = schema.activity_postings.c
         out["activities"] = [
             {"document": r.confirmation_id, "operation": r.operation, "work center": r.work_center,
              "activity": r.activity, "hours": r.hours, "cost": r.cost, "currency": r.currency}
-            for r in conn.execute(select(t.activity_postings).where(a.order_no == order).order_by(a.id))]
-        g = t.genealogy.c
+            for r in conn.execute(select(schema.activity_postings).where(a.order_no == order).order_by(a.id))]
+        g = schema.genealogy.c
         out["genealogy"] = [
             {"document": r.confirmation_id, "component": r.component, "lot": r.component_lot, "qty": r.qty,
              "uom": r.uom, "into": f"{r.product} lot {r.product_lot}"}
-            for r in conn.execute(select(t.genealogy).where(g.order_no == order).order_by(g.id))]
-        e = t.error_queue.c
+            for r in conn.execute(select(schema.genealogy).where(g.order_no == order).order_by(g.id))]
+        e = schema.error_queue.c
         out["error queue"] = [
             {"id": r.id, "document": r.confirmation_id, "material": r.material, "location": r.location,
              "missing": r.missing_qty, "uom": r.uom, "status": r.status, "attempts": r.attempts}
-            for r in conn.execute(select(t.error_queue).where(e.order_no == order).order_by(e.id))]
-        rv = t.reversals.c
+            for r in conn.execute(select(schema.error_queue).where(e.order_no == order).order_by(e.id))]
+        rv = schema.reversals.c
         out["reversals"] = [
             {"id": r.id, "confirmation": r.confirmation_id, "reason": r.reason, "forced": r.forced}
-            for r in conn.execute(select(t.reversals).where(rv.confirmation_id.in_(ids)).order_by(rv.created_at))]
-        ad = t.adjustments.c
+            for r in conn.execute(select(schema.reversals).where(rv.confirmation_id.in_(ids)).order_by(rv.created_at))]
+        ad = schema.adjustments.c
         out["adjustments"] = [
             {"id": r.id, "kind": r.kind, "reason": r.reason_code, "material": r.material, "qty": r.qty,
              "uom": r.uom, "note": r.note}
-            for r in conn.execute(select(t.adjustments).where(ad.order_no == order).order_by(ad.created_at))]
+            for r in conn.execute(select(schema.adjustments).where(ad.order_no == order).order_by(ad.created_at))]
     return out
 
 

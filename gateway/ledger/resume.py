@@ -15,7 +15,7 @@ from sqlalchemy import Engine, select
 
 from gateway.domain.confirming import Pending, parse_positions
 from gateway.domain.records import CounterState, Position
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.collectors import Directory, read_directory
 
 
@@ -38,21 +38,21 @@ def resume_state(engine: Engine, machines: Collection[str] | None = None) -> Res
 
     state = ResumeState()
     with engine.connect() as conn:
-        for r in conn.execute(of(t.counter_states)):
+        for r in conn.execute(of(schema.counter_states)):
             state.counter_states[(r.machine, r.counter)] = CounterState(
                 r.machine, r.counter, Position(r.epoch, r.raw), r.source_time)
-        for r in conn.execute(of(t.pending_units)):
+        for r in conn.execute(of(schema.pending_units)):
             p = Pending(r.machine, r.order_no, r.operation, r.yield_qty, r.scrap_qty,
                         parse_positions(r.start_pos), parse_positions(r.end_pos),
                         r.first_source_time, r.last_source_time, r.opened_at,
                         tuple(r.serials.split("\n") if r.serials else ()))
             state.pendings[p.key] = p
-        for r in conn.execute(of(t.machine_states)):
+        for r in conn.execute(of(schema.machine_states)):
             state.machine_orders[r.machine] = r.order_no
             if r.job_reset_pending:
                 state.job_resets[r.machine] = (frozenset(r.job_reset_pending.split()),
                                                frozenset(r.job_change_unseen.split()))
-        for r in conn.execute(of(t.counted_units)):
+        for r in conn.execute(of(schema.counted_units)):
             state.counted[r.machine] = Decimal(r.units)
     return state
 
@@ -73,7 +73,7 @@ class OrderDirectory:
 
 
 def order_directory(engine: Engine) -> OrderDirectory:
-    po, m, oo = t.production_orders, t.materials, t.order_operations
+    po, m, oo = schema.production_orders, schema.materials, schema.order_operations
     with engine.connect() as conn:
         rows = conn.execute(select(po.c.number, po.c.status, m.c.uom).join(m, m.c.id == po.c.material)).all()
         ops = conn.execute(select(oo.c.order_no, oo.c.operation, oo.c.work_center)).all()

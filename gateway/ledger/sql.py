@@ -16,14 +16,14 @@ from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 
 # Statements the writer runs for every confirmation, built once with bound parameters:
 # building a SQLAlchemy expression costs more CPU than SQLite takes to run it.
-STOCK_LOTS = (select(t.stock.c.lot, t.stock.c.qty)
-               .where(t.stock.c.material == bindparam("material"), t.stock.c.location == bindparam("location"))
+STOCK_LOTS = (select(schema.stock.c.lot, schema.stock.c.qty)
+               .where(schema.stock.c.material == bindparam("material"), schema.stock.c.location == bindparam("location"))
                .with_for_update())
-LOTS_OF = select(t.lots).where(t.lots.c.material == bindparam("material"))
+LOTS_OF = select(schema.lots).where(schema.lots.c.material == bindparam("material"))
 _STATEMENTS: dict[tuple, object] = {}
 
 
@@ -65,7 +65,7 @@ def issued_to_order(conn: Connection, order_no: str, item: str, material: str) -
 
     Reads committed and flushed movements: flush a ``LedgerTx`` that moved stock first.
     """
-    gm = t.goods_movements.c
+    gm = schema.goods_movements.c
     rows = conn.execute(select(gm.location, gm.lot, gm.qty).where(
         gm.order_no == order_no, gm.bom_item == item, gm.material == material,
         gm.kind.in_(["261", "262"])).order_by(gm.id))

@@ -68,28 +68,28 @@ from sqlalchemy import Connection, Table, bindparam, func, insert, select, tuple
 
 from gateway.domain.records import LotStock, OperationProgress, StockView
 from gateway.domain.valuation import value
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.claims import tentative
 from gateway.ledger.sql import LOTS_OF, STOCK_LOTS, insert_absent, movement_row, upsert
 
-_CARRY = select(t.order_carry).where(t.order_carry.c.order_no == bindparam("order")).with_for_update()
-_PROGRESS = select(t.order_progress).where(t.order_progress.c.order_no == bindparam("order"),
-                                          t.order_progress.c.operation == bindparam("operation")).with_for_update()
+_CARRY = select(schema.order_carry).where(schema.order_carry.c.order_no == bindparam("order")).with_for_update()
+_PROGRESS = select(schema.order_progress).where(schema.order_progress.c.order_no == bindparam("order"),
+                                          schema.order_progress.c.operation == bindparam("operation")).with_for_update()
 # The order lock (module docstring). FOR NO KEY UPDATE excludes every transaction that
 # locks or updates the order's row (postings, completion, a reload); plain reads go on.
-_STATUS = (select(t.production_orders.c.status).where(t.production_orders.c.number == bindparam("order"))
+_STATUS = (select(schema.production_orders.c.status).where(schema.production_orders.c.number == bindparam("order"))
            .with_for_update(key_share=True))
-_STATUSES = (select(t.production_orders.c.number, t.production_orders.c.status)
-             .where(t.production_orders.c.number.in_(bindparam("orders", expanding=True)))
-             .order_by(t.production_orders.c.number).with_for_update(key_share=True))
-_CONFIRMATIONS_IN = select(t.confirmations.c.id).where(t.confirmations.c.id.in_(bindparam("ids", expanding=True)))
+_STATUSES = (select(schema.production_orders.c.number, schema.production_orders.c.status)
+             .where(schema.production_orders.c.number.in_(bindparam("orders", expanding=True)))
+             .order_by(schema.production_orders.c.number).with_for_update(key_share=True))
+_CONFIRMATIONS_IN = select(schema.confirmations.c.id).where(schema.confirmations.c.id.in_(bindparam("ids", expanding=True)))
 _ID_CHUNK = 500  # bound parameters per IN list
 
 # The balances LedgerTx keeps: table, key columns, value columns.
 _BALANCES = {
-    "stock": (t.stock, ("material", "location", "lot"), ("qty",)),
-    "progress": (t.order_progress, ("order_no", "operation"), ("yield_qty", "scrap_qty")),
-    "carry": (t.order_carry, ("order_no", "key"), ("planned",)),
+    "stock": (schema.stock, ("material", "location", "lot"), ("qty",)),
+    "progress": (schema.order_progress, ("order_no", "operation"), ("yield_qty", "scrap_qty")),
+    "carry": (schema.order_carry, ("order_no", "key"), ("planned",)),
 }
 
 
@@ -202,8 +202,8 @@ class LedgerTx:
         """How many lots (serials) of ``material`` were ever received from ``order``, buffered ones too."""
         key = (material, order)
         if key not in self._produced:
-            lots = t.lots.c
-            stored = self.conn.execute(select(func.count()).select_from(t.lots).where(
+            lots = schema.lots.c
+            stored = self.conn.execute(select(func.count()).select_from(schema.lots).where(
                 lots.material == material, lots.produced_by_order == order)).scalar_one()
             self._produced[key] = stored + sum(1 for (m, _), row in self._new_lots.items()
                                                if m == material and row["produced_by_order"] == order)
@@ -212,14 +212,14 @@ class LedgerTx:
     def known_lots(self, material: str, names: Iterable[str]) -> set[str]:
         """Which of ``names`` are lots (serials) of ``material`` the ledger knows, buffered ones too."""
         names = set(names)
-        lots = t.lots.c
+        lots = schema.lots.c
         found = set(self.conn.execute(select(lots.lot).where(lots.material == material,
                                                              lots.lot.in_(sorted(names)))).scalars())
         return found | {lot for (m, lot) in self._new_lots if m == material and lot in names}
 
     def _serial_tracked(self, material: str) -> bool:
         if self._serial_materials is None:
-            m = t.materials.c
+            m = schema.materials.c
             self._serial_materials = set(self.conn.execute(select(m.id).where(m.tracking == "serial")).scalars())
         return material in self._serial_materials
 
@@ -227,7 +227,7 @@ class LedgerTx:
         """Refuse a movement after which ``serial`` is not in stock exactly 0 or 1 times in all."""
         if not serial:
             raise SerialConflict(f"{material} is serial-tracked: a movement at {location} names no serial")
-        s = t.stock.c
+        s = schema.stock.c
         places = {location} | set(self.conn.execute(select(s.location).where(
             s.material == material, s.lot == serial).order_by(s.location).with_for_update()).scalars())
         places |= {place for (m, place), lots in self._stock.items() if m == material and lots.get(serial)}
@@ -243,12 +243,12 @@ class LedgerTx:
 
     def serial_issued(self, material: str, serial: str) -> dict[str, Decimal]:
         """Order → how much of ``serial`` stands issued to it (issues less returns), buffered movements too."""
-        gm = t.goods_movements.c
+        gm = schema.goods_movements.c
         net: dict[str, Decimal] = defaultdict(Decimal)
         for order_no, qty in self.conn.execute(select(gm.order_no, gm.qty).where(
                 gm.material == material, gm.lot == serial, gm.kind.in_(_ORDER_ISSUES))):
             net[order_no] -= qty
-        for row in self._inserts.get(t.goods_movements, ()):
+        for row in self._inserts.get(schema.goods_movements, ()):
             if row["material"] == material and row["lot"] == serial and row["kind"] in _ORDER_ISSUES:
                 net[row["order_no"]] -= row["qty"]
         return {order_no: qty for order_no, qty in net.items() if qty}
@@ -276,13 +276,13 @@ class LedgerTx:
         """What a movement of ``material`` is valued at (0 for a material without a price)."""
         if self._prices is None:
             self._prices = {r.id: r.standard_price for r in self.conn.execute(
-                select(t.materials.c.id, t.materials.c.standard_price))}
+                select(schema.materials.c.id, schema.materials.c.standard_price))}
         return self._prices.get(material, Decimal(0))
 
     # -- writes (buffered) -------------------------------------------------------------
 
     def insert(self, table: Table, rows: list[dict]) -> None:
-        if table is t.confirmations:
+        if table is schema.confirmations:
             self._confirmations.update(r["id"] for r in rows)
             self._checked.update(r["id"] for r in rows)
         self._inserts[table].extend(rows)
@@ -321,7 +321,7 @@ class LedgerTx:
             if self._serial_tracked(m.material):
                 self._check_serial(m.material, m.location, m.lot, m.qty)
                 self._check_serial_issue(m, order_no)
-            self.insert(t.goods_movements, [movement_row(confirmation_id, order_no, m, now,
+            self.insert(schema.goods_movements, [movement_row(confirmation_id, order_no, m, now,
                                                          value(m.qty, self.standard_price(m.material)))])
             if m.qty > 0:
                 self.register_lot(m.material, m.lot, now, produced_by_order=order_no if confirmation_id else None)
@@ -342,7 +342,7 @@ class LedgerTx:
                 self.conn.execute(insert(table), list(run))
         self._inserts.clear()
         if self._new_lots:  # another transaction may register the same lot: the first one dates it
-            insert_absent(self.conn, t.lots, [self._new_lots[k] for k in sorted(self._new_lots)], ["material", "lot"])
+            insert_absent(self.conn, schema.lots, [self._new_lots[k] for k in sorted(self._new_lots)], ["material", "lot"])
             self._new_lots.clear()
         for name, (table, keys, values) in _BALANCES.items():
             self._create_absent(name)

@@ -52,7 +52,8 @@ import structlog
 from sqlalchemy import Connection, Engine, insert
 
 from gateway.backoff import Backoff
-from gateway.ledger import schema as t
+from gateway.clock import utcnow
+from gateway.ledger import schema
 from gateway.ledger.changes import ChangeSet
 from gateway.ledger.claims import transaction
 from gateway.ledger.failures import cause, lost_to_transient, root_error, short_error
@@ -243,7 +244,7 @@ class LedgerWriter:
                        "the units from that position on are counted again from the PLC counter")
         try:
             with self._engine.begin() as conn:
-                conn.execute(insert(t.dead_letters), [{"created_at": t.utcnow(), "error": short_error(exc),
+                conn.execute(insert(schema.dead_letters), [{"created_at": utcnow(), "error": short_error(exc),
                                                        "content": content}])
         except Exception as failed:
             log.error("dead_letter_not_written", machine=machine, error=short_error(failed),
@@ -256,7 +257,7 @@ class LedgerWriter:
     def _failed(self, exc: Exception, queued: list[ChangeSet]) -> None:
         h = self.health
         h.retries += 1
-        h.failing_since = h.failing_since or t.utcnow()
+        h.failing_since = h.failing_since or utcnow()
         h.last_error = root_error(exc)
         h.queued_confirmations = sum(len(c.confirmations) for c in queued)
         delay = self._backoff.next()
@@ -266,7 +267,7 @@ class LedgerWriter:
             error=h.last_error,
             transient=transient,
             retry_in_s=round(delay, 2),
-            failing_for_s=round((t.utcnow() - h.failing_since).total_seconds(), 1),
+            failing_for_s=round((utcnow() - h.failing_since).total_seconds(), 1),
             queued_confirmations=h.queued_confirmations,
             exc_info=not transient,  # an error of the writer itself: its traceback helps
             hint=commit_hint(exc, transient),

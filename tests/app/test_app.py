@@ -14,7 +14,7 @@ from gateway.app.checks import quantity
 from gateway.app.ledger import open_ledger
 from gateway.app.models import CountStock, IssueStock
 from gateway.ledger.audit import Actor
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.schema import open_engine
 from tests.ledger.test_adjustments import MASTERDATA, ORDER
 from tests.support import ledger_with_masterdata, post_units
@@ -42,7 +42,7 @@ def ledger(tmp_path):
 
 def movements(engine) -> int:
     with engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(t.goods_movements)).scalar_one()
+        return conn.execute(select(func.count()).select_from(schema.goods_movements)).scalar_one()
 
 
 def test_a_url_that_names_no_ledger_is_refused_before_anything_is_created(tmp_path, monkeypatch):
@@ -80,7 +80,7 @@ def test_a_ledger_of_another_schema_version_is_a_conflict(tmp_path):
     engine.dispose()
     kind, detail = refusal(open_ledger, url)
     assert kind == "conflict" and detail.startswith(f"the ledger at {url} has schema version 2, this gateway needs "
-                                                    f"version {t.SCHEMA_VERSION}: upgrade it with `gateway db upgrade")
+                                                    f"version {schema.SCHEMA_VERSION}: upgrade it with `gateway db upgrade")
 
 
 def test_a_read_only_ledger_reads_but_refuses_a_write_in_one_sentence(ledger, tmp_path):

@@ -30,7 +30,7 @@ from gateway.app.models import (
     RejectAnomaly,
     ReverseConfirmation,
 )
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.audit import Actor
 from tests.ledger.test_adjustments import MASTERDATA, ORDER
 from tests.support import ledger_with_masterdata, post_units
@@ -52,20 +52,20 @@ def ledger(ledger_url, tmp_path):
 
 def _rows(engine) -> int:
     with engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(t.audit_log)).scalar_one()
+        return conn.execute(select(func.count()).select_from(schema.audit_log)).scalar_one()
 
 
 def _anomaly(engine, start: int, end: int) -> int:
     with engine.begin() as conn:
-        return conn.execute(insert(t.anomalies).values(
+        return conn.execute(insert(schema.anomalies).values(
             machine="M1", counter="good", kind="implausible", detail="jump", start_pos=f"0:{start}",
             end_pos=f"0:{end}", counts_held=end - start, units_held=D(end - start), source_time=T, status="open",
-            created_at=T).returning(t.anomalies.c.id)).scalar_one()
+            created_at=T).returning(schema.anomalies.c.id)).scalar_one()
 
 
 def _last_movement(engine, kind: str) -> int:
     with engine.connect() as conn:
-        return conn.execute(select(func.max(t.goods_movements.c.id)).where(t.goods_movements.c.kind == kind)
+        return conn.execute(select(func.max(schema.goods_movements.c.id)).where(schema.goods_movements.c.kind == kind)
                             ).scalar_one()
 
 
@@ -164,7 +164,7 @@ def test_a_refused_action_leaves_no_row_and_logs_nothing_as_posted(ledger):
 
 def test_the_database_refuses_to_change_or_remove_an_audit_row(ledger):
     stock.receive(ledger, ReceiveStock(material="LINER", qty=D(1), location="LS1"), actor=ANNA)
-    for statement in (update(t.audit_log).values(actor="someone else"), t.audit_log.delete()):
+    for statement in (update(schema.audit_log).values(actor="someone else"), schema.audit_log.delete()):
         with pytest.raises(DBAPIError, match="audit_log is append-only"):
             with ledger.begin() as conn:
                 conn.execute(statement)

@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from gateway.app.error_queue import list_errors
 from gateway.demo import wait_until
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.reports import summary
 from gateway.mapping.model import Plausibility
 from tests.console.browser import browser_page, login, shot
@@ -113,9 +113,9 @@ async def test_a_counter_jump_is_an_anomaly_accepted_from_the_machine_page(sqlit
             assert re.fullmatch(rf"accepted: {units} units → C-\w+", await result.inner_text())
             assert await row.locator(".status").inner_text() == "accepted"
     with ln.engine.connect() as conn:
-        decision = conn.execute(select(t.anomaly_decisions).where(t.anomaly_decisions.c.anomaly_id == first.id)).one()
-        status = conn.execute(select(t.anomalies.c.status).where(t.anomalies.c.id == first.id)).scalar_one()
-        posted = conn.execute(select(t.confirmations).where(t.confirmations.c.id == decision.confirmation_id)).one()
+        decision = conn.execute(select(schema.anomaly_decisions).where(schema.anomaly_decisions.c.anomaly_id == first.id)).one()
+        status = conn.execute(select(schema.anomalies.c.status).where(schema.anomalies.c.id == first.id)).scalar_one()
+        posted = conn.execute(select(schema.confirmations).where(schema.confirmations.c.id == decision.confirmation_id)).one()
     assert (status, decision.decision, decision.reason) == ("accepted", "accepted", "burst confirmed by the press operator")
     assert posted.yield_qty + posted.scrap_qty == first.units_held and posted.machine == "PRESS-01"
 

@@ -31,7 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from gateway.domain.confirming import parse_positions
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.reports import summary
 from gateway.ledger.schema import open_engine
 from tests.faults.proxy import TcpProxy
@@ -196,7 +196,7 @@ class FaultLine:
 
     def counters_in_ledger(self) -> dict:
         with self.engine.connect() as conn:
-            return {(r.machine, r.counter): r.raw for r in conn.execute(select(t.counter_states))}
+            return {(r.machine, r.counter): r.raw for r in conn.execute(select(schema.counter_states))}
 
     def caught_up(self) -> bool:
         truth = self.sims.truth()
@@ -270,7 +270,7 @@ def _overlapping_units(engine) -> int:
     """Counter positions covered by more than one confirmation (or accepted anomaly)."""
     spans = defaultdict(list)
     with engine.connect() as conn:
-        for r in conn.execute(select(t.confirmations)):
+        for r in conn.execute(select(schema.confirmations)):
             for (c, a), (_, b) in zip(parse_positions(r.start_pos), parse_positions(r.end_pos), strict=True):
                 spans[(r.machine, c)].append(((a.epoch, a.raw), (b.epoch, b.raw)))
     overlap = 0
@@ -285,10 +285,10 @@ def _overlapping_units(engine) -> int:
 def _stock_invariant(engine) -> bool:
     with engine.connect() as conn:
         moved = defaultdict(Decimal)
-        for m in conn.execute(select(t.goods_movements)):
+        for m in conn.execute(select(schema.goods_movements)):
             moved[(m.material, m.location)] += m.qty
         balances = defaultdict(Decimal)
-        for r in conn.execute(select(t.stock)):
+        for r in conn.execute(select(schema.stock)):
             balances[(r.material, r.location)] += r.qty
     return {k: v for k, v in balances.items() if v} == {k: v for k, v in moved.items() if v}
 

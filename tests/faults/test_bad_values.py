@@ -17,7 +17,7 @@ import time
 import pytest
 from sqlalchemy import select
 
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from tests.faults.harness import FaultLine, reconcile
 from tests.integration.lines import ROOT
 
@@ -46,7 +46,7 @@ def test_bad_values_and_an_implausible_jump(ledger_url, tmp_path, soak_round):
         time.sleep(1.5)
         held_figures = line.finish()
         with line.engine.connect() as conn:
-            anomalies = conn.execute(select(t.anomalies).where(t.anomalies.c.machine == "PRESS-01")).all()
+            anomalies = conn.execute(select(schema.anomalies).where(schema.anomalies.c.machine == "PRESS-01")).all()
         bad = [a for a in anomalies if a.kind == "bad_value"]
         (jump,) = [a for a in anomalies if a.kind == "implausible"]
         assert len(bad) >= 3, [a.detail for a in bad]  # float, string, negative; Bad/Uncertain are only counted

@@ -15,7 +15,7 @@ import time
 import pytest
 from sqlalchemy import select
 
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from tests.faults.harness import FaultLine
 
 pytestmark = pytest.mark.slow
@@ -64,7 +64,7 @@ def test_every_posting_the_log_claims_before_a_kill_9_is_in_the_ledger(ledger_ur
             seen, offset = _kill_on_next_claim(line, offset)
             claimed += seen
             with line.engine.connect() as conn:  # at once, before anything could be written later
-                in_ledger = set(conn.execute(select(t.confirmations.c.id)).scalars())
+                in_ledger = set(conn.execute(select(schema.confirmations.c.id)).scalars())
             missing = [e["confirmation_id"] for e in seen if e["confirmation_id"] not in in_ledger]
             assert not missing, f"claimed in the log but not in the ledger after kill -9: {missing}"
             line.start_gateway()
@@ -73,7 +73,7 @@ def test_every_posting_the_log_claims_before_a_kill_9_is_in_the_ledger(ledger_ur
         rest, _ = _claims_after(line, offset)
         claimed += rest
         with line.engine.connect() as conn:
-            in_ledger = set(conn.execute(select(t.confirmations.c.id)).scalars())
+            in_ledger = set(conn.execute(select(schema.confirmations.c.id)).scalars())
     ids = [e["confirmation_id"] for e in claimed]
     assert len(ids) >= rounds
     assert len(ids) == len(set(ids)), "a posting was claimed twice"

@@ -15,7 +15,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from tests.faults.harness import FaultLine
 from tests.integration.lines import ROOT
 
@@ -30,9 +30,9 @@ def cli(line: FaultLine, *args: str) -> subprocess.CompletedProcess:
 
 
 def movements(line: FaultLine, kind: str) -> int:
-    m = t.goods_movements.c
+    m = schema.goods_movements.c
     with line.engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(t.goods_movements).where(
+        return conn.execute(select(func.count()).select_from(schema.goods_movements).where(
             m.material == "STEEL-COIL", m.kind == kind)).scalar_one()
 
 

@@ -23,7 +23,7 @@ import time
 import pytest
 from sqlalchemy import select
 
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from tests.faults.harness import MACHINES, FaultLine
 from tests.integration.lines import wait_for
 
@@ -58,7 +58,7 @@ class JobLine(FaultLine):
 
     def committed_order(self) -> str | None:
         with self.engine.connect() as conn:
-            row = conn.execute(select(t.machine_states.c.order_no).where(t.machine_states.c.machine == "PRESS-01")).first()
+            row = conn.execute(select(schema.machine_states.c.order_no).where(schema.machine_states.c.machine == "PRESS-01")).first()
         return None if row is None else row.order_no
 
     def read_the_job(self) -> bool:
@@ -126,7 +126,7 @@ def test_job_changes_while_the_gateway_is_killed(ledger_url, tmp_path, seed, soa
         time.sleep(1.0)
         figures = line.finish(unobservable={"PRESS-01": unobservable})
         with line.engine.connect() as conn:
-            kinds = [r.kind for r in conn.execute(select(t.anomalies).where(t.anomalies.c.machine == "PRESS-01"))]
+            kinds = [r.kind for r in conn.execute(select(schema.anomalies).where(schema.anomalies.c.machine == "PRESS-01"))]
     assert figures.lost == 0 and figures.duplicated == 0 and figures.faults == rounds
     assert "reset" not in kinds and "implausible" not in kinds and "not_producing" not in kinds
     assert kinds.count("job_change_unseen") == 2 * changes_down  # good and scrap, per unseen change

@@ -18,7 +18,7 @@ import time
 import pytest
 from sqlalchemy import select
 
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from tests.faults.harness import FaultLine
 from tests.integration.lines import wait_for
 
@@ -29,7 +29,7 @@ UNITS_PER_COUNT = {"PRESS-01": 4, "ASSY-03": 1}
 
 def _resets(line: FaultLine) -> list:
     with line.engine.connect() as conn:
-        return conn.execute(select(t.anomalies).where(t.anomalies.c.kind == "reset")).all()
+        return conn.execute(select(schema.anomalies).where(schema.anomalies.c.kind == "reset")).all()
 
 
 def test_plc_restart_counters_back_at_zero(ledger_url, tmp_path, soak_round):

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 
 from gateway.domain.backflush import plan
 from gateway.domain.records import Confirmation, OperationProgress, StockView
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.masters import read_materials, read_order, read_work_centers
 from gateway.ledger.orders import carry_of, progress_of
 from tests.faults.harness import FaultLine
@@ -71,9 +71,9 @@ def with_fault(line: FaultLine, code: str) -> None:
 
 
 def open_not_posted(line: FaultLine) -> int:
-    eq = t.error_queue.c
+    eq = schema.error_queue.c
     with line.engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(t.error_queue).where(
+        return conn.execute(select(func.count()).select_from(schema.error_queue).where(
             eq.order_no == ORDER, eq.status == "open", eq.reason.like("not posted:%"))).scalar_one()
 
 
@@ -85,7 +85,7 @@ def reprocess(line: FaultLine) -> subprocess.CompletedProcess:
 def order_is_one_confirmation_of_everything(line: FaultLine) -> None:
     """Progress = what was confirmed; what was planned = the plan of the total (rounding carried)."""
     with line.engine.connect() as conn:
-        rows = conn.execute(select(t.confirmations).where(t.confirmations.c.order_no == ORDER)).all()
+        rows = conn.execute(select(schema.confirmations).where(schema.confirmations.c.order_no == ORDER)).all()
         yield_qty = sum((r.yield_qty for r in rows), Decimal(0))
         scrap_qty = sum((r.scrap_qty for r in rows), Decimal(0))
         assert progress_of(conn, ORDER) == {"0010": (yield_qty, scrap_qty)}

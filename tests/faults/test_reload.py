@@ -34,7 +34,7 @@ import pytest
 from sqlalchemy import func, select
 
 from gateway.domain.confirming import parse_positions
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.leases import db_now
 from gateway.ledger.reports import summary
 from tests.faults.harness import FaultLine, _record, _stock_invariant, Figures
@@ -121,8 +121,8 @@ class ReloadLine(FaultLine):
 
     def answered(self) -> int:
         with self.engine.connect() as conn:
-            return conn.execute(select(func.count()).select_from(t.mapping_reloads)
-                                .where(t.mapping_reloads.c.outcome.is_not(None))).scalar_one()
+            return conn.execute(select(func.count()).select_from(schema.mapping_reloads)
+                                .where(schema.mapping_reloads.c.outcome.is_not(None))).scalar_one()
 
     def sighup(self) -> str:
         """SIGHUP as an operator sends it; the outcome the gateway recorded for it."""
@@ -130,14 +130,14 @@ class ReloadLine(FaultLine):
         self.gateway.send_signal(signal.SIGHUP)
         wait_for(lambda: self.answered() > done, 30, "the gateway to answer the SIGHUP")
         with self.engine.connect() as conn:
-            row = conn.execute(select(t.mapping_reloads).order_by(t.mapping_reloads.c.id.desc())).first()
+            row = conn.execute(select(schema.mapping_reloads).order_by(schema.mapping_reloads.c.id.desc())).first()
         assert row.requested_by == "signal"
         return f"{row.outcome}: {row.detail}"
 
     def lease(self, machine: str):
         with self.engine.connect() as conn:
-            me = conn.execute(select(t.gateway_instances.c.process)).scalar_one()
-            row = conn.execute(select(t.machine_leases).where(t.machine_leases.c.machine == machine)).first()
+            me = conn.execute(select(schema.gateway_instances.c.process)).scalar_one()
+            row = conn.execute(select(schema.machine_leases).where(schema.machine_leases.c.machine == machine)).first()
             return row.process == me, row.expires_at > db_now(conn)
 
     def log_events(self, event: str) -> list[str]:
@@ -148,7 +148,7 @@ def chains(engine) -> dict[tuple[str, str], list[tuple[int, int]]]:
     """Per machine and counter, the (start, end) raw positions of its confirmations, in order."""
     spans = defaultdict(list)
     with engine.connect() as conn:
-        for r in conn.execute(select(t.confirmations)):
+        for r in conn.execute(select(schema.confirmations)):
             for (c, a), (_, b) in zip(parse_positions(r.start_pos), parse_positions(r.end_pos), strict=True):
                 assert a.epoch == b.epoch == 0, f"{r.machine}/{c}: a counter epoch changed ({r.id})"
                 spans[(r.machine, c)].append((a.raw, b.raw))
@@ -263,7 +263,7 @@ def test_reload_under_production(ledger_url, tmp_path):
         assert _stock_invariant(line.engine), "stock ≠ opening + receipts − issues"
         with line.engine.connect() as conn:
             triggers = defaultdict(list)
-            for r in conn.execute(select(t.confirmations).order_by(t.confirmations.c.last_source_time)):
+            for r in conn.execute(select(schema.confirmations).order_by(schema.confirmations.c.last_source_time)):
                 triggers[r.machine].append(r.trigger)
         # PRESS-01 confirmed nothing by its first rule: its first confirmation is the reload's, and
         # LATHE-04's only one is the one its removal made.

@@ -12,7 +12,7 @@ import time
 import pytest
 from sqlalchemy import select
 
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from tests.faults.harness import FaultLine
 
 pytestmark = pytest.mark.slow
@@ -31,8 +31,8 @@ def test_rollover_uint16_and_uint32_while_gateway_down(ledger_url, tmp_path, soa
         time.sleep(2.0)
         figures = line.finish()
         with line.engine.connect() as conn:
-            epochs = {(r.machine, r.counter): r.epoch for r in conn.execute(select(t.counter_states))}
-            kinds = [r.kind for r in conn.execute(select(t.anomalies))]
+            epochs = {(r.machine, r.counter): r.epoch for r in conn.execute(select(schema.counter_states))}
+            kinds = [r.kind for r in conn.execute(select(schema.anomalies))]
     assert epochs[("ASSY-03", "good")] == 1 and epochs[("PRESS-01", "good")] == 1
     assert "reset" not in kinds and "implausible" not in kinds
     assert figures.held == 0

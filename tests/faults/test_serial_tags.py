@@ -15,7 +15,7 @@ from collections import defaultdict
 import pytest
 from sqlalchemy import select
 
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.masters import store_masterdata
 from gateway.ledger.reports import summary
 from gateway.mapping.model import Mapping
@@ -81,9 +81,9 @@ async def test_missed_and_repeated_serials_are_held_and_every_other_unit_is_rece
     assert good == len(written) + missed + repeated
 
     with line.engine.connect() as conn:
-        receipts = conn.execute(select(t.goods_movements).where(t.goods_movements.c.material == "PUMP")).all()
-        anomalies = conn.execute(select(t.anomalies).where(t.anomalies.c.kind.like("serial%"))).all()
-        stock = conn.execute(select(t.stock).where(t.stock.c.material == "PUMP")).all()
+        receipts = conn.execute(select(schema.goods_movements).where(schema.goods_movements.c.material == "PUMP")).all()
+        anomalies = conn.execute(select(schema.anomalies).where(schema.anomalies.c.kind.like("serial%"))).all()
+        stock = conn.execute(select(schema.stock).where(schema.stock.c.material == "PUMP")).all()
     received = defaultdict(int)
     for m in receipts:
         received[m.lot] += m.qty

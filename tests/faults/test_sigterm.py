@@ -12,7 +12,7 @@ import time
 import pytest
 from sqlalchemy import select
 
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from tests.faults.harness import FaultLine
 
 pytestmark = pytest.mark.slow
@@ -24,14 +24,14 @@ def test_sigterm_confirms_pending_units(ledger_url, tmp_path, soak_round):
         line.sims.command("resume")
         time.sleep(2.5)
         with line.engine.connect() as conn:
-            pending = conn.execute(select(t.pending_units).where(t.pending_units.c.machine == "ASSY-03")).all()
+            pending = conn.execute(select(schema.pending_units).where(schema.pending_units.c.machine == "ASSY-03")).all()
         assert pending and sum(p.yield_qty + p.scrap_qty for p in pending) > 0
         code, took = line.stop_gateway(SHUTDOWN_TIMEOUT_S + 10)  # while the machines keep counting
         line.faults += 1
         assert code == 0 and took < SHUTDOWN_TIMEOUT_S
         with line.engine.connect() as conn:
-            left = conn.execute(select(t.pending_units)).all()
-            shutdown = conn.execute(select(t.confirmations).where(t.confirmations.c.trigger == "shutdown")).all()
+            left = conn.execute(select(schema.pending_units)).all()
+            shutdown = conn.execute(select(schema.confirmations).where(schema.confirmations.c.trigger == "shutdown")).all()
         assert left == [] and any(c.machine == "ASSY-03" for c in shutdown)
         time.sleep(1.0)
         line.start_gateway()

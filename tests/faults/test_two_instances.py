@@ -16,7 +16,7 @@ import time
 import pytest
 from sqlalchemy import select
 
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from tests.faults.harness import MACHINES, FaultLine
 from tests.integration.lines import ROOT, spawn, wait_for
 
@@ -31,7 +31,7 @@ def lease_args(instance: str, *, standby: bool = False) -> list[str]:
 
 def owners(line: FaultLine) -> set[str]:
     with line.engine.connect() as conn:
-        rows = conn.execute(select(t.machine_leases.c.machine, t.machine_leases.c.owner)).all()
+        rows = conn.execute(select(schema.machine_leases.c.machine, schema.machine_leases.c.owner)).all()
     return {r.owner for r in rows if r.machine in MACHINES}
 
 
@@ -41,8 +41,8 @@ def started_as(line: FaultLine, instance: str, *, standby: bool = False) -> subp
 
     def registered() -> bool:
         with line.engine.connect() as conn:
-            return conn.execute(select(t.gateway_instances.c.pid).where(
-                t.gateway_instances.c.name == instance)).scalar() == proc.pid
+            return conn.execute(select(schema.gateway_instances.c.pid).where(
+                schema.gateway_instances.c.name == instance)).scalar() == proc.pid
 
     wait_for(registered, 60, f"gateway {instance} to start")
     return proc

@@ -12,7 +12,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select
 
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.reports import summary
 from tests.http.served import OPERATOR, VIEWER, auth, dec, line, served
 
@@ -51,9 +51,9 @@ async def test_ledger_operations_over_http_with_roles(sqlite_url):
         trace = await client.get(f"/api/v1/lots/{lot}/trace", params={"direction": "back"}, headers=v)
     totals = summary(ln.engine).machines["ASSY-03"]
     with ln.engine.connect() as conn:
-        ledger_ids = [r.id for r in conn.execute(select(t.confirmations.c.id).where(
-            t.confirmations.c.order_no == "1000124"))]
-        carton_stock = sum((r.qty for r in conn.execute(select(t.stock).where(t.stock.c.material == "CARTON"))),
+        ledger_ids = [r.id for r in conn.execute(select(schema.confirmations.c.id).where(
+            schema.confirmations.c.order_no == "1000124"))]
+        carton_stock = sum((r.qty for r in conn.execute(select(schema.stock).where(schema.stock.c.material == "CARTON"))),
                            Decimal(0))
     assert confirmations.status_code == 200
     assert sorted(c["id"] for c in confirmations.json()) == sorted(ledger_ids) and len(ledger_ids) >= 2
@@ -73,7 +73,7 @@ async def test_ledger_operations_over_http_with_roles(sqlite_url):
     assert reversed_by_viewer.status_code == 403
     assert reversed_.status_code == 200 and reversed_.json()["confirmation_id"] == first
     with ln.engine.connect() as conn:
-        assert conn.execute(select(t.reversals.c.id).where(t.reversals.c.confirmation_id == first)).scalar() == \
+        assert conn.execute(select(schema.reversals.c.id).where(schema.reversals.c.confirmation_id == first)).scalar() == \
             reversed_.json()["reversal_id"]
     assert again.status_code == 409 and again.headers["content-type"] == PROBLEM
     assert errors.status_code == 200 and isinstance(errors.json(), list)

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import func, select
 
 from gateway.ledger import leases
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.leases import Me
 from gateway.ledger.reports import summary
 from gateway.ledger.schema import open_engine
@@ -156,11 +156,11 @@ async def test_a_machine_added_through_the_workbench_counts_and_an_invalid_edit_
         beyond = await client.get("/api/v1/browse/modbus/lathes", params={"start": 65_530, "count": 10}, headers=v)
         assert beyond.status_code == 422
     with ln.engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(t.mapping_versions)).scalar() == 3
+        assert conn.execute(select(func.count()).select_from(schema.mapping_versions)).scalar() == 3
         # Each apply (the restore too) is a person's action in the audit trail, with its version.
-        trail = conn.execute(select(t.audit_log.c.actor, t.audit_log.c.actor_kind, t.audit_log.c.action,
-                                    t.audit_log.c.postings).where(t.audit_log.c.action == "mapping.apply")
-                             .order_by(t.audit_log.c.id)).all()
+        trail = conn.execute(select(schema.audit_log.c.actor, schema.audit_log.c.actor_kind, schema.audit_log.c.action,
+                                    schema.audit_log.c.postings).where(schema.audit_log.c.action == "mapping.apply")
+                             .order_by(schema.audit_log.c.id)).all()
         assert [(r.actor, r.actor_kind, r.action) for r in trail] == [("shift-lead", "api", "mapping.apply")] * 2
         assert [r.postings for r in trail] == [f"mapping_version:{x['id']}" for x in reversed(history[:2])]
 
@@ -213,5 +213,5 @@ async def test_an_apply_the_gateway_refuses_puts_the_file_back(pg_url, tmp_path)
     assert file.read_text() == running and list(file.parent.iterdir()) == [file]
     assert list(gateway.machines) == ["PRESS-01"] and versions == []
     with engine.connect() as conn:
-        recorded = conn.execute(select(t.mapping_reloads)).one()
+        recorded = conn.execute(select(schema.mapping_reloads)).one()
     assert (recorded.instance, recorded.requested_by, recorded.outcome) == ("line-a", "workbench", "refused")

@@ -21,7 +21,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from gateway.demo import caught_up, wait_until
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.masters import store_masterdata
 from gateway.ledger.schema import open_engine
 from gateway.mapping.model import Mapping
@@ -128,12 +128,12 @@ class Line:
 
     def anomalies(self) -> list:
         with self.engine.connect() as conn:
-            return conn.execute(select(t.anomalies)).all()
+            return conn.execute(select(schema.anomalies)).all()
 
     def units_by_order(self) -> dict[str, Decimal]:
         by_order: dict[str, Decimal] = {}
         with self.engine.connect() as conn:
-            for r in conn.execute(select(t.confirmations)):
+            for r in conn.execute(select(schema.confirmations)):
                 by_order[r.order_no] = by_order.get(r.order_no, 0) + r.yield_qty + r.scrap_qty
         return by_order
 

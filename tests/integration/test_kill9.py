@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import select
 
 from gateway.domain.confirming import parse_positions
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.reports import summary
 from gateway.ledger.schema import open_engine
 from tests.integration.lines import ROOT, Simulators, line_mapping, spawn, wait_for
@@ -36,7 +36,7 @@ MACHINES = ("PRESS-01", "ASSY-03", "LATHE-04")
 def _ledger_matches_counters(engine, sims: Simulators) -> bool:
     truth = sims.truth()
     with engine.connect() as conn:
-        states = {(r.machine, r.counter): r.raw for r in conn.execute(select(t.counter_states))}
+        states = {(r.machine, r.counter): r.raw for r in conn.execute(select(schema.counter_states))}
     want = {(m, c): truth[m][f"{c}_count"] for m in MACHINES for c in ("good", "scrap")}
     return states == want
 
@@ -103,8 +103,8 @@ def test_kill_9_loses_nothing_and_counts_nothing_twice(ledger_url, tmp_path):
 
     # Ranges chain: every counter position from the baseline to the end is in exactly one confirmation.
     with engine.connect() as conn:
-        rows = conn.execute(select(t.confirmations)).all()
-        final = {(r.machine, r.counter): (r.epoch, r.raw) for r in conn.execute(select(t.counter_states))}
+        rows = conn.execute(select(schema.confirmations)).all()
+        final = {(r.machine, r.counter): (r.epoch, r.raw) for r in conn.execute(select(schema.counter_states))}
     ranges = defaultdict(list)
     for r in rows:
         for (c, a), (_, b) in zip(parse_positions(r.start_pos), parse_positions(r.end_pos), strict=True):
@@ -120,9 +120,9 @@ def test_kill_9_loses_nothing_and_counts_nothing_twice(ledger_url, tmp_path):
     # Stock = opening + receipts − issues, per material and location.
     with engine.connect() as conn:
         moved = defaultdict(Decimal)
-        for m in conn.execute(select(t.goods_movements)):
+        for m in conn.execute(select(schema.goods_movements)):
             moved[(m.material, m.location)] += m.qty
         balances = defaultdict(Decimal)  # a row per lot (and serial): summed per material and location
-        for r in conn.execute(select(t.stock)):
+        for r in conn.execute(select(schema.stock)):
             balances[(r.material, r.location)] += r.qty
     assert dict(balances) == dict(moved)

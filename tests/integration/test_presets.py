@@ -25,7 +25,7 @@ import pytest
 from sqlalchemy import select
 
 from gateway.demo import wait_until
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.anomalies import accept
 from gateway.ledger.reports import summary
 from gateway.ledger.schema import open_engine
@@ -117,7 +117,7 @@ async def test_job_change_while_the_gateway_is_stopped_names_the_unread_tail(led
 
 
 def job_reset_row(engine) -> tuple[str, str, str] | None:
-    c = t.machine_states.c
+    c = schema.machine_states.c
     with engine.connect() as conn:
         row = conn.execute(select(c.order_no, c.job_reset_pending, c.job_change_unseen)
                            .where(c.machine == "IMM-01")).first()

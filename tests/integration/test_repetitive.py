@@ -24,7 +24,7 @@ from gateway.app import adjustments
 from gateway.app.models import AdjustConsumption
 from gateway.clock import utcnow
 from gateway.domain.confirming import parse_positions
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.audit import Actor
 from gateway.ledger.masters import store_masterdata
 from gateway.ledger.reports import summary
@@ -71,9 +71,9 @@ def chained(engine, machine: str) -> bool:
     """The machine's confirmations cover its counter from the first to the last committed position
     once: each one starts where another ends, per counter, with no range twice."""
     with engine.connect() as conn:
-        rows = conn.execute(select(t.confirmations).where(t.confirmations.c.machine == machine)).all()
+        rows = conn.execute(select(schema.confirmations).where(schema.confirmations.c.machine == machine)).all()
         final = {r.counter: (r.epoch, r.raw) for r in conn.execute(
-            select(t.counter_states).where(t.counter_states.c.machine == machine))}
+            select(schema.counter_states).where(schema.counter_states.c.machine == machine))}
     ranges = defaultdict(list)
     for r in rows:
         for (counter, start), (_, end) in zip(parse_positions(r.start_pos), parse_positions(r.end_pos), strict=True):
@@ -108,7 +108,7 @@ async def test_a_line_crosses_a_period_boundary_exactly_once_and_october_is_clos
         listed = await client.get("/api/v1/collectors", headers=v)
         october = await client.get(f"/api/v1/collectors/{OCT}", headers=v)
         with line.engine.connect() as conn:
-            c = t.confirmations.c
+            c = schema.confirmations.c
             first, second = [r.id for r in conn.execute(select(c.id).where(c.order_no == OCT).order_by(c.end_pos))
                              ][:2]
         reversed_ = await client.post("/api/v1/confirmations/reverse", headers=o,
@@ -131,12 +131,12 @@ async def test_a_line_crosses_a_period_boundary_exactly_once_and_october_is_clos
         assert chained(line.engine, machine), f"{machine}: counter ranges do not chain"
     assert report.duplicate_confirmation_ids == 0
     with line.engine.connect() as conn:
-        rows = conn.execute(select(t.confirmations)).all()
+        rows = conn.execute(select(schema.confirmations)).all()
         by_collector = defaultdict(Decimal)
         for r in rows:
             by_collector[r.order_no] += r.yield_qty + r.scrap_qty
         machines_of = {(r.machine, r.order_no) for r in rows}
-        audit = conn.execute(select(t.audit_log).where(t.audit_log.c.action == "period.close")).all()
+        audit = conn.execute(select(schema.audit_log).where(schema.audit_log.c.action == "period.close")).all()
     assert set(by_collector) == {OCT, NOV} and sum(by_collector.values()) == sum(made.values())
     assert machines_of == {(m, c) for m in MACHINES for c in (OCT, NOV)}  # both machines made units on both sides
 
@@ -149,7 +149,7 @@ async def test_a_line_crosses_a_period_boundary_exactly_once_and_october_is_clos
     assert (row["number"], row["status"]) == (OCT, "closed")
     # The settled balance is the ledger's own: every movement's posted value and every activity's cost.
     with line.engine.connect() as conn:
-        gm, ap = t.goods_movements.c, t.activity_postings.c
+        gm, ap = schema.goods_movements.c, schema.activity_postings.c
         moves = conn.execute(select(gm.kind, gm.value).where(gm.order_no == OCT)).all()
         costs = sum((r.cost for r in conn.execute(select(ap.cost).where(ap.order_no == OCT))), Decimal(0))
     components = -sum((m.value for m in moves if m.kind in ("261", "262")), Decimal(0))

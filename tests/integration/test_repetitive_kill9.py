@@ -22,7 +22,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select
 
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.reports import summary
 from gateway.ledger.schema import open_engine
 from simulators.control import sim_command_sync
@@ -57,7 +57,7 @@ machines:
 def _caught_up(engine, endpoint: str) -> bool:
     truth = sim_command_sync(endpoint, "*", "truth")
     with engine.connect() as conn:
-        states = {(r.machine, r.counter): r.raw for r in conn.execute(select(t.counter_states))}
+        states = {(r.machine, r.counter): r.raw for r in conn.execute(select(schema.counter_states))}
     return states == {(m, c): truth[m][f"{c}_count"] for m in MACHINES for c in ("good", "scrap")}
 
 
@@ -126,6 +126,6 @@ def test_kill_9_around_a_period_boundary_loses_nothing_and_counts_nothing_twice(
         assert chained(engine, m), f"{m}: counter ranges do not chain"
     with engine.connect() as conn:
         per_collector = defaultdict(Decimal)
-        for r in conn.execute(select(t.confirmations)):
+        for r in conn.execute(select(schema.confirmations)):
             per_collector[r.order_no] += r.yield_qty + r.scrap_qty
     assert set(per_collector) == {OCT, NOV} and all(per_collector.values())

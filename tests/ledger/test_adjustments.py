@@ -9,7 +9,7 @@ from decimal import Decimal as D
 import pytest
 from sqlalchemy import func, select
 
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.adjustments import consumption, rework, scrap, substitute
 from gateway.ledger.operations import (
     OperationRefused,
@@ -40,29 +40,29 @@ def engine(ledger_url, tmp_path):
 def assert_stock_is_the_sum_of_movements(engine):
     with engine.connect() as conn:
         moved: dict[tuple, D] = defaultdict(D)
-        for m in conn.execute(select(t.goods_movements)):
+        for m in conn.execute(select(schema.goods_movements)):
             moved[(m.material, m.location, m.lot)] += m.qty
-        stock = {(s.material, s.location, s.lot): s.qty for s in conn.execute(select(t.stock))}
+        stock = {(s.material, s.location, s.lot): s.qty for s in conn.execute(select(schema.stock))}
     assert stock == {k: q for k, q in moved.items() if k in stock or q}
 
 
 def posted(engine, document):
     with engine.connect() as conn:
-        gm = t.goods_movements.c
+        gm = schema.goods_movements.c
         return [(m.kind, m.material, m.lot, m.qty, m.bom_item) for m in conn.execute(
-            select(t.goods_movements).where(gm.confirmation_id == document).order_by(gm.id))]
+            select(schema.goods_movements).where(gm.confirmation_id == document).order_by(gm.id))]
 
 
 def activities(engine, document):
     with engine.connect() as conn:
         return [(a.activity, a.hours, a.cost) for a in conn.execute(
-            select(t.activity_postings).where(t.activity_postings.c.confirmation_id == document)
-            .order_by(t.activity_postings.c.id))]
+            select(schema.activity_postings).where(schema.activity_postings.c.confirmation_id == document)
+            .order_by(schema.activity_postings.c.id))]
 
 
 def adjustment_row(engine, document):
     with engine.connect() as conn:
-        r = conn.execute(select(t.adjustments).where(t.adjustments.c.id == document)).one()
+        r = conn.execute(select(schema.adjustments).where(schema.adjustments.c.id == document)).one()
     return r.order_no, r.operation, r.kind, r.reason_code, r.note, r.material, r.qty, r.uom
 
 
@@ -78,12 +78,12 @@ def where_from(engine):
 
 def state(engine):
     with engine.connect() as conn:
-        stock = {(r.material, r.location, r.lot): r.qty for r in conn.execute(select(t.stock))}
+        stock = {(r.material, r.location, r.lot): r.qty for r in conn.execute(select(schema.stock))}
         p = progress_of(conn, ORDER).get("0010", (D(0), D(0)))
         carry = {k: v for k, v in carry_of(conn, ORDER).items() if v}
         rows = {table.name: conn.execute(select(func.count()).select_from(table)).scalar_one()
-                for table in (t.goods_movements, t.activity_postings, t.genealogy, t.adjustments, t.confirmations,
-                              t.error_queue, t.deferred_components)}
+                for table in (schema.goods_movements, schema.activity_postings, schema.genealogy, schema.adjustments, schema.confirmations,
+                              schema.error_queue, schema.deferred_components)}
     return stock, p, carry, rows
 
 
@@ -96,7 +96,7 @@ def test_scrap_is_a_manual_confirmation_of_scrap_backflushed_linked_and_reversib
     doc = r.document
     assert doc.startswith("A-") and len(doc) == 14 and (r.kind, r.movements, r.queued) == ("scrap", 2, 0)
     with engine.connect() as conn:
-        c = conn.execute(select(t.confirmations).where(t.confirmations.c.id == doc)).one()
+        c = conn.execute(select(schema.confirmations).where(schema.confirmations.c.id == doc)).one()
     assert (c.machine, c.order_no, c.operation, c.yield_qty, c.scrap_qty, c.uom, c.trigger) == (
         "(manual)", ORDER, "0010", 0, 6, "PC", "adjustment:scrap")
     # 36 consumed so far: resin 1.2 planned, 1.0 issued → 0.2 more (R1 is empty); no goods receipt

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import insert, select
 
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.anomalies import DecisionRefused, accept, list_anomalies, reject
 from gateway.ledger.masters import store_masterdata
 from gateway.ledger.reports import summary
@@ -31,10 +31,10 @@ def engine(ledger_url):
 
 def _anomaly(engine, kind="implausible", status="open", start="0:10", end="0:500") -> int:
     with engine.begin() as conn:
-        return conn.execute(insert(t.anomalies).values(
+        return conn.execute(insert(schema.anomalies).values(
             machine="PRESS-01", counter="good", kind=kind, detail="test", start_pos=start, end_pos=end,
             counts_held=490, units_held=Decimal(490), source_time=AT, status=status, created_at=AT,
-        ).returning(t.anomalies.c.id)).scalar_one()
+        ).returning(schema.anomalies.c.id)).scalar_one()
 
 
 def test_accept_posts_the_held_units_once_on_the_running_order(engine):
@@ -51,7 +51,7 @@ def test_accept_posts_the_held_units_once_on_the_running_order(engine):
     with pytest.raises(DecisionRefused, match="already accepted"):
         reject(engine, aid)
     with engine.connect() as conn:
-        assert len(conn.execute(select(t.confirmations).where(t.confirmations.c.id == confirmation)).all()) == 1
+        assert len(conn.execute(select(schema.confirmations).where(schema.confirmations.c.id == confirmation)).all()) == 1
     assert list_anomalies(engine) == []
 
 

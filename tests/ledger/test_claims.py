@@ -22,7 +22,7 @@ from gateway.app.models import ReceiveStock
 from gateway.domain.confirming import accumulate, confirm
 from gateway.domain.records import Increment, Position
 from gateway.ledger import claims
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.audit import Actor
 from gateway.ledger.posting import _confirmation_row
 from gateway.ledger.changes import ChangeSet
@@ -47,7 +47,7 @@ def _confirmations(n: int, *, machine: str = "M1", size: int = 10):
 
 def _in_ledger(engine) -> set[str]:
     with engine.connect() as conn:
-        return set(conn.execute(select(t.confirmations.c.id)).scalars())
+        return set(conn.execute(select(schema.confirmations.c.id)).scalars())
 
 
 def _wait(cond, timeout: float = 20) -> None:
@@ -88,7 +88,7 @@ def test_confirmation_posted_is_logged_once_per_posting_after_the_commit_with_it
     assert [e["confirmation_id"] for e in posted] == [c.id for c in first]
     assert {e["confirmation_id"] for e in posted} <= _in_ledger(engine)
     with engine.connect() as conn:
-        stored = dict(conn.execute(select(t.confirmations.c.id, t.confirmations.c.posted_at)).all())
+        stored = dict(conn.execute(select(schema.confirmations.c.id, schema.confirmations.c.posted_at)).all())
     for e in posted:  # the commit came after the rows were written
         assert datetime.fromisoformat(e["committed_at"]) >= stored[e["confirmation_id"]]
     assert [e["event"] for e in logs].count("confirmation_replay_skipped") == 2
@@ -156,9 +156,9 @@ def test_a_manual_action_on_a_full_disk_says_so_and_writes_nothing(sqlite_url):
                                     "nothing was written")
     assert logs[-1]["event"] == "stock_received_attempted" and "disk is full" in logs[-1]["error"]
     with ledger.connect() as conn:
-        receipts = conn.execute(select(func.count()).select_from(t.goods_movements)
-                                .where(t.goods_movements.c.kind == "501")).scalar_one()
-        audited = conn.execute(select(func.count()).select_from(t.audit_log)).scalar_one()
+        receipts = conn.execute(select(func.count()).select_from(schema.goods_movements)
+                                .where(schema.goods_movements.c.kind == "501")).scalar_one()
+        audited = conn.execute(select(func.count()).select_from(schema.audit_log)).scalar_one()
     assert receipts == audited == len([e for e in logs if e["event"] == "stock_received"])
     ledger.dispose()
 
@@ -270,7 +270,7 @@ def test_a_second_writer_on_postgresql_is_named_as_another_writer_not_a_data_err
     [c] = _confirmations(1)
     other = engine.connect()
     other.begin()
-    other.execute(t.confirmations.insert(), [_confirmation_row(c, T0)])  # the other gateway, not committed yet
+    other.execute(schema.confirmations.insert(), [_confirmation_row(c, T0)])  # the other gateway, not committed yet
     writer = _writer(engine)
     with capture_logs() as logs:
         writer.submit(ChangeSet(confirmations=[c]))

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from gateway.domain.repetitive import CollectorKey
 from gateway.ledger import adjustments
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.collectors import close_period, collector_costs, list_collectors, read_collector
 from gateway.ledger.masters import store_masterdata
 from gateway.ledger.operations import OperationRefused, list_errors, reprocess_errors, reverse_confirmation
@@ -41,10 +41,10 @@ def post(engine, start, end, key=NOV, at=T):
 
 
 def movements(engine, document):
-    gm = t.goods_movements.c
+    gm = schema.goods_movements.c
     with engine.connect() as conn:
         return [(r.kind, r.material, r.qty, r.value) for r in conn.execute(
-            select(t.goods_movements).where(gm.confirmation_id == document).order_by(gm.id))]
+            select(schema.goods_movements).where(gm.confirmation_id == document).order_by(gm.id))]
 
 
 def test_a_collector_is_created_by_its_first_confirmation_and_posts_as_an_order_does(engine):
@@ -63,7 +63,7 @@ def test_a_collector_is_created_by_its_first_confirmation_and_posts_as_an_order_
     assert {c.material: c.wip for c in order.components}["CARTON"] == D(5)
     with engine.connect() as conn:
         acts = {r.activity: (r.hours, r.cost) for r in conn.execute(
-            select(t.activity_postings).where(t.activity_postings.c.confirmation_id == c1.id))}
+            select(schema.activity_postings).where(schema.activity_postings.c.confirmation_id == c1.id))}
     # setup 0.5 h once per collector; machine 250 × 0.4 ÷ 100 h at 25, labor 250 × 1.2 ÷ 100 h at 38.50,
     # overhead 80 % of setup and labor
     assert acts == {"setup": (D("0.5"), D("19.25")), "machine": (D(1), D(25)), "labor": (D(3), D("115.5")),
@@ -71,7 +71,7 @@ def test_a_collector_is_created_by_its_first_confirmation_and_posts_as_an_order_
     c2 = post(engine, 250, 300)
     with engine.connect() as conn:
         kinds = {r.activity for r in conn.execute(
-            select(t.activity_postings).where(t.activity_postings.c.confirmation_id == c2.id))}
+            select(schema.activity_postings).where(schema.activity_postings.c.confirmation_id == c2.id))}
     assert "setup" not in kinds  # once per collector and operation
     directory = order_directory(engine)
     assert directory.uoms[NOV.number] == "PC" and directory.repetitive.collectors[NOV.number] == NOV
@@ -98,7 +98,7 @@ def test_period_close_issues_the_wip_and_settles_the_balance(engine):
     assert [r.number for r in list_collectors(engine, status="open")] == [DEC.number]
     with engine.connect() as conn:
         assert read_collector(conn, NOV.number).costs == {"EUR": costs}  # as settled, also when read again
-        audit = conn.execute(select(t.audit_log)).all()
+        audit = conn.execute(select(schema.audit_log)).all()
         assert audit == []  # no person's action in this test: nothing recorded (see the app test)
     with pytest.raises(OperationRefused, match="period 2026-11 is closed already"):
         close_period(engine, "2026-11", now=AFTER)

@@ -15,7 +15,7 @@ from sqlalchemy import insert, select, update
 
 from gateway.domain.confirming import accumulate
 from gateway.domain.records import Anomaly, AnomalyKind, Increment, Position
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.anomalies import DecisionRefused, assign, list_anomalies
 from gateway.ledger.masters import MasterCache
 from gateway.ledger.posting import apply
@@ -32,7 +32,7 @@ T = datetime(2026, 6, 1, 12, tzinfo=UTC)
 def engine(ledger_url, tmp_path):
     engine = ledger_with_masterdata(ledger_url, MASTERDATA, tmp_path)
     with engine.begin() as conn:
-        conn.execute(update(t.production_orders).where(t.production_orders.c.number == "5000009")
+        conn.execute(update(schema.production_orders).where(schema.production_orders.c.number == "5000009")
                      .values(status="completed"))
     return engine
 
@@ -47,7 +47,7 @@ def hold(engine, machine: str, order: str, units: int) -> int:
     with engine.begin() as conn:
         apply(conn, ChangeSet(pendings={pending.key: pending}, anomalies=[(anomaly, D(0))], counted={machine: D(units)}),
               MasterCache())
-        return conn.execute(select(t.anomalies.c.id).where(t.anomalies.c.machine == machine)).scalar()
+        return conn.execute(select(schema.anomalies.c.id).where(schema.anomalies.c.machine == machine)).scalar()
 
 
 def test_held_units_are_listed_with_quantity_and_age_then_assigned_once(engine):
@@ -59,11 +59,11 @@ def test_held_units_are_listed_with_quantity_and_age_then_assigned_once(engine):
     confirmations, units = assign(engine, anomaly, "5000001", reason="order tag was empty")
     assert units == D(12) and len(confirmations) == 1
     with engine.connect() as conn:
-        c = conn.execute(select(t.confirmations)).one()
+        c = conn.execute(select(schema.confirmations)).one()
         assert (c.id, c.order_no, c.operation, c.yield_qty, c.trigger) == (
             confirmations[0], "5000001", "0010", D(12), "assigned")
-        assert conn.execute(select(t.pending_units)).all() == []
-        seals = conn.execute(select(t.stock.c.qty).where(t.stock.c.material == "SEAL")).scalar()
+        assert conn.execute(select(schema.pending_units)).all() == []
+        seals = conn.execute(select(schema.stock.c.qty).where(schema.stock.c.material == "SEAL")).scalar()
     assert seals == D(76), "backflushed like any confirmation: 2 seals a valve"
     assert list_anomalies(engine) == [], "nothing is held any more"
     [decided] = list_anomalies(engine, include_decided=True)
@@ -91,7 +91,7 @@ def test_a_completed_or_unknown_order_is_refused_with_the_reason(engine, order, 
 def test_a_machine_a_live_gateway_counts_is_refused(engine):
     anomaly = hold(engine, "M3", "", 7)
     with engine.begin() as conn:
-        conn.execute(insert(t.machine_leases), [{
+        conn.execute(insert(schema.machine_leases), [{
             "machine": "M3", "owner": "gw-a", "host": "h1", "pid": 4242, "process": "p", "scope": "s", "token": 1,
             "acquired_at": 0.0, "expires_at": 4.0e9}])
     with pytest.raises(DecisionRefused, match="M3 is counted by gateway gw-a on h1 \\(pid 4242\\)"):
@@ -103,6 +103,6 @@ def test_only_unknown_order_anomalies_are_assigned(engine):
     with engine.begin() as conn:
         apply(conn, ChangeSet(anomalies=[(Anomaly("M4", "good", AnomalyKind.RESET, "counter reset", T), D(0))]),
               MasterCache())
-        reset = conn.execute(select(t.anomalies.c.id).where(t.anomalies.c.machine == "M4")).scalar()
+        reset = conn.execute(select(schema.anomalies.c.id).where(schema.anomalies.c.machine == "M4")).scalar()
     with pytest.raises(DecisionRefused, match="is of kind reset; only units held under an unknown order"):
         assign(engine, reset, "5000001")

@@ -36,7 +36,7 @@ from sqlalchemy import func, select
 from gateway.domain.backflush import quantize
 from gateway.domain.confirming import accumulate, confirm
 from gateway.domain.records import Increment, Position
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.masters import MasterCache, store_masterdata
 from gateway.ledger import adjustments as adjust
 from gateway.ledger.operations import OperationRefused, receive_stock, reprocess_errors, reverse_confirmation
@@ -97,12 +97,12 @@ def masterdata_yaml(components: list[dict], base: int) -> str:
 
 def last_movement(engine) -> int:
     with engine.connect() as conn:
-        return conn.execute(select(func.max(t.goods_movements.c.id))).scalar() or 0
+        return conn.execute(select(func.max(schema.goods_movements.c.id))).scalar() or 0
 
 
 def stock_rows(engine) -> dict:
     with engine.connect() as conn:
-        return {(r.material, r.location, r.lot): r.qty for r in conn.execute(select(t.stock)) if r.qty}
+        return {(r.material, r.location, r.lot): r.qty for r in conn.execute(select(schema.stock)) if r.qty}
 
 
 @settings(max_examples=int(os.environ.get("INVARIANT_EXAMPLES", "25")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -142,8 +142,8 @@ def test_backflush_invariants_hold_for_any_sequence(tmp_path_factory, components
             reversed_.add(cid)
             # ... but for what the stock it gave back issued at once to other confirmations' errors
             with engine.connect() as conn:
-                for m in conn.execute(select(t.goods_movements).where(
-                        t.goods_movements.c.id > mark, t.goods_movements.c.confirmation_id.not_in([cid, f"R-{cid}"]))):
+                for m in conn.execute(select(schema.goods_movements).where(
+                        schema.goods_movements.c.id > mark, schema.goods_movements.c.confirmation_id.not_in([cid, f"R-{cid}"]))):
                     key = (m.material, m.location, m.lot)
                     before[key] = before.get(key, D(0)) + m.qty
             assert stock_rows(engine) == {k: v for k, v in before.items() if v}, "a reversal restores the stock"
@@ -169,9 +169,9 @@ def test_backflush_invariants_hold_for_any_sequence(tmp_path_factory, components
             scrapped.append((doc, op[1]))
 
     with engine.connect() as conn:
-        movements = conn.execute(select(t.goods_movements)).all()
-        genealogy = conn.execute(select(t.genealogy)).all()
-        open_errors = conn.execute(select(t.error_queue).where(t.error_queue.c.status == "open")).all()
+        movements = conn.execute(select(schema.goods_movements)).all()
+        genealogy = conn.execute(select(schema.genealogy)).all()
+        open_errors = conn.execute(select(schema.error_queue).where(schema.error_queue.c.status == "open")).all()
 
     # 1. stock = sum of movements
     summed = defaultdict(D)

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select, update
 
 from gateway.ledger import leases
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.leases import LEDGER, Fence, Me
 from gateway.ledger.schema import open_engine
 
@@ -34,7 +34,7 @@ def take(engine, me: Me, machines=MACHINES, ttl: float = 30.0, *, all_or_nothing
 
 def expire(engine, machines=MACHINES) -> None:
     with engine.begin() as conn:
-        conn.execute(update(t.machine_leases).where(t.machine_leases.c.machine.in_(machines)).values(expires_at=0.0))
+        conn.execute(update(schema.machine_leases).where(schema.machine_leases.c.machine.in_(machines)).values(expires_at=0.0))
 
 
 def fenced(engine, me: Me, tokens: dict[str, int]) -> set[str]:
@@ -178,7 +178,7 @@ def test_postgres_a_takeover_waits_for_the_owners_open_transaction_and_then_sees
     # when the takeover could read the row, that extension had run out too.
     assert holders == [] and taken == {m: tok + 1 for m, tok in tokens.items()}
     with engine.connect() as conn:
-        assert {r.owner for r in conn.execute(select(t.machine_leases))} == {"line-b"}
+        assert {r.owner for r in conn.execute(select(schema.machine_leases))} == {"line-b"}
     engine.dispose()
 
 

@@ -8,7 +8,7 @@ from decimal import Decimal as D
 import pytest
 from sqlalchemy import select
 
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.operations import OperationRefused, list_errors, receive_stock, reprocess_errors, trace
 from gateway.ledger.reports import summary
 from tests.support import ledger_with_masterdata, masterdata_fixture, post_units
@@ -29,7 +29,7 @@ def post(engine, start, end):
 
 def _lots(engine, material):
     with engine.connect() as conn:
-        return {r.lot: r.qty for r in conn.execute(select(t.stock).where(t.stock.c.material == material))}
+        return {r.lot: r.qty for r in conn.execute(select(schema.stock).where(schema.stock.c.material == material))}
 
 
 def test_shortage_then_receipt_then_reprocess_issues_exactly_once(engine):
@@ -63,7 +63,7 @@ def test_expired_lots_are_not_issued_and_genealogy_traces_both_ways(engine):
     used = trace(engine, "B-NEW", direction="forward")
     assert [(x.material, x.lot, x.qty) for x in used[1:]] == [("VALVE", "5000001", D(2))]
     with engine.connect() as conn:
-        produced = conn.execute(select(t.lots).where(t.lots.c.material == "VALVE")).one()
+        produced = conn.execute(select(schema.lots).where(schema.lots.c.material == "VALVE")).one()
     assert produced.lot == "5000001" and produced.produced_by_order == "5000001"
     assert _lots(engine, "VALVE") == {"5000001": D(8)}
 

@@ -78,11 +78,11 @@ def test_an_order_with_units_not_yet_confirmed_is_not_completed(engine):
     """Completed now, they could no longer be posted to it and would wait in the error queue."""
     from sqlalchemy import insert
 
-    from gateway.ledger import schema as t
+    from gateway.ledger import schema
 
     post(engine, 0, 10)
     with engine.begin() as conn:
-        conn.execute(insert(t.pending_units), [{
+        conn.execute(insert(schema.pending_units), [{
             "machine": "PRESS-9", "order_no": "8000001", "operation": "0010", "yield_qty": D(7), "scrap_qty": D(1),
             "start_pos": "good=0:10", "end_pos": "good=0:17", "first_source_time": T, "last_source_time": T,
             "opened_at": T}])
@@ -93,5 +93,5 @@ def test_an_order_with_units_not_yet_confirmed_is_not_completed(engine):
         "the machine's next confirmation (or once the machine has moved to its next order)")
     assert order_view(engine, "8000001").order.status == "released"
     with engine.begin() as conn:  # the machine confirmed them: nothing is pending any more
-        conn.execute(t.pending_units.update().values(yield_qty=D(0), scrap_qty=D(0)))
+        conn.execute(schema.pending_units.update().values(yield_qty=D(0), scrap_qty=D(0)))
     assert complete_order(engine, "8000001", now=T).order.status == "completed"

@@ -34,7 +34,7 @@ from gateway.domain.records import (
     Position,
     StockView,
 )
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.masters import MasterCache, read_materials, read_order, read_work_centers, store_masterdata
 from gateway.ledger.operations import reprocess_errors
 from gateway.ledger.orders import carry_of, progress_of
@@ -144,7 +144,7 @@ def reconcile(engine, order_no: str, confirmations: list[Confirmation]) -> None:
                              read_work_centers(conn), StockView(), carry={}).planned)
         assert progress_of(conn, order_no) == {"0010": (confirmed, D(0))}, "progress = sum of confirmed yields"
         assert {k: v for k, v in carry_of(conn, order_no).items() if v} == expected, "carry = plan of the total"
-        moved = conn.execute(select(t.goods_movements).where(t.goods_movements.c.order_no == order_no)).all()
+        moved = conn.execute(select(schema.goods_movements).where(schema.goods_movements.c.order_no == order_no)).all()
         issued = defaultdict(D)
         for m in moved:
             if m.kind in ("261", "262"):
@@ -153,12 +153,12 @@ def reconcile(engine, order_no: str, confirmations: list[Confirmation]) -> None:
         received = [(m.lot, m.qty) for m in moved if m.kind == "101"]
         assert sum((q for _, q in received), D(0)) == confirmed and {lot for lot, _ in received} == {order_no}
         hours = defaultdict(D)
-        for a in conn.execute(select(t.activity_postings).where(t.activity_postings.c.order_no == order_no)):
+        for a in conn.execute(select(schema.activity_postings).where(schema.activity_postings.c.order_no == order_no)):
             hours[f"0010:{a.activity}:hours"] += a.hours
         assert hours["0010:setup:hours"] == D("0.5"), "setup is posted once per order operation"
         assert {k: v for k, v in hours.items() if v} == {k: v for k, v in expected.items() if k.endswith(":hours")}
-        still_open = conn.execute(select(func.count()).select_from(t.error_queue).where(
-            t.error_queue.c.order_no == order_no, t.error_queue.c.status == "open")).scalar_one()
+        still_open = conn.execute(select(func.count()).select_from(schema.error_queue).where(
+            schema.error_queue.c.order_no == order_no, schema.error_queue.c.status == "open")).scalar_one()
         assert still_open == 0
     stock_is_its_movements(engine)
 
@@ -167,7 +167,7 @@ def stock_is_its_movements(engine) -> None:
     """Invariant 3: stock per material/location/lot = the sum of its goods movements."""
     with engine.connect() as conn:
         summed = defaultdict(D)
-        for m in conn.execute(select(t.goods_movements)):
+        for m in conn.execute(select(schema.goods_movements)):
             summed[(m.material, m.location, m.lot)] += m.qty
     assert stock_rows(engine) == {k: v for k, v in summed.items() if v}
 
@@ -198,7 +198,7 @@ def test_two_receipts_into_a_new_lot_lose_nothing(pg_url, tmp_path):
     overlapped(engine, receive(40), receive(100))
     assert stock_rows(engine)[("INSERT", "LS2", "NEW")] == 140
     with engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(t.lots).where(t.lots.c.lot == "NEW")).scalar_one() == 1
+        assert conn.execute(select(func.count()).select_from(schema.lots).where(schema.lots.c.lot == "NEW")).scalar_one() == 1
     stock_is_its_movements(engine)
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 import gateway.ledger.posting as posting
 from gateway.sources.base import Quality
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.masters import store_masterdata
 from gateway.ledger.operations import list_errors, reprocess_errors
 from gateway.ledger.reports import summary
@@ -59,9 +59,9 @@ def _postings(engine) -> dict[str, list[tuple]]:
     """Per confirmation: its goods movements and activity postings, in a comparable form."""
     out: dict[str, list[tuple]] = {}
     with engine.connect() as conn:
-        for r in conn.execute(select(t.goods_movements).where(t.goods_movements.c.confirmation_id.is_not(None))):
+        for r in conn.execute(select(schema.goods_movements).where(schema.goods_movements.c.confirmation_id.is_not(None))):
             out.setdefault(r.confirmation_id, []).append(("gm", r.kind, r.material, r.location, r.lot, r.qty))
-        for r in conn.execute(select(t.activity_postings)):
+        for r in conn.execute(select(schema.activity_postings)):
             out.setdefault(r.confirmation_id, []).append(("act", r.activity, r.work_center, r.hours, r.cost))
     return {k: sorted(v) for k, v in out.items()}
 
@@ -135,12 +135,12 @@ def test_reversing_a_confirmation_that_was_never_posted_undoes_nothing_and_cance
     _produce(engine, mapping)
     [item] = [e for e in list_errors(engine) if e.order == "1000123"]
     with engine.connect() as conn:
-        stock_before = conn.execute(select(t.stock)).all()
+        stock_before = conn.execute(select(schema.stock)).all()
     result = reverse_confirmation(engine, item.confirmation_id, "counted on the wrong order")
     assert result.movements == 0
     with engine.connect() as conn:
         assert progress_of(conn, "1000123") == {}  # never added, so nothing taken off
-        assert sorted(conn.execute(select(t.stock)).all()) == sorted(stock_before)
-        assert conn.execute(select(t.error_queue.c.status).where(t.error_queue.c.id == item.id)).scalar() \
+        assert sorted(conn.execute(select(schema.stock)).all()) == sorted(stock_before)
+        assert conn.execute(select(schema.error_queue.c.status).where(schema.error_queue.c.id == item.id)).scalar() \
             == "cancelled"
     assert list_errors(engine) == [e for e in list_errors(engine) if e.order != "1000123"]

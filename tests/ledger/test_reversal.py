@@ -8,7 +8,7 @@ from decimal import Decimal as D
 import pytest
 from sqlalchemy import select
 
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.operations import OperationRefused, list_errors, reverse_confirmation
 from gateway.ledger.reports import summary
 from gateway.ledger.orders import carry_of, progress_of
@@ -30,7 +30,7 @@ def post(engine, start, end, order="7000001"):
 
 def snapshot(engine):
     with engine.connect() as conn:
-        stock = {(r.material, r.location, r.lot): r.qty for r in conn.execute(select(t.stock))}
+        stock = {(r.material, r.location, r.lot): r.qty for r in conn.execute(select(schema.stock))}
         progress = progress_of(conn, "7000001").get("0010", (D(0), D(0)))
         carry = carry_of(conn, "7000001")
     return stock, progress, {k: v for k, v in carry.items() if v}
@@ -49,15 +49,15 @@ def test_reversal_restores_everything_exactly_and_is_linked(engine):
     result = reverse_confirmation(engine, c.id, "wrong order on the machine", now=T)
     assert result.reversal_id == f"R-{c.id}" and not result.forced
     assert snapshot(engine) == before
-    assert net(engine, t.activity_postings, "cost", t.activity_postings.c.order_no == "7000001") == \
-        net(engine, t.activity_postings, "cost", t.activity_postings.c.confirmation_id != f"R-{c.id}") - \
-        net(engine, t.activity_postings, "cost", t.activity_postings.c.confirmation_id == c.id)
-    assert net(engine, t.genealogy, "qty", t.genealogy.c.confirmation_id.in_([c.id, f"R-{c.id}"])) == 0
-    assert net(engine, t.deferred_components, "qty", t.deferred_components.c.confirmation_id.in_([c.id, f"R-{c.id}"])) == 0
+    assert net(engine, schema.activity_postings, "cost", schema.activity_postings.c.order_no == "7000001") == \
+        net(engine, schema.activity_postings, "cost", schema.activity_postings.c.confirmation_id != f"R-{c.id}") - \
+        net(engine, schema.activity_postings, "cost", schema.activity_postings.c.confirmation_id == c.id)
+    assert net(engine, schema.genealogy, "qty", schema.genealogy.c.confirmation_id.in_([c.id, f"R-{c.id}"])) == 0
+    assert net(engine, schema.deferred_components, "qty", schema.deferred_components.c.confirmation_id.in_([c.id, f"R-{c.id}"])) == 0
     assert list_errors(engine) == [], "its open errors are cancelled, not left to be reprocessed"
     with engine.connect() as conn:
-        kinds = sorted(r.kind for r in conn.execute(select(t.goods_movements).where(
-            t.goods_movements.c.confirmation_id == f"R-{c.id}")))
+        kinds = sorted(r.kind for r in conn.execute(select(schema.goods_movements).where(
+            schema.goods_movements.c.confirmation_id == f"R-{c.id}")))
     assert kinds == ["102", "262", "262", "262"]  # receipt out; resin from two lots and liners back
 
 
@@ -75,13 +75,13 @@ def test_reversing_twice_is_refused(engine):
 def test_produced_lot_used_elsewhere_needs_force_and_the_force_is_recorded(engine):
     c = post(engine, 0, 6)
     with engine.begin() as conn:  # the produced lot leaves the receipt location
-        conn.execute(t.stock.update().where(t.stock.c.material == "CAP").values(qty=D(2)))
+        conn.execute(schema.stock.update().where(schema.stock.c.material == "CAP").values(qty=D(2)))
     with pytest.raises(OperationRefused, match="only 2 of the 6 PC CAP received in lot 7000001"):
         reverse_confirmation(engine, c.id, "mistake", now=T)
     result = reverse_confirmation(engine, c.id, "mistake", force_reason="counted again, caps were scrapped", now=T)
     assert result.forced
     with engine.connect() as conn:
-        row = conn.execute(select(t.reversals)).one()
+        row = conn.execute(select(schema.reversals)).one()
     assert row.forced and row.force_reason == "counted again, caps were scrapped"
 
 
@@ -94,5 +94,5 @@ def test_after_a_reversal_the_next_confirmation_plans_from_the_right_base(engine
     confirmed = D(6)  # 8 − 2 reversed
     resin = summary(engine).issued[("RESIN", "KG")]
     assert resin == (confirmed * D("0.1") / 3).quantize(D("0.001"))
-    setup = net(engine, t.activity_postings, "hours", t.activity_postings.c.activity == "setup")
+    setup = net(engine, schema.activity_postings, "hours", schema.activity_postings.c.activity == "setup")
     assert setup == D("0.5")

@@ -10,7 +10,7 @@ from decimal import Decimal as D
 import pytest
 from sqlalchemy import select, text, update
 
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.migrate import upgrade
 from gateway.ledger.reports import summary
 from gateway.ledger.schema import SCHEMA_VERSION, LedgerVersionError, open_engine
@@ -23,13 +23,13 @@ def _ledger_of_version_1(url: str):
     """A ledger as the gateway wrote it before version numbers: no schema_version, no counted_units."""
     engine = open_engine(url)
     with engine.begin() as conn:
-        conn.execute(t.counter_states.insert(), [{"machine": "M1", "counter": "good", "epoch": 0, "raw": 30,
+        conn.execute(schema.counter_states.insert(), [{"machine": "M1", "counter": "good", "epoch": 0, "raw": 30,
                                                   "source_time": T0, "updated_at": T0}])
-        conn.execute(t.pending_units.insert(), [{
+        conn.execute(schema.pending_units.insert(), [{
             "machine": "M1", "order_no": "1000123", "operation": "0010", "yield_qty": D(5), "scrap_qty": D(0),
             "start_pos": "good=0:20", "end_pos": "good=0:25", "first_source_time": T0, "last_source_time": T0,
             "opened_at": T0}])
-        conn.execute(t.confirmations.insert(), [{
+        conn.execute(schema.confirmations.insert(), [{
             "id": "C-1", "machine": "M1", "order_no": "1000123", "operation": "0010", "yield_qty": D(20),
             "scrap_qty": D(0), "uom": "PC", "start_pos": "good=0:0", "end_pos": "good=0:20",
             "first_source_time": T0, "last_source_time": T0, "trigger": "every_units", "posted_at": T0}])
@@ -55,7 +55,7 @@ def _ledger_of_version_1(url: str):
 def test_a_fresh_ledger_is_stamped_with_the_current_version(ledger_url):
     engine = open_engine(ledger_url)
     with engine.connect() as conn:
-        assert conn.execute(select(t.schema_version.c.version)).scalar() == SCHEMA_VERSION
+        assert conn.execute(select(schema.schema_version.c.version)).scalar() == SCHEMA_VERSION
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == f"{SCHEMA_VERSION:04d}"
     open_engine(ledger_url)  # and opens again
 
@@ -78,15 +78,15 @@ def test_an_older_ledger_is_refused_naming_both_versions_and_the_command_then_up
 
     found = inspect(engine)
     tables = set(found.get_table_names()) - {"alembic_version"}
-    assert tables == set(t.metadata.tables)
+    assert tables == set(schema.metadata.tables)
     for name in tables:
-        assert {c["name"] for c in found.get_columns(name)} == set(t.metadata.tables[name].columns.keys()), name
+        assert {c["name"] for c in found.get_columns(name)} == set(schema.metadata.tables[name].columns.keys()), name
 
 
 def test_a_newer_ledger_is_refused(ledger_url):
     engine = open_engine(ledger_url)
     with engine.begin() as conn:
-        conn.execute(update(t.schema_version).values(version=SCHEMA_VERSION + 1))
+        conn.execute(update(schema.schema_version).values(version=SCHEMA_VERSION + 1))
     with pytest.raises(LedgerVersionError) as refused:
         open_engine(ledger_url)
     message = str(refused.value)

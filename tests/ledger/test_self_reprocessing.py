@@ -14,7 +14,7 @@ from decimal import Decimal as D
 import pytest
 from sqlalchemy import select
 
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.inventory import record_count
 from gateway.ledger.operations import list_errors, receive_stock, reprocess_errors, reverse_confirmation, trace
 from tests.support import ledger_with_masterdata, masterdata_fixture, post_units
@@ -36,7 +36,7 @@ def errors(engine, *, all_=False):
 
 def stock(engine, material):
     with engine.connect() as conn:
-        return {r.lot: r.qty for r in conn.execute(select(t.stock).where(t.stock.c.material == material)) if r.qty}
+        return {r.lot: r.qty for r in conn.execute(select(schema.stock).where(schema.stock.c.material == material)) if r.qty}
 
 
 def test_a_receipt_clears_the_oldest_errors_first_fefo_and_expiry_respected(engine):
@@ -53,7 +53,7 @@ def test_a_receipt_clears_the_oldest_errors_first_fefo_and_expiry_respected(engi
     receive_stock(engine, "BODY", D(1), "LS1", lot="B-LATE", expires_on=date(2027, 12, 31), now=T)
     receive_stock(engine, "BODY", D(4), "LS1", lot="B-SOON", expires_on=date(2026, 9, 30), now=T)
     with engine.connect() as conn:
-        soon = conn.execute(select(t.goods_movements.c.id).where(t.goods_movements.c.lot == "B-SOON")).scalar()
+        soon = conn.execute(select(schema.goods_movements.c.id).where(schema.goods_movements.c.lot == "B-SOON")).scalar()
     # B-LATE's receipt cleared half of the oldest item; B-SOON's the rest of it, then 3 of the next.
     assert errors(engine, all_=True)[("5000001", "BODY")] == (D(0), "resolved", f"movement:{soon}")
     assert errors(engine)[("5000002", "BODY")] == (D(1), "open", f"movement:{soon}")
@@ -83,7 +83,7 @@ def test_a_count_gain_and_a_reversal_clear_errors_and_are_named(engine):
     assert {(e.material, e.status) for e in first} == {("GASKET", "open")}
     # Reversing order 5000001's confirmation gives its 4 seals back: they go to 5000002 at once.
     with engine.connect() as conn:
-        c1 = conn.execute(select(t.confirmations.c.id).where(t.confirmations.c.order_no == "5000001")).scalar()
+        c1 = conn.execute(select(schema.confirmations.c.id).where(schema.confirmations.c.order_no == "5000001")).scalar()
     reverse_confirmation(engine, c1, "counted twice", force_reason="test", now=T)
     assert errors(engine, all_=True)[("5000002", "SEAL")] == (D(0), "resolved", f"R-{c1}")
     assert stock(engine, "SEAL") == {}

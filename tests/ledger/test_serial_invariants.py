@@ -30,7 +30,7 @@ from sqlalchemy import select
 
 from gateway.domain.confirming import accumulate, confirm
 from gateway.domain.records import Increment, Position
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.adjustments import consumption
 from gateway.ledger.inventory import record_count
 from gateway.ledger.masters import MasterCache, store_masterdata
@@ -155,10 +155,10 @@ def test_serial_invariants_hold_for_any_sequence(tmp_path_factory, motors, per_u
             except (SerialConflict, OperationRefused):
                 pass
 
-    stock = rows(engine, t.stock)
-    movements = rows(engine, t.goods_movements)
-    genealogy = rows(engine, t.genealogy)
-    open_errors = [e for e in rows(engine, t.error_queue) if e.status == "open"]
+    stock = rows(engine, schema.stock)
+    movements = rows(engine, schema.goods_movements)
+    genealogy = rows(engine, schema.genealogy)
+    open_errors = [e for e in rows(engine, schema.error_queue) if e.status == "open"]
 
     # 1. each serial in at most one place
     per_serial = defaultdict(D)
@@ -212,7 +212,7 @@ def test_serial_invariants_hold_for_any_sequence(tmp_path_factory, motors, per_u
 
 def _is_posted(engine, confirmation_id: str) -> bool:
     """Posted with its postings (not kept whole in the error queue)."""
-    eq = t.error_queue.c
+    eq = schema.error_queue.c
     with engine.connect() as conn:
         return conn.execute(select(eq.id).where(eq.confirmation_id == confirmation_id, eq.material == "",
                                                 eq.status == "open")).first() is None

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from gateway.domain.confirming import accumulate, confirm
 from gateway.domain.records import Increment, Position
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.masters import MasterCache, store_masterdata
 from gateway.ledger.operations import (
     OperationRefused,
@@ -79,7 +79,7 @@ class Line:
 
 def stock(engine, material: str) -> dict[tuple[str, str], D]:
     with engine.connect() as conn:
-        return {(r.location, r.lot): r.qty for r in conn.execute(select(t.stock).where(t.stock.c.material == material))
+        return {(r.location, r.lot): r.qty for r in conn.execute(select(schema.stock).where(schema.stock.c.material == material))
                 if r.qty}
 
 

@@ -20,7 +20,7 @@ from gateway.domain.records import (
     ProductionOrder,
     WorkCenter,
 )
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.masters import store_masterdata
 from gateway.ledger.reports import summary
 from gateway.ledger.resume import resume_state
@@ -88,9 +88,9 @@ def test_a_replayed_confirmation_posts_nothing_twice(ledger_url):
         with engine.begin() as conn:
             apply(conn, ChangeSet(confirmations=[c]), MasterCache())
     with engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(t.confirmations)).scalar() == 1
-        assert conn.execute(select(func.count()).select_from(t.goods_movements)
-                            .where(t.goods_movements.c.kind == "261")).scalar() == 1
+        assert conn.execute(select(func.count()).select_from(schema.confirmations)).scalar() == 1
+        assert conn.execute(select(func.count()).select_from(schema.goods_movements)
+                            .where(schema.goods_movements.c.kind == "261")).scalar() == 1
 
 
 def test_failed_transaction_leaves_nothing_half_written(ledger_url):
@@ -117,7 +117,7 @@ def test_short_stock_goes_to_the_error_queue_and_the_confirmation_stands(ledger_
     assert s.issued[("COIL", "KG")] == D("10")
     assert s.open_errors == 1
     with engine.connect() as conn:
-        err = conn.execute(select(t.error_queue)).one()
+        err = conn.execute(select(schema.error_queue)).one()
     assert err.missing_qty == D("15.5") and err.reason.endswith(
         "receive stock (`gateway stock receive`): the receipt issues it")
 
@@ -204,7 +204,7 @@ def test_a_change_that_cannot_be_stored_holds_its_machine_and_the_units_stay_acc
     assert writer.health.dead_letters == 1 and writer.health.held_machines == ["M2"]
     assert resume_state(engine).counter_states[("M2", "good")].position == Position(0, 5)  # held
     with engine.connect() as conn:
-        [row] = conn.execute(select(t.dead_letters)).all()
+        [row] = conn.execute(select(schema.dead_letters)).all()
     assert "counter M2/good at 0:25" in row.content and "naive" in row.error
     assert "units counted on M2: 20" in row.content
 
@@ -213,8 +213,8 @@ def test_the_writer_survives_a_dead_letter_it_cannot_write_and_stop_tells_the_tr
     """The dead-letter insert fails too (its table is gone): the writer goes on, M1 commits."""
     engine = _engine(sqlite_url)
     with engine.begin() as conn:
-        conn.execute(t.dead_letters.delete())
-    t.dead_letters.drop(engine)
+        conn.execute(schema.dead_letters.delete())
+    schema.dead_letters.drop(engine)
     writer = LedgerWriter(engine, retry_min_s=0.01, retry_max_s=0.05)
     bad = CounterState("M2", "good", Position(0, 5), datetime(2026, 1, 1))
     writer.submit(ChangeSet(counter_states=[bad]))
@@ -292,4 +292,4 @@ def test_a_change_set_written_twice_counts_its_units_once(ledger_url):
         with engine.begin() as conn:
             apply(conn, ChangeSet(counted={"M1": D(20)}), MasterCache())
     with engine.connect() as conn:
-        assert conn.execute(select(t.counted_units.c.units).where(t.counted_units.c.machine == "M1")).scalar() == 20
+        assert conn.execute(select(schema.counted_units.c.units).where(schema.counted_units.c.machine == "M1")).scalar() == 20

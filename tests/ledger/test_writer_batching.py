@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from gateway.domain.confirming import accumulate, confirm
 from gateway.domain.records import Increment, Position
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.masters import MasterCache
 from gateway.ledger.posting import apply
 from gateway.ledger.changes import ChangeSet
@@ -19,15 +19,15 @@ from tests.support import ledger_with_masterdata
 
 # What a posting leaves, without ids and clocks (the batched ledger gets other row ids).
 TABLES = {
-    t.goods_movements: ("confirmation_id", "kind", "material", "location", "lot", "qty", "uom", "bom_item"),
-    t.stock: ("material", "location", "lot", "qty"),
-    t.lots: ("material", "lot", "produced_by_order"),
-    t.activity_postings: ("confirmation_id", "operation", "work_center", "activity", "hours", "cost"),
-    t.genealogy: ("confirmation_id", "component", "component_lot", "qty", "product", "product_lot"),
-    t.error_queue: ("confirmation_id", "bom_item", "material", "location", "missing_qty", "reason", "status"),
-    t.order_progress: ("order_no", "operation", "yield_qty", "scrap_qty"),
-    t.order_carry: ("order_no", "key", "planned"),
-    t.confirmations: ("id", "yield_qty", "scrap_qty", "start_pos", "end_pos"),
+    schema.goods_movements: ("confirmation_id", "kind", "material", "location", "lot", "qty", "uom", "bom_item"),
+    schema.stock: ("material", "location", "lot", "qty"),
+    schema.lots: ("material", "lot", "produced_by_order"),
+    schema.activity_postings: ("confirmation_id", "operation", "work_center", "activity", "hours", "cost"),
+    schema.genealogy: ("confirmation_id", "component", "component_lot", "qty", "product", "product_lot"),
+    schema.error_queue: ("confirmation_id", "bom_item", "material", "location", "missing_qty", "reason", "status"),
+    schema.order_progress: ("order_no", "operation", "yield_qty", "scrap_qty"),
+    schema.order_carry: ("order_no", "key", "planned"),
+    schema.confirmations: ("id", "yield_qty", "scrap_qty", "start_pos", "end_pos"),
 }
 
 

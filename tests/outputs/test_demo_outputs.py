@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from gateway.demo import DEMO_AREA, DEMO_SITE
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.schema import open_engine
 from tests.integration.lines import ROOT
 from tests.outputs.standin import Standin
@@ -50,7 +50,7 @@ async def test_demo_delivers_every_confirmation_to_the_webhook_and_the_broker(tm
         standin.close()
     engine = open_engine(db)
     with engine.connect() as conn:
-        confirmed = list(conn.execute(select(t.confirmations.c.id)).scalars())
+        confirmed = list(conn.execute(select(schema.confirmations.c.id)).scalars())
     engine.dispose()
     assert demo.returncode == 0, out
     assert len(confirmed) >= 8, out  # every 5 s per machine, and the last ones at shutdown

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from gateway.ledger import outbox
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.mapping.model import Output
 from gateway.outputs import registry
 from gateway.outputs.odoo import external_id
@@ -49,7 +49,7 @@ def confirm(engine, n: int) -> list[str]:
 
 def rows(engine, target: str) -> dict[str, tuple[str, str]]:
     with engine.connect() as conn:
-        found = conn.execute(select(t.outbox).where(t.outbox.c.target == target))
+        found = conn.execute(select(schema.outbox).where(schema.outbox.c.target == target))
         return {r.key: (r.status, r.last_error) for r in found}
 
 
@@ -122,7 +122,7 @@ async def test_a_wizard_parks_the_row_with_odoos_words_and_a_retry_finishes_it(e
             "answered with the wizard mrp.consumption.warning (Consumption Warning)"))
         assert odoo.done == {}
         with engine.connect() as conn:
-            row_id = conn.execute(select(t.outbox.c.id).where(t.outbox.c.key == key)).scalar()
+            row_id = conn.execute(select(schema.outbox.c.id).where(schema.outbox.c.key == key)).scalar()
         outbox.act(engine, "retry", [row_id])
         w = worker(engine, "odoo", {"url": odoo.url, "database": "plant", "user": "gateway", "secret": "odoo-pw"},
                    monkeypatch)
