@@ -53,7 +53,7 @@ def _kill_on_next_claim(line: FaultLine, offset: int, timeout: float = 60) -> tu
 
 
 def test_every_posting_the_log_claims_before_a_kill_9_is_in_the_ledger(ledger_url, tmp_path, soak):
-    rounds = 40 if soak else 12
+    rounds = 40 if soak else 8
     claimed: list[dict] = []
     with FaultLine(ledger_url, tmp_path, scenario="kill -9 after a claimed posting", assy_every=5,
                    assy_seconds=0.5) as line:

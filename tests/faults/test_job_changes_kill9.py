@@ -84,7 +84,7 @@ class JobLine(FaultLine):
 
 def test_job_changes_while_the_gateway_is_killed(ledger_url, tmp_path, seed, soak):
     rng = random.Random(seed)
-    rounds = 24 if soak else 8
+    rounds = 24 if soak else 6  # each of the three kinds of round twice
     unobservable = 0
     changes_down = changes_up = changes_in_window = 0
     with JobLine(ledger_url, tmp_path, scenario="job changes during kill -9") as line:

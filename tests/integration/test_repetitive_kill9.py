@@ -32,7 +32,7 @@ from tests.integration.test_repetitive import MACHINES, NOV, OCT, chained
 from tests.support import free_port
 
 BOUNDARY = datetime(2026, 10, 31, 23, tzinfo=UTC)  # 1 November 00:00 in Berlin
-KILLS = 4
+KILLS = 3
 STARTUP_S = 20.0  # a gateway process is running within this (a loaded machine takes seconds to import)
 
 MAPPING = """
