@@ -37,7 +37,8 @@ both side by side with the API's own response times. Without it the gateway serv
 
 ``--outputs`` runs each configuration twice in one invocation: first without outputs, then
 with two (``outputs:`` in the mapping): a webhook to the test stand-in receiver
-(tests/outputs/standin.py, in this process, deduping by Idempotency-Key) and MQTT to the
+(tests/outputs/standin.py, in this process, taking the batch body — ``WEBHOOK_BATCH``
+deliveries per request at most — and deduping each delivery by its key) and MQTT to the
 Mosquitto broker at 127.0.0.1:1883 (a topic root of this run; a subscriber here counts the
 confirmation messages by key). ``--confirm-every N`` confirms every N units (default 50 per
 unit of a cycle), which sets the confirmation rate: machines × rate / N per second. It prints
@@ -226,7 +227,8 @@ def mapping_yaml(plan: Plan, only: list[str] | None = None) -> str:
                              f"order: {{register: {lay['OrderNumber'].register}, type: string, length: 10}}}}")
     if plan.outputs:
         lines += ["outputs:",
-                  f"  hook: {{webhook: {{url: '{plan.webhook_url}', timeout_s: 10}}, retry_min_s: 0.2, retry_max_s: 5}}",
+                  f"  hook: {{webhook: {{url: '{plan.webhook_url}', timeout_s: 10, batch: {WEBHOOK_BATCH}}}, retry_min_s: 0.2, "
+                  f"retry_max_s: 5}}",
                   f"  uns: {{mqtt: {{url: '{BROKER}', site: {plan.mqtt_site}, area: bench, "
                   f"client_id: {plan.mqtt_site}}}, retry_min_s: 0.2, retry_max_s: 5}}"]
     return "\n".join(lines) + "\n"
@@ -494,6 +496,7 @@ class HttpLoad:
 # --- outputs (--outputs) -----------------------------------------------------------------
 
 BROKER = "mqtt://127.0.0.1:1883"
+WEBHOOK_BATCH = 500  # deliveries per webhook request (the stand-in takes the batch body)
 
 
 class MqttCounter:

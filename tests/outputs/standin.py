@@ -21,7 +21,7 @@ import hmac
 import json
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
 
@@ -40,7 +40,7 @@ class Standin:
         self.order: list[str] = []  # keys in the order their effect was taken
         self.bodies: dict[str, dict] = {}
         self.requests: list[int] = []  # deliveries per POST received, in arrival order
-        self.batch_keys: list[str] = []  # Idempotency-Key of each batch POST
+        self.batches: deque[tuple[str, dict]] = deque(maxlen=100)  # (Idempotency-Key, body) of the last batch POSTs
         self.results = True
         self.bad_signatures = 0
         self.lock = threading.Lock()
@@ -103,7 +103,7 @@ class Standin:
                 items = parsed["deliveries"]
                 with standin.lock:
                     standin.requests.append(len(items))
-                    standin.batch_keys.append(batch_key)
+                    standin.batches.append((batch_key, parsed))
                     for item in items:
                         standin.posts[item["key"]] += 1
                 if standin.mode == "error":
@@ -153,7 +153,10 @@ class Standin:
                 except OSError:
                     pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 128  # a worker's parallel lookups must not overflow the listen backlog
+
+        self._server = Server(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
