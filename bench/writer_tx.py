@@ -1,10 +1,12 @@
 """The ledger writer alone: the time of one transaction of N confirmations with their
 postings (the bench master data of ``bench/e2e.py``, SQLite with synchronous=FULL).
 
-Usage: python bench/writer_tx.py [--confirmations 100] [--transactions 10] [--profile] [--db URL]
+Usage: python bench/writer_tx.py [--confirmations 100] [--transactions 10] [--outputs N] [--profile] [--db URL]
 
 It shows what one confirmation costs the writer thread, the figure behind the latency
-tail when many machines confirm at once; ``--profile`` prints a pyinstrument profile
+tail when many machines confirm at once, in wall time and in CPU time (the CPU time is
+the steadier figure on a busy machine); ``--outputs N`` routes every machine to N outputs,
+so each confirmation also writes N outbox rows; ``--profile`` prints a pyinstrument profile
 (the ``bench`` extra). It writes only a temporary SQLite file, which it removes, or
 with ``--db`` the ledger at URL, which must be empty (e.g. a fresh PostgreSQL schema:
 ``postgresql+psycopg://host/db?options=-csearch_path%3Dmy_schema``).
@@ -51,6 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--confirmations", type=int, default=100)
     parser.add_argument("--transactions", type=int, default=10)
+    parser.add_argument("--outputs", type=int, default=0, help="outputs routed to every machine (outbox rows)")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--db", help="an empty ledger database (default: a temporary SQLite file)")
     args = parser.parse_args()
@@ -63,6 +66,9 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "gateway.cli", "masterdata", "load", str(folder / "masterdata.yaml"),
                         "--db", url], check=True, cwd=ROOT, capture_output=True)
         engine = open_engine(url, create=False)
+        if args.outputs:
+            from gateway.ledger.outbox import set_routes
+            set_routes(engine, {f"out-{k}": None for k in range(args.outputs)})
         masters = MasterCache(ttl_s=1e9)
         now = datetime.now(UTC)
         for k in range(1, 3):  # warm-up: caches, first setup activity, first lots
@@ -73,17 +79,19 @@ def main() -> None:
             from pyinstrument import Profiler
             profiler = Profiler(interval=0.0005)
             profiler.start()
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         for k in range(3, 3 + args.transactions):
             with engine.begin() as conn:
                 apply(conn, commit_of(k, args.confirmations, now), masters)
         took = (time.perf_counter() - began) / args.transactions
+        cpu = (time.process_time() - cpu) / args.transactions
         if profiler is not None:
             profiler.stop()
             print(profiler.output_text(unicode=True, color=False))
         engine.dispose()
-        print(f"{args.confirmations} confirmations per transaction: {1000 * took:.1f} ms per transaction, "
-              f"{1e6 * took / args.confirmations:.0f} µs per confirmation")
+        print(f"{args.confirmations} confirmations per transaction, {args.outputs} outputs: {1000 * took:.1f} ms per "
+              f"transaction, {1e6 * took / args.confirmations:.0f} µs per confirmation "
+              f"(CPU {1e6 * cpu / args.confirmations:.0f} µs)")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

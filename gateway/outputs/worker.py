@@ -132,8 +132,8 @@ class DeliveryWorker:
         due = [row for chain in chains for row in chain]
         # One transaction: the last round's outcomes, and this round's rows in flight — a kill before
         # the next round's transaction leaves these to be asked about first.
-        in_flight = [Mark(r.id, "unknown", r.attempts, r.next_at, r.last_error) for r in due if r.status == "pending"]
-        await asyncio.to_thread(outbox.mark, self.engine, list(known.values()) + in_flight)
+        in_flight = [r.id for r in due if r.status == "pending"]
+        await asyncio.to_thread(outbox.mark, self.engine, list(known.values()), in_flight=in_flight)
         self._outcomes = []
         if not chains:
             return 0, 0, 0

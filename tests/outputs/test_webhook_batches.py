@@ -19,8 +19,7 @@ from gateway.mapping.model import Output
 from gateway.outputs import delivery_schema
 from gateway.outputs.webhook import WebhookTarget
 from gateway.outputs.worker import DeliveryWorker, WorkerOptions, overlaid
-from tests.outputs.test_webhook_delivery import (SECRET, T, all_delivered, confirm, engine, rows,  # noqa: F401
-                                                 run_until, standin)
+from tests.outputs.test_webhook_delivery import SECRET, T, all_delivered, confirm, rows, run_until
 
 
 def batch_worker(engine, standin, *, batch: int = 50, timeout_s: float = 2) -> DeliveryWorker:

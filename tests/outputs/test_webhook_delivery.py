@@ -7,7 +7,6 @@ import asyncio
 import json
 from datetime import UTC, datetime
 
-import pytest
 from sqlalchemy import select
 
 from gateway.ledger import outbox
@@ -16,8 +15,7 @@ from gateway.ledger.operations import reverse_confirmation
 from gateway.mapping.model import Output
 from gateway.outputs.webhook import WebhookTarget
 from gateway.outputs.worker import DeliveryWorker, WorkerOptions
-from tests.outputs.standin import Standin
-from tests.support import free_port, ledger_with_masterdata, post_units
+from tests.support import post_units
 
 MASTERDATA = """
 materials:
@@ -41,21 +39,6 @@ orders:
 
 T = datetime(2026, 6, 1, 12, tzinfo=UTC)
 SECRET = "s3cret"
-
-
-@pytest.fixture
-def engine(ledger_url, tmp_path):
-    e = ledger_with_masterdata(ledger_url, MASTERDATA, tmp_path)
-    outbox.set_routes(e, {"hook": None})
-    yield e
-    e.dispose()
-
-
-@pytest.fixture
-def standin():
-    s = Standin(free_port(), secret=SECRET)
-    yield s
-    s.close()
 
 
 def worker(engine, standin, monkeypatch, **out) -> DeliveryWorker:
