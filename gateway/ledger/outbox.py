@@ -202,37 +202,40 @@ class Mark:
 
 
 def mark(engine: Engine, marks: list[Mark], now: datetime | None = None, *, in_flight: Iterable[int] = ()) -> None:
+    """``mark_on`` in a transaction of its own (a worker without the gateway's ledger writer: tests,
+    ``gateway demo``). In ``gateway run`` the marks go through the writer (``gateway.outputs.marks``)."""
+    flying = list(in_flight)
+    if marks or flying:
+        with engine.begin() as conn:
+            mark_on(conn, marks, flying, now or t.utcnow())
+
+
+def mark_on(conn: Connection, marks: list[Mark], in_flight: Iterable[int], now: datetime) -> None:
     """Write the attempts' outcomes, and mark ``in_flight`` rows (pending ones about to be sent)
-    unknown, in one transaction. Delivered is a fact and always written; any other outcome only
-    onto a row still open (a person may have parked or skipped it meanwhile).
+    unknown, inside the caller's transaction. Delivered is a fact and always written; any other
+    outcome only onto a row still open (a person may have parked or skipped it meanwhile).
 
     UPDATEs by primary key and nothing else, delivered rows and rows in flight by lists of ids (no
-    per-row parameters to bind): on SQLite the write lock is held for a few milliseconds for a round
-    of a thousand rows."""
-    flying = sorted(in_flight)
-    if not marks and not flying:
-        return
-    now = now or t.utcnow()
+    per-row parameters to bind): a round of a thousand rows is a few milliseconds of the transaction."""
     delivered: dict[int, list[int]] = {}  # attempts → ids
     for m in marks:
         if m.status == "delivered":
             delivered.setdefault(m.attempts, []).append(m.id)
     other = [{"b_id": m.id, "b_status": m.status, "b_attempts": m.attempts, "b_next": m.next_at, "b_err": m.error[:2000],
               "b_now": now} for m in marks if m.status != "delivered"]
-    with engine.begin() as conn:
-        for attempts, ids in sorted(delivered.items()):
-            for chunk in _chunks(ids):
-                conn.execute(update(t.outbox).where(_O.id.in_(chunk)).values(
-                    status="delivered", attempts=attempts, delivered_at=now, updated_at=now, last_error=""))
-        if other:
-            # (no IN (…) with executemany: PostgreSQL's driver cannot expand it per row)
-            conn.execute(update(t.outbox).where(and_(_O.id == bindparam("b_id"),
-                                                     or_(_O.status == "pending", _O.status == "unknown"))).values(
-                status=bindparam("b_status"), attempts=bindparam("b_attempts"), next_at=bindparam("b_next"),
-                updated_at=bindparam("b_now"), last_error=bindparam("b_err")), other)
-        for chunk in _chunks(flying):
-            conn.execute(update(t.outbox).where(_O.id.in_(chunk), _O.status == "pending").values(
-                status="unknown", updated_at=now))
+    for attempts, ids in sorted(delivered.items()):
+        for chunk in _chunks(ids):
+            conn.execute(update(t.outbox).where(_O.id.in_(chunk)).values(
+                status="delivered", attempts=attempts, delivered_at=now, updated_at=now, last_error=""))
+    if other:
+        # (no IN (…) with executemany: PostgreSQL's driver cannot expand it per row)
+        conn.execute(update(t.outbox).where(and_(_O.id == bindparam("b_id"),
+                                                 or_(_O.status == "pending", _O.status == "unknown"))).values(
+            status=bindparam("b_status"), attempts=bindparam("b_attempts"), next_at=bindparam("b_next"),
+            updated_at=bindparam("b_now"), last_error=bindparam("b_err")), other)
+    for chunk in _chunks(sorted(in_flight)):
+        conn.execute(update(t.outbox).where(_O.id.in_(chunk), _O.status == "pending").values(
+            status="unknown", updated_at=now))
 
 
 def _chunks(ids: list[int], size: int = 500) -> Iterable[list[int]]:

@@ -87,6 +87,8 @@ def apply(conn: Connection, batch: Commit, masters: MasterCache) -> int:
             conn.execute(update(t.machine_states).where(t.machine_states.c.machine == m).values(
                 updated_at=now, **_job_reset_row(pending)))
     set_counted(conn, batch.counted, now)
+    if batch.outbox_marks or batch.outbox_in_flight:
+        outbox.mark_on(conn, batch.outbox_marks, batch.outbox_in_flight, now)
     return posted
 
 

@@ -66,6 +66,7 @@ from gateway.ledger import schema as t
 from gateway.ledger.claims import transaction
 from gateway.ledger.failures import cause, lost_to_transient, root_error, short_error
 from gateway.ledger.masters import MasterCache
+from gateway.ledger.outbox import Mark
 from gateway.ledger.posting import apply
 
 log = structlog.get_logger("gateway.ledger")
@@ -104,6 +105,11 @@ class Commit:
     oldest_source: datetime | None = None
     newest_source: datetime | None = None
     source_times: list[datetime] | None = None  # every change's source time; only with --stats
+    # The delivery workers' outbox marks (``gateway.ledger.outbox.mark_on``): their last round's
+    # outcomes and the rows they are about to send. Written by this one writer, so no second
+    # connection competes for SQLite's write lock; a worker submits them as a Commit of their own.
+    outbox_marks: list[Mark] = field(default_factory=list)
+    outbox_in_flight: list[int] = field(default_factory=list)
 
     def can_merge(self, later: Commit) -> bool:
         """False when a machine's changes were made under two leases (lost and taken again)."""
@@ -126,7 +132,7 @@ class Commit:
             counted={k: v for k, v in self.counted.items() if k not in machines},
             fences={k: v for k, v in self.fences.items() if k not in machines},
             readings=self.readings, oldest_source=self.oldest_source, newest_source=self.newest_source,
-            source_times=self.source_times,
+            source_times=self.source_times, outbox_marks=self.outbox_marks, outbox_in_flight=self.outbox_in_flight,
         )
 
     def merge(self, later: Commit) -> None:
@@ -147,10 +153,12 @@ class Commit:
         self.anomalies.extend(later.anomalies)
         self.counted.update(later.counted)
         self.fences.update(later.fences)
+        self.outbox_marks.extend(later.outbox_marks)
+        self.outbox_in_flight.extend(later.outbox_in_flight)
 
     def __bool__(self) -> bool:
         return bool(self.counter_states or self.pendings or self.machine_orders or self.confirmations or self.anomalies
-                    or self.counted or self.job_resets)
+                    or self.counted or self.job_resets or self.outbox_marks or self.outbox_in_flight)
 
 
 @dataclass(frozen=True)
@@ -466,4 +474,6 @@ def describe(commit: Commit) -> str:
     parts += [f"machine {m} order={o!r}" for m, o in commit.machine_orders.items()]
     parts += [f"anomaly {a.machine}/{a.counter} {a.kind.value}: {a.detail}" for a, _ in commit.anomalies]
     parts += [f"units counted on {m}: {units}" for m, units in commit.counted.items()]
+    if commit.outbox_marks or commit.outbox_in_flight:
+        parts.append(f"outbox: {len(commit.outbox_marks)} outcomes, {len(commit.outbox_in_flight)} in flight")
     return "\n".join(parts)

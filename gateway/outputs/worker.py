@@ -13,14 +13,17 @@ that fails holds its order's later ones back (``held``: nothing happened to them
 one delivery per call (the ERPs) gets each order's rows one after the other, stopping at the
 first that is not delivered.
 
-One write transaction per round: the outcomes of the previous round (delivered, failed,
-parked; kept in memory meanwhile and laid over what the round reads) and the in-flight marks of
-this round's rows (``unknown`` before the first call) are written together, before anything is
-sent — so on SQLite the worker takes the write lock once per round for a few milliseconds of
-UPDATEs by primary key, never across a network call. A stop writes the last outcomes; a gateway
-killed mid-round leaves what was in flight (and the outcomes not yet written) unknown, so the
-next start asks the target before sending it again (the target's dedupe by key covers what it
-cannot tell).
+One write per round: the outcomes of the previous round (delivered, failed, parked; kept in
+memory meanwhile and laid over what the round reads) and the in-flight marks of this round's
+rows (``unknown`` before the first call) are written together, and the round sends nothing
+before they are committed. In ``gateway run`` they go into the ledger writer's next transaction
+(``ThroughWriter``): the one writer group-commits them with the postings, so no second
+connection waits for SQLite's write lock (a writer that commits back to back leaves it almost no
+gap) and none holds it across a network call. Without a writer (tests, ``gateway demo``) a
+round writes them in a short transaction of its own (``OwnTransaction``). A stop writes the
+last outcomes; a gateway killed mid-round leaves what was in flight (and the outcomes not yet
+written) unknown, so the next start asks the target before sending it again (the target's
+dedupe by key covers what it cannot tell).
 
 At-least-once with the key: a row is marked delivered only after the target said so. An
 UNKNOWN outcome (sent, no answer) is never sent again blindly: the next attempt first asks
@@ -46,6 +49,7 @@ import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 from sqlalchemy import Engine
@@ -58,7 +62,42 @@ from gateway.mapping.model import Mapping, Output
 from gateway.outputs.base import Delivery, Outcome, Target, Verdict, batches, target_message
 from gateway.outputs import registry
 
+if TYPE_CHECKING:
+    from gateway.ledger.writer import LedgerWriter
+
 log = structlog.get_logger("gateway.outputs")
+
+
+class Marks(Protocol):
+    """Where a round's marks are written; ``write`` returns once they are committed."""
+
+    async def write(self, marks: list[Mark], in_flight: list[int]) -> None: ...
+
+
+class OwnTransaction:
+    """The marks in a short transaction of the worker's own (no ledger writer: tests, ``gateway demo``)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def write(self, marks: list[Mark], in_flight: list[int]) -> None:
+        await asyncio.to_thread(outbox.mark, self.engine, marks, in_flight=in_flight)
+
+
+class ThroughWriter:
+    """The marks in the ledger writer's next transaction (``Commit.outbox_marks``); waits for its commit."""
+
+    def __init__(self, writer: LedgerWriter) -> None:
+        self.writer = writer
+
+    async def write(self, marks: list[Mark], in_flight: list[int]) -> None:
+        if not marks and not in_flight:
+            return
+        if not self.writer.alive:
+            raise RuntimeError("the ledger writer has stopped; the outbox marks wait for the next start")
+        from gateway.ledger.writer import Commit
+        self.writer.submit(Commit(outbox_marks=marks, outbox_in_flight=in_flight))
+        await asyncio.wrap_future(self.writer.barrier())
 
 
 @dataclass
@@ -71,8 +110,10 @@ class WorkerOptions:
 
 class DeliveryWorker:
     def __init__(self, engine: Engine, target: Target, out: Output, *,
-                 owned: Callable[[], set[str] | None] = lambda: None, options: WorkerOptions | None = None) -> None:
+                 owned: Callable[[], set[str] | None] = lambda: None, options: WorkerOptions | None = None,
+                 marks: Marks | None = None) -> None:
         self.engine = engine
+        self.marks = marks or OwnTransaction(engine)
         self.target = target
         self.batch_size = batches(target)
         self.max_attempts = out.max_attempts
@@ -111,7 +152,7 @@ class DeliveryWorker:
         outcomes, self._outcomes = self._outcomes, []
         if outcomes:
             try:
-                await asyncio.to_thread(outbox.mark, self.engine, outcomes)
+                await self.marks.write(outcomes, [])
             except Exception as exc:  # noqa: BLE001 — those rows stay unknown: the next start asks the target
                 log.warning("outbox_outcomes_not_written", output=self.target.name, rows=len(outcomes),
                             error=target_message(repr(exc), 300))
@@ -130,10 +171,9 @@ class DeliveryWorker:
                                        self.options.batch + len(known), machines=self.owned())
         chains = limited(due_chains(overlaid(rows, known), t.utcnow()), self.options.batch)
         due = [row for chain in chains for row in chain]
-        # One transaction: the last round's outcomes, and this round's rows in flight — a kill before
-        # the next round's transaction leaves these to be asked about first.
-        in_flight = [r.id for r in due if r.status == "pending"]
-        await asyncio.to_thread(outbox.mark, self.engine, list(known.values()), in_flight=in_flight)
+        # One write: the last round's outcomes, and this round's rows in flight — a kill before the
+        # next round's write leaves these to be asked about first.
+        await self.marks.write(list(known.values()), [r.id for r in due if r.status == "pending"])
         self._outcomes = []
         if not chains:
             return 0, 0, 0
@@ -322,24 +362,28 @@ def due_chains(rows: list[Row], now) -> list[list[Row]]:
 
 
 class Outputs:
-    """The workers of a mapping's outputs: routes written, targets built, one task each."""
+    """The workers of a mapping's outputs: routes written (unless ``routes`` is False: the gateway wrote
+    them), targets built, one task each, their marks written to ``marks`` (default: their own transactions)."""
 
     def __init__(self, engine: Engine, mapping: Mapping, *, owned: Callable[[], set[str] | None] = lambda: None,
-                 options: WorkerOptions | None = None) -> None:
+                 options: WorkerOptions | None = None, marks: Marks | None = None, routes: bool = True) -> None:
         self.engine = engine
         self.mapping = mapping
         self.owned = owned
         self.options = options
+        self.marks = marks
+        self.routes = routes
         self.workers: dict[str, DeliveryWorker] = {}
         self._tasks: dict[str, asyncio.Task] = {}
 
     async def start(self) -> None:
         if not self.mapping.outputs:
             return
-        await asyncio.to_thread(outbox.set_routes, self.engine, registry.routes(self.mapping))
+        if self.routes:
+            await asyncio.to_thread(outbox.set_routes, self.engine, registry.routes(self.mapping))
         for name, out in self.mapping.outputs.items():
             worker = DeliveryWorker(self.engine, registry.build(name, self.mapping), out, owned=self.owned,
-                                    options=self.options)
+                                    options=self.options, marks=self.marks)
             self.workers[name] = worker
             self._tasks[name] = asyncio.create_task(worker.run(), name=f"outbox-{name}")
             log.info("output_started", output=name, kind=out.kind,
