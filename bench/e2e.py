@@ -540,6 +540,19 @@ class MqttCounter:
         self.thread.join(10)
 
 
+def relays(gateways: list[psutil.Process]) -> list[psutil.Process]:
+    """The outbox relay processes the gateways started (gateway/outputs/relay.py)."""
+    found = []
+    for g in gateways:
+        for child in g.children():
+            try:
+                if "gateway.outputs.relay" in child.cmdline():
+                    found.append(child)
+            except psutil.Error:
+                pass
+    return found
+
+
 def outbox_open(engine) -> int:
     from sqlalchemy import func, select
 
@@ -685,6 +698,9 @@ def run(plan: Plan, ceilings: bool = True, log_dir: Path | None = None, profile:
             if "gw" not in cpu_at and now >= warm:
                 cpu_at["gw"], cpu_at["sim"], cpu_at["t"] = cpu_seconds(gws), cpu_seconds(sim_ps), now
                 cpu_at["each"] = [cpu_seconds([g]) for g in gws]
+                if plan.outputs:  # the gateways' outbox relays, and this process (the receivers)
+                    relay_ps = relays(gws)
+                    cpu_at["relay"], cpu_at["bench"] = cpu_seconds(relay_ps), cpu_seconds([psutil.Process()])
         end_t = time.time()
         if load is not None:
             load.__exit__(None, None, None)
@@ -693,6 +709,10 @@ def run(plan: Plan, ceilings: bool = True, log_dir: Path | None = None, profile:
         if spy is not None:
             spy.wait(60)
         gw_cpu, sim_cpu = cpu_seconds(gws) - cpu_at["gw"], cpu_seconds(sim_ps) - cpu_at["sim"]
+        if plan.outputs:
+            out["relay_cpu_pct"] = 100 * (cpu_seconds(relay_ps) - cpu_at["relay"]) / (end_t - cpu_at["t"])
+            out["relays"] = len(relay_ps)
+            out["receivers_cpu_pct"] = 100 * (cpu_seconds([psutil.Process()]) - cpu_at["bench"]) / (end_t - cpu_at["t"])
         gw_cpu_each = [cpu_seconds([g]) for g in gws]
         window = (cpu_at["t"], end_t)
         command_all(plan, "pause")
@@ -967,6 +987,9 @@ def describe(r: dict) -> str:
         lines.append(f"  HTTP load: {h['api_requests']} API requests ({h['api_per_s']:.0f}/s) p50 {h['api_p50_ms']:.0f} ms, "
                      f"p99 {h['api_p99_ms']:.0f} ms; {h['scrapes']} /metrics scrapes p99 {h['scrape_p99_ms']:.0f} ms; "
                      f"not 200: {h['failed'] or 'none'}")
+    if r.get("output_figures"):
+        lines.append(f"  outbox relay: {r['relays']} process(es), {r['relay_cpu_pct']:.1f} % of one core; this process "
+                     f"(the receivers: webhook stand-in, MQTT subscriber) {r['receivers_cpu_pct']:.1f} %")
     for target, o in (r.get("output_figures") or {}).items():
         lines.append(f"  output {target}: {o['per_s']:.0f} deliveries/s while the machines ran "
                      f"({r['confirmations_per_s']:.0f} confirmations/s), lag posted → delivered p50 "
@@ -1073,8 +1096,8 @@ def http_load_table(rows: list[dict]) -> str:
 def outputs_table(rows: list[dict]) -> str:
     """--outputs: each configuration without and with the outputs, side by side."""
     out = ["| machines | confirmations/s | outputs | webhook deliveries/s | MQTT deliveries/s | lag p99 webhook / "
-           "MQTT | p50 / p95 / p99 change → commit | gateway CPU | exactly once |",
-           "|---|---:|---|---:|---:|---:|---:|---:|---|"]
+           "MQTT | p50 / p95 / p99 change → commit | gateway CPU | relay CPU | exactly once |",
+           "|---|---:|---|---:|---:|---:|---:|---:|---:|---|"]
     base = None
     for r in rows:
         who = " + ".join(f"{r[k]} {n}" for k, n in (("opcua", "OPC UA"), ("modbus", "Modbus")) if r[k])
@@ -1089,7 +1112,8 @@ def outputs_table(rows: list[dict]) -> str:
                    + (f"{o['hook']['per_s']:.0f} | {o['uns']['per_s']:.0f} | {o['hook']['lag_p99_ms']:.0f} / "
                       f"{o['uns']['lag_p99_ms']:.0f} ms" if o else "– | – | –")
                    + f" | {r['latency_p50_ms']:.0f} / {r['latency_p95_ms']:.0f} / {r['latency_p99_ms']:.0f} ms{worse} "
-                   f"| {r['gateway_cpu_pct']:.1f} % | {'yes' if ok else 'NO'} |")
+                   f"| {r['gateway_cpu_pct']:.1f} % | " + (f"{r['relay_cpu_pct']:.1f} %" if o else "–")
+                   + f" | {'yes' if ok else 'NO'} |")
     return "\n".join(out)
 
 

@@ -103,7 +103,7 @@ class ThroughWriter:
 @dataclass
 class WorkerOptions:
     poll_s: float = 0.25  # an idle worker looks for new rows this often (or at once when woken)
-    batch: int = 1000  # rows delivered per round at most
+    batch: int = 5000  # rows delivered per round at most (a round waits for one commit of the ledger writer)
     concurrency: int = 8  # orders (one-delivery targets), exchanges (batch targets), lookups in parallel
     call_timeout_s: float = 60.0  # a target call that takes longer is cut off (as unknown)
 
