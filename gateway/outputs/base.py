@@ -93,6 +93,13 @@ class Target(Protocol):
     async def find(self, d: Delivery) -> bool | None: ...
 
     # Optional: ``async def close(self) -> None`` (the worker calls it at shutdown if present).
+    # Optional: ``looks_up = False`` for a target whose ``find`` can never tell (MQTT): a row in
+    # flight at a crash would be sent again anyway, so the worker does not mark rows in flight.
+
+
+def looks_up(target: Target) -> bool:
+    """Whether ``find`` can tell (so a row in flight is marked unknown first, to be asked about after a crash)."""
+    return getattr(target, "looks_up", True)
 
 
 @runtime_checkable

@@ -55,6 +55,7 @@ def topic_root(cfg: MqttOutput) -> str:
 
 class MqttTarget:
     batch_size = BATCH
+    looks_up = False  # find() cannot tell: a document in flight at a crash is published again (deduped by key)
 
     def __init__(self, name: str, cfg: MqttOutput, lines: dict[str, str], *, client_id: str | None = None) -> None:
         self.name = name

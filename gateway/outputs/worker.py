@@ -59,7 +59,7 @@ from gateway.ledger import outbox
 from gateway.ledger import schema as t
 from gateway.ledger.outbox import Mark, Row
 from gateway.mapping.model import Mapping, Output
-from gateway.outputs.base import Delivery, Outcome, Target, Verdict, batches, target_message
+from gateway.outputs.base import Delivery, Outcome, Target, Verdict, batches, looks_up, target_message
 from gateway.outputs import registry
 
 if TYPE_CHECKING:
@@ -116,6 +116,7 @@ class DeliveryWorker:
         self.marks = marks or OwnTransaction(engine)
         self.target = target
         self.batch_size = batches(target)
+        self.marks_in_flight = looks_up(target)
         self.max_attempts = out.max_attempts
         self.backoff = Backoff(out.retry_min_s, max(out.retry_min_s, out.retry_max_s))
         self.pause = Backoff(min(0.5, out.retry_min_s), max(out.retry_min_s, out.retry_max_s))
@@ -172,8 +173,10 @@ class DeliveryWorker:
         chains = limited(due_chains(overlaid(rows, known), t.utcnow()), self.options.batch)
         due = [row for chain in chains for row in chain]
         # One write: the last round's outcomes, and this round's rows in flight — a kill before the
-        # next round's write leaves these to be asked about first.
-        await self.marks.write(list(known.values()), [r.id for r in due if r.status == "pending"])
+        # next round's write leaves these to be asked about first (not for a target that cannot be
+        # asked: it gets them again either way).
+        in_flight = [r.id for r in due if r.status == "pending"] if self.marks_in_flight else []
+        await self.marks.write(list(known.values()), in_flight)
         self._outcomes = []
         if not chains:
             return 0, 0, 0
@@ -315,12 +318,13 @@ def _as_it_was(row: Row) -> Mark:
 
 
 def overlaid(rows: list[Row], known: dict[int, Mark]) -> list[Row]:
-    """The rows as read, with the outcomes not yet written laid over those still in flight; delivered ones
-    dropped. A row a person changed meanwhile (parked, retried) is left as the ledger has it."""
+    """The rows as read, with the outcomes not yet written laid over those the ledger still has open
+    (in flight, or pending for a target whose rows are not marked in flight); delivered ones dropped.
+    A row a person parked meanwhile is left as the ledger has it."""
     out = []
     for row in rows:
         m = known.get(row.id)
-        if m is None or row.status != "unknown":
+        if m is None or row.status not in outbox.OPEN:
             out.append(row)
         elif m.status != "delivered":
             out.append(dataclasses.replace(row, status=m.status, attempts=m.attempts, next_at=m.next_at,

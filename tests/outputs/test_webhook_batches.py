@@ -127,7 +127,9 @@ def _row(i: int, status: str, order: str = "A", attempts: int = 0) -> Row:
     (_row(1, "parked", attempts=3), Mark(1, "pending", 1, T), ("parked", 3, T, "")),
     # not in the last round: as read
     (_row(2, "pending"), Mark(1, "delivered", 1, T), ("pending", 0, T, "")),
-], ids=["delivered-dropped", "failed-laid-over", "parked-by-hand-wins", "untouched"])
+    # never marked in flight (MQTT), delivered in the last round: gone
+    (_row(1, "pending"), Mark(1, "delivered", 1, T), None),
+], ids=["delivered-dropped", "failed-laid-over", "parked-by-hand-wins", "untouched", "not-in-flight-delivered-dropped"])
 def test_the_last_rounds_outcomes_are_laid_over_what_the_next_round_reads(as_read, known, expected):
     out = overlaid([as_read], {known.id: known})
     assert [(r.status, r.attempts, r.next_at, r.last_error) for r in out] == ([expected] if expected else [])
