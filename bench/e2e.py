@@ -349,7 +349,7 @@ async def raw_modbus(servers: list[tuple[int, list[str]]], seconds: float) -> di
     """A bare pymodbus client per server: read the same registers back to back."""
     from pymodbus.client import AsyncModbusTcpClient
 
-    from gateway.sources.modbus_registers import ModbusTag, plan_reads
+    from gateway.sources.modbus.registers import ModbusTag, plan_reads
     from simulators.modbus_plc import machine_layout
     plans = []
     for port, machines in servers:

@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway.sources.modbus_client import ModbusClient  # noqa: E402
-from gateway.sources.modbus_registers import ModbusTag, Read, one_read_per_tag, plan_reads  # noqa: E402
+from gateway.sources.modbus.client import ModbusClient  # noqa: E402
+from gateway.sources.modbus.registers import ModbusTag, Read, one_read_per_tag, plan_reads  # noqa: E402
 from simulators.machine import SimMachineConfig  # noqa: E402
 from simulators.modbus_plc import ModbusPlc  # noqa: E402
 from bench.machine import cpu_model  # noqa: E402

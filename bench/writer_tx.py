@@ -35,12 +35,12 @@ from gateway.domain.records import Confirmation, Position
 from gateway.ledger.masters import MasterCache
 from gateway.ledger.schema import open_engine
 from gateway.ledger.posting import apply
-from gateway.ledger.writer import Commit
+from gateway.ledger.changes import ChangeSet
 
 
-def commit_of(k: int, n: int, now: datetime) -> Commit:
+def commit_of(k: int, n: int, now: datetime) -> ChangeSet:
     """Confirmation number ``k`` of ``n`` machines: 48 good and 2 scrap each."""
-    c = Commit()
+    c = ChangeSet()
     for i in range(n):
         start = (("good", Position(0, k * 48)), ("scrap", Position(0, k * 2)))
         end = (("good", Position(0, k * 48 + 48)), ("scrap", Position(0, k * 2 + 2)))

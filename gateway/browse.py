@@ -33,7 +33,7 @@ from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
 from gateway.mapping.model import OpcUaSource as OpcUaSourceConfig
 from gateway.pki import Pki, default_application_uri
-from gateway.sources.opcua import CREDENTIALS_CODES, DEFAULT_ITEMS_PER_CALL, ConnectRefused, connect_client, \
+from gateway.sources.opcua.source import CREDENTIALS_CODES, DEFAULT_ITEMS_PER_CALL, ConnectRefused, connect_client, \
     connect_hint, resolve_address, secure_client, without_credentials
 
 OBJECTS_FOLDER = "i=85"

@@ -41,7 +41,7 @@ from gateway.ledger.schema import open_engine
 from gateway.mapping.load import load_mapping
 from gateway.mapping.model import Mapping, Output
 from gateway.masterdata.load import load_masterdata, to_domain
-from gateway.report import fmt, make_console, print_summary
+from gateway.cli.tables import fmt, make_console, print_summary
 from gateway.service import Gateway
 from simulators.demo import DEMO_MODBUS_PORT, demo_machines, demo_modbus_machines
 from simulators.modbus_plc import ModbusPlc
@@ -155,7 +155,7 @@ def demo_outputs(webhook: str | None, mqtt: str | None) -> dict[str, Output]:
 async def run_demo(*, seconds: float, db: str | None, port: int, mapping_path: Path | None, live: bool,
                    modbus_port: int | None = None, http=None, preset: str | None = None,
                    webhook: str | None = None, mqtt: str | None = None) -> bool:
-    """``http``: a ``gateway.http.cli.HttpPlan`` (its port already bound) to serve the gateway on, or None.
+    """``http``: a ``gateway.cli.http.HttpPlan`` (its port already bound) to serve the gateway on, or None.
     ``preset``: serve the simulator's address space of that standard (its mapping by default).
     ``webhook``, ``mqtt``: deliver the confirmations there too (module docstring)."""
     console = make_console()
@@ -282,7 +282,7 @@ async def _serve(http, gw: Gateway, console: Console):
         yield
         return
     from gateway.http.auth import Role, Tokens, new_token
-    from gateway.http.cli import serving
+    from gateway.cli.http import serving
 
     token = None
     if not len(http.tokens):

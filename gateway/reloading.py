@@ -19,10 +19,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from gateway.inputfile.errors import InputFileError
 from gateway.mapping.load import load_mapping
 from gateway.mapping.model import Mapping
 from gateway.sources import modbus_tags, opcua_tags
-from gateway.yamldoc import InputFileError
 
 
 def checked_mapping(path: str | os.PathLike[str]) -> Mapping:

@@ -1,35 +1,13 @@
-"""The supervisor: sources → counting → confirming → one ledger writer.
+"""The supervisor: sources → machines → one ledger writer.
 
-``Gateway`` owns, per machine, the counter states and the units pending per order
-operation. Each batch of tag values from a source is applied in order (an order-number
-change before the counter values that follow it), through the pure core, and the
-resulting changes go to the ``LedgerWriter`` as one ``Commit``. The writer commits them
-together, so what is in the ledger is always a consistent point to resume from.
-
-A machine with ``job_counters: reset`` counts the first value of each counter after an
-order change from 0 (a job reset). An order change that happened while the gateway was not
-reading (the first order value after a start or takeover differs from the committed one)
-is a job change it did not see: the old job's last units are unknown, and say so. Which
-counters still await their first value after an order change is committed with the order
-change (and emptied with each first value), so a gateway killed in between takes that value
-for the new job's after its restart too, not for a PLC reset. A
-machine with ``count_when`` counts only while its state tag holds one of the listed
-values; units counted otherwise (or before its state is known) are held as anomalies. A
-state read in the same snapshot as a counter (the same source time: one Modbus poll, one PLC
-scan) is that counter's state too: which of the two changed first is not known there, so
-counts read with a change into or out of production are counted, not held.
-
-A machine with a ``serial`` tag gets the serial of every unit it makes: each new value the
-tag shows is the next unit's serial, and each good unit counted takes the next serial not
-used before (``gateway.domain.serials.take_serials``). A good unit with no new serial (a
-serial the PLC missed, or one read too late) or only a serial used before is held as an
-anomaly (``serial_missing`` / ``serial_repeated``) for a person to accept or reject: never
-received under a guessed serial, never lost. The first value read after a start is the
-serial of a unit counted before it, not a new one.
-
-Units counted while the order is unknown (no order number yet, or a number that is not
-in the master data) are kept pending under that number and recorded as an anomaly;
-they are confirmed as soon as the order is known. Nothing is dropped.
+``Gateway`` wires the parts and supervises them: it builds and starts the sources, owns
+the machines (``gateway.machine.MachineRuntime``: each one's counter states and units
+pending per order operation) and the ledger writer. Each batch of tag values from a
+source is applied in order (an order-number change before the counter values that
+follow it), machine by machine, and the resulting changes go to the ``LedgerWriter`` as
+one ``ChangeSet``. The writer commits them together, so what is in the ledger is always a
+consistent point to resume from. A confirm timer (every ``TICK_S``) confirms what the
+machines' rules say is due, in capped turns.
 
 On shutdown the sources stop first, then every pending unit of a known order is
 confirmed (trigger ``shutdown``), then the writer commits everything queued.
@@ -54,7 +32,8 @@ difference across the new connection is counted once. Values still on their way 
 stopped source are dropped (each source's deliveries carry its generation): the counters
 are cumulative, and the next connection reads them again.
 
-This module does I/O orchestration only: every number is decided in ``gateway.domain``.
+This module does I/O orchestration and supervision only: what a value does to a machine is
+``gateway.machine``'s, every number and every decision to confirm is ``gateway.domain``'s.
 """
 
 from __future__ import annotations
@@ -65,43 +44,30 @@ import io
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 
 import structlog
 from sqlalchemy import Engine
 
-from gateway.domain.confirming import SCRAP_COUNTER, ConfirmRule, Pending, accumulate, confirm, due, timer_spread
-from gateway.domain.counting import advance
-from gateway.domain.serials import split_at, take_serials
-from gateway.domain.records import (
-    Anomaly,
-    AnomalyKind,
-    CounterReading,
-    CounterSpec,
-    CounterState,
-    Quality,
-)
-from gateway.ledger.queries import OrderDirectory, ResumeState, order_directory, resume_state
-from gateway.ledger.writer import Commit, LedgerWriter
-from gateway.mapping.model import COUNTER_WIDTH_BITS, Machine, Mapping
+from gateway.clock import utcnow
+from gateway.domain.confirming import Moment
+from gateway.inputfile.errors import InputFileError
 from gateway.ledger import leases
+from gateway.ledger.changes import ChangeSet
 from gateway.ledger.leases import LEDGER, MachinesOwned
+from gateway.ledger.queries import OrderDirectory, ResumeState, order_directory, resume_state
+from gateway.ledger.stats import StatsFile
+from gateway.ledger.writer import LedgerWriter
+from gateway.machine import MachineRuntime, first_states, state_snapshots
+from gateway.mapping.model import Mapping
 from gateway.outputs.relay import OutputsProcess
 from gateway.ownership import LeaseKeeper, LeaseOptions
 from gateway.reloading import MappingChange, checked_mapping, diff_mappings
 from gateway.sources import build_sources
-from gateway.sources.base import ORDER_ROLE, SERIAL_ROLE, STATE_ROLE, Source, SourceHealth, TagValue
-from gateway.clock import utcnow
-from gateway.yamldoc import InputFileError
+from gateway.sources.base import ORDER_ROLE, STATE_ROLE, Source, SourceHealth, TagValue
 
 log = structlog.get_logger("gateway.service")
 
-MAX_ORDER_LENGTH = 64  # the ledger's order-number column
-MAX_SERIAL_LENGTH = 64  # the ledger's lot column: a serial is a lot of one unit
-SERIALS_REMEMBERED = 100_000  # per machine, to see a repeated serial (the ledger refuses older ones)
-SERIALS_WAITING = 10_000  # serials read ahead of the counter, per machine
 KNOWN_ORDERS_REFRESH_S = 5.0
 # A cancelled source ends in milliseconds (its goodbye to a dead PLC is not worth waiting for).
 SOURCES_STOP_TIMEOUT_S = 5.0
@@ -111,90 +77,6 @@ RECANCEL_S = 0.5
 TIMER_CONFIRMATIONS_PER_TICK = 200
 WRITER_WATCH_S = 0.5  # how often the service checks that the ledger writer thread is alive
 TICK_S = 0.25  # how often the confirm timer checks what is due (also in a dry-run's replay)
-
-
-@dataclass
-class MachineRuntime:
-    """In-memory mirror of one machine's ledger state."""
-
-    name: str
-    config: Machine
-    specs: dict[str, CounterSpec]
-    rule: ConfirmRule
-    order: str = ""
-    states: dict[str, CounterState] = field(default_factory=dict)
-    pendings: dict[tuple[str, str], Pending] = field(default_factory=dict)
-    job_changed: set[str] = field(default_factory=set)
-    job_change_unseen: set[str] = field(default_factory=set)  # of job_changed: changed while not reading
-    order_seen: bool = False  # an order value was read since the state was resumed
-    state: object = None  # the count_when tag's latest good value; None: not known
-    reported_unknown: set[str] = field(default_factory=set)
-    reported_bad: set[str] = field(default_factory=set)  # tags in a streak of bad values, reported once
-    counted_units: Decimal = Decimal(0)  # since this process started, for progress output
-    counted_total: Decimal = Decimal(0)  # ever, as the ledger's counted_units has it plus what is queued
-    token: int | None = None  # the lease token this instance posts under; None: not leased
-    owned: bool = True  # False: another instance owns it (standby, or lost); its values are not counted
-    ignored: dict[str, int] = field(default_factory=dict)  # readings not counted, by why; logged at stop
-    serial: str | None = None  # the serial tag's last value; None: not read since the start
-    fresh_serials: list[str] = field(default_factory=list)  # new serials not yet given to a counted unit
-    used_serials: dict[str, None] = field(default_factory=dict)  # given to a unit or held, oldest first
-
-    @property
-    def operation(self) -> str:
-        return self.config.operation
-
-
-def counter_specs(name: str, machine: Machine) -> dict[str, CounterSpec]:
-    specs = {}
-    for counter, tag in machine.counters:
-        if tag is None:
-            continue
-        upc = tag.units_per_cycle or machine.units_per_cycle
-        max_units = machine.plausibility.max_units_per_reading
-        specs[counter] = CounterSpec(
-            machine=name, counter=counter, width_bits=COUNTER_WIDTH_BITS[tag.type], units_per_count=upc,
-            rollover_window=tag.rollover_window,
-            max_counts_per_reading=None if max_units is None else max(1, max_units // upc),
-            resets_with_job=machine.job_counters == "reset",
-        )
-    return specs
-
-
-def _not_producing(rt: MachineRuntime, read_with: frozenset = frozenset()) -> str | None:
-    """Why the machine is not producing now (``count_when``), or None while it is.
-
-    ``read_with``: the states before and after a change read in the same snapshot as the
-    counter (see the module docstring)."""
-    gate = rt.config.count_when
-    if gate is None or rt.state in gate.states or any(s in gate.states for s in read_with):
-        return None
-    allowed = ", ".join(map(str, gate.states))
-    if rt.state is None:
-        return f"its state is not known (count_when: no good value read yet), counting only in {allowed}"
-    return f"state {rt.state!r}, counting only in {allowed}"
-
-
-def _runtime(name: str, cfg: Machine) -> MachineRuntime:
-    return MachineRuntime(name, cfg, counter_specs(name, cfg),
-                          ConfirmRule(cfg.confirm.every_units, cfg.confirm.every_seconds,
-                                      timer_spread(name, cfg.confirm.effective_jitter_seconds)))
-
-
-def _redefined(old: MachineRuntime, cfg: Machine) -> MachineRuntime:
-    """A machine under its new mapping entry, counting on from the old one's positions.
-
-    Its old pending units were confirmed just before (those of an order not known yet stay
-    pending, as they would at a restart)."""
-    rt = _runtime(old.name, cfg)
-    rt.order = cfg.order if isinstance(cfg.order, str) else old.order
-    rt.states, rt.pendings = old.states, old.pendings
-    rt.job_changed = old.job_changed & set(rt.specs)
-    rt.job_change_unseen = old.job_change_unseen & set(rt.specs)
-    rt.order_seen, rt.state = old.order_seen, old.state
-    rt.counted_units, rt.counted_total, rt.ignored = old.counted_units, old.counted_total, old.ignored
-    rt.token, rt.owned = old.token, old.owned
-    rt.serial, rt.fresh_serials, rt.used_serials = old.serial, old.fresh_serials, old.used_serials
-    return rt
 
 
 def _refused(file: str, reason: str, errors: list[str]) -> tuple[str, str]:
@@ -287,22 +169,6 @@ async def _cancel_all(tasks: list[asyncio.Task], timeout_s: float) -> None:
                   hint="a library ignored the cancellation; the gateway goes on stopping without it")
 
 
-def _newer_than_committed(rt: MachineRuntime, tv: TagValue) -> bool:
-    """A value read after what the last owner committed for the machine, so worth replaying.
-
-    A value the standby read earlier (before the owner's last commit, or before its own link
-    to the PLC went down) would be counted against a newer position: a counter going back
-    reads as a PLC reset, an old order as an order change. The next value read is counted
-    from the committed position instead.
-    """
-    newest = max((s.source_time for s in rt.states.values()), default=None)
-    if tv.role == ORDER_ROLE:
-        return newest is None or tv.source_time > newest
-    state = rt.states.get(tv.role)
-    return state is None or (tv.source_time > state.source_time
-                             and not (isinstance(tv.value, int) and tv.value < state.position.raw))
-
-
 class Gateway:
     def __init__(self, mapping: Mapping, engine: Engine, *, clock: Callable[[], datetime] = utcnow,
                  stats: str | None = None, lease: LeaseOptions | None = None,
@@ -317,9 +183,10 @@ class Gateway:
         # Without ``lease`` (tests, the demo's own ledger) nothing is fenced: one process only.
         self.keeper = None if lease is None else LeaseKeeper(
             engine, list(mapping.machines), lease, last_commit=lambda: self.writer.health.last_commit_at)
-        self.writer = LedgerWriter(engine, stats=stats,  # stats: JSON line per transaction (benchmarks)
-                                   fence=self.keeper.fence if self.keeper else None,
+        self.writer = LedgerWriter(engine, fence=self.keeper.fence if self.keeper else None,
                                    on_fenced=self._lost_from_thread)
+        if stats is not None:  # a JSON line per committed transaction, for benchmarks
+            self.writer.after_commit.append(StatsFile(stats).committed)
         self.last_seen: dict[tuple[str, str], TagValue] = {}  # (machine, role) → latest value, owned or not
         self._loop: asyncio.AbstractEventLoop | None = None
         self._keeper_died = False
@@ -370,7 +237,7 @@ class Gateway:
                               SOURCES_STOP_TIMEOUT_S)
             await self.outputs.stop()  # what is not delivered stays in the outbox for the next start
             self._closed = True
-            self._confirm_all("shutdown")
+            self._confirm_all(Moment.SHUTDOWN)
             stopped = await asyncio.to_thread(self.writer.stop, shutdown_timeout_s)
             held = self.writer.health.held_machines
             done = stopped and not held
@@ -435,21 +302,8 @@ class Gateway:
         resumed = resume_state(self.engine)
         self.orders = order_directory(self.engine)
         for name, cfg in self.mapping.machines.items():
-            rt = self.machines[name] = _runtime(name, cfg)
-            self._resume(rt, resumed)
-
-    def _resume(self, rt: MachineRuntime, resumed: ResumeState) -> None:
-        name, cfg = rt.name, rt.config
-        rt.order = cfg.order if isinstance(cfg.order, str) else resumed.machine_orders.get(name, "")
-        rt.states = {c: s for (m, c), s in resumed.counter_states.items() if m == name}
-        rt.pendings = {(p.order, p.operation): p for k, p in resumed.pendings.items() if k[0] == name}
-        pending, unseen = resumed.job_resets.get(name, (frozenset(), frozenset()))
-        rt.job_changed, rt.job_change_unseen = set(pending) & set(rt.specs), set(unseen) & set(rt.specs)
-        rt.order_seen, rt.state = False, None
-        rt.counted_total = resumed.counted.get(name, Decimal(0))
-        log.info("machine_resumed", machine=name, order=rt.order or None, operation=cfg.operation,
-                 counters={c: str(s.position) for c, s in rt.states.items()},
-                 pending_units=str(sum((p.units for p in rt.pendings.values()), Decimal(0))))
+            rt = self.machines[name] = MachineRuntime.of(name, cfg)
+            rt.resume(resumed)
 
     # -- ownership -------------------------------------------------------------------
 
@@ -460,10 +314,10 @@ class Gateway:
             rt = self.machines.get(name)
             if rt is None:  # taken out of the mapping by a reload meanwhile; its lease is let go
                 continue
-            self._resume(rt, resumed)
+            rt.resume(resumed)
             rt.token, rt.owned = token, True
             log.warning("machine_taken_over", machine=name, token=token, instance=self.keeper.me.instance)
-            latest = [tv for (m, _), tv in self.last_seen.items() if m == name and _newer_than_committed(rt, tv)]
+            latest = [tv for (m, _), tv in self.last_seen.items() if m == name and rt.newer_than_committed(tv)]
             try:
                 # The order first: units counted from here belong to the order running now.
                 self.on_batch(sorted(latest, key=lambda tv: tv.role not in (ORDER_ROLE, STATE_ROLE)))
@@ -476,8 +330,7 @@ class Gateway:
             rt = self.machines.get(name)
             if rt is None:  # taken out of the mapping by a reload
                 continue
-            rt.token, rt.owned = None, False
-            rt.states, rt.pendings, rt.job_changed, rt.job_change_unseen = {}, {}, set(), set()
+            rt.forget()
             log.error("machine_lost", machine=name, instance=self.keeper.me.instance,
                       hint="another instance owns this machine now; this one stands by and takes it over "
                            "again if that lease expires")
@@ -603,13 +456,13 @@ class Gateway:
     def _apply(self, new: Mapping, change: MappingChange, resumed: ResumeState | None,
                tokens: dict[str, int]) -> None:
         """The new mapping's machines, in one step on the event loop (no value comes in between)."""
-        commit = Commit()
+        changes = ChangeSet()
         now = self.clock()
         for name in (*change.removed, *change.changed):
             rt = self.machines[name]
             if rt.owned:  # the old definition's units, confirmed as at shutdown
-                self._confirm_machine(rt, commit, now, trigger="reload")
-        self._submit(commit)  # fenced by their tokens, before any of them changes
+                rt.confirm_due(changes, self.orders, now, Moment.RELOAD)
+        self._submit(changes)  # fenced by their tokens, before any of them changes
         for name in change.removed:
             del self.machines[name]
             for key in [k for k in self.last_seen if k[0] == name]:
@@ -617,10 +470,10 @@ class Gateway:
         if self.keeper is not None:
             self.keeper.drop(list(change.removed))  # no longer renewed; released once committed
         for name in change.changed:
-            self.machines[name] = _redefined(self.machines[name], new.machines[name])
+            self.machines[name] = self.machines[name].redefined(new.machines[name])
         for name in change.added:
-            rt = self.machines[name] = _runtime(name, new.machines[name])
-            self._resume(rt, resumed)
+            rt = self.machines[name] = MachineRuntime.of(name, new.machines[name])
+            rt.resume(resumed)
             if self.keeper is not None:
                 rt.token, rt.owned = tokens.get(name), name in tokens
         self.mapping = new
@@ -629,7 +482,7 @@ class Gateway:
         while True:
             await asyncio.sleep(interval_s)
             await self._refresh_known_orders()  # orders loaded or completed from the CLI meanwhile
-            self._confirm_all(None)
+            self._confirm_all(Moment.TICK)
 
     async def _refresh_known_orders(self) -> None:
         if time.monotonic() - self._known_checked_at < KNOWN_ORDERS_REFRESH_S:
@@ -648,10 +501,10 @@ class Gateway:
             # A source that outlived the shutdown: its counts stay on the PLC counter, whose
             # committed position is older, so the next start counts them. Nothing is lost.
             return
-        commit = Commit(source_times=[] if self.writer.recording else None)
+        changes = ChangeSet()
         now = self.clock()
-        self._first_states(values)
-        snapshots = self._state_snapshots(values)
+        first_states(self.machines, values)
+        snapshots = state_snapshots(self.machines, values)
         try:
             for tv in values:
                 rt = self.machines.get(tv.machine)
@@ -660,270 +513,40 @@ class Gateway:
                 self.last_seen[(tv.machine, tv.role)] = tv
                 if not rt.owned:
                     continue  # another instance counts it; these units are its to confirm
-                if tv.role == ORDER_ROLE:
-                    self._order_value(rt, tv, commit, now)
-                elif tv.role == STATE_ROLE:
-                    rt.state = tv.value if tv.quality is Quality.GOOD else None
-                elif tv.role == SERIAL_ROLE:
-                    self._serial_value(rt, tv, commit)
-                else:
-                    self._counter_value(rt, tv, commit, now, snapshots.get((tv.machine, tv.source_time), frozenset()))
+                rt.on_value(tv, changes, self.orders, now, snapshots.get((tv.machine, tv.source_time), frozenset()))
         finally:
             # What was applied in memory must reach the ledger even if a later value raised.
-            self._submit(commit)
+            self._submit(changes)
 
-    def _state_snapshots(self, values: list[TagValue]) -> dict[tuple[str, datetime], frozenset]:
-        """Per machine and source time of a state change in ``values``: the state before it and after."""
-        running: dict[str, object] = {}
-        out: dict[tuple[str, datetime], set] = {}
-        for tv in values:
-            rt = self.machines.get(tv.machine)
-            if tv.role == STATE_ROLE and rt is not None and tv.quality is Quality.GOOD:
-                out.setdefault((tv.machine, tv.source_time), {running.get(tv.machine, rt.state)}).add(tv.value)
-                running[tv.machine] = tv.value
-        return {key: frozenset(states) for key, states in out.items()}
-
-    def _first_states(self, values: list[TagValue]) -> None:
-        """A machine whose state is not known yet takes it from this batch, wherever in it.
-
-        The first batch after a (re)connect has every tag's current value, the state tag's
-        often after the counters (it changed last); the counts made meanwhile are judged by
-        the state the machine is in now, the only one known, rather than held for want of it.
-        """
-        for tv in values:
-            rt = self.machines.get(tv.machine)
-            if tv.role == STATE_ROLE and rt is not None and rt.state is None and tv.quality is Quality.GOOD:
-                rt.state = tv.value
-
-    def _submit(self, commit: Commit) -> None:
+    def _submit(self, changes: ChangeSet) -> None:
         """Hand a change-set to the writer, fenced by the lease token of each machine it touches."""
-        if commit and self.keeper is not None:
-            commit.fences = {m: self.machines[m].token for m in commit.machines()}
+        if changes and self.keeper is not None:
+            changes.fences = {m: self.machines[m].token for m in changes.machines()}
             if self.keeper.whole:
-                commit.fences[LEDGER] = self.keeper.tokens.get(LEDGER)
-        self.writer.submit(commit)
-
-    def _order_value(self, rt: MachineRuntime, tv: TagValue, commit: Commit, now: datetime) -> None:
-        if tv.quality is not Quality.GOOD:
-            return
-        order = str(tv.value).strip() if isinstance(tv.value, str | int) and not isinstance(tv.value, bool) else None
-        if order is None or len(order) > MAX_ORDER_LENGTH or not order.isprintable():
-            self._bad_value(rt, tv, commit, f"order tag delivered {tv.value!r:.80}, expected an order number of "
-                            f"at most {MAX_ORDER_LENGTH} printable characters; the machine keeps order "
-                            f"{rt.order!r} — check the order tag in the PLC and the mapping")
-            return
-        rt.reported_bad.discard(tv.role)
-        # The first order read since the last committed state: a different one changed
-        # while nobody was reading, so the old job's last counts were never read.
-        unseen, rt.order_seen = not rt.order_seen and bool(rt.order), True
-        if order == rt.order:
-            return
-        log.info("order_changed", machine=rt.name, order=order or None, previous=rt.order or None,
-                 while_not_reading=unseen)
-        self._confirm_machine(rt, commit, now, trigger="order_change", only_order=rt.order)
-        # From no order at all (a first start) the counters' baselines were read on this job
-        # already: only a change from one known order to another is a job change.
-        changed = set(rt.specs) if rt.order else set()
-        rt.order = order
-        rt.job_changed = changed
-        rt.job_change_unseen = changed if unseen else set()
-        commit.machine_orders[rt.name] = order
-        commit.job_resets[rt.name] = (frozenset(rt.job_changed), frozenset(rt.job_change_unseen))
-
-    def _serial_value(self, rt: MachineRuntime, tv: TagValue, commit: Commit) -> None:
-        if tv.quality is not Quality.GOOD:
-            return
-        value = tv.value
-        serial = str(value).strip() if isinstance(value, str | int) and not isinstance(value, bool) else None
-        if serial is None or len(serial) > MAX_SERIAL_LENGTH or not serial.isprintable():
-            self._bad_value(rt, tv, commit, f"serial tag delivered {value!r:.80}, expected a serial of at most "
-                            f"{MAX_SERIAL_LENGTH} printable characters; the unit it was written for gets none "
-                            "and is held — check the serial tag in the PLC and the mapping")
-            return
-        rt.reported_bad.discard(tv.role)
-        previous, rt.serial = rt.serial, serial
-        if previous is None or serial == previous or not serial:
-            return  # the serial of a unit counted before this start; the same value read again; a cleared tag
-        rt.fresh_serials.append(serial)
-        del rt.fresh_serials[:-SERIALS_WAITING]
-
-    def _with_serials(self, rt: MachineRuntime, tv: TagValue, increment, units: Decimal, commit: Commit):
-        """The good units that have a serial (an increment, its units, their serials); the rest are held."""
-        took = take_serials(rt.fresh_serials, int(units), rt.used_serials)
-        del rt.fresh_serials[:len(took.serials) + len(took.repeated)]
-        for serial in took.serials + took.repeated:
-            rt.used_serials[serial] = None
-        while len(rt.used_serials) > SERIALS_REMEMBERED:
-            del rt.used_serials[next(iter(rt.used_serials))]
-        if not took.held:
-            return increment, units, took.serials
-        spec = rt.specs[tv.role]
-        with_serial, held_from = split_at(increment, len(took.serials), spec.modulus)
-        kind = AnomalyKind.SERIAL_REPEATED if took.repeated else AnomalyKind.SERIAL_MISSING
-        why = []
-        if took.missing:
-            why.append(f"{took.missing} with no new serial written for it")
-        if took.repeated:
-            why.append(f"{len(took.repeated)} whose serial was used before ({', '.join(took.repeated[:5])})")
-        detail = (f"{took.held} good unit(s) of order {rt.order or '(none)'} without a serial of their own: "
-                  f"{'; '.join(why)}; held, not received — accept to post them without serials "
-                  "(the material's serial pattern numbers them), or reject")
-        self._anomaly(rt, Anomaly(rt.name, tv.role, kind, detail, increment.source_time, held_from, increment.end,
-                                  counts_held=took.held), commit, Decimal(took.held))
-        rt.counted_total += took.held
-        commit.counted[rt.name] = rt.counted_total
-        return with_serial, Decimal(len(took.serials)), took.serials
-
-    def _counter_value(self, rt: MachineRuntime, tv: TagValue, commit: Commit, now: datetime,
-                       state_read_with: frozenset = frozenset()) -> None:
-        spec = rt.specs.get(tv.role)
-        if spec is None:
-            return
-        value, quality = tv.value, tv.quality
-        if quality is Quality.GOOD and (isinstance(value, bool) or not isinstance(value, int)):
-            self._bad_value(rt, tv, commit, f"counter tag delivered {type(value).__name__} {value!r:.80}, "
-                            "expected an unsigned integer; reading ignored — check the node id and type in the mapping")
-            return
-        reading = CounterReading(rt.name, tv.role, value if quality is Quality.GOOD else None,
-                                 tv.source_time, quality, tv.received_at)
-        step = advance(rt.states.get(tv.role), reading, spec, job_changed=tv.role in rt.job_changed,
-                       job_change_unseen=tv.role in rt.job_change_unseen,
-                       not_producing=_not_producing(rt, state_read_with))
-        if step.ignored and step.ignored.startswith("quality"):
-            rt.ignored[step.ignored] = rt.ignored.get(step.ignored, 0) + 1
-            return
-        if tv.role in rt.job_changed:  # its first value after the order change is taken: committed with it
-            rt.job_changed.discard(tv.role)
-            rt.job_change_unseen.discard(tv.role)
-            commit.job_resets[rt.name] = (frozenset(rt.job_changed), frozenset(rt.job_change_unseen))
-        if step.ignored != "out_of_range":
-            rt.reported_bad.discard(tv.role)
-        if step.state is not None and step.state != rt.states.get(tv.role):
-            rt.states[tv.role] = step.state
-            commit.counter_states[(rt.name, tv.role)] = step.state
-            commit.readings += 1
-            if commit.oldest_source is None or tv.source_time < commit.oldest_source:
-                commit.oldest_source = tv.source_time
-            if commit.newest_source is None or tv.source_time > commit.newest_source:
-                commit.newest_source = tv.source_time
-            if commit.source_times is not None:
-                commit.source_times.append(tv.source_time)
-        # Scrap that is part of the machine's total: its units are counted (or held) with the
-        # total's; counting the scrap moves them from yield to scrap, holding it holds none.
-        in_total = tv.role == SCRAP_COUNTER and rt.config.counters.total is not None
-        if step.anomaly is not None and step.anomaly.kind is AnomalyKind.BAD_VALUE:
-            self._bad_value(rt, tv, commit, step.anomaly.detail)
-        elif step.anomaly is not None:
-            held = Decimal(0 if in_total else step.anomaly.counts_held * spec.units_per_count)
-            self._anomaly(rt, step.anomaly, commit, held)
-            if held:  # counted, and held for a decision: accepted → confirmed, rejected → written off
-                rt.counted_total += held
-                commit.counted[rt.name] = rt.counted_total
-        if step.increment is not None and step.increment.counts > 0:
-            units = Decimal(step.increment.counts * spec.units_per_count)
-            if not in_total:
-                rt.counted_units += units
-            increment, serials = step.increment, ()
-            if rt.config.serial is not None and tv.role == "good":
-                increment, units, serials = self._with_serials(rt, tv, increment, units, commit)
-                if not units:
-                    return
-            if not in_total:
-                rt.counted_total += units
-                commit.counted[rt.name] = rt.counted_total
-            key = (rt.order, rt.operation)
-            pending = accumulate(rt.pendings.get(key), increment, units, order=rt.order, operation=rt.operation,
-                                 now=now, scrap_in_total=rt.config.counters.total is not None, serials=serials)
-            rt.pendings[key] = pending
-            commit.pendings[pending.key] = pending
-            if rt.order not in self.orders.uoms:
-                self._unknown_order(rt, tv, commit)
-            else:
-                self._check_work_center(rt, tv, commit)
-                # A count threshold confirms here; an expired timer is left to the tick,
-                # which takes due timers in capped turns (see _confirm_all).
-                if due(pending, rt.rule, now) == "every_units":
-                    self._confirm(rt, key, "every_units", commit)
-
-    def _bad_value(self, rt: MachineRuntime, tv: TagValue, commit: Commit, detail: str) -> None:
-        """Record the first bad value of a streak; the rest of the streak only counts."""
-        rt.ignored["bad_value"] = rt.ignored.get("bad_value", 0) + 1
-        if tv.role in rt.reported_bad:
-            return
-        rt.reported_bad.add(tv.role)
-        self._anomaly(rt, Anomaly(rt.name, tv.role, AnomalyKind.BAD_VALUE, detail, tv.source_time),
-                      commit, Decimal(0))
-
-    def _unknown_order(self, rt: MachineRuntime, tv: TagValue, commit: Commit) -> None:
-        if rt.order in rt.reported_unknown:
-            return
-        rt.reported_unknown.add(rt.order)
-        if rt.order in self.orders.closed:
-            detail = (f"order {rt.order!r} is completed; counted units are kept pending, not posted — "
-                      "put the machine on an open order")
-        else:
-            what = f"order {rt.order!r} is not in the master data" if rt.order else "no order number on the machine"
-            detail = (f"{what}; counted units are kept pending and confirmed once the order is loaded "
-                      "(`gateway masterdata load`)")
-        self._anomaly(rt, Anomaly(rt.name, None, AnomalyKind.UNKNOWN_ORDER, detail, tv.source_time,
-                                  order=rt.order), commit, Decimal(0))
-
-    def _check_work_center(self, rt: MachineRuntime, tv: TagValue, commit: Commit) -> None:
-        """Activities are costed at the routing's work center; say so once if it is not the machine's."""
-        planned = self.orders.work_centers.get((rt.order, rt.operation))
-        key = f"work center of {rt.order}"
-        if planned in (None, rt.config.work_center) or key in rt.reported_unknown:
-            return
-        rt.reported_unknown.add(key)
-        self._anomaly(rt, Anomaly(
-            rt.name, None, AnomalyKind.WORK_CENTER_MISMATCH,
-            f"operation {rt.operation} of order {rt.order} runs on {planned}, but this machine is on "
-            f"{rt.config.work_center}; units are confirmed and activities costed at {planned} — check the "
-            "machine's operation in the mapping or the order's routing", tv.source_time), commit, Decimal(0))
-
-    def _anomaly(self, rt: MachineRuntime, anomaly: Anomaly, commit: Commit, units_held: Decimal) -> None:
-        log.warning("anomaly", machine=rt.name, order=rt.order or None, operation=rt.operation,
-                    counter=anomaly.counter, kind=anomaly.kind.value, detail=anomaly.detail,
-                    units_held=str(units_held))
-        commit.anomalies.append((anomaly, units_held))
+                changes.fences[LEDGER] = self.keeper.tokens.get(LEDGER)
+        self.writer.submit(changes)
 
     # -- confirming ------------------------------------------------------------------
 
-    def _confirm(self, rt: MachineRuntime, key: tuple[str, str], trigger: str, commit: Commit) -> None:
-        pending = rt.pendings.pop(key)
-        confirmation = confirm(pending, trigger, self.orders.uoms[pending.order])
-        commit.confirmations.append(confirmation)
-        commit.pendings[pending.key] = None
-
-    def _confirm_machine(self, rt: MachineRuntime, commit: Commit, now: datetime, *,
-                         trigger: str | None, only_order: str | None = None) -> None:
-        """Confirm what is due (``trigger=None``: by the rules) for known orders."""
-        for key, pending in list(rt.pendings.items()):
-            if pending.order not in self.orders.uoms or (only_order is not None and pending.order != only_order):
-                continue
-            why = trigger or ("order_change" if pending.order != rt.order else due(pending, rt.rule, now))
-            if why:
-                self._confirm(rt, key, why, commit)
-
-    def _confirm_all(self, trigger: str | None) -> None:
-        """Confirm what the rules say is due (``None``, every tick) or everything (shutdown).
+    def _confirm_all(self, moment: Moment) -> None:
+        """Confirm what the rules say is due (``TICK``, every tick) or everything (``SHUTDOWN``).
 
         By the rules, at most ``TIMER_CONFIRMATIONS_PER_TICK`` per tick, machines taken in
         turn: when thousands of timers expire together, their confirmations go to the
         ledger over a few ticks instead of one transaction that holds back every counter
         change queued behind it. Units wait as pending meanwhile (committed, not lost).
         """
-        commit = Commit()
+        changes = ChangeSet()
         now = self.clock()
         machines = list(self.machines.values())
         start = self._timer_turn % len(machines) if machines else 0
         for i, rt in enumerate(machines[start:] + machines[:start]):
-            if trigger is None and len(commit.confirmations) >= TIMER_CONFIRMATIONS_PER_TICK:
+            if moment is Moment.TICK and len(changes.confirmations) >= TIMER_CONFIRMATIONS_PER_TICK:
                 self._timer_turn = start + i  # the next tick starts with this machine
                 break
             if rt.owned:
-                self._confirm_machine(rt, commit, now, trigger=trigger)
-        self._submit(commit)
+                rt.confirm_due(changes, self.orders, now, moment)
+        self._submit(changes)
 
     # -- replaying a recording (gateway dry-run) -----------------------------------------
     # The same machines, decisions and writer as ``run``, without sources, leases or the
@@ -938,12 +561,12 @@ class Gateway:
 
     def tick(self) -> None:
         """What the confirm timer does every ``TICK_S``: confirm what the rules say is due."""
-        self._confirm_all(None)
+        self._confirm_all(Moment.TICK)
 
     def close_replay(self, timeout_s: float = 30.0) -> bool:
         """As at shutdown: confirm every pending unit of a known order, commit; True if committed."""
         self._closed = True
-        self._confirm_all("shutdown")
+        self._confirm_all(Moment.SHUTDOWN)
         return self.writer.stop(timeout_s) and not self.writer.health.held_machines
 
     async def committed(self) -> None:

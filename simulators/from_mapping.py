@@ -323,7 +323,7 @@ class MappingPlc(SimulatedPlant):
 
     async def _play(self) -> None:
         """The recording's values at its pace, measured from the first delivery."""
-        from gateway.domain.records import Quality
+        from gateway.sources.base import Quality
 
         batches = self.replay.batches
         if not batches:

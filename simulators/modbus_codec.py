@@ -4,7 +4,7 @@ For: every simulator that serves Modbus registers (``simulators.modbus_plc``,
 ``simulators.from_mapping``) and the tests that pin this codec and the gateway's against
 the same golden register vectors (``tests/sources/modbus_golden.yaml``).
 
-It must never import gateway code, above all not ``gateway.sources.modbus_registers``: the
+It must never import gateway code, above all not ``gateway.sources.modbus.registers``: the
 simulator is what the gateway's Modbus tests read, and a word- or byte-order mistake in a
 codec shared by both sides would be written and read back the same way, so every test would
 pass against a device that no real PLC is. Two codecs written differently, each held to

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
+
+# Master data the tests share, one file per plant: tests/fixtures/masterdata/<name>.yaml.
+MASTERDATA_FIXTURES = Path(__file__).parent / "fixtures" / "masterdata"
 
 
 def free_port() -> int:
@@ -10,6 +14,11 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def masterdata_fixture(name: str) -> str:
+    """The text of ``tests/fixtures/masterdata/<name>.yaml`` (a test may vary it with ``str.replace``)."""
+    return (MASTERDATA_FIXTURES / f"{name}.yaml").read_text(encoding="utf-8")
 
 
 def ledger_with_masterdata(url: str, masterdata_yaml: str, folder):
@@ -28,19 +37,18 @@ def ledger_with_masterdata(url: str, masterdata_yaml: str, folder):
 
 def post_units(engine, start: int, end: int, *, order: str, at, machine: str = "M1", operation: str = "0010"):
     """Confirm good units start..end of ``machine`` and post them as the writer does; the confirmation."""
-    from decimal import Decimal
 
     from gateway.domain.confirming import accumulate, confirm
     from gateway.domain.records import Increment, Position
     from gateway.ledger.masters import MasterCache
     from gateway.ledger.posting import apply
-    from gateway.ledger.writer import Commit
+    from gateway.ledger.changes import ChangeSet
 
     inc = Increment(machine, "good", end - start, Position(0, start), Position(0, end), at)
-    c = confirm(accumulate(None, inc, Decimal(end - start), order=order, operation=operation, now=at),
+    c = confirm(accumulate(None, inc, order=order, operation=operation, now=at),
                 "every_units", "PC")
     with engine.begin() as conn:
-        apply(conn, Commit(confirmations=[c]), MasterCache())
+        apply(conn, ChangeSet(confirmations=[c]), MasterCache())
     return c
 
 

@@ -14,8 +14,7 @@ from sqlalchemy import insert
 
 from gateway.ledger import schema as t
 from gateway.ledger.schema import open_engine
-from tests.ledger.test_inventory import MASTERDATA
-from tests.support import ledger_with_masterdata, post_units
+from tests.support import ledger_with_masterdata, masterdata_fixture, post_units
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,7 +32,7 @@ def db(tmp_path) -> str:
     (A valve takes 2 seals, 0.5 g grease and 1 clip; 10 seals and no clips are in stock.)
     """
     url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
-    engine = ledger_with_masterdata(url, MASTERDATA, tmp_path)
+    engine = ledger_with_masterdata(url, masterdata_fixture("valve_errors_wait_for_reprocess"), tmp_path)
     post_units(engine, 0, 8, order="5000001", at=datetime.now(UTC))
     engine.dispose()
     return url

@@ -7,34 +7,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.support import ledger_with_masterdata, post_units
+from tests.support import ledger_with_masterdata, masterdata_fixture, post_units
 from tests.test_cli_reports import gateway, rows
 
-MASTERDATA = """
-materials:
-  VALVE:  {uom: PC, standard_price: 40}
-  SEAL:   {uom: PC, standard_price: 0.35}
-  GREASE: {uom: G, decimals: 1, standard_price: 0.012, currency: CHF}
-  CARTON: {uom: PC, standard_price: 1.1}
-work_centers:
-  WC1: {labor_rate: 40, machine_rate: 60, supply_location: LS1}
-boms:
-  VALVE:
-    base_quantity: 10
-    items:
-      - {item: "0010", material: SEAL,   quantity: 20, operation: "0010"}
-      - {item: "0020", material: GREASE, quantity: 5, operation: "0010"}
-      - {item: "0030", material: CARTON, quantity: 1, operation: "0010", flushing: order_completion, basis: yield}
-routings:
-  VALVE:
-    operations:
-      - {operation: "0010", work_center: WC1, machine_hours: 0.1}
-orders:
-  "5000001": {material: VALVE, quantity: 1000, receipt_location: FG}
-stock:
-  - {material: SEAL, location: LS1, quantity: 10}
-  - {material: GREASE, location: LS1, quantity: 1000}
-"""
+MASTERDATA = masterdata_fixture("valve_priced_grease_in_chf")
 
 
 @pytest.fixture

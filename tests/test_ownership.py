@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from gateway.domain.records import Quality
+from gateway.sources.base import Quality
 from gateway.ledger import schema as t
 from gateway.ledger.leases import LEDGER, MachinesOwned
 from gateway.ledger.masters import store_masterdata

@@ -164,7 +164,7 @@ def test_cli_init_show_list_trust_with_the_mapping(tmp_path: Path) -> None:
 
 
 async def test_publish_loop_tracebacks_become_one_line() -> None:
-    import gateway.sources.opcua  # noqa: F401 - installs the filter
+    import gateway.sources.opcua.source  # noqa: F401 - installs the filter
 
     logger = logging.getLogger("asyncua.client.ua_session.UaSession")
     level = logger.level

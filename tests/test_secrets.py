@@ -21,10 +21,11 @@ import pytest
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.user_managers import UserManager
 
+from gateway.inputfile.errors import InputFileError
+from gateway.inputfile.read import MB
 from gateway.mapping.load import load_mapping
 from gateway.mapping.validate import validate_mapping
 from gateway.masterdata.load import load_masterdata
-from gateway.yamldoc import MB, InputFileError
 from tests.sources.conftest import PlcServer
 from tests.support import free_port
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 
 from sqlalchemy import func, select
 
 from gateway import service
 from gateway.clock import utcnow
-from gateway.domain.confirming import accumulate
+from gateway.domain.confirming import Moment, accumulate
 from gateway.domain.records import Increment, Position
 from gateway.ledger import schema as t
 from gateway.mapping.model import Mapping
@@ -36,7 +35,7 @@ def gateway_with_pending(folder, confirm: dict, opened_at: datetime) -> Gateway:
     gateway.writer.start()
     for name, rt in gateway.machines.items():
         inc = Increment(name, "good", 3, Position(0, 0), Position(0, 3), opened_at)
-        p = accumulate(None, inc, Decimal(3), order="1000124", operation="0010", now=opened_at)
+        p = accumulate(None, inc, order="1000124", operation="0010", now=opened_at)
         rt.pendings[(p.order, p.operation)] = p
     return gateway
 
@@ -51,7 +50,7 @@ def test_due_timers_are_confirmed_in_turns_of_at_most_the_cap_and_none_is_lost(t
                                    utcnow() - timedelta(minutes=5))
     after_each_tick = []
     for _ in range(3):
-        gateway._confirm_all(None)
+        gateway.tick()
         gateway.writer.barrier().result(30)
         after_each_tick.append(confirmed(gateway))
     cap = service.TIMER_CONFIRMATIONS_PER_TICK
@@ -62,6 +61,6 @@ def test_due_timers_are_confirmed_in_turns_of_at_most_the_cap_and_none_is_lost(t
 
 def test_shutdown_confirms_everything_at_once(tmp_path):
     gateway = gateway_with_pending(tmp_path, {}, utcnow())
-    gateway._confirm_all("shutdown")
+    gateway._confirm_all(Moment.SHUTDOWN)
     assert gateway.writer.stop(30)
     assert confirmed(gateway) == MACHINES

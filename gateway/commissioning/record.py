@@ -26,7 +26,7 @@ from gateway.commissioning.recording import FORMAT, VERSION, line_of
 from gateway.mapping.model import Mapping
 from gateway.sources import build_sources, modbus_tags, opcua_tags
 from gateway.sources.base import Source, TagValue
-from gateway.sources.modbus_registers import ModbusTag, encode
+from gateway.sources.modbus.registers import ModbusTag, encode
 
 log = structlog.get_logger("gateway.record")
 

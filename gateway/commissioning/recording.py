@@ -34,12 +34,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from gateway.domain.records import Quality
+from gateway.sources.base import Quality
+from gateway.inputfile.errors import FileError, InputFileError
 from gateway.mapping.model import Mapping
 from gateway.sources import modbus_tags, opcua_tags
 from gateway.sources.base import ORDER_ROLE, TagValue
-from gateway.sources.modbus_registers import DecodeError, ModbusTag, decode
-from gateway.yamldoc import FileError, InputFileError
+from gateway.sources.modbus.registers import DecodeError, ModbusTag, decode
 
 FORMAT = "backflush-gateway-recording"
 VERSION = 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 from rich.markup import escape
 
 from gateway.commissioning.dryrun import DryRun, MachineOutcome, compare
-from gateway.report import fmt, make_console, table
+from gateway.cli.tables import fmt, make_console, table
 
 
 def print_dry_run(run: DryRun) -> None:

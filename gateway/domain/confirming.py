@@ -3,11 +3,12 @@
 A ``Pending`` collects the units counted for one order operation on one machine since
 its last confirmation, together with the range of counter positions they came from.
 ``due`` says whether a rule fires (every N units, every T seconds with units pending —
-plus the machine's own ``spread_seconds``, see ``timer_spread``);
-order changes and shutdown are decided by the caller, who passes the trigger to
-``confirm``. ``confirm`` turns a Pending into a ``Confirmation`` whose id is a hash of
-the machine and the position ranges, so the same slice of production always gets the
-same id and a replay after a crash can be recognised.
+plus the machine's own ``spread_seconds``, see ``timer_spread``); ``decide`` says which of
+a machine's pendings to confirm at a given moment and why (a ``Trigger``: a rule, an order
+change, shutdown, reload), and which wait (an order not known yet). ``confirm`` turns a
+Pending into a ``Confirmation`` whose id is a hash of the machine and the position ranges,
+so the same slice of production always gets the same id and a replay after a crash can be
+recognised.
 
 Units of the ``scrap`` counter are scrap; units of any other counter are yield. On a
 machine whose parts counter is a ``total`` (good and bad), scrap is part of the total:
@@ -18,17 +19,20 @@ Pure: the wall clock is passed in as ``now``; nothing here reads it.
 
 from __future__ import annotations
 
+import enum
 import hashlib
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
-from gateway.domain.records import Confirmation, Increment, Position
+from gateway.domain.records import Confirmation, Increment, Position, Trigger
 
 SCRAP_COUNTER = "scrap"
 TOTAL_COUNTER = "total"  # every part, good and scrap
 
 Positions = tuple[tuple[str, Position], ...]
+PendingKey = tuple[str, str]  # (order, operation): a machine's pendings are keyed so
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +83,6 @@ class Pending:
 def accumulate(
     pending: Pending | None,
     increment: Increment,
-    units: Decimal,
     *,
     order: str,
     operation: str,
@@ -91,6 +94,7 @@ def accumulate(
     (machine, order, operation).
 
     ``scrap_in_total``: the machine counts a ``total``, which holds the scrap too."""
+    units = increment.units
     is_scrap = increment.counter == SCRAP_COUNTER
     yield_units = (-units if scrap_in_total else Decimal(0)) if is_scrap else units
     if pending is None:
@@ -121,19 +125,86 @@ def accumulate(
     )
 
 
-def due(pending: Pending | None, rule: ConfirmRule, now: datetime) -> str | None:
+def due(pending: Pending | None, rule: ConfirmRule, now: datetime) -> Trigger | None:
     """The rule that fires for this pending now, if any."""
     if pending is None or pending.units <= 0 or pending.yield_qty < 0:
         return None
     if rule.every_units is not None and pending.units >= rule.every_units:
-        return "every_units"
+        return Trigger.EVERY_UNITS
     if (rule.every_seconds is not None
             and (now - pending.opened_at).total_seconds() >= rule.every_seconds + rule.spread_seconds):
-        return "every_seconds"
+        return Trigger.EVERY_SECONDS
     return None
 
 
-def confirm(pending: Pending, trigger: str, uom: str) -> Confirmation:
+class Moment(enum.Enum):
+    """When the confirmations of one machine are decided (see ``decide``)."""
+
+    COUNTED = "counted"  # units were just counted for the running order
+    TICK = "tick"  # the confirm timer's round
+    ORDER_CHANGED = "order_changed"  # the machine's order has just changed to the running order
+    SHUTDOWN = "shutdown"  # the gateway stops
+    RELOAD = "reload"  # the machine's mapping entry is removed or changed
+
+
+_CLOSING = {Moment.SHUTDOWN: Trigger.SHUTDOWN, Moment.RELOAD: Trigger.RELOAD}
+
+
+def decide(
+    pendings: Mapping[PendingKey, Pending],
+    current_order: str,
+    known_orders: Container[str],
+    rule: ConfirmRule,
+    now: datetime,
+    moment: Moment = Moment.TICK,
+) -> list[tuple[PendingKey, Trigger]]:
+    """Which of one machine's pendings (keyed ``(order, operation)``) to confirm now, and why.
+
+    ==============  ===========================================  =========================
+    moment          pending                                      outcome
+    ==============  ===========================================  =========================
+    any             of an order not known (not in the master     waits: it cannot be
+                    data, completed, or no order number)         confirmed against nothing
+    COUNTED         of the running order, count threshold        ``every_units``
+                    reached
+    COUNTED         timer expired                                waits for the tick (which
+                                                                 takes due timers in turns)
+    COUNTED         of another order                             waits for the tick
+    TICK            of another order than the running one        ``order_change``
+    TICK            of the running order: the rule that fires    ``every_units`` /
+                    (``due``)                                    ``every_seconds``
+    TICK            of the running order, no rule fires          waits
+    ORDER_CHANGED   of another order than the (new) running one  ``order_change``, whatever
+                                                                 the rules say
+    ORDER_CHANGED   of the running order                         waits
+    SHUTDOWN        any                                          ``shutdown``
+    RELOAD          any                                          ``reload``
+    ==============  ===========================================  =========================
+
+    A pending of no order number (``""``) is never known: it waits until a person assigns it.
+    The result is in the order of ``pendings``.
+    """
+    closing = _CLOSING.get(moment)
+    out: list[tuple[PendingKey, Trigger]] = []
+    for key, pending in pendings.items():
+        if pending.order not in known_orders:
+            continue
+        if closing is not None:
+            why: Trigger | None = closing
+        elif pending.order != current_order:
+            why = None if moment is Moment.COUNTED else Trigger.ORDER_CHANGE
+        elif moment is Moment.ORDER_CHANGED:
+            why = None
+        else:
+            why = due(pending, rule, now)
+            if moment is Moment.COUNTED and why is not Trigger.EVERY_UNITS:
+                why = None
+        if why is not None:
+            out.append((key, why))
+    return out
+
+
+def confirm(pending: Pending, trigger: Trigger, uom: str) -> Confirmation:
     """The confirmation of everything pending; its id depends only on what it covers."""
     return Confirmation(
         id=confirmation_id(pending.machine, pending.start, pending.end),

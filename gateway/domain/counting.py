@@ -2,7 +2,9 @@
 
 ``advance(state, reading, spec)`` is the only entry point. It decides, for one reading
 of one counter, how many counts happened since the last accepted reading, and returns
-the new counter state. Rules:
+the new counter state. An increment carries the counter's units per cycle (and so its
+``units``), as does an anomaly that holds counts (``units_held``): how many units a reading
+makes is decided here, nowhere else. Rules:
 
 ============================================  =================================================
 case                                          outcome
@@ -44,6 +46,7 @@ Pure: no I/O, no clock — the caller passes everything in.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from gateway.domain.records import (
@@ -54,8 +57,28 @@ from gateway.domain.records import (
     CounterState,
     Increment,
     Position,
-    Quality,
 )
+
+
+class Ignored(enum.StrEnum):
+    """Why a reading changed nothing (counted per machine, logged at stop); the value is what is logged."""
+
+    BAD_QUALITY = "quality_bad"
+    UNCERTAIN_QUALITY = "quality_uncertain"
+    NO_VALUE = "quality_good"  # a good status with no usable number
+    OUT_OF_RANGE = "out_of_range"  # outside the counter's width: a BAD_VALUE anomaly
+    BASELINE = "baseline"  # the first reading ever: where counting starts
+    UNCHANGED = "unchanged"  # the same value again
+    BAD_VALUE = "bad_value"  # not a number at all (judged by the shell before counting)
+
+    @property
+    def for_quality(self) -> bool:
+        """Not judged at all: the source had no good value."""
+        return self in _QUALITY
+
+
+_QUALITY = frozenset({Ignored.BAD_QUALITY, Ignored.UNCERTAIN_QUALITY, Ignored.NO_VALUE})
+_BY_QUALITY = {"bad": Ignored.BAD_QUALITY, "uncertain": Ignored.UNCERTAIN_QUALITY, "good": Ignored.NO_VALUE}
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +88,7 @@ class Step:
     state: CounterState | None
     increment: Increment | None = None
     anomaly: Anomaly | None = None
-    ignored: str | None = None  # why the reading changed nothing, for metrics
+    ignored: Ignored | None = None  # why the reading changed nothing, for metrics
 
 
 def advance(
@@ -84,18 +107,18 @@ def advance(
     job's last counts may never have been read. ``not_producing``: why the machine is not
     producing now (its state is outside ``count_when``); None while it produces.
     """
-    if reading.quality is not Quality.GOOD or reading.value is None:
-        return Step(state, ignored=f"quality_{reading.quality.value}")
+    if reading.quality != "good" or reading.value is None:
+        return Step(state, ignored=_BY_QUALITY[reading.quality])
     value = reading.value
     if not 0 <= value < spec.modulus:
-        return Step(state, anomaly=_bad_value(reading, spec, state), ignored="out_of_range")
+        return Step(state, anomaly=_bad_value(reading, spec, state), ignored=Ignored.OUT_OF_RANGE)
     if state is None:
-        return Step(_state(reading, Position(0, value)), ignored="baseline")
+        return Step(_state(reading, Position(0, value)), ignored=Ignored.BASELINE)
 
     last = state.position
     job_reset = job_changed and (spec.resets_with_job or value < last.raw)
     if value == last.raw and not job_reset:
-        return Step(state, ignored="unchanged")
+        return Step(state, ignored=Ignored.UNCHANGED)
     if value > last.raw and not job_reset:
         return _counted(state, reading, spec, value - last.raw, Position(last.epoch, value), not_producing)
     new = Position(last.epoch + 1, value)
@@ -170,6 +193,7 @@ def _counted(
             start=state.position,
             end=end,
             counts_held=counts,
+            units_per_count=spec.units_per_count,
         ))
     increment = Increment(
         machine=reading.machine,
@@ -178,6 +202,7 @@ def _counted(
         start=state.position,
         end=end,
         source_time=reading.source_time,
+        units_per_count=spec.units_per_count,
     )
     return Step(new_state, increment=increment, anomaly=note)
 

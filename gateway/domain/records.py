@@ -26,14 +26,12 @@ import enum
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Literal
 
 
-class Quality(enum.Enum):
-    """OPC UA status class of a value; Modbus reads are GOOD or BAD."""
-
-    GOOD = "good"
-    UNCERTAIN = "uncertain"
-    BAD = "bad"
+# How far the source trusted a value: OPC UA's status class (Good, Uncertain, Bad); Modbus reads
+# are good or bad. The words of the sources' ``Quality`` enum, which the domain does not import.
+ReadingQuality = Literal["good", "uncertain", "bad"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +78,7 @@ class CounterReading:
     counter: str
     value: int | None  # None when the PLC sent no usable number
     source_time: datetime
-    quality: Quality = Quality.GOOD
+    quality: ReadingQuality = "good"
     received_at: datetime | None = None
 
 
@@ -96,7 +94,7 @@ class CounterState:
 
 @dataclass(frozen=True, slots=True)
 class Increment:
-    """Counts between two positions of one counter."""
+    """Counts between two positions of one counter, and the units they make."""
 
     machine: str
     counter: str
@@ -104,6 +102,12 @@ class Increment:
     start: Position
     end: Position
     source_time: datetime
+    units_per_count: int = 1  # the counter's units per cycle (``CounterSpec``)
+
+    @property
+    def units(self) -> Decimal:
+        """The units these counts made, in the produced material's unit of measure."""
+        return Decimal(self.counts * self.units_per_count)
 
 
 class AnomalyKind(enum.Enum):
@@ -116,6 +120,24 @@ class AnomalyKind(enum.Enum):
     JOB_CHANGE_UNSEEN = "job_change_unseen"  # job changed while not read: the old job's last units unknown
     SERIAL_MISSING = "serial_missing"  # good units with no serial written for them, held for a decision
     SERIAL_REPEATED = "serial_repeated"  # good units whose serial was used before, held for a decision
+
+
+class AnomalyStatus(enum.StrEnum):
+    """Where an anomaly stands (the ledger's ``anomalies.status``; the value is what is stored)."""
+
+    OPEN = "open"  # waits for a person's decision
+    RECORDED = "recorded"  # information only: nothing to decide
+    ACCEPTED = "accepted"  # its held units were posted
+    REJECTED = "rejected"  # its held units were written off
+    ASSIGNED = "assigned"  # its pending units were confirmed for another order
+
+
+class ErrorStatus(enum.StrEnum):
+    """Where an error-queue item stands (the ledger's ``error_queue.status``)."""
+
+    OPEN = "open"  # still missing; reprocessed when stock arrives or on request
+    RESOLVED = "resolved"  # posted after all
+    CANCELLED = "cancelled"  # no longer to be posted (its confirmation was reversed or cut)
 
 
 # Anomalies that hold counted units until a person accepts (posts) or rejects them.
@@ -136,9 +158,29 @@ class Anomaly:
     end: Position | None = None
     counts_held: int = 0  # counts not posted because of this anomaly
     order: str | None = None  # UNKNOWN_ORDER: the order number the units are kept pending under
+    units_per_count: int = 1  # the counter's units per cycle, for ``units_held``
+
+    @property
+    def units_held(self) -> Decimal:
+        """The units of the counts held."""
+        return Decimal(self.counts_held * self.units_per_count)
 
 
 # --- confirmations -----------------------------------------------------------------
+
+
+class Trigger(enum.StrEnum):
+    """Why a confirmation was made (the ledger's ``confirmations.trigger``; the value is what is stored)."""
+
+    EVERY_UNITS = "every_units"  # the count threshold of the machine's confirm rule
+    EVERY_SECONDS = "every_seconds"  # the timer of the machine's confirm rule
+    ORDER_CHANGE = "order_change"  # the machine moved on to another order
+    SHUTDOWN = "shutdown"  # the gateway stopped
+    RELOAD = "reload"  # the machine's mapping entry was removed or changed
+    ANOMALY_ACCEPTED = "anomaly_accepted"  # a person accepted units an anomaly held
+    ASSIGNED = "assigned"  # a person assigned units kept pending under an unknown order
+    ADJUSTMENT_SCRAP = "adjustment:scrap"  # scrap reported by hand (``gateway adjust scrap``)
+    TRUE_UP = "true-up"  # the plan of an order operation's whole progress (never posted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +198,7 @@ class Confirmation:
     end: tuple[tuple[str, Position], ...]
     first_source_time: datetime
     last_source_time: datetime
-    trigger: str  # every_units | every_seconds | order_change | shutdown
+    trigger: Trigger
     serials: tuple[str, ...] = ()  # from the machine's serial tag: one per unit of yield, in production order
 
     @property

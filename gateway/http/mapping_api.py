@@ -42,11 +42,11 @@ from gateway.app.ledger import MAX_LEDGER_INT
 from gateway.http.ledger_api import By, call
 from gateway.http.problems import PROBLEM_RESPONSES, Problem
 from gateway.http.security import viewer
+from gateway.inputfile.errors import FileError, InputFileError
 from gateway.ledger import mapping_versions
 from gateway.ledger.audit import Action, Actor
 from gateway.mapping.model import LAST_ADDRESS, MAX_REGISTERS_PER_READ, MODBUS_TYPE_REGISTERS, Mapping
 from gateway.reloading import MappingChange, diff_mappings
-from gateway.yamldoc import FileError, InputFileError
 
 log = structlog.get_logger("gateway.http")
 
@@ -478,7 +478,7 @@ async def browse_modbus(request: Request, source: Annotated[str, PathParam(max_l
                         count: Annotated[int, Query(ge=1, le=MAX_REGISTERS_PER_READ)] = 16) -> RegisterRange:
     """Read ``count`` registers of a Modbus source from ``start``; each address decoded as uint16,
     uint32 and uint64 in every word and byte order (a wider value only where it fits in the range)."""
-    from gateway.sources.modbus_client import ModbusClient, ModbusError
+    from gateway.sources.modbus.client import ModbusClient, ModbusError
 
     _, config = _source(request, source, "modbus")
     if start + count - 1 > LAST_ADDRESS:
@@ -499,7 +499,7 @@ async def browse_modbus(request: Request, source: Annotated[str, PathParam(max_l
 
 def decoded(table: str, start: int, words: list[int]) -> list[RegisterRow]:
     """Each address of a read with the values that start there, through the gateway's own codec."""
-    from gateway.sources.modbus_registers import ModbusTag, decode
+    from gateway.sources.modbus.registers import ModbusTag, decode
 
     def values(offset: int, type_: str, orders: dict[str, tuple[str, str]]) -> dict[str, int]:
         size = MODBUS_TYPE_REGISTERS[type_]

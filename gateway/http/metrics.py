@@ -35,6 +35,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 
+from gateway.domain.records import AnomalyStatus, ErrorStatus
 from gateway.ledger import outbox
 from gateway.ledger import schema as t
 from gateway.ledger.failures import short_error
@@ -63,12 +64,12 @@ class LedgerFigures:
     def read(engine: Engine) -> LedgerFigures:
         e, a = t.error_queue, t.anomalies
         with engine.connect() as conn:
-            errors = dict(conn.execute(select(e.c.material, func.count()).where(e.c.status == "open")
+            errors = dict(conn.execute(select(e.c.material, func.count()).where(e.c.status == ErrorStatus.OPEN)
                                        .group_by(e.c.material)).all())
             held: dict[str, Decimal] = defaultdict(Decimal)
             kinds: dict[str, int] = defaultdict(int)
             # Summed here: SQLite keeps quantities as text. Open anomalies are few (a person decides each).
-            for r in conn.execute(select(a.c.machine, a.c.kind, a.c.units_held).where(a.c.status == "open")):
+            for r in conn.execute(select(a.c.machine, a.c.kind, a.c.units_held).where(a.c.status == AnomalyStatus.OPEN)):
                 kinds[r.kind] += 1
                 held[r.machine] += r.units_held
         return LedgerFigures(errors, dict(kinds), dict(held), outbox.stats(engine), time.monotonic())
@@ -112,7 +113,7 @@ class GatewayMetrics:
 
     def committed(self, done: Committed) -> None:
         """The writer's after-commit hook (writer thread): add what this transaction committed."""
-        batch = done.batch
+        batch = done.changes
         self.commit_seconds.observe(max(0.0, done.committed_at - done.began_at))
         if done.posted and done.posted != len(batch.confirmations):
             # Some were replays of confirmations already in the ledger (a retried transaction whose

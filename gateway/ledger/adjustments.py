@@ -48,6 +48,7 @@ from gateway.domain.records import (
     Material,
     ProductionOrder,
     StockView,
+    Trigger,
 )
 from gateway.ledger import outbox
 from gateway.ledger import schema as t
@@ -95,7 +96,7 @@ def scrap(engine: Engine, order_no: str, operation: str, qty: Decimal, reason_co
         adj.check_quantity(qty, product)
         post_confirmation(tx, Confirmation(
             doc, MANUAL_MACHINE, order.number, operation, Decimal(0), qty, product.uom, (), (), now, now,
-            "adjustment:scrap"), MasterCache(), now)
+            Trigger.ADJUSTMENT_SCRAP), MasterCache(), now)
         tx.flush()  # read back below
         posted = read_posted(tx.conn, doc)
         queued = tx.conn.execute(select(t.error_queue.c.id).where(t.error_queue.c.confirmation_id == doc)).all()

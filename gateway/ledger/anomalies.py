@@ -41,7 +41,7 @@ from decimal import Decimal
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 
 from gateway.domain.confirming import Pending, accumulate, confirm, parse_positions
-from gateway.domain.records import Increment, Position
+from gateway.domain.records import AnomalyStatus, Increment, Position, Trigger
 from gateway.ledger import schema as t
 from gateway.ledger.masters import MasterCache
 from gateway.ledger.tx import buffered
@@ -82,13 +82,13 @@ def list_anomalies(engine: Engine, *, include_decided: bool = False) -> list[Ano
         held = _held(conn)
         rows = conn.execute(query).all()
     latest = {(r.machine, r.order_no): r.id for r in rows
-              if r.kind == UNKNOWN_ORDER and r.status == "recorded" and r.order_no is not None}
+              if r.kind == UNKNOWN_ORDER and r.status == AnomalyStatus.RECORDED and r.order_no is not None}
     views = []
     for r in rows:
         units, since = r.units_held, None
         if latest.get((r.machine, r.order_no)) == r.id and (r.machine, r.order_no) in held:
             units, since = held[(r.machine, r.order_no)]
-        if not include_decided and r.status != "open" and since is None:
+        if not include_decided and r.status != AnomalyStatus.OPEN and since is None:
             continue
         views.append(AnomalyView(r.id, r.machine, r.counter, r.kind, r.status, units, r.source_time, r.detail,
                                  r.decision, r.confirmation_id, r.order_no, since))
@@ -121,7 +121,7 @@ def _open_anomaly(conn: Connection, anomaly_id: int):
     if decided is not None:
         raise DecisionRefused(f"anomaly {anomaly_id} was already {decided.decision} at "
                               f"{decided.decided_at:%Y-%m-%d %H:%M:%S} UTC; a decision is final")
-    if row.status != "open":
+    if row.status != AnomalyStatus.OPEN:
         raise DecisionRefused(f"anomaly {anomaly_id} ({row.kind}) is information only; there is nothing to decide")
     if row.kind not in DECIDABLE:
         raise DecisionRefused(f"anomaly {anomaly_id} is of kind {row.kind}; only {', '.join(DECIDABLE)} can be decided")
@@ -179,15 +179,17 @@ def accept(engine: Engine, anomaly_id: int, *, reason: str = "", order: str | No
         uom = _uom(conn, order)
         if uom is None:
             raise DecisionRefused(f"order {order!r} is not in the master data; load it first")
-        increment = Increment(row.machine, row.counter, row.counts_held, start, end, row.source_time)
-        pending = accumulate(None, increment, row.units_held, order=order, operation=operation, now=now)
-        confirmation = confirm(pending, "anomaly_accepted", uom)
+        # The units per count the counts were held at (none for scrap that is part of a total).
+        per_count = int(row.units_held) // row.counts_held if row.counts_held else 1
+        increment = Increment(row.machine, row.counter, row.counts_held, start, end, row.source_time, per_count)
+        pending = accumulate(None, increment, order=order, operation=operation, now=now)
+        confirmation = confirm(pending, Trigger.ANOMALY_ACCEPTED, uom)
         with buffered(conn) as tx:
             posted = post_confirmation(tx, confirmation, MasterCache(), now)
         if not posted:
             raise DecisionRefused(f"confirmation {confirmation.id} of anomaly {anomaly_id} is already posted")
-        _decide(conn, anomaly_id, "accepted", reason, now, confirmation.id, order, operation)
-        record.order, record.changed = order, {"status": "accepted"}
+        _decide(conn, anomaly_id, AnomalyStatus.ACCEPTED, reason, now, confirmation.id, order, operation)
+        record.order, record.changed = order, {"status": AnomalyStatus.ACCEPTED}
         claim("anomaly_accepted", confirmation.id, anomaly_id=anomaly_id, confirmation_id=confirmation.id,
               order=order, operation=operation, units=str(row.units_held), reason=reason)
     return confirmation.id, order, row.units_held
@@ -234,7 +236,7 @@ def assign(engine: Engine, anomaly_id: int, order: str, *, operation: str | None
                 target = operation or p.operation
                 held = Pending(p.machine, order, target, p.yield_qty, p.scrap_qty, parse_positions(p.start_pos),
                                parse_positions(p.end_pos), p.first_source_time, p.last_source_time, p.opened_at)
-                confirmation = confirm(held, "assigned", uom)
+                confirmation = confirm(held, Trigger.ASSIGNED, uom)
                 if not post_confirmation(tx, confirmation, masters, now):
                     raise DecisionRefused(f"confirmation {confirmation.id} of these units is already posted")
                 posted.append(confirmation.id)
@@ -242,10 +244,10 @@ def assign(engine: Engine, anomaly_id: int, order: str, *, operation: str | None
                 conn.execute(delete(pu).where(pu.c.machine == p.machine, pu.c.order_no == p.order_no,
                                               pu.c.operation == p.operation))
         conn.execute(insert(t.anomaly_decisions), [{
-            "anomaly_id": anomaly_id, "decision": "assigned", "reason": reason, "confirmation_id": posted[0],
+            "anomaly_id": anomaly_id, "decision": AnomalyStatus.ASSIGNED, "reason": reason, "confirmation_id": posted[0],
             "order_no": order, "operation": operation or pendings[0].operation, "decided_at": now}])
-        conn.execute(update(t.anomalies).where(t.anomalies.c.id == anomaly_id).values(status="assigned"))
-        record.order, record.changed = order, {"status": "assigned", "confirmations": posted}
+        conn.execute(update(t.anomalies).where(t.anomalies.c.id == anomaly_id).values(status=AnomalyStatus.ASSIGNED))
+        record.order, record.changed = order, {"status": AnomalyStatus.ASSIGNED, "confirmations": posted}
         claim("anomaly_assigned", posted[0], anomaly_id=anomaly_id, machine=row.machine, held_under=row.order_no,
               order=order, confirmations=" ".join(posted), units=str(units), reason=reason)
     return posted, units
@@ -268,21 +270,21 @@ def reject(engine: Engine, anomaly_id: int, *, reason: str = "", audit: Action |
         conn = record.conn
         row = _open_anomaly(conn, anomaly_id)
         record.before = {"status": row.status, "units_held": row.units_held, "machine": row.machine}
-        _decide(conn, anomaly_id, "rejected", reason, now, None, None, None)
-        record.changed = {"status": "rejected"}
+        _decide(conn, anomaly_id, AnomalyStatus.REJECTED, reason, now, None, None, None)
+        record.changed = {"status": AnomalyStatus.REJECTED}
         claim("anomaly_rejected", "", anomaly_id=anomaly_id, machine=row.machine, units=str(row.units_held),
               reason=reason)
     return row.units_held
 
 
-def _decide(conn: Connection, anomaly_id: int, decision: str, reason: str, now: datetime,
+def _decide(conn: Connection, anomaly_id: int, decision: AnomalyStatus, reason: str, now: datetime,
             confirmation_id: str | None, order: str | None, operation: str | None) -> None:
     # The insert fails on the primary key if another decision won the race: the caller's
     # transaction then rolls back, posting included.
     conn.execute(insert(t.anomaly_decisions), [{
         "anomaly_id": anomaly_id, "decision": decision, "reason": reason, "confirmation_id": confirmation_id,
         "order_no": order, "operation": operation, "decided_at": now}])
-    done = conn.execute(update(t.anomalies).where(t.anomalies.c.id == anomaly_id, t.anomalies.c.status == "open")
+    done = conn.execute(update(t.anomalies).where(t.anomalies.c.id == anomaly_id, t.anomalies.c.status == AnomalyStatus.OPEN)
                         .values(status=decision))
     if done.rowcount != 1:
         raise DecisionRefused(f"anomaly {anomaly_id} was decided meanwhile")

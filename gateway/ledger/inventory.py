@@ -21,7 +21,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from sqlalchemy import Connection, Engine, func, insert, select
 
-from gateway.domain.records import GoodsMovement, Material, MovementKind
+from gateway.domain.records import ErrorStatus, GoodsMovement, Material, MovementKind
 from gateway.domain.valuation import value
 from gateway.ledger import outbox
 from gateway.ledger import schema as t
@@ -277,7 +277,7 @@ def error_metrics(engine: Engine, now: datetime | None = None) -> ErrorMetrics:
     eq, conf = t.error_queue, t.confirmations
     with engine.connect() as conn:
         open_rows = conn.execute(select(eq.c.material, eq.c.uom, eq.c.missing_qty, eq.c.created_at)
-                                 .where(eq.c.status == "open")).all()
+                                 .where(eq.c.status == ErrorStatus.OPEN)).all()
         errors_created = conn.execute(select(func.count()).select_from(eq)).scalar_one()
         confirmations = conn.execute(select(func.count()).select_from(conf)).scalar_one()
         errors_24h = conn.execute(select(func.count()).select_from(eq).where(

@@ -27,6 +27,7 @@ from gateway.domain.records import (
     ActivityPosting,
     BackflushError,
     Confirmation,
+    ErrorStatus,
     FlushingRule,
     GenealogyEdge,
     GoodsMovement,
@@ -34,6 +35,7 @@ from gateway.domain.records import (
     NotBackflushed,
     OperationProgress,
     StockView,
+    Trigger,
 )
 from gateway.domain.reversal import Posted, Reversal, reverse
 from gateway.domain.valuation import value
@@ -147,7 +149,7 @@ class ErrorItem:
 def list_errors(engine: Engine, *, include_closed: bool = False) -> list[ErrorItem]:
     q = select(t.error_queue).order_by(t.error_queue.c.id)
     if not include_closed:
-        q = q.where(t.error_queue.c.status == "open")
+        q = q.where(t.error_queue.c.status == ErrorStatus.OPEN)
     with engine.connect() as conn:
         prices = {m.id: (m.standard_price, m.currency) for m in read_materials(conn).values()}
         return [ErrorItem(r.id, r.created_at, r.order_no, r.confirmation_id, r.material, r.location,
@@ -170,7 +172,7 @@ def reprocess_errors(engine: Engine, ids: list[int] | None = None, *, now: datet
     result = ReprocessResult([], [])
     with manual(engine, audit) as record, buffered(record.conn) as tx:
         conn = record.conn
-        q = select(t.error_queue).where(t.error_queue.c.status == "open").order_by(t.error_queue.c.id)
+        q = select(t.error_queue).where(t.error_queue.c.status == ErrorStatus.OPEN).order_by(t.error_queue.c.id)
         if ids:
             q = q.where(t.error_queue.c.id.in_(ids))
             found = {r.id for r in conn.execute(q)}
@@ -300,12 +302,12 @@ def reverse_confirmation(engine: Engine, confirmation_id: str, reason: str, *, f
                                    f"on {done.created_at:%Y-%m-%d %H:%M} ({done.reason})")
         doc = f"R-{confirmation_id}"
         eq = t.error_queue.c
-        if conn.execute(select(eq.id).where(eq.confirmation_id == confirmation_id, eq.status == "open",
+        if conn.execute(select(eq.id).where(eq.confirmation_id == confirmation_id, eq.status == ErrorStatus.OPEN,
                                             eq.material == "")).first() is not None:
             # Never planned or posted (it waits whole in the error queue): nothing to undo, and it never
             # added to the order's progress. Its queue entry is cancelled; the reversal records why.
-            conn.execute(update(t.error_queue).where(eq.confirmation_id == confirmation_id, eq.status == "open")
-                         .values(status="cancelled", resolved_at=now))
+            conn.execute(update(t.error_queue).where(eq.confirmation_id == confirmation_id, eq.status == ErrorStatus.OPEN)
+                         .values(status=ErrorStatus.CANCELLED, resolved_at=now))
             conn.execute(insert(t.reversals), [{"id": doc, "confirmation_id": confirmation_id, "reason": reason,
                                                 "forced": False, "force_reason": None, "created_at": now}])
             claim("confirmation_reversed", doc, confirmation_id=confirmation_id, reversal_id=doc,
@@ -323,8 +325,8 @@ def reverse_confirmation(engine: Engine, confirmation_id: str, reason: str, *, f
         write_genealogy(tx, doc, row.order_no, result.genealogy, now)
         write_deferred(tx, doc, row.order_no, result.deferred)
         conn.execute(update(t.error_queue).where(t.error_queue.c.confirmation_id == confirmation_id,
-                                                 t.error_queue.c.status == "open")
-                     .values(status="cancelled", resolved_at=now))
+                                                 t.error_queue.c.status == ErrorStatus.OPEN)
+                     .values(status=ErrorStatus.CANCELLED, resolved_at=now))
         tx.add_progress(row.order_no, row.operation, -row.yield_qty, -row.scrap_qty)
         tx.add_carry(row.order_no, result.carry)
         _true_up_rounding(tx, row.order_no, row.operation, doc, now)
@@ -359,7 +361,7 @@ def _true_up_rounding(tx: LedgerTx, order_no: str, operation: str, doc: str, now
     progress = tx.progress(order_no, operation)
     carry = tx.carry(order_no)
     whole = Confirmation("true-up", "", order_no, operation, progress.yield_qty, progress.scrap_qty, "",
-                         (), (), now, now, "true-up")
+                         (), (), now, now, Trigger.TRUE_UP)
     target = dict(plan(whole, order, OperationProgress(order_no, operation), materials, work_centers,
                        StockView(), carry={}, serials=None).planned)
     keys = set(target) | {k for k in carry if k.startswith(f"{operation}:")} | {
@@ -405,13 +407,13 @@ def _unqueue(conn: Connection, order_no: str, item: str, qty: Decimal, now: date
     """Lower the open error items of an order component by up to ``qty``; what is left over."""
     eq = t.error_queue.c
     for row in conn.execute(select(t.error_queue).where(eq.order_no == order_no, eq.bom_item == item,
-                                                        eq.status == "open").order_by(eq.id.desc())).all():
+                                                        eq.status == ErrorStatus.OPEN).order_by(eq.id.desc())).all():
         if qty == 0:
             break
         take = min(qty, row.missing_qty)
         left = row.missing_qty - take
         conn.execute(update(t.error_queue).where(eq.id == row.id).values(
-            missing_qty=left, status="open" if left else "cancelled", resolved_at=None if left else now))
+            missing_qty=left, status=ErrorStatus.OPEN if left else ErrorStatus.CANCELLED, resolved_at=None if left else now))
         qty -= take
     return qty
 
@@ -434,7 +436,7 @@ def read_posted(conn: Connection, document: str) -> Posted:
                                              .order_by(dc.id))),
         open_errors=tuple(BackflushError(r.material, r.location, r.missing_qty, r.uom, r.reason, r.bom_item)
                           for r in conn.execute(select(t.error_queue).where(eq.confirmation_id == document,
-                                                                           eq.status == "open"))
+                                                                           eq.status == ErrorStatus.OPEN))
                           if r.material),
     )
 

@@ -39,6 +39,7 @@ from sqlalchemy import Connection, Engine, select, update
 from gateway.domain.backflush import StockLeft, issue_component
 from gateway.domain.valuation import value
 from gateway.domain.records import (
+    ErrorStatus,
     FlushingRule,
     GenealogyEdge,
     GoodsMovement,
@@ -152,7 +153,7 @@ def _view(conn: Connection, order: ProductionOrder) -> OrderView:
         if d.rule == FlushingRule.ORDER_COMPLETION.value and d.bom_item in lines:
             lines[d.bom_item].wip += d.qty
     for e in conn.execute(select(t.error_queue).where(t.error_queue.c.order_no == order.number,
-                                                      t.error_queue.c.status == "open")):
+                                                      t.error_queue.c.status == ErrorStatus.OPEN)):
         if e.bom_item in lines:
             lines[e.bom_item].open_errors += e.missing_qty
     stored = progress_of(conn, order.number)

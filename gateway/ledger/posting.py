@@ -1,6 +1,6 @@
 """One posting transaction: counter state, confirmations with their backflush, anomalies.
 
-``apply`` writes one change-set (``gateway.ledger.writer.Commit``) on a connection inside
+``apply`` writes one change-set (``gateway.ledger.changes.ChangeSet``) on a connection inside
 the caller's transaction; the writer thread calls it, and so do the tests and benchmarks
 that need a transaction without a thread. ``post_confirmation`` and ``backflush`` are
 also what reprocessing and anomaly decisions use, so a confirmation posted by a person
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
 import structlog
 from sqlalchemy import Connection, delete, insert, select, tuple_, update
@@ -38,24 +37,24 @@ from gateway.domain.confirming import Pending, format_positions
 from gateway.domain.serials import serials_of
 from gateway.domain.records import (
     Anomaly,
+    AnomalyStatus,
+    ErrorStatus,
     HOLDING_KINDS,
     BackflushPlan,
     Confirmation,
 )
 from gateway.ledger import outbox
 from gateway.ledger import schema as t
+from gateway.ledger.changes import ChangeSet
 from gateway.ledger.claims import claim, tentative
 from gateway.ledger.failures import cause, lost_to_transient, short_error
 from gateway.ledger.masters import MasterCache
 from gateway.ledger.sql import upsert
 from gateway.ledger.tx import LedgerTx, buffered
 
-if TYPE_CHECKING:
-    from gateway.ledger.writer import Commit
-
 log = structlog.get_logger("gateway.ledger")
 
-def apply(conn: Connection, batch: Commit, masters: MasterCache) -> int:
+def apply(conn: Connection, batch: ChangeSet, masters: MasterCache) -> int:
     """Write ``batch`` on ``conn`` (inside the caller's transaction); how many confirmations were new.
 
     A confirmation whose postings fail (a bug in planning, a value the database refuses)
@@ -69,7 +68,7 @@ def apply(conn: Connection, batch: Commit, masters: MasterCache) -> int:
     upsert(conn, t.counter_states, [
         {"machine": s.machine, "counter": s.counter, "epoch": s.position.epoch, "raw": s.position.raw,
          "source_time": s.source_time, "updated_at": now}
-        for s in batch.counter_states.values()
+        for s in batch.latest_states().values()
     ], ["machine", "counter"])
     upsert(conn, t.pending_units, [_pending_row(p) for p in batch.pendings.values() if p is not None],
            ["machine", "order_no", "operation"])
@@ -168,7 +167,7 @@ def keep_unposted(tx: LedgerTx, c: Confirmation, now: datetime, reason: str) -> 
     tx.insert(t.confirmations, [_confirmation_row(c, now)])
     tx.insert(t.error_queue, [{
         "confirmation_id": c.id, "order_no": c.order, "material": "", "location": "",
-        "missing_qty": c.consumed_qty, "uom": c.uom, "status": "open", "created_at": now, "reason": reason}])
+        "missing_qty": c.consumed_qty, "uom": c.uom, "status": ErrorStatus.OPEN, "created_at": now, "reason": reason}])
 
 
 def _confirmation_row(c: Confirmation, now: datetime) -> dict:
@@ -314,7 +313,7 @@ def _settle(tx: LedgerTx, added: dict[tuple[str, str], str | None], masters: Mas
     tx.flush()  # the items this transaction queued itself are read too
     eq = t.error_queue.c
     rows = tx.conn.execute(select(t.error_queue).where(
-        eq.status == "open", eq.material != "", tuple_(eq.material, eq.location).in_(keys))
+        eq.status == ErrorStatus.OPEN, eq.material != "", tuple_(eq.material, eq.location).in_(keys))
         .order_by(eq.id).with_for_update()).all()
     if not rows:
         return []
@@ -353,7 +352,7 @@ def close_error(conn: Connection, row, left: Decimal, why: str, now: datetime, b
               missing_now=str(left), resolved=left == 0, by=by)
     conn.execute(update(t.error_queue).where(t.error_queue.c.id == row.id).values(
         missing_qty=left, attempts=row.attempts + 1,
-        status="resolved" if left == 0 else "open", resolved_at=now if left == 0 else None,
+        status=ErrorStatus.RESOLVED if left == 0 else ErrorStatus.OPEN, resolved_at=now if left == 0 else None,
         reason=row.reason if left == 0 else why,
         resolved_by=by if left != row.missing_qty else row.resolved_by))
 
@@ -367,7 +366,7 @@ def write_errors(tx: LedgerTx, document: str, order_no: str, errors, now: dateti
         tx.insert(t.error_queue, [{
             "confirmation_id": document, "order_no": order_no, "bom_item": e.bom_item, "material": e.material,
             "location": e.location, "missing_qty": e.missing_qty, "uom": e.uom, "reason": e.reason,
-            "status": "open", "created_at": now} for e in errors])
+            "status": ErrorStatus.OPEN, "created_at": now} for e in errors])
         for e in errors:
             claim("backflush_error_queued", document, level="warning", document=document, order=order_no,
                   material=e.material, missing=str(e.missing_qty), reason=e.reason)
@@ -412,5 +411,5 @@ def _anomaly_row(a: Anomaly, units_held: Decimal, now: datetime) -> dict:
         "machine": a.machine, "counter": a.counter, "kind": a.kind.value, "detail": a.detail,
         "start_pos": str(a.start) if a.start else None, "end_pos": str(a.end) if a.end else None,
         "counts_held": a.counts_held, "units_held": units_held, "source_time": a.source_time,
-        "status": "open" if needs_decision else "recorded", "created_at": now, "order_no": a.order,
+        "status": AnomalyStatus.OPEN if needs_decision else AnomalyStatus.RECORDED, "created_at": now, "order_no": a.order,
     }

@@ -14,7 +14,7 @@ from decimal import Decimal
 from sqlalchemy import Engine, select
 
 from gateway.domain.confirming import Pending, parse_positions
-from gateway.domain.records import CounterState, Position
+from gateway.domain.records import AnomalyStatus, CounterState, ErrorStatus, Position
 from gateway.ledger import schema as t
 
 
@@ -142,9 +142,9 @@ def summary(engine: Engine) -> LedgerSummary:
         for r in conn.execute(select(t.pending_units)):
             machines[r.machine].pending += r.yield_qty + r.scrap_qty
         for r in conn.execute(select(t.anomalies)):
-            if r.status == "open":
+            if r.status == AnomalyStatus.OPEN:
                 machines[r.machine].held += r.units_held
-            elif r.status == "rejected":
+            elif r.status == AnomalyStatus.REJECTED:
                 machines[r.machine].written_off += r.units_held
         for (machine,) in conn.execute(select(t.counter_states.c.machine).distinct()):
             machines[machine].counted = Decimal(0)  # counted by a PLC: checked even before its first unit
@@ -167,8 +167,8 @@ def summary(engine: Engine) -> LedgerSummary:
         serial = set(conn.execute(select(t.materials.c.id).where(t.materials.c.tracking == "serial")).scalars())
         if serial:
             stock = _serials_counted(stock, serial)
-        open_errors = len(conn.execute(select(t.error_queue.c.id).where(t.error_queue.c.status == "open")).all())
-        open_anomalies = len(conn.execute(select(t.anomalies.c.id).where(t.anomalies.c.status == "open")).all())
+        open_errors = len(conn.execute(select(t.error_queue.c.id).where(t.error_queue.c.status == ErrorStatus.OPEN)).all())
+        open_anomalies = len(conn.execute(select(t.anomalies.c.id).where(t.anomalies.c.status == AnomalyStatus.OPEN)).all())
     return LedgerSummary(dict(machines), dict(issued), dict(received), activities, stock, dict(deferred),
                          open_errors, open_anomalies, len(ids) - len(set(ids)))
 

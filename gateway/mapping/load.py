@@ -36,9 +36,12 @@ from gateway.mapping.model import (
     StateTag,
     is_thumbprint,
 )
+from gateway.inputfile.errors import FileError, Loc, by_line, dotted
+from gateway.inputfile.messages import show, unknown
+from gateway.inputfile.read import YamlDoc, repeats
+from gateway.inputfile.validate import Loaded, read_model
 from gateway.mapping.templates import with_presets
 from gateway.masterdata.model import Id
-from gateway.yamldoc import FileError, Loaded, Loc, YamlDoc, by_line, dotted, read_model, repeats, show, unknown
 
 
 def load_mapping(path: str | os.PathLike[str]) -> Mapping:

@@ -23,11 +23,11 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Dis
 
 # Names in the mapping are the master data's ids (work centers, operations, orders) or
 # follow the same rules (sources, machines): text, even when written as a bare number.
+from gateway.inputfile.messages import HIDDEN, WRONG_SHAPE
 from gateway.masterdata.model import Id
 from gateway.outputs.erpnext import ErpNextConfig
 from gateway.outputs.odoo import OdooConfig
 from gateway.outputs.sap_odata import SapODataConfig
-from gateway.yamldoc import HIDDEN
 
 CounterType = Literal["uint16", "uint32", "uint64"]
 COUNTER_WIDTH_BITS = {"uint16": 16, "uint32": 32, "uint64": 64}
@@ -295,15 +295,16 @@ with warnings.catch_warnings():
 _MODBUS_KEYS = frozenset({"register", "table", "length", "word_order", "byte_order"})
 
 
-def _tag_kind(opcua: type[BaseModel], modbus: type[BaseModel]) -> Any:
-    def kind(value: Any) -> str:
-        if isinstance(value, BaseModel):
-            return type(value).__name__
-        if isinstance(value, dict) and _MODBUS_KEYS & value.keys():
-            return modbus.__name__
-        return opcua.__name__
+def _which_tag(value: Any, opcua: type[BaseModel], modbus: type[BaseModel]) -> str:
+    if isinstance(value, BaseModel):
+        return type(value).__name__
+    if isinstance(value, dict) and _MODBUS_KEYS & value.keys():
+        return modbus.__name__
+    return opcua.__name__
 
-    return Discriminator(kind)
+
+def _tag_kind(opcua: type[BaseModel], modbus: type[BaseModel]) -> Any:
+    return Discriminator(lambda value: _which_tag(value, opcua, modbus))
 
 
 AnyCounterTag = Annotated[
@@ -317,6 +318,31 @@ AnyStateTag = Annotated[
 AnyOrderTag = Annotated[
     Union[Annotated[OrderTag, Tag("OrderTag")], Annotated[ModbusOrderTag, Tag("ModbusOrderTag")]],
     _tag_kind(OrderTag, ModbusOrderTag),
+]
+
+
+def _order_kind(value: Any) -> str | None:
+    """Which way ``Machine.order`` is written: a PLC tag (a mapping), or a fixed order number
+    (text; an unquoted number is a name too). None: neither, said as ``wrong_shape``.
+
+    Deciding by the shape written (not by trying every branch) keeps the messages about
+    the branch that was meant; another way to write it is one more line here and one more
+    member of ``MachineOrder``."""
+    if isinstance(value, (dict, BaseModel)):
+        return _which_tag(value, OrderTag, ModbusOrderTag)
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return "fixed"
+    return None
+
+
+MachineOrder = Annotated[
+    Union[
+        Annotated[OrderTag, Tag("OrderTag")],
+        Annotated[ModbusOrderTag, Tag("ModbusOrderTag")],
+        Annotated[Id, Tag("fixed")],
+    ],
+    Discriminator(_order_kind, custom_error_type=WRONG_SHAPE, custom_error_message="expected a mapping or text",
+                  custom_error_context={"expected": "a mapping or text"}),
 ]
 
 
@@ -379,7 +405,7 @@ class Machine(_Strict):
     counters: Counters
     # Either a PLC tag that holds the running order number, or a fixed order number.
     # Order numbers like 1000123 are often written unquoted; they are still names (Id).
-    order: AnyOrderTag | Id
+    order: MachineOrder
     confirm: ConfirmRule = ConfirmRule()
     plausibility: Plausibility = Plausibility()
     # Count only while the machine produces: units counted in other states are held as

@@ -35,7 +35,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.yamldoc import FileError, Loc, YamlDoc, _step, dotted, show
+from gateway.inputfile.errors import FileError, Loc, dotted
+from gateway.inputfile.messages import show
+from gateway.inputfile.read import YamlDoc
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 NUMBER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}\s*(?:([+-])\s*([0-9]+))?\Z")
@@ -84,19 +86,9 @@ class TemplatedDoc(YamlDoc):
     def _origin(self, loc: Loc) -> tuple[Template | None, Loc]:
         if len(loc) < 3 or loc[0] != "machines" or str(loc[1]) not in self.origins:
             return None, ()
-        if _written(self.tree, loc):
+        if YamlDoc.writes(self, loc):
             return None, ()
         return self.origins[str(loc[1])], tuple(loc[2:])
-
-
-def _written(tree: Any, loc: Loc) -> bool:
-    node = tree
-    for part in loc:
-        step = _step(node, part)
-        if step is None:
-            return False
-        node = step[0]
-    return True
 
 
 def expand(doc: YamlDoc, presets: Callable[[str], Template | None]) -> tuple[YamlDoc, list[FileError]]:

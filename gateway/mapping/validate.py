@@ -18,11 +18,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+from gateway.inputfile.errors import FileError, by_line
+from gateway.inputfile.messages import unknown
+from gateway.inputfile.read import YamlDoc
+from gateway.inputfile.validate import Loaded
 from gateway.mapping.load import read_mapping
 from gateway.mapping.model import Machine, Mapping, is_thumbprint
 from gateway.masterdata.load import read_masterdata
 from gateway.masterdata.model import MasterData
-from gateway.yamldoc import FileError, Loaded, YamlDoc, by_line, unknown
 
 
 def validate_mapping(

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from gateway.inputfile.errors import FileError
+from gateway.inputfile.messages import unknown
+from gateway.inputfile.read import YamlDoc, repeats
 from gateway.masterdata.model import BomDef, MasterData, MaterialDef, OrderDef, RoutingDef
-from gateway.yamldoc import FileError, YamlDoc, repeats, unknown
 
 
 def reference_errors(doc: YamlDoc, md: MasterData) -> list[FileError]:

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import os
 
+from gateway.inputfile.validate import Loaded, read_model
 from gateway.masterdata.checks import reference_errors
 from gateway.masterdata.model import MasterData
 from gateway.masterdata.snapshot import DomainMasterData, to_domain
-from gateway.yamldoc import Loaded, read_model
 
 __all__ = ["DomainMasterData", "load_masterdata", "read_masterdata", "to_domain"]
 

@@ -89,7 +89,7 @@ class WebhookTarget:
         self.name = name
         self.url = cfg.url
         self.batch_size = cfg.batch
-        # `${NAME}` was expanded from the environment when the mapping was read (gateway.yamldoc).
+        # `${NAME}` was expanded from the environment when the mapping was read (gateway.inputfile.read).
         self._secret = cfg.secret.get_secret_value() if cfg.secret else None
         self._headers = dict(cfg.headers)
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(cfg.timeout_s), follow_redirects=False)

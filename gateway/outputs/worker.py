@@ -57,6 +57,7 @@ from sqlalchemy import Engine
 from gateway.backoff import Backoff
 from gateway.ledger import outbox
 from gateway.ledger import schema as t
+from gateway.ledger.changes import ChangeSet
 from gateway.ledger.outbox import Mark, Row
 from gateway.mapping.model import Mapping, Output
 from gateway.outputs.base import Delivery, Outcome, Target, Verdict, batches, looks_up, target_message
@@ -85,7 +86,7 @@ class OwnTransaction:
 
 
 class ThroughWriter:
-    """The marks in the ledger writer's next transaction (``Commit.outbox_marks``); waits for its commit."""
+    """The marks in the ledger writer's next transaction (``ChangeSet.outbox_marks``); waits for its commit."""
 
     def __init__(self, writer: LedgerWriter) -> None:
         self.writer = writer
@@ -95,8 +96,7 @@ class ThroughWriter:
             return
         if not self.writer.alive:
             raise RuntimeError("the ledger writer has stopped; the outbox marks wait for the next start")
-        from gateway.ledger.writer import Commit
-        self.writer.submit(Commit(outbox_marks=marks, outbox_in_flight=in_flight))
+        self.writer.submit(ChangeSet(outbox_marks=marks, outbox_in_flight=in_flight))
         await asyncio.wrap_future(self.writer.barrier())
 
 

@@ -1,11 +1,12 @@
-"""Sources: one module per protocol, and ``build_sources``, the one place that makes them.
+"""Sources: one folder per protocol (``opcua/``, ``modbus/``, each with
+a README: sample configuration and field lessons), and ``build_sources``, the one place that makes them.
 
 ``build_sources(mapping, on_batch)`` turns the mapping's sources into running-ready
 source objects (OPC UA or Modbus TCP) with the tags of their machines; the service runs
 whatever it returns and never learns a protocol. A source with no machine is left out.
 
 The protocol modules are imported when a source of theirs is built, so that importing
-this package (e.g. ``modbus_registers`` from the simulator) does not load every
+this package (e.g. ``modbus.registers`` from the mapping checks) does not load every
 protocol library.
 """
 
@@ -23,7 +24,7 @@ from gateway.mapping.model import (
     StateTag,
 )
 from gateway.sources.base import ORDER_ROLE, SERIAL_ROLE, STATE_ROLE, Source, TagSpec, TagValue
-from gateway.sources.modbus_registers import ModbusTag
+from gateway.sources.modbus.registers import ModbusTag
 
 __all__ = ["build_sources", "modbus_tags", "opcua_tags"]
 
@@ -36,7 +37,7 @@ def build_sources(mapping: Mapping, on_batch: Callable[[list[TagValue]], None]) 
             specs = opcua_tags(mapping, name)
             if specs:
                 from gateway.pki import Pki
-                from gateway.sources.opcua import OpcUaSource
+                from gateway.sources.opcua.source import OpcUaSource
 
                 # The PKI folder is next to the mapping file once loaded (default `pki`).
                 sources.append(OpcUaSource(name, config.opcua, specs, on_batch, pki=Pki(mapping.pki or "pki"),
@@ -44,7 +45,7 @@ def build_sources(mapping: Mapping, on_batch: Callable[[list[TagValue]], None]) 
         elif config.modbus is not None:
             tags = modbus_tags(mapping, name)
             if tags:
-                from gateway.sources.modbus import ModbusSource
+                from gateway.sources.modbus.source import ModbusSource
 
                 sources.append(ModbusSource(name, config.modbus, tags, on_batch))
     return sources

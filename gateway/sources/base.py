@@ -17,13 +17,26 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+import enum
 from datetime import datetime
 from typing import Any, Protocol
 
 from gateway.backoff import Backoff
-from gateway.domain.records import Quality
 
 __all__ = ["ORDER_ROLE", "SERIAL_ROLE", "STATE_ROLE", "Backoff", "Quality", "ReconnectingSource", "Source", "SourceHealth", "TagSpec", "TagValue"]
+
+
+class Quality(enum.StrEnum):
+    """OPC UA status class of a value; Modbus reads are GOOD or BAD.
+
+    The domain reads it as ``gateway.domain.records.ReadingQuality`` (the same words): it is the
+    sources' concept, and the domain imports nothing of theirs.
+    """
+
+    GOOD = "good"
+    UNCERTAIN = "uncertain"
+    BAD = "bad"
+
 
 # The role of a machine's order-number tag; its counters' roles are their names.
 ORDER_ROLE = "order"

@@ -31,15 +31,14 @@ CASES = sorted(p.name for p in HERE.iterdir() if (p / "args").is_file())
 
 def _build(kind: str, folder: Path) -> None:
     """Write the ledger of a setup to ``folder/ledger.sqlite``."""
-    from tests.ledger.test_adjustments import MASTERDATA, ORDER
-    from tests.support import ledger_with_masterdata, post_units
+    from tests.support import ledger_with_masterdata, masterdata_fixture, post_units
 
     url = f"sqlite:///{folder / 'ledger.sqlite'}"
     if kind == "demo":
         engine = ledger_with_masterdata(url, (ROOT / "mappings/demo-masterdata.yaml").read_text(), folder)
     elif kind == "lots":
-        engine = ledger_with_masterdata(url, MASTERDATA, folder)
-        post_units(engine, 0, 30, order=ORDER, at=datetime.now(UTC))
+        engine = ledger_with_masterdata(url, masterdata_fixture("cap_from_resin_lots"), folder)
+        post_units(engine, 0, 30, order="7000001", at=datetime.now(UTC))
     elif kind == "shafts":
         engine = ledger_with_masterdata(url, (ROOT / "mappings/demo-masterdata.yaml").read_text(), folder)
         post_units(engine, 0, 3, order="1000125", at=datetime.now(UTC), machine="LATHE-04")

@@ -1,5 +1,6 @@
 """Grouping increments into confirmations, and the deterministic id."""
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -25,7 +26,10 @@ def inc(counter, start, end, t=0):
 
 
 def acc(pending, increment, units, t=0):
-    return accumulate(pending, increment, Decimal(units), order="1000123", operation="0010", now=T0 + timedelta(seconds=t))
+    """Accumulate ``increment`` as counted on a counter whose counts make ``units`` together."""
+    assert units % increment.counts == 0
+    increment = replace(increment, units_per_count=units // increment.counts)
+    return accumulate(pending, increment, order="1000123", operation="0010", now=T0 + timedelta(seconds=t))
 
 
 def test_yield_and_scrap_accumulate_with_their_ranges():
@@ -41,7 +45,8 @@ def test_yield_and_scrap_accumulate_with_their_ranges():
 
 def test_a_total_counter_holds_the_scrap_so_yield_is_total_minus_scrap():
     def total(pending, increment, units, t=0):
-        return accumulate(pending, increment, Decimal(units), order="1000123", operation="0010",
+        assert increment.units == units
+        return accumulate(pending, increment, order="1000123", operation="0010",
                           now=T0 + timedelta(seconds=t), scrap_in_total=True)
 
     p = total(None, inc("total", 0, 10), 10)  # 10 parts made, good and bad

@@ -13,7 +13,6 @@ from gateway.domain.records import (
     CounterSpec,
     CounterState,
     Position,
-    Quality,
 )
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -23,7 +22,7 @@ def spec(bits=32, **kw):
     return CounterSpec("M1", "good", bits, **kw)
 
 
-def reading(value, t=1, quality=Quality.GOOD):
+def reading(value, t=1, quality="good"):
     return CounterReading("M1", "good", value, T0 + timedelta(seconds=t), quality)
 
 
@@ -42,8 +41,8 @@ CASES = [
     ("reset is counted from 0 and recorded", state(5000), reading(12), spec(), False, 12, Position(1, 12), AnomalyKind.RESET, None),
     ("reset to zero", state(5000), reading(0), spec(), False, 0, Position(1, 0), AnomalyKind.RESET, None),
     ("job reset with order change", state(5000), reading(3), spec(), True, 3, Position(1, 3), None, None),
-    ("bad quality ignored", state(100), reading(999, quality=Quality.BAD), spec(), False, None, Position(0, 100), None, "quality_bad"),
-    ("uncertain ignored", state(100), reading(999, quality=Quality.UNCERTAIN), spec(), False, None, Position(0, 100), None, "quality_uncertain"),
+    ("bad quality ignored", state(100), reading(999, quality="bad"), spec(), False, None, Position(0, 100), None, "quality_bad"),
+    ("uncertain ignored", state(100), reading(999, quality="uncertain"), spec(), False, None, Position(0, 100), None, "quality_uncertain"),
     ("missing value ignored", state(100), reading(None), spec(), False, None, Position(0, 100), None, "quality_good"),
     ("negative value is bad", state(100), reading(-1), spec(), False, None, Position(0, 100), AnomalyKind.BAD_VALUE, "out_of_range"),
     ("too wide for uint16", state(100), reading(70000), spec(16), False, None, Position(0, 100), AnomalyKind.BAD_VALUE, "out_of_range"),
@@ -134,3 +133,11 @@ def test_a_plc_clock_stepping_back_after_a_restart_loses_nothing():
         counted += step.increment.counts if step.increment else 0
         s = step.state
     assert counted == 1500
+
+
+def test_an_increment_and_a_hold_carry_their_units():
+    step = advance(state(100), reading(103), spec(units_per_count=4))
+    assert (step.increment.counts, step.increment.units) == (3, 12)
+    held = advance(state(100), reading(200), spec(units_per_count=4, max_counts_per_reading=50))
+    assert held.increment is None and held.anomaly.kind is AnomalyKind.IMPLAUSIBLE
+    assert (held.anomaly.counts_held, held.anomaly.units_held) == (100, 400)

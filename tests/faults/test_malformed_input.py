@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from gateway.cli import app
-from gateway.domain.records import Quality
+from gateway.sources.base import Quality
 from gateway.ledger.masters import store_masterdata
 from gateway.ledger.schema import open_engine
 from gateway.mapping.load import load_mapping
@@ -27,7 +27,7 @@ from gateway.service import Gateway
 from gateway.sources.base import ORDER_ROLE, TagValue
 from tests.integration.lines import MASTERDATA, ROOT, line_mapping
 
-CASE = ROOT / "tests" / "mappings" / "valid_demo_like"
+CASE = ROOT / "tests" / "mappings" / "valid_two_machines_checked_against_masterdata"
 runner = CliRunner()
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -153,7 +153,7 @@ def test_the_demo_serves_on_a_free_port_when_its_default_one_is_taken():
     """A demo is for trying things: another program on 8080 must not stop it (a run is refused, above)."""
     import socket
 
-    from gateway.http.cli import prepare
+    from gateway.cli.http import prepare
 
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]

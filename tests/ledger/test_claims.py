@@ -25,7 +25,8 @@ from gateway.ledger import claims
 from gateway.ledger import schema as t
 from gateway.ledger.audit import Actor
 from gateway.ledger.posting import _confirmation_row
-from gateway.ledger.writer import Commit, LedgerWriter
+from gateway.ledger.changes import ChangeSet
+from gateway.ledger.writer import LedgerWriter
 from tests.ledger.test_writer import _engine
 from tests.support import free_port
 
@@ -39,7 +40,7 @@ def _confirmations(n: int, *, machine: str = "M1", size: int = 10):
     for i in range(n):
         start, end = i * size, (i + 1) * size
         inc = Increment(machine, "good", size, Position(0, start), Position(0, end), T0)
-        out.append(confirm(accumulate(None, inc, D(size), order="1000123", operation="0010", now=T0),
+        out.append(confirm(accumulate(None, inc, order="1000123", operation="0010", now=T0),
                            "every_units", "PC"))
     return out
 
@@ -79,8 +80,8 @@ def test_confirmation_posted_is_logged_once_per_posting_after_the_commit_with_it
     writer = _writer(engine)
     first = _confirmations(5)
     with capture_logs() as logs:
-        writer.submit(Commit(confirmations=first))
-        writer.submit(Commit(confirmations=first[:2]))  # a replay: in the ledger already, not claimed again
+        writer.submit(ChangeSet(confirmations=first))
+        writer.submit(ChangeSet(confirmations=first[:2]))  # a replay: in the ledger already, not claimed again
         writer.barrier().result(20)
     assert writer.stop(20)
     posted = [e for e in logs if e["event"] == "confirmation_posted"]
@@ -121,7 +122,7 @@ def test_a_full_disk_logs_attempts_with_the_real_cause_then_each_posting_once_wh
     writer = _writer(engine)
     todo = _confirmations(60)
     with capture_logs() as logs:
-        writer.submit(Commit(confirmations=todo))
+        writer.submit(ChangeSet(confirmations=todo))
         _wait(lambda: writer.health.retries >= 3)
         assert _in_ledger(engine) == set()
         pages["max"] = 1_000_000  # space freed
@@ -175,7 +176,7 @@ def test_a_read_only_ledger_is_retried_with_its_cause_not_set_aside(sqlite_url):
     writer = _writer(engine)
     todo = _confirmations(3)
     with capture_logs() as logs:
-        writer.submit(Commit(confirmations=todo))
+        writer.submit(ChangeSet(confirmations=todo))
         _wait(lambda: writer.health.retries >= 2)
         read_only["on"] = False  # fixed: the next connection may write
         engine.dispose()
@@ -210,7 +211,7 @@ def test_the_write_lock_of_another_process_is_named(sqlite_url):
     held = holder.begin()  # BEGIN IMMEDIATE: another process' write transaction
     writer = _writer(engine)
     with capture_logs() as logs:
-        writer.submit(Commit(confirmations=_confirmations(1)))
+        writer.submit(ChangeSet(confirmations=_confirmations(1)))
         _wait(lambda: writer.health.retries >= 1, timeout=30)
         held.rollback()
         writer.barrier().result(30)
@@ -272,7 +273,7 @@ def test_a_second_writer_on_postgresql_is_named_as_another_writer_not_a_data_err
     other.execute(t.confirmations.insert(), [_confirmation_row(c, T0)])  # the other gateway, not committed yet
     writer = _writer(engine)
     with capture_logs() as logs:
-        writer.submit(Commit(confirmations=[c]))
+        writer.submit(ChangeSet(confirmations=[c]))
         # The writer's insert waits for the other session's row; that one commits first.
         threading.Timer(0.5, lambda: (other.commit(), other.close())).start()
         writer.barrier().result(30)

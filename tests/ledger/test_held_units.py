@@ -20,29 +20,10 @@ from gateway.ledger.anomalies import DecisionRefused, assign, list_anomalies
 from gateway.ledger.masters import MasterCache
 from gateway.ledger.posting import apply
 from gateway.ledger.queries import summary
-from gateway.ledger.writer import Commit
-from tests.support import ledger_with_masterdata
+from gateway.ledger.changes import ChangeSet
+from tests.support import ledger_with_masterdata, masterdata_fixture
 
-MASTERDATA = """
-materials:
-  VALVE: {uom: PC}
-  SEAL:  {uom: PC, standard_price: 0.35}
-work_centers:
-  WC1: {labor_rate: 40, machine_rate: 60, supply_location: LS1}
-boms:
-  VALVE:
-    items:
-      - {item: "0010", material: SEAL, quantity: 2, operation: "0010"}
-routings:
-  VALVE:
-    operations:
-      - {operation: "0010", work_center: WC1}
-orders:
-  "5000001": {material: VALVE, quantity: 100, receipt_location: FG}
-  "5000009": {material: VALVE, quantity: 100, receipt_location: FG}
-stock:
-  - {material: SEAL, location: LS1, quantity: 100}
-"""
+MASTERDATA = masterdata_fixture("valve_two_orders")
 
 T = datetime(2026, 6, 1, 12, tzinfo=UTC)
 
@@ -59,12 +40,12 @@ def engine(ledger_url, tmp_path):
 def hold(engine, machine: str, order: str, units: int) -> int:
     """``units`` counted on ``machine`` under ``order`` (not released): the anomaly's id."""
     inc = Increment(machine, "good", units, Position(0, 0), Position(0, units), T)
-    pending = accumulate(None, inc, D(units), order=order, operation="0010", now=T)
+    pending = accumulate(None, inc, order=order, operation="0010", now=T)
     what = f"order {order!r} is not in the master data" if order else "no order number on the machine"
     anomaly = Anomaly(machine, None, AnomalyKind.UNKNOWN_ORDER, f"{what}; counted units are kept pending", T,
                       order=order)
     with engine.begin() as conn:
-        apply(conn, Commit(pendings={pending.key: pending}, anomalies=[(anomaly, D(0))], counted={machine: D(units)}),
+        apply(conn, ChangeSet(pendings={pending.key: pending}, anomalies=[(anomaly, D(0))], counted={machine: D(units)}),
               MasterCache())
         return conn.execute(select(t.anomalies.c.id).where(t.anomalies.c.machine == machine)).scalar()
 
@@ -120,7 +101,7 @@ def test_a_machine_a_live_gateway_counts_is_refused(engine):
 
 def test_only_unknown_order_anomalies_are_assigned(engine):
     with engine.begin() as conn:
-        apply(conn, Commit(anomalies=[(Anomaly("M4", "good", AnomalyKind.RESET, "counter reset", T), D(0))]),
+        apply(conn, ChangeSet(anomalies=[(Anomaly("M4", "good", AnomalyKind.RESET, "counter reset", T), D(0))]),
               MasterCache())
         reset = conn.execute(select(t.anomalies.c.id).where(t.anomalies.c.machine == "M4")).scalar()
     with pytest.raises(DecisionRefused, match="is of kind reset; only units held under an unknown order"):

@@ -43,7 +43,7 @@ from gateway.ledger.operations import OperationRefused, receive_stock, reprocess
 from gateway.ledger.orders import document_kind
 from gateway.ledger.schema import open_engine
 from gateway.ledger.posting import apply
-from gateway.ledger.writer import Commit
+from gateway.ledger.changes import ChangeSet
 from gateway.masterdata.load import load_masterdata, to_domain
 
 T = datetime(2026, 6, 1, 12, tzinfo=UTC)
@@ -123,11 +123,11 @@ def test_backflush_invariants_hold_for_any_sequence(tmp_path_factory, components
         for units in units_each:
             inc = Increment("M", "good", units, Position(0, position), Position(0, position + units), T)
             position += units
-            batch.append(confirm(accumulate(None, inc, D(units), order="1", operation="0010", now=T),
+            batch.append(confirm(accumulate(None, inc, order="1", operation="0010", now=T),
                                  "every_units", "PC"))
             posted.append((batch[-1].id, units))
         with engine.begin() as conn:
-            apply(conn, Commit(confirmations=batch), MasterCache())
+            apply(conn, ChangeSet(confirmations=batch), MasterCache())
         return batch[-1].id
 
     for op in ops:

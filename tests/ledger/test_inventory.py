@@ -19,35 +19,9 @@ from gateway.ledger.inventory import (
     record_count,
 )
 from gateway.ledger.operations import OperationRefused, receive_stock, reprocess_errors
-from tests.support import ledger_with_masterdata, post_units
+from tests.support import ledger_with_masterdata, masterdata_fixture, post_units
 
-# SEAL and CLIP errors wait for `gateway errors reprocess`: these tests count what stays open.
-MASTERDATA = """
-materials:
-  VALVE:  {uom: PC}
-  BODY:   {uom: PC, lot_tracked: true}
-  SEAL:   {uom: PC, auto_reprocess: false}
-  CLIP:   {uom: PC, auto_reprocess: false}
-  GREASE: {uom: G, decimals: 1}
-work_centers:
-  WC1: {labor_rate: 40, machine_rate: 60, supply_location: LS1}
-boms:
-  VALVE:
-    items:
-      - {item: "0010", material: SEAL,   quantity: 2, operation: "0010"}
-      - {item: "0020", material: GREASE, quantity: 0.5, operation: "0010"}
-      - {item: "0030", material: CLIP,   quantity: 1, operation: "0010"}
-routings:
-  VALVE:
-    operations:
-      - {operation: "0010", work_center: WC1, machine_hours: 0.01}
-orders:
-  "5000001": {material: VALVE, quantity: 1000, receipt_location: FG}
-stock:
-  - {material: SEAL, location: LS1, quantity: 10}
-  - {material: GREASE, location: LS1, quantity: 1000}
-  - {material: BODY, location: LS1, quantity: 5, lot: B-1}
-"""
+MASTERDATA = masterdata_fixture("valve_errors_wait_for_reprocess")
 
 NOW = datetime(2026, 6, 10, 12, tzinfo=UTC)
 

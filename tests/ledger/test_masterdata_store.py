@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal as D
 
 import pytest
 
@@ -12,7 +11,7 @@ from gateway.domain.records import Increment, Position
 from gateway.ledger.masters import MasterCache, MasterDataConflict, store_masterdata
 from gateway.ledger.schema import open_engine
 from gateway.ledger.posting import apply
-from gateway.ledger.writer import Commit
+from gateway.ledger.changes import ChangeSet
 from gateway.masterdata.load import load_masterdata, to_domain
 
 MASTERDATA = """
@@ -51,7 +50,7 @@ def test_reloading_the_same_file_after_confirmations_changes_nothing(ledger_url,
     t = datetime(2026, 1, 1, tzinfo=UTC)
     inc = Increment("M", "good", 5, Position(0, 0), Position(0, 5), t)
     with engine.begin() as conn:
-        apply(conn, Commit(confirmations=[confirm(accumulate(None, inc, D(5), order="1", operation="0010", now=t),
+        apply(conn, ChangeSet(confirmations=[confirm(accumulate(None, inc, order="1", operation="0010", now=t),
                                                   "shutdown", "PC")]), MasterCache())
     again = load(engine, tmp_path)
     assert (again.orders_unchanged, again.orders_updated, again.stock_posted) == (1, 0, 0)

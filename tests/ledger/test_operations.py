@@ -11,35 +11,9 @@ from sqlalchemy import select
 from gateway.ledger import schema as t
 from gateway.ledger.operations import OperationRefused, list_errors, receive_stock, reprocess_errors, trace
 from gateway.ledger.queries import summary
-from tests.support import ledger_with_masterdata, post_units
+from tests.support import ledger_with_masterdata, masterdata_fixture, post_units
 
-MASTERDATA = """
-materials:
-  VALVE:  {uom: PC, lot_tracked: true}
-  BODY:   {uom: PC, lot_tracked: true, lot_selection: fefo}
-  SEAL:   {uom: PC, auto_reprocess: false}  # its errors wait for `gateway errors reprocess`
-  GREASE: {uom: G, decimals: 1}
-work_centers:
-  WC1: {labor_rate: 40, machine_rate: 60, supply_location: LS1}
-boms:
-  VALVE:
-    items:
-      - {item: "0010", material: BODY,   quantity: 1, operation: "0010"}
-      - {item: "0020", material: SEAL,   quantity: 2, operation: "0010"}
-      - {item: "0030", material: GREASE, quantity: 0.5, operation: "0010"}
-routings:
-  VALVE:
-    operations:
-      - {operation: "0010", work_center: WC1, machine_hours: 0.01}
-orders:
-  "5000001": {material: VALVE, quantity: 100, receipt_location: FG}
-stock:
-  - {material: BODY, location: LS1, quantity: 6, lot: B-OLD, expires_on: 2026-12-31}
-  - {material: BODY, location: LS1, quantity: 10, lot: B-NEW, expires_on: 2027-06-30}
-  - {material: BODY, location: LS1, quantity: 50, lot: B-GONE, expires_on: 2026-01-31}
-  - {material: SEAL, location: LS1, quantity: 10}
-  - {material: GREASE, location: LS1, quantity: 1000}
-"""
+MASTERDATA = masterdata_fixture("valve_body_lots_by_expiry")
 
 T = datetime(2026, 6, 1, 12, tzinfo=UTC)
 

@@ -9,34 +9,9 @@ import pytest
 
 from gateway.ledger.operations import OperationRefused, list_errors, trace
 from gateway.ledger.orders import complete_order, issue_manually, order_view
-from tests.support import ledger_with_masterdata, post_units
+from tests.support import ledger_with_masterdata, masterdata_fixture, post_units
 
-MASTERDATA = """
-materials:
-  KIT:    {uom: PC}
-  PART:   {uom: PC}
-  LABEL:  {uom: PC, flushing: manual}
-  BAG:    {uom: PC, lot_tracked: true, flushing: order_completion}
-work_centers:
-  WC1: {labor_rate: 30, machine_rate: 30, supply_location: LS1}
-boms:
-  KIT:
-    base_quantity: 10
-    items:
-      - {item: "0010", material: PART,  quantity: 20, operation: "0010"}
-      - {item: "0020", material: LABEL, quantity: 10, operation: "0010"}
-      - {item: "0030", material: BAG,   quantity: 1,  operation: "0010"}
-routings:
-  KIT:
-    operations:
-      - {operation: "0010", work_center: WC1}
-orders:
-  "8000001": {material: KIT, quantity: 100, receipt_location: FG}
-stock:
-  - {material: PART,  location: LS1, quantity: 1000}
-  - {material: LABEL, location: LS1, quantity: 500}
-  - {material: BAG,   location: LS1, quantity: 3, lot: BAG-1}
-"""
+MASTERDATA = masterdata_fixture("kit_manual_and_order_completion_items")
 
 T = datetime(2026, 6, 1, 12, tzinfo=UTC)
 

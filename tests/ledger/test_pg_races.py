@@ -40,7 +40,7 @@ from gateway.ledger.operations import reprocess_errors
 from gateway.ledger.orders import carry_of, progress_of
 from gateway.ledger.posting import apply
 from gateway.ledger.tx import buffered
-from gateway.ledger.writer import Commit
+from gateway.ledger.changes import ChangeSet
 from gateway.masterdata.load import load_masterdata, to_domain
 from tests.ledger.test_invariants import stock_rows
 from tests.support import ledger_with_masterdata
@@ -81,13 +81,13 @@ def masterdata(*orders: str) -> str:
 
 def confirmation(order: str, machine: str, start: int, end: int) -> Confirmation:
     inc = Increment(machine, "good", end - start, Position(0, start), Position(0, end), T)
-    return confirm(accumulate(None, inc, D(end - start), order=order, operation="0010", now=T), "every_units", "PC")
+    return confirm(accumulate(None, inc, order=order, operation="0010", now=T), "every_units", "PC")
 
 
 def post(engine, c: Confirmation, masters: MasterCache | None = None) -> None:
     """One writer transaction of one confirmation."""
     with engine.begin() as conn:
-        apply(conn, Commit(confirmations=[c]), masters or MasterCache())
+        apply(conn, ChangeSet(confirmations=[c]), masters or MasterCache())
 
 
 def overlapped(engine, first, second) -> None:
@@ -178,8 +178,8 @@ def test_two_postings_of_a_new_orders_first_rows_lose_nothing(pg_url, tmp_path):
     engine = ledger_with_masterdata(pg_url, masterdata("7000001"), tmp_path)
     writer = confirmation("7000001", "M1", 0, 40)
     other = confirmation("7000001", "M2", 0, 100)
-    overlapped(engine, lambda conn: apply(conn, Commit(confirmations=[writer]), MasterCache()),
-               lambda conn: apply(conn, Commit(confirmations=[other]), MasterCache()))
+    overlapped(engine, lambda conn: apply(conn, ChangeSet(confirmations=[writer]), MasterCache()),
+               lambda conn: apply(conn, ChangeSet(confirmations=[other]), MasterCache()))
     reconcile(engine, "7000001", [writer, other])
 
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 
 import gateway.ledger.posting as posting
-from gateway.domain.records import Quality
+from gateway.sources.base import Quality
 from gateway.ledger import schema as t
 from gateway.ledger.masters import store_masterdata
 from gateway.ledger.operations import list_errors, reprocess_errors

@@ -12,35 +12,9 @@ from gateway.ledger import schema as t
 from gateway.ledger.operations import OperationRefused, list_errors, reverse_confirmation
 from gateway.ledger.queries import summary
 from gateway.ledger.orders import carry_of, progress_of
-from tests.support import ledger_with_masterdata, post_units
+from tests.support import ledger_with_masterdata, masterdata_fixture, post_units
 
-MASTERDATA = """
-materials:
-  CAP:    {uom: PC, lot_tracked: true}
-  RESIN:  {uom: KG, decimals: 3, lot_tracked: true}
-  LINER:  {uom: PC}
-  BOX:    {uom: PC}
-work_centers:
-  WC1: {labor_rate: 40, machine_rate: 60, overhead_pct_of_labor: 50, supply_location: LS1}
-boms:
-  CAP:
-    base_quantity: 3
-    items:
-      - {item: "0010", material: RESIN, quantity: 0.1, operation: "0010"}
-      - {item: "0020", material: LINER, quantity: 3, operation: "0010"}
-      - {item: "0030", material: BOX, quantity: 1, operation: "0010", flushing: order_completion}
-routings:
-  CAP:
-    operations:
-      - {operation: "0010", work_center: WC1, setup_hours: 0.5, machine_hours: 0.001, labor_hours: 0.0007}
-orders:
-  "7000001": {material: CAP, quantity: 1000, receipt_location: FG}
-  "7000002": {material: CAP, quantity: 1000, receipt_location: FG}
-stock:
-  - {material: RESIN, location: LS1, quantity: 0.5, lot: R1, received_on: 2026-01-01}
-  - {material: RESIN, location: LS1, quantity: 50, lot: R2, received_on: 2026-02-01}
-  - {material: LINER, location: LS1, quantity: 25}
-"""
+MASTERDATA = masterdata_fixture("cap_two_orders_box_at_completion")
 
 T = datetime(2026, 6, 1, 12, tzinfo=UTC)
 

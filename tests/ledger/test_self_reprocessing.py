@@ -17,41 +17,9 @@ from sqlalchemy import select
 from gateway.ledger import schema as t
 from gateway.ledger.inventory import record_count
 from gateway.ledger.operations import list_errors, receive_stock, reprocess_errors, reverse_confirmation, trace
-from tests.support import ledger_with_masterdata, post_units
+from tests.support import ledger_with_masterdata, masterdata_fixture, post_units
 
-MASTERDATA = """
-materials:
-  VALVE:  {uom: PC, lot_tracked: true, standard_price: 40}
-  PUMP:   {uom: PC, standard_price: 250}
-  BODY:   {uom: PC, lot_tracked: true, lot_selection: fefo, standard_price: 12.5}
-  SEAL:   {uom: PC, standard_price: 0.35}
-  GASKET: {uom: PC, auto_reprocess: false, standard_price: 1}
-work_centers:
-  WC1: {labor_rate: 40, machine_rate: 60, supply_location: LS1}
-boms:
-  VALVE:
-    items:
-      - {item: "0010", material: BODY,   quantity: 1, operation: "0010"}
-      - {item: "0020", material: SEAL,   quantity: 2, operation: "0010"}
-      - {item: "0030", material: GASKET, quantity: 1, operation: "0010"}
-  PUMP:
-    items:
-      - {item: "0010", material: VALVE, quantity: 2, operation: "0010", supply_location: FG}
-routings:
-  VALVE:
-    operations:
-      - {operation: "0010", work_center: WC1}
-  PUMP:
-    operations:
-      - {operation: "0010", work_center: WC1}
-orders:
-  "5000001": {material: VALVE, quantity: 100, receipt_location: FG}
-  "5000002": {material: VALVE, quantity: 100, receipt_location: FG}
-  "6000001": {material: PUMP, quantity: 10, receipt_location: FG}
-stock:
-  - {material: BODY, location: LS1, quantity: 3, lot: B-1, expires_on: 2027-06-30}
-  - {material: SEAL, location: LS1, quantity: 4}
-"""
+MASTERDATA = masterdata_fixture("valve_and_pump_with_prices")
 
 T = datetime(2026, 6, 1, 12, tzinfo=UTC)
 

@@ -38,7 +38,7 @@ from gateway.ledger.operations import OperationRefused, receive_stock, reprocess
 from gateway.ledger.posting import apply
 from gateway.ledger.schema import open_engine
 from gateway.ledger.tx import SerialConflict
-from gateway.ledger.writer import Commit
+from gateway.ledger.changes import ChangeSet
 from gateway.masterdata.load import load_masterdata, to_domain
 
 T = datetime(2026, 6, 1, 12, tzinfo=UTC)
@@ -104,12 +104,12 @@ def test_serial_invariants_hold_for_any_sequence(tmp_path_factory, motors, per_u
         good = Increment("M", "good", yield_qty, Position(0, position), Position(0, position + yield_qty), T)
         bad = Increment("M", "scrap", scrap, Position(0, position), Position(0, position + scrap), T)
         position += yield_qty + scrap
-        pending = accumulate(None, good, D(yield_qty), order="1", operation="0010", now=T)
+        pending = accumulate(None, good, order="1", operation="0010", now=T)
         if scrap:
-            pending = accumulate(pending, bad, D(scrap), order="1", operation="0010", now=T)
+            pending = accumulate(pending, bad, order="1", operation="0010", now=T)
         c = confirm(pending, "every_units", "PC")
         with engine.begin() as conn:
-            apply(conn, Commit(confirmations=[c]), MasterCache(ttl_s=0))
+            apply(conn, ChangeSet(confirmations=[c]), MasterCache(ttl_s=0))
         posted.append((c.id, yield_qty))
         return c.id
 

@@ -25,7 +25,7 @@ from gateway.ledger.operations import (
 from gateway.ledger.posting import apply
 from gateway.ledger.schema import open_engine
 from gateway.ledger.tx import SerialConflict
-from gateway.ledger.writer import Commit
+from gateway.ledger.changes import ChangeSet
 from gateway.masterdata.load import load_masterdata, to_domain
 
 T = datetime(2026, 3, 2, 8, tzinfo=UTC)
@@ -71,9 +71,9 @@ class Line:
     def confirm(self, units: int) -> str:
         inc = Increment("ASSY", "good", units, Position(0, self.position), Position(0, self.position + units), T)
         self.position += units
-        c = confirm(accumulate(None, inc, D(units), order="4711", operation="0010", now=T), "every_units", "PC")
+        c = confirm(accumulate(None, inc, order="4711", operation="0010", now=T), "every_units", "PC")
         with self.engine.begin() as conn:
-            apply(conn, Commit(confirmations=[c]), MasterCache(ttl_s=0))
+            apply(conn, ChangeSet(confirmations=[c]), MasterCache(ttl_s=0))
         return c.id
 
 
@@ -163,7 +163,7 @@ def _write(folder: Path, text: str) -> Path:
 def _tag_confirmation(start: int, serials: tuple[str, ...]):
     units = len(serials)
     inc = Increment("ASSY", "good", units, Position(0, start), Position(0, start + units), T)
-    return accumulate(None, inc, D(units), order="4711", operation="0010", now=T, serials=serials)
+    return accumulate(None, inc, order="4711", operation="0010", now=T, serials=serials)
 
 
 def test_serials_from_the_tag_wait_with_pending_units_and_are_received_as_read(tmp_path):
@@ -172,11 +172,11 @@ def test_serials_from_the_tag_wait_with_pending_units_and_are_received_as_read(t
     engine = ledger(tmp_path)
     pending = _tag_confirmation(0, ("SN-A", "SN-B"))
     with engine.begin() as conn:
-        apply(conn, Commit(pendings={pending.key: pending}), MasterCache(ttl_s=0))
+        apply(conn, ChangeSet(pendings={pending.key: pending}), MasterCache(ttl_s=0))
     resumed = resume_state(engine, ["ASSY"]).pendings[pending.key]
     assert resumed.serials == ("SN-A", "SN-B")  # a restart keeps them with their units
     with engine.begin() as conn:
-        apply(conn, Commit(confirmations=[confirm(resumed, "shutdown", "PC")], pendings={pending.key: None}),
+        apply(conn, ChangeSet(confirmations=[confirm(resumed, "shutdown", "PC")], pendings={pending.key: None}),
               MasterCache(ttl_s=0))
     assert stock(engine, "PUMP") == {("FG", "SN-A"): 1, ("FG", "SN-B"): 1}  # the tag's serials, not the pattern's
 
@@ -184,11 +184,11 @@ def test_serials_from_the_tag_wait_with_pending_units_and_are_received_as_read(t
 def test_a_tag_serial_already_in_stock_keeps_the_confirmation_whole_in_the_error_queue(tmp_path):
     engine = ledger(tmp_path)
     with engine.begin() as conn:
-        apply(conn, Commit(confirmations=[confirm(_tag_confirmation(0, ("SN-A",)), "every_units", "PC")]),
+        apply(conn, ChangeSet(confirmations=[confirm(_tag_confirmation(0, ("SN-A",)), "every_units", "PC")]),
               MasterCache(ttl_s=0))
     again = confirm(_tag_confirmation(1, ("SN-A",)), "every_units", "PC")  # e.g. after a restart
     with engine.begin() as conn:
-        apply(conn, Commit(confirmations=[again]), MasterCache(ttl_s=0))
+        apply(conn, ChangeSet(confirmations=[again]), MasterCache(ttl_s=0))
     [error] = list_errors(engine)
     assert (error.confirmation_id, error.material, error.missing_qty) == (again.id, "", 1)
     assert error.reason.startswith("not posted: SerialConflict: serial SN-A of PUMP is in stock 1 at FG;")

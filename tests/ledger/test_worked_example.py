@@ -22,9 +22,9 @@ from gateway.ledger.orders import order_view
 from gateway.ledger.queries import journal
 from gateway.ledger.schema import open_engine
 from gateway.ledger.posting import apply
-from gateway.ledger.writer import Commit
+from gateway.ledger.changes import ChangeSet
 from gateway.masterdata.load import load_masterdata, to_domain
-from gateway.report import fmt, journal_markdown
+from gateway.cli.tables import fmt, journal_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "backflush.md"
@@ -50,11 +50,11 @@ class Example:
             incs.append(Increment(machine, "scrap", scrap, Position(0, 0), Position(0, scrap), T))
         pending = None
         for inc in incs:
-            pending = accumulate(pending, inc, D(inc.counts), order=self.order, operation=operation, now=T)
+            pending = accumulate(pending, inc, order=self.order, operation=operation, now=T)
         self.positions[machine] = start + good
         c = confirm(pending, "every_units", "PC")
         with self.engine.begin() as conn:
-            apply(conn, Commit(confirmations=[c]), MasterCache())
+            apply(conn, ChangeSet(confirmations=[c]), MasterCache())
         return c.id
 
     def new_lines(self) -> str:

@@ -15,7 +15,7 @@ from decimal import Decimal as D
 from gateway.ledger.masters import store_masterdata
 from gateway.ledger.operations import receive_stock, trace
 from gateway.masterdata.load import load_masterdata, to_domain
-from gateway.report import fmt
+from gateway.cli.tables import fmt
 from tests.ledger.test_worked_example import DOC, ROOT, T, Example, run_example
 
 ORDER = "3000001"

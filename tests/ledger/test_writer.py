@@ -25,7 +25,8 @@ from gateway.ledger.masters import store_masterdata
 from gateway.ledger.queries import resume_state, summary
 from gateway.ledger.schema import open_engine
 from gateway.ledger.posting import apply
-from gateway.ledger.writer import Commit, LedgerWriter
+from gateway.ledger.changes import ChangeSet
+from gateway.ledger.writer import LedgerWriter
 from gateway.ledger.masters import MasterCache
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -60,7 +61,7 @@ def _engine(url, stock=D(1000)):
 
 def _confirmation(start, end, t_=T0):
     inc = Increment("M1", "good", end - start, Position(0, start), Position(0, end), t_)
-    p = accumulate(None, inc, D(end - start), order="1000123", operation="0010", now=t_)
+    p = accumulate(None, inc, order="1000123", operation="0010", now=t_)
     return p, confirm(p, "every_units", "PC")
 
 
@@ -69,7 +70,7 @@ def test_confirmation_state_and_postings_commit_together(ledger_url):
     pending, c = _confirmation(0, 200)
     state = CounterState("M1", "good", Position(0, 200), T0)
     with engine.begin() as conn:
-        apply(conn, Commit(counter_states={("M1", "good"): state}, confirmations=[c]), MasterCache())
+        apply(conn, ChangeSet(counter_states=[state], confirmations=[c]), MasterCache())
     s = summary(engine)
     assert s.machines["M1"].confirmed_yield == 200
     assert s.issued[("COIL", "KG")] == D("25.5")  # 200 × 12.5/100 × 1.02
@@ -83,7 +84,7 @@ def test_a_replayed_confirmation_posts_nothing_twice(ledger_url):
     _, c = _confirmation(0, 100)
     for _ in range(2):
         with engine.begin() as conn:
-            apply(conn, Commit(confirmations=[c]), MasterCache())
+            apply(conn, ChangeSet(confirmations=[c]), MasterCache())
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(t.confirmations)).scalar() == 1
         assert conn.execute(select(func.count()).select_from(t.goods_movements)
@@ -96,7 +97,7 @@ def test_failed_transaction_leaves_nothing_half_written(ledger_url):
     bad_state = CounterState("M1", "good", Position(0, 100), datetime(2026, 1, 1))  # naive: refused
     try:
         with engine.begin() as conn:
-            apply(conn, Commit(counter_states={("M1", "good"): bad_state}, confirmations=[c]), MasterCache())
+            apply(conn, ChangeSet(counter_states=[bad_state], confirmations=[c]), MasterCache())
     except Exception:
         pass
     s = summary(engine)
@@ -108,7 +109,7 @@ def test_short_stock_goes_to_the_error_queue_and_the_confirmation_stands(ledger_
     engine = _engine(ledger_url, stock=D("10"))
     _, c = _confirmation(0, 200)
     with engine.begin() as conn:
-        apply(conn, Commit(confirmations=[c]), MasterCache())
+        apply(conn, ChangeSet(confirmations=[c]), MasterCache())
     s = summary(engine)
     assert s.machines["M1"].confirmed_yield == 200
     assert s.issued[("COIL", "KG")] == D("10")
@@ -125,7 +126,7 @@ def test_unknown_order_confirmation_is_kept_with_an_error(ledger_url):
     from dataclasses import replace
     c = replace(c, order="999")
     with engine.begin() as conn:
-        apply(conn, Commit(confirmations=[c]), MasterCache())
+        apply(conn, ChangeSet(confirmations=[c]), MasterCache())
     assert summary(engine).open_errors == 1
 
 
@@ -153,8 +154,8 @@ def test_writer_retries_while_the_database_is_locked_then_commits_everything(tmp
     writer.start()
     for i in range(5):
         _, c = _confirmation(i * 10, i * 10 + 10)
-        writer.submit(Commit(confirmations=[c], counter_states={
-            ("M1", "good"): CounterState("M1", "good", Position(0, i * 10 + 10), T0)}))
+        writer.submit(ChangeSet(confirmations=[c], counter_states=[
+            CounterState("M1", "good", Position(0, i * 10 + 10), T0)]))
     import time
     deadline = time.monotonic() + 5
     while writer.health.retries < 2 and time.monotonic() < deadline:
@@ -184,13 +185,13 @@ def test_a_change_that_cannot_be_stored_holds_its_machine_and_the_units_stay_acc
     ok = CounterState("M2", "good", Position(0, 5), T0)
     bad = CounterState("M2", "good", Position(0, 25), datetime(2026, 1, 1))  # naive time: refused
     inc = Increment("M2", "good", 20, Position(0, 5), Position(0, 25), T0)
-    pending = accumulate(None, inc, D(20), order="1000123", operation="0010", now=T0)
+    pending = accumulate(None, inc, order="1000123", operation="0010", now=T0)
     timer = confirm(pending, "every_seconds", "PC")
-    writer.submit(Commit(confirmations=[first], counter_states={("M2", "good"): ok}))
-    writer.submit(Commit(counter_states={("M2", "good"): bad}, pendings={pending.key: pending},
+    writer.submit(ChangeSet(confirmations=[first], counter_states=[ok]))
+    writer.submit(ChangeSet(counter_states=[bad], pendings={pending.key: pending},
                          counted={"M2": D(20)}))
-    writer.submit(Commit(confirmations=[timer], pendings={pending.key: None}))  # the timer's commit
-    writer.submit(Commit(confirmations=[last]))
+    writer.submit(ChangeSet(confirmations=[timer], pendings={pending.key: None}))  # the timer's commit
+    writer.submit(ChangeSet(confirmations=[last]))
     writer.start()
     writer.barrier().result(timeout=20)
     assert writer.stop(timeout=10)
@@ -214,9 +215,9 @@ def test_the_writer_survives_a_dead_letter_it_cannot_write_and_stop_tells_the_tr
     t.dead_letters.drop(engine)
     writer = LedgerWriter(engine, retry_min_s=0.01, retry_max_s=0.05)
     bad = CounterState("M2", "good", Position(0, 5), datetime(2026, 1, 1))
-    writer.submit(Commit(counter_states={("M2", "good"): bad}))
+    writer.submit(ChangeSet(counter_states=[bad]))
     _, c = _confirmation(0, 10)
-    writer.submit(Commit(confirmations=[c]))
+    writer.submit(ChangeSet(confirmations=[c]))
     writer.start()
     writer.barrier().result(timeout=20)
     assert writer.alive
@@ -231,7 +232,7 @@ def test_stop_says_false_when_the_queue_was_not_written(tmp_path):
     writer = LedgerWriter(slow, retry_min_s=0.05, retry_max_s=0.1)
     writer.start()
     _, c = _confirmation(0, 10)
-    writer.submit(Commit(confirmations=[c]))
+    writer.submit(ChangeSet(confirmations=[c]))
     assert writer.stop(timeout=1) is False
     locker.rollback()
     locker.close()
@@ -251,7 +252,7 @@ def test_stop_says_false_when_the_thread_died(sqlite_url, monkeypatch):
     writer = LedgerWriter(engine, retry_min_s=0.01, retry_max_s=0.05)
     writer.start()
     _, c = _confirmation(0, 10)
-    writer.submit(Commit(confirmations=[c]))
+    writer.submit(ChangeSet(confirmations=[c]))
     writer._thread.join(10)
     assert not writer.alive
     assert writer.stop(timeout=1) is False
@@ -260,23 +261,21 @@ def test_stop_says_false_when_the_thread_died(sqlite_url, monkeypatch):
 def test_an_error_of_the_writer_itself_is_retried_not_fatal(sqlite_url, monkeypatch):
     """A bug while setting a change aside (``describe`` raises twice): logged, retried with
     backoff; the thread lives on and the change is set aside on the third attempt."""
-    import gateway.ledger.writer as w
+    real, calls = ChangeSet.describe, []
 
-    real, calls = w.describe, []
-
-    def flaky(commit):
+    def flaky(changes):
         calls.append(1)
         if len(calls) <= 2:
             raise RuntimeError("bug in describe")
-        return real(commit)
+        return real(changes)
 
     engine = _engine(sqlite_url)
-    monkeypatch.setattr(w, "describe", flaky)
+    monkeypatch.setattr(ChangeSet, "describe", flaky)
     writer = LedgerWriter(engine, retry_min_s=0.01, retry_max_s=0.05)
     writer.start()
     _, c = _confirmation(0, 10)
     bad = CounterState("M2", "good", Position(0, 5), datetime(2026, 1, 1))
-    writer.submit(Commit(confirmations=[c], counter_states={("M2", "good"): bad}))
+    writer.submit(ChangeSet(confirmations=[c], counter_states=[bad]))
     writer.barrier().result(timeout=20)
     assert writer.alive and len(calls) == 3
     assert writer.stop(timeout=10)
@@ -289,6 +288,6 @@ def test_a_change_set_written_twice_counts_its_units_once(ledger_url):
     engine = open_engine(ledger_url)
     for _ in range(2):
         with engine.begin() as conn:
-            apply(conn, Commit(counted={"M1": D(20)}), MasterCache())
+            apply(conn, ChangeSet(counted={"M1": D(20)}), MasterCache())
     with engine.connect() as conn:
         assert conn.execute(select(t.counted_units.c.units).where(t.counted_units.c.machine == "M1")).scalar() == 20

@@ -3,7 +3,6 @@ transaction each (the writer keeps reads and buffers writes per transaction: ``L
 
 from __future__ import annotations
 
-from decimal import Decimal as D
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -14,7 +13,7 @@ from gateway.domain.records import Increment, Position
 from gateway.ledger import schema as t
 from gateway.ledger.masters import MasterCache
 from gateway.ledger.posting import apply
-from gateway.ledger.writer import Commit
+from gateway.ledger.changes import ChangeSet
 from tests.ledger.test_invariants import T, component, masterdata_yaml
 from tests.support import ledger_with_masterdata
 
@@ -36,7 +35,7 @@ def ledger_after(folder, name, components, base, batches) -> dict:
     engine = ledger_with_masterdata(f"sqlite:///{folder / name}", masterdata_yaml(components, base), folder)
     for batch in batches:
         with engine.begin() as conn:
-            apply(conn, Commit(confirmations=batch), MasterCache())
+            apply(conn, ChangeSet(confirmations=batch), MasterCache())
     with engine.connect() as conn:
         out = {table.name: sorted(tuple(str(getattr(r, c)) for c in cols) for r in conn.execute(select(table)))
                for table, cols in TABLES.items()}
@@ -53,7 +52,7 @@ def test_one_transaction_posts_what_many_post(tmp_path_factory, components, base
     for n in units:
         inc = Increment("M", "good", n, Position(0, position), Position(0, position + n), T)
         position += n
-        confirmations.append(confirm(accumulate(None, inc, D(n), order="1", operation="0010", now=T),
+        confirmations.append(confirm(accumulate(None, inc, order="1", operation="0010", now=T),
                                      "every_units", "PC"))
     if replay:  # a confirmation queued twice in one transaction is posted once
         confirmations.append(confirmations[0])

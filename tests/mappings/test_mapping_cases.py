@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from gateway.inputfile.errors import InputFileError
 from gateway.mapping.load import load_mapping, read_mapping
 from gateway.mapping.model import CounterTag, Mapping, ModbusCounterTag, ModbusOrderTag, OrderTag, SourceConfig
 from gateway.mapping.validate import validate_mapping
 from gateway.masterdata.load import load_masterdata, to_domain
-from gateway.yamldoc import InputFileError
 
 HERE = Path(__file__).parent
 REPO = HERE.parent.parent
@@ -123,13 +123,13 @@ def test_relative_file_name_stays_relative(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_masterdata_is_found_next_to_the_mapping(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(HERE)
-    errors = [str(e) for e in validate_mapping("masterdata_has_errors/mapping.yaml")]
-    assert errors[0].startswith("masterdata_has_errors/masterdata.yaml:20: orders.1000124.quantity: ")
+    errors = [str(e) for e in validate_mapping("masterdata_errors_reported_with_the_mapping/mapping.yaml")]
+    assert errors[0].startswith("masterdata_errors_reported_with_the_mapping/masterdata.yaml:20: orders.1000124.quantity: ")
 
 
 def test_explicit_masterdata_wins_over_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(HERE / "masterdata_file_missing")
-    assert validate_mapping("mapping.yaml", masterdata_path="../valid_demo_like/masterdata.yaml") == []
+    assert validate_mapping("mapping.yaml", masterdata_path="../valid_two_machines_checked_against_masterdata/masterdata.yaml") == []
     errors = [str(e) for e in validate_mapping("mapping.yaml", "nowhere.yaml")]
     assert errors == ["nowhere.yaml:1: cannot read the file: No such file or directory"]
 

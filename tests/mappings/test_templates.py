@@ -7,7 +7,7 @@ from pathlib import Path
 from gateway.mapping.load import load_mapping
 from gateway.mapping.model import ModbusCounterTag, ModbusOrderTag, ModbusStateTag, OrderTag, StateTag
 from gateway.mapping.presets import PRESETS
-from gateway.service import counter_specs
+from gateway.machine import counter_specs
 
 CASE = Path(__file__).parent / "valid_templates_and_presets" / "mapping.yaml"
 SIM = "nsu=urn:backflush-gateway:simulator;s="
@@ -53,5 +53,5 @@ def test_packml_preset_with_a_named_order_tag():
 
 
 def test_a_machine_without_a_template_is_unchanged():
-    press = load_mapping(Path(__file__).parent / "valid_demo_like" / "mapping.yaml").machines["PRESS-01"]
+    press = load_mapping(Path(__file__).parent / "valid_two_machines_checked_against_masterdata" / "mapping.yaml").machines["PRESS-01"]
     assert press.count_when is None and press.job_counters == "continue"

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from gateway.inputfile.errors import InputFileError
 from gateway.masterdata.load import DomainMasterData, load_masterdata, read_masterdata, to_domain
-from gateway.yamldoc import InputFileError
 
 HERE = Path(__file__).parent
 CASES = sorted(p for p in HERE.iterdir() if (p / "masterdata.yaml").is_file())

@@ -15,27 +15,9 @@ from gateway.ledger.operations import reverse_confirmation
 from gateway.mapping.model import Output
 from gateway.outputs.webhook import WebhookTarget
 from gateway.outputs.worker import DeliveryWorker, WorkerOptions
-from tests.support import post_units
+from tests.support import masterdata_fixture, post_units
 
-MASTERDATA = """
-materials:
-  CAP:    {uom: PC}
-  RESIN:  {uom: KG, decimals: 3, negative_stock: allowed}
-work_centers:
-  WC1: {labor_rate: 40, machine_rate: 60, overhead_pct_of_labor: 50, supply_location: LS1}
-boms:
-  CAP:
-    base_quantity: 1
-    items:
-      - {item: "0010", material: RESIN, quantity: 0.01, operation: "0010"}
-routings:
-  CAP:
-    operations:
-      - {operation: "0010", work_center: WC1, setup_hours: 0, machine_hours: 0.001, labor_hours: 0.001}
-orders:
-  "7000001": {material: CAP, quantity: 100000, receipt_location: FG}
-  "7000002": {material: CAP, quantity: 100000, receipt_location: FG}
-"""
+MASTERDATA = masterdata_fixture("cap_resin_may_go_negative")
 
 T = datetime(2026, 6, 1, 12, tzinfo=UTC)
 SECRET = "s3cret"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from gateway.mapping.load import load_mapping
-from gateway.sources.modbus_client import ModbusClient, ModbusExceptionResponse, ModbusNoResponse
-from gateway.sources.modbus_registers import ModbusTag, plan_reads
+from gateway.sources.modbus.client import ModbusClient, ModbusExceptionResponse, ModbusNoResponse
+from gateway.sources.modbus.registers import ModbusTag, plan_reads
 from simulators.commands import SimCommandError
 from simulators.json_control import json_command
 from simulators.machine import SimMachineConfig

@@ -2,7 +2,7 @@
 
 The gateway decodes what the simulator encodes in every Modbus test, so a word- or
 byte-order mistake shared by the two would pass all of them. Here each codec on its own —
-the gateway's ``gateway.sources.modbus_registers`` and the simulator's
+the gateway's ``gateway.sources.modbus.registers`` and the simulator's
 ``simulators.modbus_codec`` — must turn every value of ``modbus_golden.yaml`` into exactly
 the register words written there and back, in every order; then random values of every
 type and order go from the simulator's encoder through the gateway's decoder unchanged.
@@ -19,8 +19,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
-from gateway.sources import modbus_registers as gateway_codec
-from gateway.sources.modbus_registers import ModbusTag
+from gateway.sources.modbus import registers as gateway_codec
+from gateway.sources.modbus.registers import ModbusTag
 from simulators import modbus_codec as simulator_codec
 
 GOLDEN = YAML(typ="safe").load(Path(__file__).with_name("modbus_golden.yaml"))
@@ -160,6 +160,6 @@ def _imports(path: Path) -> set[str]:
 
 def test_no_simulator_imports_the_gateway_codec() -> None:
     users = sorted(p.name for p in SIMULATORS.glob("*.py")
-                   if any(n.startswith("gateway.sources.modbus_registers") for n in _imports(p)))
+                   if any(n.startswith("gateway.sources.modbus.registers") for n in _imports(p)))
     assert users == []
     assert not [n for n in _imports(SIMULATORS / "modbus_codec.py") if n.split(".")[0] == "gateway"]

@@ -15,10 +15,10 @@ from contextlib import asynccontextmanager
 import pytest
 from structlog.testing import capture_logs
 
-from gateway.domain.records import Quality
+from gateway.sources.base import Quality
 from gateway.mapping.model import ModbusSource as ModbusSourceConfig
-from gateway.sources.modbus import ModbusSource
-from gateway.sources.modbus_registers import ModbusTag
+from gateway.sources.modbus.source import ModbusSource
+from gateway.sources.modbus.registers import ModbusTag
 from simulators.modbus_server import Fault, ModbusServer, ModbusUnit
 
 from .conftest import Collector, free_port, running

@@ -37,7 +37,7 @@ from gateway.pki import (
     write_key,
 )
 from gateway.sources.base import TagSpec
-from gateway.sources.opcua import OpcUaSource
+from gateway.sources.opcua.source import OpcUaSource
 
 from .conftest import Collector, PlcServer, fast_config, free_port, running
 

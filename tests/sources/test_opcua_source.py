@@ -11,10 +11,10 @@ import pytest
 from asyncua import ua
 from structlog.testing import capture_logs
 
-from gateway.domain.records import Quality
+from gateway.sources.base import Quality
 from gateway.backoff import Backoff
 from gateway.sources.base import TagSpec, TagValue
-from gateway.sources.opcua import OpcUaSource, resolve_address
+from gateway.sources.opcua.source import OpcUaSource, resolve_address
 
 from .conftest import URI, Collector, FreezableProxy, PlcServer, fast_config, free_port, running
 
@@ -305,7 +305,7 @@ def test_a_publish_response_split_by_the_server_is_delivered_as_one_batch() -> N
     """Servers split a large publish into several responses (MoreNotifications); one
     write must still reach the consumer as one batch. (No server here splits, so the
     callback is fed directly.)"""
-    from gateway.sources.opcua import _Connection, _Item
+    from gateway.sources.opcua.source import _Connection, _Item
 
     got = Collector()
     source = OpcUaSource("press-line", fast_config("opc.tcp://127.0.0.1:4840"), [], got)

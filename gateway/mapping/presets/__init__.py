@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from gateway.yamldoc import read_yaml
+from gateway.inputfile.read import read_yaml
 
 FOLDER = Path(__file__).parent
 PRESETS = tuple(sorted(p.stem for p in FOLDER.glob("*.yaml")))
