@@ -6,6 +6,9 @@ MQTT packets: 100–400 µs a delivery per output). In the gateway's process eve
 stretched the writer's transactions, so the ingestion latency grew with the outputs; in a
 process of its own the relay runs on another core and the counting does not notice it.
 
+The relay runs at a lower CPU priority than the gateway (nice 10): on a machine short of CPU
+the counting and posting come first and the deliveries lag, and catch up when there is time.
+
 What stays in the gateway: the routes (written before the first posting, so no document misses
 its rows) and every write to the outbox. The relay reads its rows on a connection of its own
 (a read, never the write lock) and sends its marks (``gateway.outputs.worker``: the last round's
@@ -277,10 +280,17 @@ async def _relay(out) -> int:
     return 0
 
 
+NICE = 10  # below the gateway: when the CPUs are short, counting and posting come first
+
+
 def main() -> int:
     # stdout is the pipe to the gateway: keep it for that, and send anything else printed to stderr.
     out = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)
+    try:
+        os.nice(NICE)  # deliveries wait a little when the machine is busy; they are never lost
+    except (AttributeError, OSError):
+        pass
     return asyncio.run(_relay(out))
 
 
