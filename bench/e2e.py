@@ -500,44 +500,49 @@ WEBHOOK_BATCH = 500  # deliveries per webhook request (the stand-in takes the ba
 
 
 class MqttCounter:
-    """Subscribes to the run's confirmation topics on the broker (its own thread and loop) and
-    counts the messages per key, as a consumer that dedupes by key would."""
+    """Subscribes to the run's confirmation topics on the broker and counts the messages per key, as a
+    consumer that dedupes by key would: ``mosquitto_sub`` (QoS 1) in a process of its own writing one
+    payload a line to a file. (A Python subscriber in this process, beside the webhook stand-in, fell
+    behind the relay's bursts of a thousand messages, and the broker dropped what overflowed its
+    queue for the subscriber — ``max_queued_messages``, 1 000 by default.)"""
 
-    def __init__(self, site: str) -> None:
-        import threading
+    def __init__(self, site: str, folder: Path) -> None:
         self.site = site
-        self.keys: dict[str, int] = {}
-        self.ready = threading.Event()
-        self.error: str = ""
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self._listen(),),
-                                       name="mqtt-counter", daemon=True)
-
-    async def _listen(self) -> None:
-        import aiomqtt
-        self.task = asyncio.current_task()
-        try:
-            async with aiomqtt.Client("127.0.0.1", 1883, identifier=f"{self.site}-counter") as client:
-                await client.subscribe(f"{self.site}/bench/+/+/confirmation", qos=1)
-                self.ready.set()
-                async for message in client.messages:
-                    key = json.loads(message.payload)["key"]
-                    self.keys[key] = self.keys.get(key, 0) + 1
-        except asyncio.CancelledError:
-            pass
-        except Exception as exc:  # noqa: BLE001 — reported with the figures
-            self.error = repr(exc)
-            self.ready.set()
+        self.file = folder / f"{site}-mqtt.txt"
+        self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> MqttCounter:
-        self.thread.start()
-        if not self.ready.wait(10) or self.error:
-            raise SystemExit(f"--outputs: cannot subscribe to the broker at {BROKER}: {self.error or 'no answer'}")
-        return self
+        sub = shutil.which("mosquitto_sub")
+        if sub is None:
+            raise SystemExit("--outputs needs mosquitto_sub (the mosquitto clients) to count the MQTT messages")
+        topic = f"{self.site}/bench/+/+/confirmation"
+        with self.file.open("wb") as out:
+            self.proc = subprocess.Popen([sub, "-h", "127.0.0.1", "-p", "1883", "-q", "1", "-i", f"{self.site}-counter",
+                                          "-t", topic], stdout=out, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline:  # subscribed once a probe published to the topic comes through
+            subprocess.run([shutil.which("mosquitto_pub") or "mosquitto_pub", "-h", "127.0.0.1", "-p", "1883", "-q", "1",
+                            "-t", f"{self.site}/bench/probe/probe/confirmation", "-m", '{"key":"probe"}'],
+                           capture_output=True, timeout=10, check=False)
+            time.sleep(0.2)
+            if self.file.read_bytes():
+                return self
+        self.__exit__()
+        raise SystemExit(f"--outputs: cannot subscribe to the broker at {BROKER}")
+
+    @property
+    def keys(self) -> dict[str, int]:
+        keys: dict[str, int] = {}
+        for line in self.file.read_text().splitlines():
+            key = json.loads(line)["key"]
+            if key != "probe":
+                keys[key] = keys.get(key, 0) + 1
+        return keys
 
     def __exit__(self, *exc) -> None:
-        self.loop.call_soon_threadsafe(self.task.cancel)
-        self.thread.join(10)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
 
 
 def relays(gateways: list[psutil.Process]) -> list[psutil.Process]:
@@ -656,7 +661,7 @@ def run(plan: Plan, ceilings: bool = True, log_dir: Path | None = None, profile:
             standin = Standin(free_port())
             plan.webhook_url, plan.mqtt_site = standin.url, f"bench{uuid.uuid4().hex[:8]}"
             receivers.append(standin)
-            counter = MqttCounter(plan.mqtt_site).__enter__()
+            counter = MqttCounter(plan.mqtt_site, work).__enter__()
             receivers.append(counter)
         # One gateway process per instance, each with its own share of the machines, its own
         # --stats file and its own lease keeper, all on the same ledger. Debug level: the
@@ -698,9 +703,10 @@ def run(plan: Plan, ceilings: bool = True, log_dir: Path | None = None, profile:
             if "gw" not in cpu_at and now >= warm:
                 cpu_at["gw"], cpu_at["sim"], cpu_at["t"] = cpu_seconds(gws), cpu_seconds(sim_ps), now
                 cpu_at["each"] = [cpu_seconds([g]) for g in gws]
-                if plan.outputs:  # the gateways' outbox relays, and this process (the receivers)
+                if plan.outputs:  # the gateways' outbox relays, and the receivers (this process, mosquitto_sub)
                     relay_ps = relays(gws)
-                    cpu_at["relay"], cpu_at["bench"] = cpu_seconds(relay_ps), cpu_seconds([psutil.Process()])
+                    receiver_ps = [psutil.Process(), psutil.Process(receivers[1].proc.pid)]
+                    cpu_at["relay"], cpu_at["bench"] = cpu_seconds(relay_ps), cpu_seconds(receiver_ps)
         end_t = time.time()
         if load is not None:
             load.__exit__(None, None, None)
@@ -712,7 +718,7 @@ def run(plan: Plan, ceilings: bool = True, log_dir: Path | None = None, profile:
         if plan.outputs:
             out["relay_cpu_pct"] = 100 * (cpu_seconds(relay_ps) - cpu_at["relay"]) / (end_t - cpu_at["t"])
             out["relays"] = len(relay_ps)
-            out["receivers_cpu_pct"] = 100 * (cpu_seconds([psutil.Process()]) - cpu_at["bench"]) / (end_t - cpu_at["t"])
+            out["receivers_cpu_pct"] = 100 * (cpu_seconds(receiver_ps) - cpu_at["bench"]) / (end_t - cpu_at["t"])
         gw_cpu_each = [cpu_seconds([g]) for g in gws]
         window = (cpu_at["t"], end_t)
         command_all(plan, "pause")
@@ -988,8 +994,8 @@ def describe(r: dict) -> str:
                      f"p99 {h['api_p99_ms']:.0f} ms; {h['scrapes']} /metrics scrapes p99 {h['scrape_p99_ms']:.0f} ms; "
                      f"not 200: {h['failed'] or 'none'}")
     if r.get("output_figures"):
-        lines.append(f"  outbox relay: {r['relays']} process(es), {r['relay_cpu_pct']:.1f} % of one core; this process "
-                     f"(the receivers: webhook stand-in, MQTT subscriber) {r['receivers_cpu_pct']:.1f} %")
+        lines.append(f"  outbox relay: {r['relays']} process(es), {r['relay_cpu_pct']:.1f} % of one core; the receivers "
+                     f"(webhook stand-in in this process, mosquitto_sub) {r['receivers_cpu_pct']:.1f} %")
     for target, o in (r.get("output_figures") or {}).items():
         lines.append(f"  output {target}: {o['per_s']:.0f} deliveries/s while the machines ran "
                      f"({r['confirmations_per_s']:.0f} confirmations/s), lag posted → delivered p50 "
