@@ -225,8 +225,7 @@ def mark_on(conn: Connection, marks: list[Mark], in_flight: Iterable[int], now: 
               "b_now": now} for m in marks if m.status != "delivered"]
     for attempts, ids in sorted(delivered.items()):
         for chunk in _chunks(ids):
-            conn.execute(update(t.outbox).where(_O.id.in_(chunk)).values(
-                status="delivered", attempts=attempts, delivered_at=now, updated_at=now, last_error=""))
+            conn.execute(_DELIVERED, {"ids": chunk, "attempts": attempts, "now": now})
     if other:
         # (no IN (…) with executemany: PostgreSQL's driver cannot expand it per row)
         conn.execute(update(t.outbox).where(and_(_O.id == bindparam("b_id"),
@@ -234,11 +233,19 @@ def mark_on(conn: Connection, marks: list[Mark], in_flight: Iterable[int], now: 
             status=bindparam("b_status"), attempts=bindparam("b_attempts"), next_at=bindparam("b_next"),
             updated_at=bindparam("b_now"), last_error=bindparam("b_err")), other)
     for chunk in _chunks(sorted(in_flight)):
-        conn.execute(update(t.outbox).where(_O.id.in_(chunk), _O.status == "pending").values(
-            status="unknown", updated_at=now))
+        conn.execute(_IN_FLIGHT, {"ids": chunk, "now": now})
 
 
-def _chunks(ids: list[int], size: int = 500) -> Iterable[list[int]]:
+# Built once (SQLAlchemy caches their compiled form): a round's marks are a few statements, not a
+# few statements' worth of expression building per chunk.
+_DELIVERED = update(t.outbox).where(_O.id.in_(bindparam("ids", expanding=True))).values(
+    status="delivered", attempts=bindparam("attempts"), delivered_at=bindparam("now"), updated_at=bindparam("now"),
+    last_error="")
+_IN_FLIGHT = update(t.outbox).where(_O.id.in_(bindparam("ids", expanding=True)), _O.status == "pending").values(
+    status="unknown", updated_at=bindparam("now"))
+
+
+def _chunks(ids: list[int], size: int = 2000) -> Iterable[list[int]]:
     return (ids[i:i + size] for i in range(0, len(ids), size))
 
 
