@@ -10,12 +10,13 @@ The relay runs at a lower CPU priority than the gateway (nice 10): on a machine 
 the counting and posting come first and the deliveries lag, and catch up when there is time.
 
 What stays in the gateway: the routes (written before the first posting, so no document misses
-its rows) and every write to the outbox. The relay reads its rows on a connection of its own
-(a read, never the write lock) and sends its marks (``gateway.outputs.worker``: the last round's
-outcomes and the rows about to be sent) to the gateway, whose ledger writer commits them in its
-next transaction (``ThroughWriter``); the relay sends nothing before the gateway said they are
-committed. So the one writer remains the only writer, and SQLite's write lock is never waited
-for by a second connection.
+its rows) and the outbox rows, written with their postings. The relay reads its rows on a
+connection of its own (a read, never the write lock). Its marks (``gateway.outputs.worker``: the
+last round's outcomes and the rows about to be sent): on SQLite it sends them to the gateway,
+whose ledger writer commits them in its next transaction (``ThroughWriter``), and sends nothing
+before the gateway said they are committed — so SQLite's write lock is never waited for by a
+second connection; on PostgreSQL (row locks, no contention with the writer, which never touches
+an outbox row after inserting it) it commits them in short transactions of its own.
 
 The pipe, JSON lines (the relay's stdin ← gateway, its stdout → gateway; logs go to stderr):
 
@@ -23,7 +24,7 @@ The pipe, JSON lines (the relay's stdin ← gateway, its stdout → gateway; log
   owned machines), then ``{"wake": 1}`` after each commit, ``{"owned": [...] | null}`` when the
   machines this instance owns change, ``{"ack": n}`` / ``{"nack": n, "error": …}`` for marks,
   ``{"stop": 1}``.
-* relay → gateway: ``{"marks": n, "outcomes": [[id, status, attempts, next_at, error], …],
+* relay → gateway (SQLite): ``{"marks": n, "outcomes": [[id, status, attempts, next_at, error], …],
   "in_flight": [id, …]}``.
 
 The end of the relay's stdin is the end of the gateway: a gateway killed (kill -9) closes the
@@ -31,7 +32,8 @@ pipe, and the relay stops at once — what it had in flight stays unknown in the
 next start asks the target before sending it again. A relay that dies is started again by the
 gateway after a pause (nothing is lost: the rows wait in the outbox).
 
-Must never: write to the ledger itself, or deliver after its gateway is gone.
+Must never: write anything but outbox marks (and those on SQLite only through the gateway), or
+deliver after its gateway is gone.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from gateway.ledger import outbox
 from gateway.ledger.outbox import Mark
 from gateway.mapping.model import Mapping
 from gateway.outputs import registry
-from gateway.outputs.worker import Outputs, ThroughWriter
+from gateway.outputs.worker import OwnTransaction, Outputs, ThroughWriter
 
 log = structlog.get_logger("gateway.outputs")
 
@@ -251,7 +253,12 @@ async def _relay(out) -> int:
     engine = open_engine(config["url"], create=False, check_version=False, session_name=config["session"])
     owned: list[set[str] | None] = [None if config["owned"] is None else set(config["owned"])]
     gateway = ThroughGateway(out)
-    outputs = Outputs(engine, mapping, owned=lambda: owned[0], marks=gateway, routes=False)
+    # SQLite has one write lock: the gateway's writer commits the marks (a second writer would wait
+    # for gaps it rarely gets, and its writes would be serialized with the postings all the same).
+    # PostgreSQL locks rows: the relay's own short transactions run beside the writer's, which never
+    # touches an outbox row after inserting it, so the marks cost the writer nothing.
+    marks = gateway if engine.dialect.name == "sqlite" else OwnTransaction(engine)
+    outputs = Outputs(engine, mapping, owned=lambda: owned[0], marks=marks, routes=False)
     await outputs.start()
     log.info("outputs_relay_started", pid=os.getpid(), outputs=sorted(mapping.outputs))
     stop = asyncio.Event()

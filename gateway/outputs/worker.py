@@ -16,11 +16,12 @@ first that is not delivered.
 One write per round: the outcomes of the previous round (delivered, failed, parked; kept in
 memory meanwhile and laid over what the round reads) and the in-flight marks of this round's
 rows (``unknown`` before the first call) are written together, and the round sends nothing
-before they are committed. In ``gateway run`` they go into the ledger writer's next transaction
-(``ThroughWriter``): the one writer group-commits them with the postings, so no second
-connection waits for SQLite's write lock (a writer that commits back to back leaves it almost no
-gap) and none holds it across a network call. Without a writer (tests, ``gateway demo``) a
-round writes them in a short transaction of its own (``OwnTransaction``). A stop writes the
+before they are committed. In ``gateway run`` on SQLite they go into the ledger writer's next
+transaction (``ThroughWriter``, by way of the outbox relay): the one writer group-commits them
+with the postings, so no second connection waits for SQLite's write lock (a writer that commits
+back to back leaves it almost no gap). Elsewhere (PostgreSQL, tests, ``gateway demo``) a round
+writes them in a short transaction of its own (``OwnTransaction``); none is held across a
+network call. A stop writes the
 last outcomes; a gateway killed mid-round leaves what was in flight (and the outcomes not yet
 written) unknown, so the next start asks the target before sending it again (the target's
 dedupe by key covers what it cannot tell).
