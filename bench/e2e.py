@@ -37,7 +37,8 @@ both side by side with the API's own response times. Without it the gateway serv
 
 ``--outputs`` runs each configuration twice in one invocation: first without outputs, then
 with two (``outputs:`` in the mapping): a webhook to the test stand-in receiver
-(tests/outputs/standin.py, in this process, deduping by Idempotency-Key) and MQTT to the
+(tests/outputs/standin.py, in this process, taking the batch body — ``WEBHOOK_BATCH``
+deliveries per request at most — and deduping each delivery by its key) and MQTT to the
 Mosquitto broker at 127.0.0.1:1883 (a topic root of this run; a subscriber here counts the
 confirmation messages by key). ``--confirm-every N`` confirms every N units (default 50 per
 unit of a cycle), which sets the confirmation rate: machines × rate / N per second. It prints
@@ -229,7 +230,8 @@ def mapping_yaml(plan: Plan, only: list[str] | None = None) -> str:
                              f"order: {{register: {lay['OrderNumber'].register}, type: string, length: 10}}}}")
     if plan.outputs:
         lines += ["outputs:",
-                  f"  hook: {{webhook: {{url: '{plan.webhook_url}', timeout_s: 10}}, retry_min_s: 0.2, retry_max_s: 5}}",
+                  f"  hook: {{webhook: {{url: '{plan.webhook_url}', timeout_s: 10, batch: {WEBHOOK_BATCH}}}, retry_min_s: 0.2, "
+                  f"retry_max_s: 5}}",
                   f"  uns: {{mqtt: {{url: '{BROKER}', site: {plan.mqtt_site}, area: bench, "
                   f"client_id: {plan.mqtt_site}}}, retry_min_s: 0.2, retry_max_s: 5}}"]
     return "\n".join(lines) + "\n"
@@ -497,47 +499,66 @@ class HttpLoad:
 # --- outputs (--outputs) -----------------------------------------------------------------
 
 BROKER = "mqtt://127.0.0.1:1883"
+WEBHOOK_BATCH = 500  # deliveries per webhook request (the stand-in takes the batch body)
 
 
 class MqttCounter:
-    """Subscribes to the run's confirmation topics on the broker (its own thread and loop) and
-    counts the messages per key, as a consumer that dedupes by key would."""
+    """Subscribes to the run's confirmation topics on the broker and counts the messages per key, as a
+    consumer that dedupes by key would: ``mosquitto_sub`` (QoS 1) in a process of its own writing one
+    payload a line to a file. (A Python subscriber in this process, beside the webhook stand-in, fell
+    behind the relay's bursts of a thousand messages, and the broker dropped what overflowed its
+    queue for the subscriber — ``max_queued_messages``, 1 000 by default.)"""
 
-    def __init__(self, site: str) -> None:
-        import threading
+    def __init__(self, site: str, folder: Path) -> None:
         self.site = site
-        self.keys: dict[str, int] = {}
-        self.ready = threading.Event()
-        self.error: str = ""
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self._listen(),),
-                                       name="mqtt-counter", daemon=True)
-
-    async def _listen(self) -> None:
-        import aiomqtt
-        self.task = asyncio.current_task()
-        try:
-            async with aiomqtt.Client("127.0.0.1", 1883, identifier=f"{self.site}-counter") as client:
-                await client.subscribe(f"{self.site}/bench/+/+/confirmation", qos=1)
-                self.ready.set()
-                async for message in client.messages:
-                    key = json.loads(message.payload)["key"]
-                    self.keys[key] = self.keys.get(key, 0) + 1
-        except asyncio.CancelledError:
-            pass
-        except Exception as exc:  # noqa: BLE001 — reported with the figures
-            self.error = repr(exc)
-            self.ready.set()
+        self.file = folder / f"{site}-mqtt.txt"
+        self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> MqttCounter:
-        self.thread.start()
-        if not self.ready.wait(10) or self.error:
-            raise SystemExit(f"--outputs: cannot subscribe to the broker at {BROKER}: {self.error or 'no answer'}")
-        return self
+        sub = shutil.which("mosquitto_sub")
+        if sub is None:
+            raise SystemExit("--outputs needs mosquitto_sub (the mosquitto clients) to count the MQTT messages")
+        topic = f"{self.site}/bench/+/+/confirmation"
+        with self.file.open("wb") as out:
+            self.proc = subprocess.Popen([sub, "-h", "127.0.0.1", "-p", "1883", "-q", "1", "-i", f"{self.site}-counter",
+                                          "-t", topic], stdout=out, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline:  # subscribed once a probe published to the topic comes through
+            subprocess.run([shutil.which("mosquitto_pub") or "mosquitto_pub", "-h", "127.0.0.1", "-p", "1883", "-q", "1",
+                            "-t", f"{self.site}/bench/probe/probe/confirmation", "-m", '{"key":"probe"}'],
+                           capture_output=True, timeout=10, check=False)
+            time.sleep(0.2)
+            if self.file.read_bytes():
+                return self
+        self.__exit__()
+        raise SystemExit(f"--outputs: cannot subscribe to the broker at {BROKER}")
+
+    @property
+    def keys(self) -> dict[str, int]:
+        keys: dict[str, int] = {}
+        for line in self.file.read_text().splitlines():
+            key = json.loads(line)["key"]
+            if key != "probe":
+                keys[key] = keys.get(key, 0) + 1
+        return keys
 
     def __exit__(self, *exc) -> None:
-        self.loop.call_soon_threadsafe(self.task.cancel)
-        self.thread.join(10)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def relays(gateways: list[psutil.Process]) -> list[psutil.Process]:
+    """The outbox relay processes the gateways started (gateway/outputs/relay.py)."""
+    found = []
+    for g in gateways:
+        for child in g.children():
+            try:
+                if "gateway.outputs.relay" in child.cmdline():
+                    found.append(child)
+            except psutil.Error:
+                pass
+    return found
 
 
 def outbox_open(engine) -> int:
@@ -643,7 +664,7 @@ def run(plan: Plan, ceilings: bool = True, log_dir: Path | None = None, profile:
             standin = Standin(free_port())
             plan.webhook_url, plan.mqtt_site = standin.url, f"bench{uuid.uuid4().hex[:8]}"
             receivers.append(standin)
-            counter = MqttCounter(plan.mqtt_site).__enter__()
+            counter = MqttCounter(plan.mqtt_site, work).__enter__()
             receivers.append(counter)
         # One gateway process per instance, each with its own share of the machines, its own
         # --stats file and its own lease keeper, all on the same ledger. Debug level: the
@@ -686,6 +707,10 @@ def run(plan: Plan, ceilings: bool = True, log_dir: Path | None = None, profile:
             if "gw" not in cpu_at and now >= warm:
                 cpu_at["gw"], cpu_at["sim"], cpu_at["t"] = cpu_seconds(gws), cpu_seconds(sim_ps), now
                 cpu_at["each"] = [cpu_seconds([g]) for g in gws]
+                if plan.outputs:  # the gateways' outbox relays, and the receivers (this process, mosquitto_sub)
+                    relay_ps = relays(gws)
+                    receiver_ps = [psutil.Process(), psutil.Process(receivers[1].proc.pid)]
+                    cpu_at["relay"], cpu_at["bench"] = cpu_seconds(relay_ps), cpu_seconds(receiver_ps)
         end_t = time.time()
         if load is not None:
             load.__exit__(None, None, None)
@@ -694,6 +719,10 @@ def run(plan: Plan, ceilings: bool = True, log_dir: Path | None = None, profile:
         if spy is not None:
             spy.wait(60)
         gw_cpu, sim_cpu = cpu_seconds(gws) - cpu_at["gw"], cpu_seconds(sim_ps) - cpu_at["sim"]
+        if plan.outputs:
+            out["relay_cpu_pct"] = 100 * (cpu_seconds(relay_ps) - cpu_at["relay"]) / (end_t - cpu_at["t"])
+            out["relays"] = len(relay_ps)
+            out["receivers_cpu_pct"] = 100 * (cpu_seconds(receiver_ps) - cpu_at["bench"]) / (end_t - cpu_at["t"])
         gw_cpu_each = [cpu_seconds([g]) for g in gws]
         window = (cpu_at["t"], end_t)
         command_all(plan, "pause")
@@ -977,6 +1006,9 @@ def describe(r: dict) -> str:
         lines.append(f"  HTTP load: {h['api_requests']} API requests ({h['api_per_s']:.0f}/s) p50 {h['api_p50_ms']:.0f} ms, "
                      f"p99 {h['api_p99_ms']:.0f} ms; {h['scrapes']} /metrics scrapes p99 {h['scrape_p99_ms']:.0f} ms; "
                      f"not 200: {h['failed'] or 'none'}")
+    if r.get("output_figures"):
+        lines.append(f"  outbox relay: {r['relays']} process(es), {r['relay_cpu_pct']:.1f} % of one core; the receivers "
+                     f"(webhook stand-in in this process, mosquitto_sub) {r['receivers_cpu_pct']:.1f} %")
     for target, o in (r.get("output_figures") or {}).items():
         lines.append(f"  output {target}: {o['per_s']:.0f} deliveries/s while the machines ran "
                      f"({r['confirmations_per_s']:.0f} confirmations/s), lag posted → delivered p50 "
@@ -1086,8 +1118,8 @@ def http_load_table(rows: list[dict]) -> str:
 def outputs_table(rows: list[dict]) -> str:
     """--outputs: each configuration without and with the outputs, side by side."""
     out = ["| machines | confirmations/s | outputs | webhook deliveries/s | MQTT deliveries/s | lag p99 webhook / "
-           "MQTT | p50 / p95 / p99 change → commit | gateway CPU | exactly once |",
-           "|---|---:|---|---:|---:|---:|---:|---:|---|"]
+           "MQTT | p50 / p95 / p99 change → commit | gateway CPU | relay CPU | exactly once |",
+           "|---|---:|---|---:|---:|---:|---:|---:|---:|---|"]
     base = None
     for r in rows:
         who = " + ".join(f"{r[k]} {n}" for k, n in (("opcua", "OPC UA"), ("modbus", "Modbus")) if r[k])
@@ -1102,7 +1134,8 @@ def outputs_table(rows: list[dict]) -> str:
                    + (f"{o['hook']['per_s']:.0f} | {o['uns']['per_s']:.0f} | {o['hook']['lag_p99_ms']:.0f} / "
                       f"{o['uns']['lag_p99_ms']:.0f} ms" if o else "– | – | –")
                    + f" | {r['latency_p50_ms']:.0f} / {r['latency_p95_ms']:.0f} / {r['latency_p99_ms']:.0f} ms{worse} "
-                   f"| {r['gateway_cpu_pct']:.1f} % | {'yes' if ok else 'NO'} |")
+                   f"| {r['gateway_cpu_pct']:.1f} % | " + (f"{r['relay_cpu_pct']:.1f} %" if o else "–")
+                   + f" | {'yes' if ok else 'NO'} |")
     return "\n".join(out)
 
 

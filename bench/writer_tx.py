@@ -1,11 +1,17 @@
 """The ledger writer alone: the time of one transaction of N confirmations with their
 postings (the bench master data of ``bench/e2e.py``, SQLite with synchronous=FULL).
 
-Usage: python bench/writer_tx.py [--confirmations 100] [--transactions 10] [--profile] [--db URL] [--collectors]
+Usage: python bench/writer_tx.py [--confirmations 100] [--transactions 10] [--outputs N] [--profile] [--db URL]
+                                  [--collectors]
        python bench/writer_tx.py --plan      # backflush planning alone (``plan()``), no database
 
 It shows what one confirmation costs the writer thread, the figure behind the latency
-tail when many machines confirm at once; ``--profile`` prints a pyinstrument profile
+tail when many machines confirm at once, in wall time and in CPU time (the CPU time is
+the steadier figure on a busy machine); ``--outputs N`` routes every machine to N outputs,
+so each confirmation also writes N outbox rows, and each transaction also carries the outbox
+relay's marks as ``gateway run`` commits them (the previous transaction's rows of the first
+output marked in flight, those of the one before delivered on every output; MQTT rows are not
+marked in flight); ``--profile`` prints a pyinstrument profile
 (the ``bench`` extra). It writes only a temporary SQLite file, which it removes, or
 with ``--db`` the ledger at URL, which must be empty (e.g. a fresh PostgreSQL schema:
 ``postgresql+psycopg://host/db?options=-csearch_path%3Dmy_schema``).
@@ -86,10 +92,26 @@ def plan_alone() -> None:
     print(f"plan() for one confirmation of the bench order: {1e6 * took:.1f} µs (best of 7 × {n})")
 
 
+def relay_marks(engine, k: int, n: int, now: datetime) -> tuple[list[int], list]:
+    """The marks a relay hands in while transaction ``k`` is prepared (see the module docstring)."""
+    from sqlalchemy import select
+
+    from gateway.ledger import schema
+    from gateway.ledger.outbox import Mark
+    o = schema.outbox.c
+    with engine.connect() as conn:
+        rows = conn.execute(select(o.id, o.target, o.document).where(
+            o.document.in_([f"C-{k - 1}-{i}" for i in range(n)] + [f"C-{k - 2}-{i}" for i in range(n)]))).all()
+    in_flight = [r.id for r in rows if r.target == "out-0" and r.document.startswith(f"C-{k - 1}-")]
+    delivered = [Mark(r.id, "delivered", 1, now) for r in rows if r.document.startswith(f"C-{k - 2}-")]
+    return in_flight, delivered
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--confirmations", type=int, default=100)
     parser.add_argument("--transactions", type=int, default=10)
+    parser.add_argument("--outputs", type=int, default=0, help="outputs routed to every machine (outbox rows)")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--db", help="an empty ledger database (default: a temporary SQLite file)")
     parser.add_argument("--collectors", action="store_true", help="post to cost collectors instead of orders")
@@ -107,6 +129,9 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "gateway.cli", "masterdata", "load", str(folder / "masterdata.yaml"),
                         "--db", url], check=True, cwd=ROOT, capture_output=True)
         engine = open_engine(url, create=False)
+        if args.outputs:
+            from gateway.ledger.outbox import set_routes
+            set_routes(engine, {f"out-{k}": None for k in range(args.outputs)})
         masters = MasterCache(ttl_s=1e9)
         now = datetime.now(UTC)
         for k in range(1, 3):  # warm-up: caches, first setup activity, first lots
@@ -117,18 +142,24 @@ def main() -> None:
             from pyinstrument import Profiler
             profiler = Profiler(interval=0.0005)
             profiler.start()
-        began, cpu0 = time.perf_counter(), time.process_time()
+        took = cpu = 0.0
         for k in range(3, 3 + args.transactions):
+            changes = commit_of(k, args.confirmations, now, args.collectors)
+            if args.outputs:  # (not timed: the relay's side)
+                changes.outbox_in_flight, changes.outbox_marks = relay_marks(engine, k, args.confirmations, now)
+            began, cpu_began = time.perf_counter(), time.process_time()
             with engine.begin() as conn:
-                apply(conn, commit_of(k, args.confirmations, now, args.collectors), masters)
-        took = (time.perf_counter() - began) / args.transactions
-        cpu = (time.process_time() - cpu0) / args.transactions
+                apply(conn, changes, masters)
+            took += time.perf_counter() - began
+            cpu += time.process_time() - cpu_began
+        took, cpu = took / args.transactions, cpu / args.transactions
         if profiler is not None:
             profiler.stop()
             print(profiler.output_text(unicode=True, color=False))
         engine.dispose()
-        print(f"{args.confirmations} confirmations per transaction{' (cost collectors)' if args.collectors else ''}: "
-              f"{1000 * took:.1f} ms per transaction, {1e6 * took / args.confirmations:.0f} µs per confirmation "
+        print(f"{args.confirmations} confirmations per transaction{' (cost collectors)' if args.collectors else ''}, "
+              f"{args.outputs} outputs: {1000 * took:.1f} ms per transaction, "
+              f"{1e6 * took / args.confirmations:.0f} µs per confirmation "
               f"({1e6 * cpu / args.confirmations:.0f} µs CPU: on a busy machine the CPU figure is the steadier one)")
     finally:
         shutil.rmtree(folder, ignore_errors=True)

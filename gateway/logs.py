@@ -29,11 +29,20 @@ class _CurrentStderr:
         return sys.stderr.isatty()
 
 
+_settings: dict = {"json": False, "level": "info"}
+
+
+def settings() -> dict:
+    """The format and level last configured: a helper process (the outputs relay) logs alike."""
+    return dict(_settings)
+
+
 def configure(*, json: bool = False, level: str = "info", stream=None) -> None:
     stream = stream or _CurrentStderr()
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise ValueError(f"unknown log level {level!r} (use debug, info, warning, error)")
+    _settings.update(json=json, level=level)
     renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     structlog.configure(
         processors=[

@@ -68,7 +68,7 @@ from gateway.ledger.stats import StatsFile
 from gateway.ledger.writer import LedgerWriter
 from gateway.machine import MachineRuntime, first_states, state_snapshots
 from gateway.mapping.model import Mapping
-from gateway.outputs.worker import Outputs
+from gateway.outputs.relay import OutputsProcess
 from gateway.ownership import LeaseKeeper, LeaseOptions
 from gateway.reloading import MappingChange, checked_mapping, diff_mappings
 from gateway.repetitive import Collectors
@@ -209,7 +209,7 @@ class Gateway:
         self._started = asyncio.Event()
         self._closed = False  # sources stopped (or given up on): no batch is applied after this
         self._timer_turn = 0  # where the next tick's due-check starts (see _confirm_all)
-        self.outputs = Outputs(engine, mapping)  # started by run()
+        self.outputs = OutputsProcess(engine, mapping, self.writer)  # started by run()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -267,8 +267,11 @@ class Gateway:
         return done and not self._keeper_died
 
     async def _start_outputs(self) -> None:
-        """The delivery workers of ``outputs:`` (gateway.outputs.worker), woken by every commit."""
-        self.outputs = Outputs(self.engine, self.mapping, owned=self._owned_machines)
+        """The delivery workers of ``outputs:`` in the outbox relay process (gateway.outputs.relay), their
+        marks committed by this gateway's writer, woken by every commit."""
+        session = f"{leases.session_name(self.keeper.me.process)}:outputs" if self.keeper else None
+        self.outputs = OutputsProcess(self.engine, self.mapping, self.writer, owned=self._owned_machines,
+                                      session=session)
         await self.outputs.start()
         if self.mapping.outputs:
             loop = asyncio.get_running_loop()

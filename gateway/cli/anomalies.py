@@ -19,7 +19,7 @@ def anomalies_list(all_: bool = typer.Option(False, "--all", help="Include decid
     """Anomalies waiting for a decision (held units are not posted until accepted)."""
     from gateway.app.anomalies import list_anomalies
     from gateway.app.models import Anomaly
-    from gateway.ledger.schema import utcnow
+    from gateway.clock import utcnow
     from gateway.cli.tables import fmt
 
     def show(rows) -> None:

@@ -361,7 +361,7 @@ def errors_list(all_: bool = typer.Option(False, "--all", help="Include resolved
     from gateway.app import error_queue
     from gateway.app.models import ErrorItem
     from gateway.domain.valuation import money
-    from gateway.ledger.schema import utcnow
+    from gateway.clock import utcnow
     from gateway.cli.tables import fmt, make_console, table
 
     def show(items) -> None:

@@ -31,7 +31,7 @@ import structlog
 from sqlalchemy import Connection, Engine
 
 from gateway.ledger.failures import lost_to_transient, root_error
-from gateway.ledger.schema import utcnow
+from gateway.clock import utcnow
 
 log = structlog.get_logger("gateway.ledger")
 

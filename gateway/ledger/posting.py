@@ -32,6 +32,7 @@ from decimal import Decimal
 import structlog
 from sqlalchemy import Connection, bindparam, delete, insert, select, tuple_, update
 
+from gateway.clock import utcnow
 from gateway.domain.backflush import StockLeft, issue_component, plan
 from gateway.domain.confirming import Pending, format_positions
 from gateway.domain.serials import serials_of
@@ -44,7 +45,7 @@ from gateway.domain.records import (
     Confirmation,
 )
 from gateway.ledger import outbox
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.changes import ChangeSet
 from gateway.ledger.claims import claim, tentative
 from gateway.ledger.collectors import ensure_collectors
@@ -56,9 +57,9 @@ from gateway.ledger.tx import LedgerTx, buffered
 log = structlog.get_logger("gateway.ledger")
 
 # Built once (see gateway.ledger.sql): a pending confirmed in this transaction goes.
-_DELETE_PENDING = delete(t.pending_units).where(
-    t.pending_units.c.machine == bindparam("machine"), t.pending_units.c.order_no == bindparam("order"),
-    t.pending_units.c.operation == bindparam("operation"))
+_DELETE_PENDING = delete(schema.pending_units).where(
+    schema.pending_units.c.machine == bindparam("machine"), schema.pending_units.c.order_no == bindparam("order"),
+    schema.pending_units.c.operation == bindparam("operation"))
 
 
 def apply(conn: Connection, batch: ChangeSet, masters: MasterCache) -> int:
@@ -68,31 +69,33 @@ def apply(conn: Connection, batch: ChangeSet, masters: MasterCache) -> int:
     is kept with its units and an error-queue entry (see ``post_confirmations``); only
     what cannot be stored at all raises, and then nothing of ``batch`` is written.
     """
-    now = t.utcnow()
+    now = utcnow()
     if batch.collectors:  # before the confirmations that post to them (repetitive production)
         ensure_collectors(conn, batch.collectors, now)
     posted = post_confirmations(conn, batch.confirmations, masters, now)
     if batch.anomalies:
-        conn.execute(insert(t.anomalies), [_anomaly_row(a, units, now) for a, units in batch.anomalies])
-    upsert(conn, t.counter_states, [
+        conn.execute(insert(schema.anomalies), [_anomaly_row(a, units, now) for a, units in batch.anomalies])
+    upsert(conn, schema.counter_states, [
         {"machine": s.machine, "counter": s.counter, "epoch": s.position.epoch, "raw": s.position.raw,
          "source_time": s.source_time, "updated_at": now}
         for s in batch.latest_states().values()
     ], ["machine", "counter"])
-    upsert(conn, t.pending_units, [_pending_row(p) for p in batch.pendings.values() if p is not None],
+    upsert(conn, schema.pending_units, [_pending_row(p) for p in batch.pendings.values() if p is not None],
            ["machine", "order_no", "operation"])
     confirmed = [{"machine": m, "order": o, "operation": op} for (m, o, op), p in batch.pendings.items() if p is None]
     if confirmed:
         conn.execute(_DELETE_PENDING, confirmed)
-    upsert(conn, t.machine_states, [
+    upsert(conn, schema.machine_states, [
         {"machine": m, "order_no": o, "updated_at": now, **_job_reset_row(batch.job_resets.get(m))}
         for m, o in batch.machine_orders.items()
     ], ["machine"])
     for m, pending in batch.job_resets.items():  # a counter's first value after the change: no new order
         if m not in batch.machine_orders:
-            conn.execute(update(t.machine_states).where(t.machine_states.c.machine == m).values(
+            conn.execute(update(schema.machine_states).where(schema.machine_states.c.machine == m).values(
                 updated_at=now, **_job_reset_row(pending)))
     set_counted(conn, batch.counted, now)
+    if batch.outbox_marks or batch.outbox_in_flight:
+        outbox.mark_on(conn, batch.outbox_marks, batch.outbox_in_flight, now)
     return posted
 
 
@@ -162,15 +165,15 @@ def post_confirmation(tx: LedgerTx, c: Confirmation, masters: MasterCache, now: 
         claim("confirmation_not_planned", c.id, level="warning", confirmation_id=c.id, machine=c.machine,
               order=c.order, reason=refusal)
         return True
-    tx.insert(t.confirmations, [_confirmation_row(c, now)])
+    tx.insert(schema.confirmations, [_confirmation_row(c, now)])
     backflush(tx, c, masters, now)
     return True
 
 
 def keep_unposted(tx: LedgerTx, c: Confirmation, now: datetime, reason: str) -> None:
     """The confirmation stands without postings; the whole of it waits in the error queue."""
-    tx.insert(t.confirmations, [_confirmation_row(c, now)])
-    tx.insert(t.error_queue, [{
+    tx.insert(schema.confirmations, [_confirmation_row(c, now)])
+    tx.insert(schema.error_queue, [{
         "confirmation_id": c.id, "order_no": c.order, "material": "", "location": "",
         "missing_qty": c.consumed_qty, "uom": c.uom, "status": ErrorStatus.OPEN, "created_at": now, "reason": reason}])
 
@@ -193,7 +196,7 @@ def set_counted(conn: Connection, counted: dict[str, Decimal], now: datetime) ->
         if units != int(units):
             raise ValueError(f"units counted on {machine} must be whole, got {units}")
         rows.append({"machine": machine, "units": int(units), "updated_at": now})
-    upsert(conn, t.counted_units, rows, ["machine"])
+    upsert(conn, schema.counted_units, rows, ["machine"])
 
 
 def cannot_plan(tx: LedgerTx, c: Confirmation, masters: MasterCache) -> str | None:
@@ -316,8 +319,8 @@ def _settle(tx: LedgerTx, added: dict[tuple[str, str], str | None], masters: Mas
     if not keys:
         return []
     tx.flush()  # the items this transaction queued itself are read too
-    eq = t.error_queue.c
-    rows = tx.conn.execute(select(t.error_queue).where(
+    eq = schema.error_queue.c
+    rows = tx.conn.execute(select(schema.error_queue).where(
         eq.status == ErrorStatus.OPEN, eq.material != "", tuple_(eq.material, eq.location).in_(keys))
         .order_by(eq.id).with_for_update()).all()
     if not rows:
@@ -355,7 +358,7 @@ def close_error(conn: Connection, row, left: Decimal, why: str, now: datetime, b
         claim("error_reprocessed", row.confirmation_id, error_id=row.id, document=row.confirmation_id,
               order=row.order_no, material=row.material, missing_before=str(row.missing_qty),
               missing_now=str(left), resolved=left == 0, by=by)
-    conn.execute(update(t.error_queue).where(t.error_queue.c.id == row.id).values(
+    conn.execute(update(schema.error_queue).where(schema.error_queue.c.id == row.id).values(
         missing_qty=left, attempts=row.attempts + 1,
         status=ErrorStatus.RESOLVED if left == 0 else ErrorStatus.OPEN, resolved_at=now if left == 0 else None,
         reason=row.reason if left == 0 else why,
@@ -368,7 +371,7 @@ def close_error(conn: Connection, row, left: Decimal, why: str, now: datetime, b
 def write_errors(tx: LedgerTx, document: str, order_no: str, errors, now: datetime) -> None:
     """Postings that could not be made go to the error queue, never away."""
     if errors:
-        tx.insert(t.error_queue, [{
+        tx.insert(schema.error_queue, [{
             "confirmation_id": document, "order_no": order_no, "bom_item": e.bom_item, "material": e.material,
             "location": e.location, "missing_qty": e.missing_qty, "uom": e.uom, "reason": e.reason,
             "status": ErrorStatus.OPEN, "created_at": now} for e in errors])
@@ -379,7 +382,7 @@ def write_errors(tx: LedgerTx, document: str, order_no: str, errors, now: dateti
 
 def write_genealogy(tx: LedgerTx, document: str, order_no: str, edges, now: datetime) -> None:
     if edges:
-        tx.insert(t.genealogy, [{
+        tx.insert(schema.genealogy, [{
             "confirmation_id": document, "order_no": order_no, "component": g.component,
             "component_lot": g.component_lot, "qty": g.qty, "uom": g.uom, "product": g.product,
             "product_lot": g.product_lot, "posted_at": now} for g in edges])
@@ -387,7 +390,7 @@ def write_genealogy(tx: LedgerTx, document: str, order_no: str, edges, now: date
 
 def write_activities(tx: LedgerTx, document: str, order_no: str, activities, now: datetime) -> None:
     if activities:
-        tx.insert(t.activity_postings, [{
+        tx.insert(schema.activity_postings, [{
             "confirmation_id": document, "order_no": order_no, "operation": a.operation,
             "work_center": a.work_center, "activity": a.activity, "hours": a.hours, "cost": a.cost,
             "currency": a.currency, "posted_at": now} for a in activities])
@@ -395,7 +398,7 @@ def write_activities(tx: LedgerTx, document: str, order_no: str, activities, now
 
 def write_deferred(tx: LedgerTx, document: str, order_no: str, items) -> None:
     if items:
-        tx.insert(t.deferred_components, [{
+        tx.insert(schema.deferred_components, [{
             "confirmation_id": document, "order_no": order_no, "bom_item": n.bom_item, "material": n.material,
             "qty": n.qty, "uom": n.uom, "rule": n.rule.value} for n in items])
 

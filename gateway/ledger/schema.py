@@ -40,7 +40,6 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.types import TypeDecorator
 
-from gateway.clock import utcnow  # noqa: F401 — the ledger's clock, called as schema.utcnow()
 
 
 class Dec(TypeDecorator):

@@ -487,6 +487,9 @@ class WebhookOutput(_Strict):
     secret: SecretStr | None = None
     timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
     headers: dict[str, str] = {}
+    # Deliveries per request: 1 posts each delivery's body alone; more posts the batch body (an array
+    # of deliveries, each answered on its own; docs/outputs.md) to a receiver that accepts it.
+    batch: Annotated[int, Field(ge=1, le=5000)] = 1
 
 
 class MqttOutput(_Strict):

@@ -5,6 +5,13 @@ what happens to the outbox row (delivered, retried with backoff, parked). A targ
 never raise for an expected failure (down, slow, 5xx, refused): it answers ``retry`` or
 ``park`` with the target's own message. It must never touch the ledger: the worker does.
 
+A target that can take many deliveries in one exchange (a webhook whose receiver accepts the
+batch body, MQTT publishing QoS 1 messages without waiting for each acknowledgement) also
+offers ``deliver_batch`` and says how many it takes at once (``batch_size`` > 1): it answers
+one ``Outcome`` per delivery, in the order given. The deliveries of one production order come
+in posting order; one that is not delivered holds the later ones of its order back (``held``:
+the target did nothing with them), as a single-delivery target would never have sent them.
+
 The key (``Delivery.key``) is what makes at-least-once delivery an exactly-once effect: the
 target sends it where the receiver can see it (an ``Idempotency-Key`` header, a client-
 chosen document name, an external id) and ``find`` looks it up after an unknown outcome.
@@ -38,6 +45,7 @@ class Verdict(str, Enum):
     RETRY = "retry"  # transient: down, slow, 5xx; the worker backs off and sends again
     UNKNOWN = "unknown"  # sent, but no answer (timeout after sending): find() before sending again
     PARK = "park"  # the target refused it on business grounds; a person decides (outbox retry|skip)
+    HELD = "held"  # in a batch: not acted on because an earlier delivery of its order was not; no attempt
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,10 @@ class Outcome:
     def park(cls, reason: str) -> Outcome:
         return cls(Verdict.PARK, reason)
 
+    @classmethod
+    def held(cls, reason: str) -> Outcome:
+        return cls(Verdict.HELD, reason)
+
 
 @runtime_checkable
 class Target(Protocol):
@@ -81,6 +93,33 @@ class Target(Protocol):
     async def find(self, d: Delivery) -> bool | None: ...
 
     # Optional: ``async def close(self) -> None`` (the worker calls it at shutdown if present).
+    # Optional: ``looks_up = False`` for a target whose ``find`` can never tell (MQTT): a row in
+    # flight at a crash would be sent again anyway, so the worker does not mark rows in flight.
+
+
+def looks_up(target: Target) -> bool:
+    """Whether ``find`` can tell (so a row in flight is marked unknown first, to be asked about after a crash)."""
+    return getattr(target, "looks_up", True)
+
+
+@runtime_checkable
+class BatchTarget(Target, Protocol):
+    """A target that takes up to ``batch_size`` deliveries in one exchange.
+
+    ``deliver_batch`` answers one ``Outcome`` per delivery, in the order given (a list of
+    another length is taken as ``unknown`` for all). The rules of ``deliver`` hold per
+    delivery; ``held`` says the target did not act on it (an earlier one of its order failed).
+    """
+
+    batch_size: int
+
+    async def deliver_batch(self, ds: list[Delivery]) -> list[Outcome]: ...
+
+
+def batches(target: Target) -> int:
+    """How many deliveries the target takes in one exchange (1: one ``deliver`` per delivery)."""
+    size = getattr(target, "batch_size", 1)
+    return size if isinstance(target, BatchTarget) and size > 1 else 1
 
 
 def target_message(text: str, limit: int = 500) -> str:

@@ -1,7 +1,7 @@
 """Outputs under faults: a ``gateway run`` process on the simulators delivers its confirmations to a
-webhook stand-in (tests/outputs/standin.py, which counts effects per Idempotency-Key) while it is
+webhook stand-in (tests/outputs/standin.py, which counts effects per delivery key) while it is
 killed mid-delivery, while the receiver is down for 30 s, and while the receiver commits and then
-answers too late.
+answers too late — one delivery per request, and (kill, commit then timeout) in batches.
 
 Each scenario reconciles the units as every fault scenario does, then lets a restarted gateway
 deliver what is left (the confirmations of its last shutdown wait in the outbox for the next
@@ -17,7 +17,7 @@ import time
 import pytest
 from sqlalchemy import select
 
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from tests.faults.harness import FaultLine
 from tests.integration.lines import wait_for
 from tests.outputs.standin import Standin
@@ -29,18 +29,18 @@ OUTAGE_S = 30.0  # the issue's number: a receiver down for half a minute loses a
 
 
 def webhook_line(ledger_url, folder, scenario: str, standin: Standin, *, timeout_s: float = 5,
-                 retry_max_s: float = 5) -> FaultLine:
+                 retry_max_s: float = 5, batch: int = 1) -> FaultLine:
     line = FaultLine(ledger_url, folder, scenario=scenario)
     line.mapping.write_text(line.mapping.read_text() + (
         "outputs:\n  hook:\n"
-        f"    webhook: {{url: '{standin.url}', timeout_s: {timeout_s}}}\n"
+        f"    webhook: {{url: '{standin.url}', timeout_s: {timeout_s}, batch: {batch}}}\n"
         f"    retry_min_s: 0.2\n    retry_max_s: {retry_max_s}\n"))
     return line
 
 
 def outbox_rows(line: FaultLine) -> list:
     with line.engine.connect() as conn:
-        return list(conn.execute(select(t.outbox.c.key, t.outbox.c.status, t.outbox.c.attempts)))
+        return list(conn.execute(select(schema.outbox.c.key, schema.outbox.c.status, schema.outbox.c.attempts)))
 
 
 def deliver_the_rest(line: FaultLine) -> None:
@@ -54,7 +54,7 @@ def deliver_the_rest(line: FaultLine) -> None:
 
 def assert_each_confirmation_delivered_once(line: FaultLine, standin: Standin) -> list:
     with line.engine.connect() as conn:
-        confirmed = list(conn.execute(select(t.confirmations.c.id)).scalars())
+        confirmed = list(conn.execute(select(schema.confirmations.c.id)).scalars())
     rows = outbox_rows(line)
     keys = {f"{c}:confirmation:hook" for c in confirmed}
     assert len(confirmed) >= 10, f"only {len(confirmed)} confirmations: too few to prove anything"
@@ -65,12 +65,16 @@ def assert_each_confirmation_delivered_once(line: FaultLine, standin: Standin) -
     return rows
 
 
-def test_gateway_kill_9_during_delivery(ledger_url, tmp_path, seed, soak):
+BATCHES = pytest.mark.parametrize("batch", [1, 50], ids=["one-per-request", "batches"])
+
+
+@BATCHES
+def test_gateway_kill_9_during_delivery(ledger_url, tmp_path, seed, soak, batch):
     rng = random.Random(seed)
     kills = 30 if soak else 10
     standin = Standin(free_port())
     standin.mode, standin.delay_s = "slow", 0.4  # every POST takes 0.4 s: a kill lands in one
-    line = webhook_line(ledger_url, tmp_path, "outputs: gateway kill -9 during delivery", standin)
+    line = webhook_line(ledger_url, tmp_path, "outputs: gateway kill -9 during delivery", standin, batch=batch)
     try:
         with line:
             line.sims.command("resume")
@@ -97,6 +101,7 @@ def test_gateway_kill_9_during_delivery(ledger_url, tmp_path, seed, soak):
     print(f"kills {kills}: found by lookup after a restart {found}, POSTed more than once {resent}")
     assert found >= 1
     assert resent == {}, resent
+    assert batch == 1 or max(standin.requests) > 1  # the batch variant did send many deliveries per request
 
 
 def test_webhook_down_30_s(ledger_url, tmp_path):
@@ -124,11 +129,13 @@ def test_webhook_down_30_s(ledger_url, tmp_path):
     assert max(r.attempts for r in rows) < 20  # the default max_attempts: far from parking
 
 
-def test_webhook_commits_then_times_out(ledger_url, tmp_path):
+@BATCHES
+def test_webhook_commits_then_times_out(ledger_url, tmp_path, batch):
     standin = Standin(free_port())
-    standin.delay_s = 2.0  # every key: the effect is taken, the answer comes after the 1 s timeout
+    standin.delay_s = 2.0  # every key (every batch): the effect is taken, the answer comes after the 1 s timeout
     standin.hang_all = True
-    line = webhook_line(ledger_url, tmp_path, "outputs: commit then timeout", standin, timeout_s=1, retry_max_s=1)
+    line = webhook_line(ledger_url, tmp_path, "outputs: commit then timeout", standin, timeout_s=1, retry_max_s=1,
+                        batch=batch)
     try:
         with line:
             line.sims.command("resume")
@@ -140,3 +147,4 @@ def test_webhook_commits_then_times_out(ledger_url, tmp_path):
         standin.close()
     # An unknown outcome is asked about (HEAD by key), never sent again.
     assert dict(standin.posts) == dict(standin.effects)
+    assert batch == 1 or max(standin.requests) > 1

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, insert, select
 
 from gateway.domain.records import MovementKind
-from gateway.ledger import schema as t
+from gateway.ledger import posting, schema
 from gateway.ledger.inventory import (
     accuracy,
     accuracy_pct,
@@ -36,7 +36,7 @@ def post(engine, monkeypatch):
     """Post a confirmation of units start..end on M1 as the writer would, at a chosen time."""
 
     def _post(start: int, end: int, at: datetime):
-        monkeypatch.setattr(t, "utcnow", lambda: at)  # the writer stamps rows with schema.utcnow()
+        monkeypatch.setattr(posting, "utcnow", lambda: at)  # posting stamps rows with its clock
         return post_units(engine, start, end, order="5000001", at=at)
 
     return _post
@@ -44,35 +44,35 @@ def post(engine, monkeypatch):
 
 def book(engine, material, location="LS1", lot=""):
     with engine.connect() as conn:
-        return conn.execute(select(t.stock.c.qty).where(
-            t.stock.c.material == material, t.stock.c.location == location, t.stock.c.lot == lot)).scalar_one()
+        return conn.execute(select(schema.stock.c.qty).where(
+            schema.stock.c.material == material, schema.stock.c.location == location, schema.stock.c.lot == lot)).scalar_one()
 
 
 def movements(engine, kind: MovementKind):
     with engine.connect() as conn:
-        return conn.execute(select(t.goods_movements).where(t.goods_movements.c.kind == kind.value)).all()
+        return conn.execute(select(schema.goods_movements).where(schema.goods_movements.c.kind == kind.value)).all()
 
 
 def assert_stock_is_sum_of_movements(engine):
     moved: dict = defaultdict(D)
     with engine.connect() as conn:
-        for m in conn.execute(select(t.goods_movements)):
+        for m in conn.execute(select(schema.goods_movements)):
             moved[(m.material, m.location, m.lot)] += m.qty
-        held = {(s.material, s.location, s.lot): s.qty for s in conn.execute(select(t.stock))}
+        held = {(s.material, s.location, s.lot): s.qty for s in conn.execute(select(schema.stock))}
     assert held == dict(moved)
 
 
 def add_anomaly(engine, machine, at):
     with engine.begin() as conn:
-        conn.execute(insert(t.anomalies), [{"machine": machine, "counter": "good", "kind": "reset",
+        conn.execute(insert(schema.anomalies), [{"machine": machine, "counter": "good", "kind": "reset",
                                             "detail": "test", "units_held": D(0), "source_time": at,
                                             "status": "recorded", "created_at": at}])
 
 
 def add_adjustment(engine, material, qty, at):
     with engine.begin() as conn:
-        n = conn.execute(select(func.count()).select_from(t.adjustments)).scalar_one()
-        conn.execute(insert(t.adjustments), [{"id": f"A-{n}", "order_no": "5000001", "kind": "consumption",
+        n = conn.execute(select(func.count()).select_from(schema.adjustments)).scalar_one()
+        conn.execute(insert(schema.adjustments), [{"id": f"A-{n}", "order_no": "5000001", "kind": "consumption",
                                               "reason_code": "TEST", "material": material, "qty": qty,
                                               "uom": "PC", "created_at": at}])
 
@@ -100,7 +100,7 @@ def test_count_loss_and_gain_post_702_and_701_and_the_book_equals_the_count(engi
     assert (new_place.book_qty, new_place.movement) == (0, MovementKind.COUNT_GAIN) and book(engine, "SEAL", "LS9") == 2
 
     with engine.connect() as conn:
-        rows = conn.execute(select(t.stock_counts).order_by(t.stock_counts.c.id)).all()
+        rows = conn.execute(select(schema.stock_counts).order_by(schema.stock_counts.c.id)).all()
     assert [(r.material, r.location, r.book_qty, r.counted_qty, r.uom, r.counted_at) for r in rows] == [
         ("SEAL", "LS1", 10, 7, "PC", NOW), ("GREASE", "LS1", 1000, D("1000.5"), "G", NOW),
         ("SEAL", "LS1", 7, 7, "PC", NOW), ("SEAL", "LS9", 0, 2, "PC", NOW)]
@@ -113,7 +113,7 @@ def test_lots_are_counted_one_by_one_and_a_found_lot_is_registered(engine):
     assert (book(engine, "BODY", lot="B-1"), book(engine, "BODY", lot="B-2")) == (4, 3)
     assert found.movement is MovementKind.COUNT_GAIN
     with engine.connect() as conn:
-        lot = conn.execute(select(t.lots).where(t.lots.c.lot == "B-2")).one()
+        lot = conn.execute(select(schema.lots).where(schema.lots.c.lot == "B-2")).one()
     assert (lot.material, lot.received_at, lot.produced_by_order) == ("BODY", NOW, None)
     assert_stock_is_sum_of_movements(engine)
 
@@ -142,7 +142,7 @@ def test_counts_are_refused_with_a_reason_and_nothing_is_written(engine, materia
     with pytest.raises(OperationRefused, match=match):
         record_count(engine, material, qty, location, lot=lot, now=NOW)
     with engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(t.stock_counts)).scalar_one() == 0
+        assert conn.execute(select(func.count()).select_from(schema.stock_counts)).scalar_one() == 0
     assert movements(engine, MovementKind.COUNT_GAIN) == movements(engine, MovementKind.COUNT_LOSS) == []
     assert book(engine, "SEAL") == 10
 

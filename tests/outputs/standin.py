@@ -1,10 +1,17 @@
-"""A webhook receiver for tests: a real HTTP server on a thread that counts effects per Idempotency-Key.
+"""A webhook receiver for tests: a real HTTP server on a thread that counts effects per delivery key.
 
 It behaves as a receiver should (dedupes by key: the first POST of a key takes effect, a later
 one answers 200 without a second effect; ``HEAD /<key>`` says 200 when it has the key, 404
 when not) and can be told to misbehave: ``down`` (connections refused: the listener closes),
 ``slow`` (answers after ``delay_s``), ``error`` (503), ``refuse`` (422 with a message, for keys
 matching ``refuse_keys``), ``hang_keys`` / ``hang_all`` (takes the effect, then answers too late).
+
+It takes the batch body too (docs/outputs.md, "Batches"): the deliveries in array order, each
+deduped by its own key, answered with one result each; after a refused one, the later ones of
+the same order are answered 424 and not acted on. A key of ``hang_keys`` in a batch is a
+receiver that commits up to and including that delivery and then stalls: the deliveries after
+it are received but not acted on, and the answer comes after ``delay_s`` (too late). With
+``results = False`` it answers a batch 200 without results (it took the whole batch).
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import hmac
 import json
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
 
@@ -32,6 +39,9 @@ class Standin:
         self.posts: Counter[str] = Counter()  # key → POSTs received
         self.order: list[str] = []  # keys in the order their effect was taken
         self.bodies: dict[str, dict] = {}
+        self.requests: list[int] = []  # deliveries per POST received, in arrival order
+        self.batches: deque[tuple[str, dict]] = deque(maxlen=100)  # (Idempotency-Key, body) of the last batch POSTs
+        self.results = True
         self.bad_signatures = 0
         self.lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -66,7 +76,11 @@ class Standin:
                     if self.headers.get("X-Signature") != want:
                         standin.bad_signatures += 1
                         return self._answer(401, "bad signature")
+                parsed = json.loads(body)
+                if "deliveries" in parsed:
+                    return self._batch(key, parsed)
                 with standin.lock:
+                    standin.requests.append(1)
                     standin.posts[key] += 1
                 if standin.mode == "error":
                     return self._answer(503, "maintenance")
@@ -85,8 +99,51 @@ class Standin:
                     time.sleep(standin.delay_s)
                 self._answer(200, "ok")
 
+            def _batch(self, batch_key: str, parsed: dict):
+                items = parsed["deliveries"]
+                with standin.lock:
+                    standin.requests.append(len(items))
+                    standin.batches.append((batch_key, parsed))
+                    for item in items:
+                        standin.posts[item["key"]] += 1
+                if standin.mode == "error":
+                    return self._answer(503, "maintenance")
+                if standin.mode == "slow":
+                    time.sleep(standin.delay_s)
+                results, failed_orders, hang, stalled = [], set(), False, False
+                with standin.lock:
+                    for item in items:
+                        key = item["key"]
+                        if stalled:
+                            continue  # received, never acted on: the receiver stalled before it
+                        if item.get("order") in failed_orders:
+                            results.append({"key": key, "status": 424, "message": "an earlier delivery of its order failed"})
+                            continue
+                        if key in standin.refuse_keys:
+                            failed_orders.add(item.get("order"))
+                            results.append({"key": key, "status": 422, "message": f"order closed for {key}"})
+                            continue
+                        first_post = standin.posts[key] == 1
+                        if standin.effects[key] == 0:
+                            standin.order.append(key)
+                            standin.bodies[key] = item
+                            standin.effects[key] = 1
+                        results.append({"key": key, "status": 200, "message": "ok"})
+                        if key in standin.hang_keys:
+                            standin.hang_keys.discard(key)
+                            hang = stalled = True
+                        hang |= standin.hang_all and first_post
+                if hang:
+                    time.sleep(standin.delay_s)
+                if standin.results:
+                    return self._reply(200, {"results": results})
+                self._answer(200, "ok")
+
             def _answer(self, status: int, text: str):
-                data = json.dumps({"message": text}).encode()
+                self._reply(status, {"message": text})
+
+            def _reply(self, status: int, answer: dict):
+                data = json.dumps(answer).encode()
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
@@ -96,7 +153,10 @@ class Standin:
                 except OSError:
                     pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 128  # a worker's parallel lookups must not overflow the listen backlog
+
+        self._server = Server(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 

@@ -7,37 +7,20 @@ import asyncio
 import json
 from datetime import UTC, datetime
 
-import pytest
 from sqlalchemy import select
 
 from gateway.ledger import outbox
-from gateway.ledger import schema as t
+from gateway.ledger import schema
 from gateway.ledger.operations import reverse_confirmation
 from gateway.mapping.model import Output
 from gateway.outputs.webhook import WebhookTarget
 from gateway.outputs.worker import DeliveryWorker, WorkerOptions
-from tests.outputs.standin import Standin
-from tests.support import free_port, ledger_with_masterdata, masterdata_fixture, post_units
+from tests.support import masterdata_fixture, post_units
 
 MASTERDATA = masterdata_fixture("cap_resin_may_go_negative")
 
 T = datetime(2026, 6, 1, 12, tzinfo=UTC)
 SECRET = "s3cret"
-
-
-@pytest.fixture
-def engine(ledger_url, tmp_path):
-    e = ledger_with_masterdata(ledger_url, MASTERDATA, tmp_path)
-    outbox.set_routes(e, {"hook": None})
-    yield e
-    e.dispose()
-
-
-@pytest.fixture
-def standin():
-    s = Standin(free_port(), secret=SECRET)
-    yield s
-    s.close()
 
 
 def worker(engine, standin, monkeypatch, **out) -> DeliveryWorker:
@@ -57,7 +40,7 @@ def confirm(engine, n: int, per_order: int = 10) -> list[str]:
 
 def rows(engine) -> dict[str, tuple[str, int, str]]:
     with engine.connect() as conn:
-        return {r.key: (r.status, r.attempts, r.last_error) for r in conn.execute(select(t.outbox))}
+        return {r.key: (r.status, r.attempts, r.last_error) for r in conn.execute(select(schema.outbox))}
 
 
 async def until(check, timeout_s: float = 20.0) -> None:
@@ -89,7 +72,7 @@ def test_outbox_rows_are_written_with_the_confirmation_one_per_routed_target(eng
     assert sorted(found) == sorted(keys)  # M1 is not routed to press-only
     assert {v[0] for v in found.values()} == {"pending"}
     with engine.connect() as conn:
-        payload = json.loads(conn.execute(select(t.outbox.c.payload).limit(1)).scalar())
+        payload = json.loads(conn.execute(select(schema.outbox.c.payload).limit(1)).scalar())
     assert payload["what"] == "confirmation" and payload["machine"] == "M1" and payload["yield_qty"] == "10"
     assert [m["type"] for m in payload["movements"]] == ["261", "101"]
 
