@@ -56,7 +56,7 @@ from gateway.ledger import outbox
 from gateway.ledger.outbox import Mark
 from gateway.mapping.model import Mapping
 from gateway.outputs import registry
-from gateway.outputs.worker import OwnTransaction, Outputs, ThroughWriter
+from gateway.outputs.worker import OwnTransaction, Outputs, ThroughWriter, reload_outputs
 
 log = structlog.get_logger("gateway.outputs")
 
@@ -125,11 +125,7 @@ class OutputsProcess:
         self._task = self._proc = None
 
     async def reload(self, mapping: Mapping) -> None:
-        removed = set(self.mapping.outputs) - set(mapping.outputs)
-        await self.stop()
-        await asyncio.to_thread(outbox.drop_routes, self.engine, removed)
-        self.mapping = mapping
-        await self.start()
+        await reload_outputs(self, mapping)
 
     async def _supervise(self) -> None:
         pause = Backoff(1.0, 30.0)

@@ -418,8 +418,23 @@ class Outputs:
 
     async def reload(self, mapping: Mapping) -> None:
         """A new mapping: its routes replace the old; the workers restart with its targets."""
-        removed = set(self.mapping.outputs) - set(mapping.outputs)
-        await self.stop()
-        await asyncio.to_thread(outbox.drop_routes, self.engine, removed)
-        self.mapping = mapping
-        await self.start()
+        await reload_outputs(self, mapping)
+
+
+async def reload_outputs(outputs: OutputsLike, mapping: Mapping) -> None:
+    """Stop, drop the routes of the outputs the new mapping no longer has, start with the new mapping:
+    the one reload of in-process workers (``Outputs``) and of the relay process (``OutputsProcess``)."""
+    removed = set(outputs.mapping.outputs) - set(mapping.outputs)
+    await outputs.stop()
+    await asyncio.to_thread(outbox.drop_routes, outputs.engine, removed)
+    outputs.mapping = mapping
+    await outputs.start()
+
+
+class OutputsLike(Protocol):
+    engine: Engine
+    mapping: Mapping
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
