@@ -56,7 +56,7 @@ from gateway.ledger import outbox
 from gateway.ledger.outbox import Mark
 from gateway.mapping.model import Mapping
 from gateway.outputs import registry
-from gateway.outputs.worker import OwnTransaction, Outputs, ThroughWriter, reload_outputs
+from gateway.outputs.worker import STOP_GRACE_S, OwnTransaction, Outputs, ThroughWriter, reload_outputs
 
 log = structlog.get_logger("gateway.outputs")
 
@@ -276,7 +276,9 @@ async def _relay(out) -> int:
 
     listening = asyncio.create_task(listen())
     await stop.wait()
-    await outputs.stop()  # each worker writes its last outcomes (through the gateway, if it is there)
+    # Asked to stop: each worker ends its round and writes its outcomes through the gateway. The
+    # gateway gone: nothing more is sent, what is in flight stays in flight.
+    await outputs.stop(grace_s=0 if gateway.gone else STOP_GRACE_S)
     listening.cancel()
     engine.dispose()
     log.info("outputs_relay_stopped", gateway_gone=gateway.gone)

@@ -101,6 +101,9 @@ class ThroughWriter:
         await asyncio.wrap_future(self.writer.barrier())
 
 
+STOP_GRACE_S = 5.0  # a stopping worker's round in progress may finish within this
+
+
 @dataclass
 class WorkerOptions:
     poll_s: float = 0.25  # an idle worker looks for new rows this often (or at once when woken)
@@ -124,15 +127,22 @@ class DeliveryWorker:
         self.owned = owned
         self.options = options or WorkerOptions()
         self._wake = asyncio.Event()
+        self._stopping = False  # set by ``finish``: no new round starts, the current one ends as it would
         self._outcomes: list[Mark] = []  # the last round's, written with the next round's in-flight marks
         self.delivered = 0  # since start, for tests and benchmarks
 
     def wake(self) -> None:
         self._wake.set()
 
+    def finish(self) -> None:
+        """Stop after the round in progress (its outcomes are then written): what a round has sent is
+        marked, so a target that cannot be asked (MQTT) does not get it again at the next start."""
+        self._stopping = True
+        self._wake.set()
+
     async def run(self) -> None:
         try:
-            while True:
+            while not self._stopping:
                 try:
                     attempted, failed, delivered = await self.round()
                 except asyncio.CancelledError:
@@ -181,11 +191,17 @@ class DeliveryWorker:
         self._outcomes = []
         if not chains:
             return 0, 0, 0
-        marks: list[Mark] = []  # filled as outcomes come: a cancelled round keeps none (those rows stay unknown)
-        if self.batch_size > 1:
-            await self._in_batches(chains, marks)
-        else:
-            await self._one_by_one(chains, marks)
+        marks: list[Mark] = []  # filled as outcomes come
+        try:
+            if self.batch_size > 1:
+                await self._in_batches(chains, marks)
+            else:
+                await self._one_by_one(chains, marks)
+        except asyncio.CancelledError:
+            # The outcomes that came are facts (written as the worker ends); the rows not answered keep
+            # their state in the ledger (in flight: asked about at the next start).
+            self._outcomes = list(marks)
+            raise
         reached = {m.id for m in marks}  # the rest (held back, not reached) keep their state
         self._outcomes = marks + [_as_it_was(r) for r in due if r.id not in reached]
         delivered = sum(m.status == "delivered" for m in marks)
@@ -398,7 +414,13 @@ class Outputs:
         for w in self.workers.values():
             w.wake()
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Each worker ends after its round in progress; one still in a round after ``grace_s`` (a target
+        that does not answer) is cancelled — what it had sent and not heard back about stays in flight."""
+        for w in self.workers.values():
+            w.finish()
+        if self._tasks:
+            await asyncio.wait(self._tasks.values(), timeout=grace_s)
         for task in self._tasks.values():
             task.cancel()
         for task in self._tasks.values():

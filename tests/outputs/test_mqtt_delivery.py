@@ -15,7 +15,7 @@ from gateway.ledger import outbox
 from gateway.mapping.model import Output
 from gateway.outputs.mqtt import MqttTarget
 from gateway.outputs.worker import DeliveryWorker, WorkerOptions
-from tests.outputs.test_webhook_delivery import MASTERDATA, all_delivered, confirm, rows, run_until
+from tests.outputs.test_webhook_delivery import MASTERDATA, all_delivered, confirm, rows, run_until, until
 from tests.support import free_port, ledger_with_masterdata
 
 pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None, reason="needs the mosquitto broker")
@@ -128,3 +128,31 @@ async def test_broker_restart_loses_nothing(engine, tmp_path):
         listening.cancel()
         proc.terminate()
         proc.wait(10)
+
+
+async def test_a_worker_stopped_in_the_middle_of_a_round_marks_what_it_published(engine):
+    """A stop (the gateway's, the relay's) lets the round in progress end and writes its outcomes: MQTT
+    cannot be asked what it has, so a message published and not marked would be published again at the
+    next start (the demo saw that: two keys twice)."""
+    site = f"stop{free_port()}"
+    sub = Subscriber(1883, site)
+    listening = asyncio.create_task(sub.run())
+    try:
+        await asyncio.wait_for(sub.ready.wait(), 10)
+        keys = [k.replace(":hook", ":uns") for k in confirm(engine, 300, per_order=1)]
+        first = mqtt_worker(engine, 1883, site)
+        running = asyncio.create_task(first.run())
+        await until(lambda: len(sub.keys) > 0)  # the first round is publishing
+        first.finish()
+        await asyncio.wait_for(running, 10)
+        await first.target.close()
+        marked = {k for k, v in rows(engine).items() if v[0] == "delivered"}
+        assert marked
+        await until(lambda: marked <= set(sub.keys), 10)  # the broker acknowledged them: they reach the subscriber
+        second = mqtt_worker(engine, 1883, site)  # the next start
+        await run_until(second, lambda: all_delivered(engine) and len(sub.keys) == len(keys))
+        await second.target.close()
+        await asyncio.sleep(0.3)  # a message published twice would be on its way
+        assert sub.keys == {k: 1 for k in keys}
+    finally:
+        listening.cancel()
