@@ -499,7 +499,7 @@ class MqttOutput(_Strict):
     # Unified namespace: <site>/<area>/<line>/<machine>/…; the line is the machine's source.
     site: Id = "site"
     area: Id = "area"
-    client_id: str | None = None  # default: backflush-<instance>-<output name>
+    client_id: str | None = None  # default: backflush-<output name>-<host>-<pid> (unique per process)
     ca_file: str | None = None  # mqtts: a CA bundle other than the system's
     keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
 

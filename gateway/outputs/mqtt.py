@@ -30,6 +30,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
+import socket
 import ssl
 from urllib.parse import unquote, urlsplit
 
@@ -68,7 +70,10 @@ class MqttTarget:
         self._password = password
         self._ca = cfg.ca_file
         self._keepalive = cfg.keepalive_s
-        self._client_id = cfg.client_id or client_id or f"backflush-{name}"
+        # Unique per process by default: a broker drops a connection when another client connects with its
+        # id, so two gateways (or a gateway and its successor's relay) sharing one would kick each other
+        # off in turn. Sessions are clean, so a new id at each start loses nothing.
+        self._client_id = cfg.client_id or client_id or f"backflush-{name}-{socket.gethostname()}-{os.getpid()}"
         self._root = topic_root(cfg)
         self._lines = lines  # machine → line (its source)
         self._client: aiomqtt.Client | None = None
