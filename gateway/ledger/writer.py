@@ -62,6 +62,15 @@ from gateway.ledger.posting import apply
 
 log = structlog.get_logger("gateway.ledger")
 
+# The most confirmations merged into one transaction. A backlog (the database was down, a burst)
+# is written in transactions of about this size, not in one: the writer plans a transaction's
+# postings between its statements, and a transaction of tens of thousands of confirmations kept
+# a PostgreSQL session idle in its transaction past ``idle_in_transaction_session_timeout`` (the
+# lease TTL ÷ 2), was cut off, retried with still more queued — and never committed. 1 000 is
+# ~0.2–1 s of the writer's work and keeps the group commit's gain (the per-transaction cost is
+# already small against it at 100).
+MOST_CONFIRMATIONS_PER_TRANSACTION = 1000
+
 # Which of the machines (machine → the lease token its changes were made under) this
 # instance no longer owns, checked on the transaction's connection (``leases.fence``).
 Fence = Callable[[Connection, dict[str, int]], set[str]]
@@ -101,8 +110,10 @@ class LedgerWriter:
 
     def __init__(self, engine: Engine, *, retry_min_s: float = 0.2, retry_max_s: float = 15.0,
                  fence: Fence | None = None,
-                 on_fenced: Callable[[dict[str, int]], None] | None = None) -> None:
+                 on_fenced: Callable[[dict[str, int]], None] | None = None,
+                 most_confirmations: int = MOST_CONFIRMATIONS_PER_TRANSACTION) -> None:
         self._engine = engine
+        self._most = most_confirmations
         self._fence = fence
         self._on_fenced = on_fenced
         self._queue: queue.SimpleQueue[ChangeSet | concurrent.futures.Future | None] = queue.SimpleQueue()
@@ -198,7 +209,7 @@ class LedgerWriter:
         a refused one machine by machine (``_narrow``). A transient failure raises; what is
         still in ``queued`` then is exactly what is left to write.
         """
-        batch, used = _merged(queued)
+        batch, used = _merged(queued, self._most)
         try:
             self._commit(batch)
         except Exception as exc:
@@ -329,13 +340,16 @@ def commit_hint(exc: BaseException, transient: bool) -> str:
     return "an unexpected error in the ledger writer; it retries, nothing queued is dropped"
 
 
-def _merged(queued: list[ChangeSet]) -> tuple[ChangeSet, int]:
-    """The longest prefix of ``queued`` that goes in one transaction, merged; and its length."""
+def _merged(queued: list[ChangeSet], most: int = MOST_CONFIRMATIONS_PER_TRANSACTION) -> tuple[ChangeSet, int]:
+    """The longest prefix of ``queued`` that goes in one transaction, merged; and its length. It holds
+    at most ``most`` confirmations, unless its first change-set alone has more (a change-set is never
+    split: it is one moment of the counters)."""
     if len(queued) == 1:
         return queued[0], 1
-    merged = ChangeSet()
+    merged, confirmations = ChangeSet(), 0
     for used, c in enumerate(queued):
-        if not merged.can_merge(c):
+        confirmations += len(c.confirmations)
+        if used and (confirmations > most or not merged.can_merge(c)):
             return merged, used
         merged.merge(c)
     return merged, len(queued)

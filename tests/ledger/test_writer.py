@@ -293,3 +293,29 @@ def test_a_change_set_written_twice_counts_its_units_once(ledger_url):
             apply(conn, ChangeSet(counted={"M1": D(20)}), MasterCache())
     with engine.connect() as conn:
         assert conn.execute(select(schema.counted_units.c.units).where(schema.counted_units.c.machine == "M1")).scalar() == 20
+
+
+def test_a_backlog_is_written_in_transactions_of_bounded_size(ledger_url):
+    """A backlog (a database that was down) is committed in transactions of at most the cap, never
+    one transaction of everything: on PostgreSQL a huge one outlived idle_in_transaction_session_timeout
+    and was retried forever. A change-set is never split; every confirmation lands once."""
+    engine = _engine(ledger_url, stock=D(100000))
+    writer = LedgerWriter(engine, most_confirmations=250)
+    sizes: list[int] = []
+    writer.after_commit.append(lambda done: sizes.append(len(done.changes.confirmations)))
+    position = 0
+    for _ in range(10):  # queued before the writer starts: one drain finds them all
+        confirmations = []
+        for _ in range(100):
+            confirmations.append(_confirmation(position, position + 1)[1])
+            position += 1
+        writer.submit(ChangeSet(counter_states=[CounterState("M1", "good", Position(0, position), T0)],
+                                confirmations=confirmations))
+    writer.submit(ChangeSet(confirmations=[_confirmation(p, p + 1)[1] for p in range(position, position + 300)]))
+    writer.start()
+    assert writer.stop(60)
+    assert sizes == [200, 200, 200, 200, 200, 300]  # 250 at most, unless one change-set alone is larger
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(schema.confirmations)).scalar() == 1300
+    assert summary(engine).machines["M1"].confirmed_yield == 1300
+    engine.dispose()
