@@ -347,6 +347,13 @@ def reissue(tx: LedgerTx, row, masters: MasterCache, now: datetime) -> tuple[Dec
     issued = issue_component(row.missing_qty, material, row.location, row.bom_item, order, stock, now.date())
     tx.move(row.confirmation_id, order.number, issued.movements, now)
     write_genealogy(tx, row.confirmation_id, order.number, issued.genealogy, now)
+    if issued.movements:  # a goods issue of its own, posted now: the outputs get it as one (the ERP's stock too)
+        c = schema.confirmations.c
+        machine = tx.conn.execute(select(c.machine).where(c.id == row.confirmation_id)).scalar()
+        outbox.enqueue(tx, "stock", f"error:{row.id}:{row.attempts + 1}", order=order.number, machine=machine,
+                       now=now, body={"posted_at": now, "confirmation_id": row.confirmation_id,
+                                      "reason": f"error {row.id} reprocessed: what the confirmation could not issue",
+                                      "movements": outbox.movements(issued.movements)})
     if issued.errors:
         return issued.errors[0].missing_qty, issued.errors[0].reason
     return Decimal(0), ""

@@ -6,16 +6,17 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime
+from decimal import Decimal as D
 
 from sqlalchemy import select
 
 from gateway.ledger import outbox
 from gateway.ledger import schema
-from gateway.ledger.operations import reverse_confirmation
+from gateway.ledger.operations import receive_stock, reprocess_errors, reverse_confirmation
 from gateway.mapping.model import Output
 from gateway.outputs.webhook import WebhookTarget
 from gateway.outputs.worker import DeliveryWorker, WorkerOptions
-from tests.support import masterdata_fixture, post_units
+from tests.support import ledger_with_masterdata, masterdata_fixture, post_units
 
 MASTERDATA = masterdata_fixture("cap_resin_may_go_negative")
 
@@ -154,3 +155,39 @@ async def test_a_reversal_is_delivered_after_its_confirmation(engine, standin, m
     await run_until(w, lambda: len(standin.effects) == 2)
     assert standin.order == [key, f"R-{confirmation}:reversal:hook"]
     assert standin.bodies[f"R-{confirmation}:reversal:hook"]["yield_qty"] == "-10"
+
+
+async def test_goods_issues_posted_by_reprocessing_an_error_are_delivered_as_documents_of_their_own(
+        ledger_url, tmp_path, standin, monkeypatch):
+    """A confirmation short of RESIN posts without its issue (an error item); the issue posted later,
+    by the stock receipt that clears it or by `errors reprocess`, is a goods movement the ERP must get
+    too: a document of its own, once by key, schema-valid."""
+    import jsonschema_rs
+
+    from gateway.outputs import delivery_schema
+
+    short = MASTERDATA.replace(", negative_stock: allowed", "")
+    engine = ledger_with_masterdata(ledger_url, short, tmp_path)
+    outbox.set_routes(engine, {"hook": None})
+    try:
+        first = post_units(engine, 0, 10, order="7000001", at=T).id
+        second = post_units(engine, 10, 30, order="7000001", at=T).id
+        receive_stock(engine, "RESIN", D("0.1"), "LS1")  # clears the first item
+        receive_stock(engine, "RESIN", D("0.05"), "LS1")  # a part of the second
+        reprocess_errors(engine)  # nothing more in stock: issues nothing, delivers nothing
+        receive_stock(engine, "RESIN", D("1"), "LS1")  # the rest of the second
+        w = worker(engine, standin, monkeypatch)
+        await run_until(w, lambda: all_delivered(engine))
+        issues = {k: b for k, b in standin.bodies.items() if k.startswith("error:")}
+        assert sorted(issues) == ["error:1:1:stock:hook", "error:2:1:stock:hook", "error:2:3:stock:hook"]  # 2: the attempt that issued nothing
+        assert [(b["confirmation_id"], [(m["type"], m["material"], m["qty"]) for m in b["movements"]])
+                for _, b in sorted(issues.items())] == [
+            (first, [("261", "RESIN", "-0.1")]), (second, [("261", "RESIN", "-0.05")]),
+            (second, [("261", "RESIN", "-0.15")])]  # issues are negative, as in a confirmation's body
+        assert all(b["order"] == "7000001" and b["machine"] == "M1" for b in issues.values())
+        validate = jsonschema_rs.validator_for(delivery_schema())
+        for body in standin.bodies.values():
+            validate.validate(body)
+        assert set(standin.effects.values()) == {1}
+    finally:
+        engine.dispose()
