@@ -119,7 +119,7 @@ async def test_broker_restart_loses_nothing(engine, tmp_path):
             nonlocal proc
             proc = broker()
 
-        await run_until(w, lambda: all(k in sub.keys for k in later) and all_delivered(engine), during=restart)
+        await run_until(w, lambda: all(k in sub.keys for k in later) and all_delivered(engine), 40, during=restart)
         await w.target.close()
         assert set(sub.keys) == set(first) | set(later)
         assert all(n >= 1 for n in sub.keys.values())  # QoS 1: at least once, the key dedupes
