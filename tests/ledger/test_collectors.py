@@ -165,3 +165,54 @@ def test_a_collector_of_a_version_loaded_later_waits_in_the_error_queue(engine, 
     assert reprocess_errors(engine, now=T).resolved  # and the waiting confirmation is posted
     assert order_view(engine, later.number).received == D(30)
     assert order_view(engine, later.number).order.receipt_location == "FG-02"
+
+
+@pytest.mark.postgres
+def test_two_transactions_creating_the_same_collector_at_once_make_one_and_post_setup_once(pg_url, tmp_path):
+    """Two gateways (two machines of one line) confirm the first units of a new period at the same
+    moment: the first transaction creates the collector and stays open until the second has run into
+    it; afterwards there is one collector, one standing order, both confirmations posted, the setup
+    once, and progress = what was confirmed."""
+    import threading
+    import time
+
+    engine = ledger_with_masterdata(pg_url, MASTERDATA, tmp_path)
+    started, results = threading.Event(), {}
+
+    def first():
+        from gateway.domain.confirming import accumulate, confirm
+        from gateway.domain.records import Increment, Position
+        from gateway.ledger.changes import ChangeSet
+        from gateway.ledger.masters import MasterCache
+        from gateway.ledger.posting import apply
+
+        inc = Increment("MOLD-05", "good", 250, Position(0, 0), Position(0, 250), T)
+        c = confirm(accumulate(None, inc, order=NOV.number, operation="0010", now=T), "every_units", "PC")
+        with engine.begin() as conn:
+            apply(conn, ChangeSet(confirmations=[c], collectors={NOV.number: NOV}), MasterCache())
+            started.set()
+            time.sleep(0.5)  # the second transaction starts and runs into this one's rows
+        results["first"] = c.id
+
+    def second():
+        started.wait(10)
+        results["second"] = post_units(engine, 0, 100, order=NOV.number, at=T, collector=NOV, machine="MOLD-06").id
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert set(results) == {"first", "second"}
+    assert [r.number for r in list_collectors(engine)] == [NOV.number]
+    with engine.connect() as conn:
+        po = schema.production_orders.c
+        assert conn.execute(select(po.number).where(po.number == NOV.number)).scalars().all() == [NOV.number]
+        ap = schema.activity_postings.c
+        setups = conn.execute(select(ap.hours).where(ap.activity == "setup")).scalars().all()
+        confirmed = conn.execute(select(schema.confirmations.c.id)).scalars().all()
+    assert sorted(confirmed) == sorted(results.values())
+    assert setups == [D("0.5")]  # once per collector and operation, not once per transaction
+    assert order_view(engine, NOV.number).order.status == "released"
+    assert summary(engine).received[("HOUSING-B", "PC")] == D(350)
+    engine.dispose()
