@@ -36,6 +36,7 @@ import ssl
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
+import orjson
 import structlog
 
 from gateway.mapping.model import MqttOutput
@@ -143,8 +144,8 @@ class MqttTarget:
             except (aiomqtt.MqttError, OSError, asyncio.TimeoutError) as exc:
                 await self._drop()
                 return [self._failure(exc)] * len(ds)
-            docs = [(self.topic(d, d.what), json.dumps({**d.payload, "key": d.key}, sort_keys=True,
-                                                       separators=(",", ":")), False) for d in ds]
+            docs = [(self.topic(d, d.what), orjson.dumps({**d.payload, "key": d.key},
+                                                         option=orjson.OPT_SORT_KEYS), False) for d in ds]
             errors = await self._published(client, docs)
             # Each machine's retained state: the last of its documents the broker has.
             last: dict[str, int] = {}

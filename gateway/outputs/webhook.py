@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from urllib.parse import quote
 
 import httpx
+import orjson
 
 from gateway.mapping.model import WebhookOutput
 from gateway.outputs.base import Delivery, Outcome, target_message
@@ -49,8 +49,8 @@ def item_of(d: Delivery) -> dict:
 
 
 def _encode(body: dict) -> bytes:
-    """The exact bytes sent and signed: keys sorted, no spaces."""
-    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    """The exact bytes sent and signed: keys sorted, no spaces, UTF-8."""
+    return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
 
 
 def body_of(d: Delivery) -> bytes:

@@ -46,12 +46,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+import orjson
 import structlog
 from sqlalchemy import Engine
 
@@ -362,7 +362,7 @@ def limited(chains: list[list[Row]], most: int) -> list[list[Row]]:
 
 def delivery(row: Row) -> Delivery:
     return Delivery(id=row.id, key=row.key, target=row.target, what=row.what, order=row.order, machine=row.machine,
-                    payload=json.loads(row.payload), attempts=row.attempts, created_at=row.created_at)
+                    payload=orjson.loads(row.payload), attempts=row.attempts, created_at=row.created_at)
 
 
 def due_chains(rows: list[Row], now) -> list[list[Row]]:
