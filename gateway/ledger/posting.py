@@ -350,8 +350,11 @@ def reissue(tx: LedgerTx, row, masters: MasterCache, now: datetime) -> tuple[Dec
     if issued.movements:  # a goods issue of its own, posted now: the outputs get it as one (the ERP's stock too)
         c = schema.confirmations.c
         machine = tx.conn.execute(select(c.machine).where(c.id == row.confirmation_id)).scalar()
-        outbox.enqueue(tx, "stock", f"error:{row.id}:{row.attempts + 1}", order=order.number, machine=machine,
-                       now=now, body={"posted_at": now, "confirmation_id": row.confirmation_id,
+        # Not chained behind the order's deliveries (order=None for the outbox; the body names it): an
+        # ERP target parks it for a person to post by hand, and must not hold the order's later
+        # confirmations back meanwhile.
+        outbox.enqueue(tx, "stock", f"error:{row.id}:{row.attempts + 1}", order=None, machine=machine,
+                       now=now, body={"posted_at": now, "order": order.number, "confirmation_id": row.confirmation_id,
                                       "reason": f"error {row.id} reprocessed: what the confirmation could not issue",
                                       "movements": outbox.movements(issued.movements)})
     if issued.errors:

@@ -185,6 +185,9 @@ async def test_goods_issues_posted_by_reprocessing_an_error_are_delivered_as_doc
             (first, [("261", "RESIN", "-0.1")]), (second, [("261", "RESIN", "-0.05")]),
             (second, [("261", "RESIN", "-0.15")])]  # issues are negative, as in a confirmation's body
         assert all(b["order"] == "7000001" and b["machine"] == "M1" for b in issues.values())
+        with engine.connect() as conn:  # not chained behind the order: an ERP parks it without holding the order
+            o = schema.outbox.c
+            assert set(conn.execute(select(o.order_no).where(o.key.like("error:%"))).scalars()) == {None}
         validate = jsonschema_rs.validator_for(delivery_schema())
         for body in standin.bodies.values():
             validate.validate(body)
