@@ -132,9 +132,9 @@ def test_webhook_down_30_s(ledger_url, tmp_path):
 @BATCHES
 def test_webhook_commits_then_times_out(ledger_url, tmp_path, batch):
     standin = Standin(free_port())
-    standin.delay_s = 2.0  # every key (every batch): the effect is taken, the answer comes after the 1 s timeout
+    standin.delay_s = 1.0  # every key (every batch): the effect is taken, the answer comes after the 0.5 s timeout
     standin.hang_all = True
-    line = webhook_line(ledger_url, tmp_path, "outputs: commit then timeout", standin, timeout_s=1, retry_max_s=1,
+    line = webhook_line(ledger_url, tmp_path, "outputs: commit then timeout", standin, timeout_s=0.5, retry_max_s=1,
                         batch=batch)
     try:
         with line:
