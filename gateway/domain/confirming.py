@@ -189,6 +189,8 @@ def decide(
     A pending of no order number (``""``) is never known: it waits until a person assigns it.
     The result is in the order of ``pendings``.
     """
+    if moment is Moment.COUNTED:  # after every counter change: only the count threshold, running order
+        return _counted_due(pendings, current_order, known_orders, rule.every_units)
     closing = _CLOSING.get(moment)
     out: list[tuple[PendingKey, Trigger]] = []
     for key, pending in pendings.items():
@@ -207,6 +209,22 @@ def decide(
                 why = None
         if why is not None:
             out.append((key, why))
+    return out
+
+
+def _counted_due(pendings: Mapping[PendingKey, Pending], current_order: str, known_orders: Container[str],
+                 every_units: int | None) -> list[tuple[PendingKey, Trigger]]:
+    """``decide`` at ``Moment.COUNTED``: what ``due`` gives as ``EVERY_UNITS`` for the running order."""
+    if every_units is None:
+        return []
+    out: list[tuple[PendingKey, Trigger]] = []
+    for key, pending in pendings.items():
+        if pending.order != current_order or pending.order not in known_orders:
+            continue
+        yield_qty = pending.yield_qty
+        units = yield_qty + pending.scrap_qty
+        if units >= every_units and units > 0 and yield_qty >= 0:
+            out.append((key, Trigger.EVERY_UNITS))
     return out
 
 

@@ -29,6 +29,11 @@ from decimal import Decimal
 from typing import Literal
 
 
+# Decimal(n) for the small whole numbers an increment usually makes (a Decimal never changes,
+# so one of each serves every increment).
+_SMALL = 1024
+_SMALL_DECIMALS = tuple(Decimal(n) for n in range(_SMALL))
+
 # How far the source trusted a value: OPC UA's status class (Good, Uncertain, Bad); Modbus reads
 # are good or bad. The words of the sources' ``Quality`` enum, which the domain does not import.
 ReadingQuality = Literal["good", "uncertain", "bad"]
@@ -107,7 +112,9 @@ class Increment:
     @property
     def units(self) -> Decimal:
         """The units these counts made, in the produced material's unit of measure."""
-        return Decimal(self.counts * self.units_per_count)
+        units = self.counts * self.units_per_count
+        # Read several times for every counter change: the usual small figures are not built anew.
+        return _SMALL_DECIMALS[units] if 0 <= units < _SMALL else Decimal(units)
 
 
 class AnomalyKind(enum.Enum):
