@@ -120,6 +120,9 @@ class MachineRuntime:
     _gated: bool = field(init=False, repr=False, compare=False)  # count_when
     _scrap_in_total: bool = field(init=False, repr=False, compare=False)  # a total counter holds the scrap
     _serials: bool = field(init=False, repr=False, compare=False)  # a serial tag
+    # (the order directory's work centers, order) last checked by _check_work_center with nothing
+    # (more) to report: a directory is replaced, never changed, when master data is reloaded.
+    _work_center_checked: tuple[object, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -417,8 +420,12 @@ class MachineRuntime:
 
     def _check_work_center(self, tv: TagValue, changes: ChangeSet, orders: OrderDirectory) -> None:
         """Activities are costed at the routing's work center; say so once if it is not the machine's."""
-        planned = orders.work_centers.get((self.order, self.operation))
+        work_centers, checked = orders.work_centers, self._work_center_checked
+        if checked is not None and checked[0] is work_centers and checked[1] == self.order:
+            return
+        planned = work_centers.get((self.order, self._operation))
         if planned in (None, self.config.work_center) or self.order in self.reported_work_centers:
+            self._work_center_checked = (work_centers, self.order)
             return
         self.reported_work_centers.add(self.order)
         self._anomaly(Anomaly(
