@@ -256,7 +256,8 @@ def confirmation_id(machine: str, start: Positions, end: Positions) -> str:
 
 def format_positions(positions: Positions) -> str:
     """Text form used by the ledger: ``good=0:120,scrap=1:4``."""
-    return ",".join(f"{counter}={pos}" for counter, pos in positions)
+    # Position's own text (``epoch:raw``) written out: this runs for every pending the writer stores.
+    return ",".join([f"{counter}={pos.epoch}:{pos.raw}" for counter, pos in positions])
 
 
 def parse_positions(text: str) -> Positions:
