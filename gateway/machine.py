@@ -54,7 +54,7 @@ import structlog
 
 from gateway.domain.confirming import (SCRAP_COUNTER, ConfirmRule, Moment, Pending, accumulate, confirm, decide,
                                        timer_spread)
-from gateway.domain.counting import Ignored, advance
+from gateway.domain.counting import Ignored, advance, advance_increase
 from gateway.domain.records import Anomaly, AnomalyKind, CounterReading, CounterSpec, CounterState, Increment
 from gateway.sources.base import Quality
 from gateway.domain.serials import split_at, take_serials
@@ -114,6 +114,23 @@ class MachineRuntime:
     serial: str | None = None  # the serial tag's last value; None: not read since the start
     fresh_serials: list[str] = field(default_factory=list)  # new serials not yet given to a counted unit
     used_serials: dict[str, None] = field(default_factory=dict)  # given to a unit or held, oldest first
+    # What every counter change asks of the (frozen) mapping entry, read once.
+    repetitive: bool = field(init=False, repr=False, compare=False)
+    _operation: str = field(init=False, repr=False, compare=False)
+    _gated: bool = field(init=False, repr=False, compare=False)  # count_when
+    _scrap_in_total: bool = field(init=False, repr=False, compare=False)  # a total counter holds the scrap
+    _serials: bool = field(init=False, repr=False, compare=False)  # a serial tag
+    # (the order directory's work centers, order) last checked by _check_work_center with nothing
+    # (more) to report: a directory is replaced, never changed, when master data is reloaded.
+    _work_center_checked: tuple[object, str] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        cfg = self.config
+        self.repetitive = cfg.repetitive
+        self._operation = cfg.operation
+        self._gated = cfg.count_when is not None
+        self._scrap_in_total = cfg.counters.total is not None
+        self._serials = cfg.serial is not None
 
     @classmethod
     def of(cls, name: str, cfg: Machine) -> MachineRuntime:
@@ -124,7 +141,7 @@ class MachineRuntime:
 
     @property
     def operation(self) -> str:
-        return self.config.operation
+        return self._operation
 
     # -- state ------------------------------------------------------------------------
 
@@ -243,19 +260,32 @@ class MachineRuntime:
 
     def on_counter_value(self, tv: TagValue, changes: ChangeSet, orders: OrderDirectory, now: datetime,
                          state_read_with: frozenset = frozenset()) -> None:
-        spec = self.specs.get(tv.role)
+        role = tv.role
+        spec = self.specs.get(role)
         if spec is None:
             return
         value, quality = tv.value, tv.quality
-        if quality is Quality.GOOD and (isinstance(value, bool) or not isinstance(value, int)):
+        good = quality is Quality.GOOD
+        if good and type(value) is not int and (isinstance(value, bool) or not isinstance(value, int)):
             self._bad_value(tv, changes, f"counter tag delivered {type(value).__name__} {value!r:.80}, "
                             "expected an unsigned integer; reading ignored — check the node id and type in the mapping")
             return
-        reading = CounterReading(self.name, tv.role, value if quality is Quality.GOOD else None,
-                                 tv.source_time, quality, tv.received_at)
-        step = advance(self.states.get(tv.role), reading, spec, job_changed=tv.role in self.job_changed,
-                       job_change_unseen=tv.role in self.job_change_unseen,
-                       not_producing=self._not_producing(state_read_with))
+        not_producing = self._not_producing(state_read_with) if self._gated else None
+        state = self.states.get(role)
+        job_changed = role in self.job_changed
+        if good and not job_changed:
+            # The usual change: a good counter gone up, counted. What ``advance`` would say, without its reading.
+            increased = advance_increase(state, self.name, role, value, tv.source_time, spec, not_producing)
+            if increased is not None:
+                new_state, increment = increased
+                self.reported_bad.discard(role)
+                self.states[role] = new_state
+                changes.counter_states.append(new_state)
+                self._counted(tv, increment, role == SCRAP_COUNTER and self._scrap_in_total, changes, orders, now)
+                return
+        reading = CounterReading(self.name, role, value if good else None, tv.source_time, quality, tv.received_at)
+        step = advance(state, reading, spec, job_changed=job_changed, job_change_unseen=role in self.job_change_unseen,
+                       not_producing=not_producing)
         if step.ignored is not None and step.ignored.for_quality:
             self.ignored[step.ignored.value] = self.ignored.get(step.ignored.value, 0) + 1
             return
@@ -270,7 +300,7 @@ class MachineRuntime:
             changes.counter_states.append(step.state)
         # Scrap that is part of the machine's total: its units are counted (or held) with the
         # total's; counting the scrap moves them from yield to scrap, holding it holds none.
-        in_total = tv.role == SCRAP_COUNTER and self.config.counters.total is not None
+        in_total = tv.role == SCRAP_COUNTER and self._scrap_in_total
         if step.anomaly is not None and step.anomaly.kind is AnomalyKind.BAD_VALUE:
             self._bad_value(tv, changes, step.anomaly.detail)
         elif step.anomaly is not None:
@@ -285,22 +315,25 @@ class MachineRuntime:
     def _counted(self, tv: TagValue, increment: Increment, in_total: bool, changes: ChangeSet,
                  orders: OrderDirectory, now: datetime) -> None:
         """Units counted: pending for the running order, confirmed when ``decide`` says so."""
+        units = increment.units
         if not in_total:
-            self.counted_units += increment.units
+            self.counted_units += units
         serials: tuple[str, ...] = ()
-        if self.config.serial is not None and tv.role == "good":
+        if self._serials and tv.role == "good":
             increment, serials = self._with_serials(tv, increment, changes)
             if not increment.counts:
                 return
+            units = increment.units
         if not in_total:
-            self.counted_total += increment.units
+            self.counted_total += units
             changes.counted[self.name] = self.counted_total
-        key = (self.order, self.operation)
-        pending = accumulate(self.pendings.get(key), increment, order=self.order, operation=self.operation,
-                             now=now, scrap_in_total=self.config.counters.total is not None, serials=serials)
+        order, operation = self.order, self._operation
+        key = (order, operation)
+        pending = accumulate(self.pendings.get(key), increment, order=order, operation=operation,
+                             now=now, scrap_in_total=self._scrap_in_total, serials=serials)
         self.pendings[key] = pending
         changes.pendings[pending.key] = pending
-        if self.order not in orders.uoms:
+        if order not in orders.uoms:
             self._unknown_order(tv, changes, orders)
         else:
             self._check_work_center(tv, changes, orders)
@@ -387,8 +420,12 @@ class MachineRuntime:
 
     def _check_work_center(self, tv: TagValue, changes: ChangeSet, orders: OrderDirectory) -> None:
         """Activities are costed at the routing's work center; say so once if it is not the machine's."""
-        planned = orders.work_centers.get((self.order, self.operation))
+        work_centers, checked = orders.work_centers, self._work_center_checked
+        if checked is not None and checked[0] is work_centers and checked[1] == self.order:
+            return
+        planned = work_centers.get((self.order, self._operation))
         if planned in (None, self.config.work_center) or self.order in self.reported_work_centers:
+            self._work_center_checked = (work_centers, self.order)
             return
         self.reported_work_centers.add(self.order)
         self._anomaly(Anomaly(

@@ -518,17 +518,19 @@ class Gateway:
         now = self.clock()
         first_states(self.machines, values)
         snapshots = state_snapshots(self.machines, values)
+        machines, last_seen, orders, none = self.machines, self.last_seen, self.orders, frozenset()
         try:
             for tv in values:
-                rt = self.machines.get(tv.machine)
+                rt = machines.get(tv.machine)
                 if rt is None:
                     continue
-                self.last_seen[(tv.machine, tv.role)] = tv
+                last_seen[(tv.machine, tv.role)] = tv
                 if not rt.owned:
                     continue  # another instance counts it; these units are its to confirm
-                if rt.config.repetitive:
+                if rt.repetitive:
                     self._roll_period(rt, changes, now)
-                rt.on_value(tv, changes, self.orders, now, snapshots.get((tv.machine, tv.source_time), frozenset()))
+                rt.on_value(tv, changes, orders, now,
+                            snapshots.get((tv.machine, tv.source_time), none) if snapshots else none)
         finally:
             # What was applied in memory must reach the ledger even if a later value raised.
             self._submit(changes)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from gateway.domain.records import Confirmation, Increment, Position, Trigger
+from gateway.domain.records import Confirmation, Increment, Position, Trigger, quick_init
 
 SCRAP_COUNTER = "scrap"
 TOTAL_COUNTER = "total"  # every part, good and scrap
@@ -55,6 +55,7 @@ def timer_spread(machine: str, jitter_seconds: float) -> float:
     return int.from_bytes(digest, "big") / 2**64 * jitter_seconds
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Pending:
     """Units counted for one order operation and not yet confirmed."""
@@ -189,6 +190,8 @@ def decide(
     A pending of no order number (``""``) is never known: it waits until a person assigns it.
     The result is in the order of ``pendings``.
     """
+    if moment is Moment.COUNTED:  # after every counter change: only the count threshold, running order
+        return _counted_due(pendings, current_order, known_orders, rule.every_units)
     closing = _CLOSING.get(moment)
     out: list[tuple[PendingKey, Trigger]] = []
     for key, pending in pendings.items():
@@ -207,6 +210,22 @@ def decide(
                 why = None
         if why is not None:
             out.append((key, why))
+    return out
+
+
+def _counted_due(pendings: Mapping[PendingKey, Pending], current_order: str, known_orders: Container[str],
+                 every_units: int | None) -> list[tuple[PendingKey, Trigger]]:
+    """``decide`` at ``Moment.COUNTED``: what ``due`` gives as ``EVERY_UNITS`` for the running order."""
+    if every_units is None:
+        return []
+    out: list[tuple[PendingKey, Trigger]] = []
+    for key, pending in pendings.items():
+        if pending.order != current_order or pending.order not in known_orders:
+            continue
+        yield_qty = pending.yield_qty
+        units = yield_qty + pending.scrap_qty
+        if units >= every_units and units > 0 and yield_qty >= 0:
+            out.append((key, Trigger.EVERY_UNITS))
     return out
 
 
@@ -238,7 +257,8 @@ def confirmation_id(machine: str, start: Positions, end: Positions) -> str:
 
 def format_positions(positions: Positions) -> str:
     """Text form used by the ledger: ``good=0:120,scrap=1:4``."""
-    return ",".join(f"{counter}={pos}" for counter, pos in positions)
+    # Position's own text (``epoch:raw``) written out: this runs for every pending the writer stores.
+    return ",".join([f"{counter}={pos.epoch}:{pos.raw}" for counter, pos in positions])
 
 
 def parse_positions(text: str) -> Positions:

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from datetime import datetime
 
 from gateway.domain.records import (
     Anomaly,
@@ -142,6 +143,37 @@ def advance(
         end=new,
     )
     return _counted(state, reading, spec, value, new, not_producing, note=reset)
+
+
+def advance_increase(
+    state: CounterState | None,
+    machine: str,
+    counter: str,
+    value: int,
+    source_time: datetime,
+    spec: CounterSpec,
+    not_producing: str | None = None,
+) -> tuple[CounterState, Increment] | None:
+    """``advance`` for the common case, without its reading and its ``Step``: a good value
+    above the last one of a counter that has a state, no job change, counts not held.
+
+    The new state and the increment, exactly as ``advance`` gives them for a good reading of
+    ``value`` of ``machine``'s ``counter`` at ``source_time`` (with ``job_changed`` false); None
+    in every other case, for which the caller calls ``advance``. It runs for nearly every
+    counter change the gateway reads.
+    """
+    if state is None:
+        return None
+    last = state.position
+    if not last.raw < value < spec.modulus:
+        return None
+    counts = value - last.raw
+    limit = spec.max_counts_per_reading
+    if (limit is not None and counts > limit) or not_producing is not None:
+        return None  # held: ``advance`` builds the anomaly
+    end = Position(last.epoch, value)
+    return (CounterState(machine, counter, end, source_time),
+            Increment(machine, counter, counts, last, end, source_time, spec.units_per_count))
 
 
 def _job_change_unseen(state: CounterState, reading: CounterReading, value: int) -> Anomaly:

@@ -656,8 +656,12 @@ class OpcUaSource(ReconnectingSource):
         if status.tag_error:
             self._mark_bad(conn, item.specs, status.name)
         value = dv.Value.Value if dv.Value is not None and quality is not Quality.BAD else None
-        server_time = _aware(dv.ServerTimestamp)
-        source_time = _aware(dv.SourceTimestamp) or server_time or received_at
+        server_time = dv.ServerTimestamp
+        if server_time is not None and server_time.tzinfo is not UTC:  # asyncua's are aware UTC already
+            server_time = _aware(server_time)
+        source_time = dv.SourceTimestamp
+        if source_time is None or source_time.tzinfo is not UTC:
+            source_time = _aware(source_time) or server_time or received_at
         for s in item.specs:
             into.append(TagValue(s.machine, s.role, value, source_time, quality, received_at, server_time,
                                  status.name))
