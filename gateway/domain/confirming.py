@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from gateway.domain.records import Confirmation, Increment, Position, Trigger, quick_init
+from gateway.domain.records import Confirmation, Increment, Position, Trigger
 
 SCRAP_COUNTER = "scrap"
 TOTAL_COUNTER = "total"  # every part, good and scrap
@@ -55,7 +55,6 @@ def timer_spread(machine: str, jitter_seconds: float) -> float:
     return int.from_bytes(digest, "big") / 2**64 * jitter_seconds
 
 
-@quick_init
 @dataclass(frozen=True, slots=True)
 class Pending:
     """Units counted for one order operation and not yet confirmed."""

@@ -23,42 +23,10 @@ no float is ever stored here. This module holds records only: no I/O, no clock.
 from __future__ import annotations
 
 import enum
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Literal
-
-
-def quick_init(cls: type) -> type:
-    """A frozen, slotted dataclass made per counter change: its ``__init__`` sets the slots directly.
-
-    The ``__init__`` that ``dataclass(frozen=True)`` writes goes round its own ``__setattr__``
-    with ``object.__setattr__(self, name, value)`` for each field; this one calls each slot's
-    descriptor, about twice as fast. Same parameters, defaults and values; the class stays
-    frozen (setting an attribute afterwards still raises ``FrozenInstanceError``). For
-    classes whose fields are all positional, without default factories or ``__post_init__``.
-    """
-    params = cls.__dataclass_params__  # type: ignore[attr-defined]
-    if not (params.frozen and "__slots__" in cls.__dict__) or hasattr(cls, "__post_init__"):
-        raise TypeError(f"{cls.__name__}: quick_init is for frozen slotted dataclasses without __post_init__")
-    names: dict[str, object] = {}
-    args, body = [], []
-    for f in fields(cls):
-        if not f.init or f.kw_only or f.default_factory is not MISSING:
-            raise TypeError(f"{cls.__name__}.{f.name}: quick_init takes plain positional fields only")
-        names[f"_set_{f.name}"] = cls.__dict__[f.name].__set__
-        if f.default is MISSING:
-            args.append(f.name)
-        else:
-            names[f"_default_{f.name}"] = f.default
-            args.append(f"{f.name}=_default_{f.name}")
-        body.append(f"    _set_{f.name}(self, {f.name})\n")
-    exec(f"def __init__(self, {', '.join(args)}):\n{''.join(body)}", names)  # noqa: S102 - built from field names
-    init = names["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"  # type: ignore[attr-defined]
-    init.__doc__ = cls.__init__.__doc__
-    cls.__init__ = init  # type: ignore[misc]
-    return cls
 
 
 # Decimal(n) for the small whole numbers an increment usually makes (a Decimal never changes,
@@ -71,7 +39,6 @@ _SMALL_DECIMALS = tuple(Decimal(n) for n in range(_SMALL))
 ReadingQuality = Literal["good", "uncertain", "bad"]
 
 
-@quick_init
 @dataclass(frozen=True, slots=True)
 class Position:
     """Where a counter stands: ``epoch`` counts observed rollovers and resets."""
@@ -120,7 +87,6 @@ class CounterReading:
     received_at: datetime | None = None
 
 
-@quick_init
 @dataclass(frozen=True, slots=True)
 class CounterState:
     """What the gateway last accepted from a counter; persisted with every commit."""
@@ -131,7 +97,6 @@ class CounterState:
     source_time: datetime
 
 
-@quick_init
 @dataclass(frozen=True, slots=True)
 class Increment:
     """Counts between two positions of one counter, and the units they make."""
