@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.domain.counting import advance
+from gateway.domain.counting import advance, advance_increase
 from gateway.domain.records import (
     AnomalyKind,
     CounterReading,
@@ -141,3 +141,24 @@ def test_an_increment_and_a_hold_carry_their_units():
     held = advance(state(100), reading(200), spec(units_per_count=4, max_counts_per_reading=50))
     assert held.increment is None and held.anomaly.kind is AnomalyKind.IMPLAUSIBLE
     assert (held.anomaly.counts_held, held.anomaly.units_held) == (100, 400)
+
+
+# -- the fast path: advance_increase gives exactly what advance gives, or nothing -------------------
+
+
+@given(width=st.sampled_from([16, 32]), epoch=st.integers(0, 3), last=st.integers(0, 2**16 - 1),
+       step=st.integers(-5, 70000), units_per_count=st.sampled_from([1, 4, 24]),
+       limit=st.one_of(st.none(), st.integers(1, 2000)), no_state=st.booleans(),
+       not_producing=st.sampled_from([None, "state is STOPPED"]))
+def test_the_fast_path_of_a_plain_increase_equals_advance(width, epoch, last, step, units_per_count, limit,
+                                                            no_state, not_producing):
+    s = spec(width, units_per_count=units_per_count, max_counts_per_reading=limit)
+    before = None if no_state else state(last, epoch)
+    value = last + step
+    fast = advance_increase(before, "M1", "good", value, T0, s, not_producing)
+    slow = advance(before, CounterReading("M1", "good", value, T0), s, not_producing=not_producing)
+    if fast is None:  # not the plain case: the gateway calls advance, which holds, ignores or resolves it
+        assert no_state or not (last < value < s.modulus) or slow.increment is None or slow.anomaly is not None
+    else:
+        assert fast == (slow.state, slow.increment) and slow.anomaly is None and slow.ignored is None
+        assert fast[1].units == slow.increment.units
