@@ -199,14 +199,11 @@ def decide(
         if closing is not None:
             why: Trigger | None = closing
         elif pending.order != current_order:
-            why = (None if moment is Moment.COUNTED else
-                   Trigger.PERIOD_CHANGE if moment is Moment.PERIOD_CHANGED else Trigger.ORDER_CHANGE)
+            why = Trigger.PERIOD_CHANGE if moment is Moment.PERIOD_CHANGED else Trigger.ORDER_CHANGE
         elif moment in (Moment.ORDER_CHANGED, Moment.PERIOD_CHANGED):
             why = None
         else:
             why = due(pending, rule, now)
-            if moment is Moment.COUNTED and why is not Trigger.EVERY_UNITS:
-                why = None
         if why is not None:
             out.append((key, why))
     return out

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.domain.confirming import ConfirmRule, Moment, Pending, accumulate, decide
+from gateway.domain.confirming import ConfirmRule, Moment, Pending, accumulate, decide, due
 from gateway.domain.records import Increment, Position, Trigger
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -115,3 +115,17 @@ def test_only_known_orders_are_confirmed_each_once_and_a_closing_moment_takes_th
         assert set(keys) == {k for k in pendings if k[0] in KNOWN}
     if moment is Moment.COUNTED:
         assert all(k[0] == running and why is Trigger.EVERY_UNITS for k, why in got)
+
+
+@given(st.dictionaries(orders, st.tuples(st.integers(1, 300), st.floats(0, 120), st.booleans())), orders,
+       st.sampled_from([ConfirmRule(every_units=100, every_seconds=60), ConfirmRule(every_seconds=60),
+                        ConfirmRule(every_units=1)]))
+def test_after_a_count_only_the_running_orders_count_threshold_fires(spec, running, rule):
+    """``decide`` at COUNTED (its own short path, run after every counter change) confirms exactly the
+    pendings of the running, known order for which ``due`` says ``every_units``."""
+    pendings = {(order, "0010"): (scrap_before_total(units) if negative and order == "A" else
+                                  pending(order, units, age_s=age))
+                for order, (units, age, negative) in spec.items()}
+    expected = [(k, Trigger.EVERY_UNITS) for k, p in pendings.items()
+                if k[0] == running and k[0] in KNOWN and due(p, rule, T0) is Trigger.EVERY_UNITS]
+    assert decide(pendings, running, KNOWN, rule, T0, Moment.COUNTED) == expected
