@@ -71,7 +71,7 @@ BATCHES = pytest.mark.parametrize("batch", [1, 50], ids=["one-per-request", "bat
 @BATCHES
 def test_gateway_kill_9_during_delivery(ledger_url, tmp_path, seed, soak, batch):
     rng = random.Random(seed)
-    kills = 30 if soak else (10 if batch == 1 else 5)  # ×10 as asked one per request; batches add 5 more
+    kills = 30 if soak else (10 if batch == 1 else 3)  # ×10 as asked one per request; batches add 3 more
     standin = Standin(free_port())
     standin.mode, standin.delay_s = "slow", 0.4  # every POST takes 0.4 s: a kill lands in one
     line = webhook_line(ledger_url, tmp_path, "outputs: gateway kill -9 during delivery", standin, batch=batch)
