@@ -130,7 +130,7 @@ def due(pending: Pending | None, rule: ConfirmRule, now: datetime) -> Trigger | 
     units = pending.yield_qty + pending.scrap_qty  # asked for every reading and every machine each tick
     if units <= 0 or pending.yield_qty < 0:
         return None
-    if rule.every_units is not None and units >= rule.every_units:
+    if _count_reached(pending, rule.every_units):
         return Trigger.EVERY_UNITS
     if (rule.every_seconds is not None
             and (now - pending.opened_at).total_seconds() >= rule.every_seconds + rule.spread_seconds):
@@ -214,15 +214,17 @@ def _counted_due(pendings: Mapping[PendingKey, Pending], current_order: str, kno
     """``decide`` at ``Moment.COUNTED``: what ``due`` gives as ``EVERY_UNITS`` for the running order."""
     if every_units is None:
         return []
-    out: list[tuple[PendingKey, Trigger]] = []
-    for key, pending in pendings.items():
-        if pending.order != current_order or pending.order not in known_orders:
-            continue
-        yield_qty = pending.yield_qty
-        units = yield_qty + pending.scrap_qty
-        if units >= every_units and units > 0 and yield_qty >= 0:
-            out.append((key, Trigger.EVERY_UNITS))
-    return out
+    return [(key, Trigger.EVERY_UNITS) for key, pending in pendings.items()
+            if pending.order == current_order and pending.order in known_orders
+            and _count_reached(pending, every_units)]
+
+
+def _count_reached(pending: Pending, every_units: int | None) -> bool:
+    """The count rule: ``every_units`` reached by a pending with units to confirm (none below zero)."""
+    if every_units is None:
+        return False
+    units = pending.yield_qty + pending.scrap_qty
+    return units >= every_units and units > 0 and pending.yield_qty >= 0
 
 
 def confirm(pending: Pending, trigger: Trigger, uom: str) -> Confirmation:
