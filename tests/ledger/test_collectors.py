@@ -4,19 +4,25 @@ closed with their period — WIP issued, balance settled — and closed to anyth
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime
 from decimal import Decimal as D
 
 import pytest
 from sqlalchemy import select
 
+from gateway.domain.confirming import accumulate, confirm
+from gateway.domain.records import Increment, Position
 from gateway.domain.repetitive import CollectorKey
 from gateway.ledger import adjustments
 from gateway.ledger import schema
+from gateway.ledger.changes import ChangeSet
 from gateway.ledger.collectors import close_period, collector_costs, list_collectors, read_collector
-from gateway.ledger.masters import store_masterdata
+from gateway.ledger.masters import MasterCache, store_masterdata
 from gateway.ledger.operations import OperationRefused, list_errors, reprocess_errors, reverse_confirmation
 from gateway.ledger.orders import complete_order, order_view
+from gateway.ledger.posting import apply
 from gateway.ledger.reports import summary
 from gateway.ledger.resume import order_directory
 from gateway.masterdata.load import load_masterdata, to_domain
@@ -173,19 +179,10 @@ def test_two_transactions_creating_the_same_collector_at_once_make_one_and_post_
     moment: the first transaction creates the collector and stays open until the second has run into
     it; afterwards there is one collector, one standing order, both confirmations posted, the setup
     once, and progress = what was confirmed."""
-    import threading
-    import time
-
     engine = ledger_with_masterdata(pg_url, MASTERDATA, tmp_path)
     started, results = threading.Event(), {}
 
     def first():
-        from gateway.domain.confirming import accumulate, confirm
-        from gateway.domain.records import Increment, Position
-        from gateway.ledger.changes import ChangeSet
-        from gateway.ledger.masters import MasterCache
-        from gateway.ledger.posting import apply
-
         inc = Increment("MOLD-05", "good", 250, Position(0, 0), Position(0, 250), T)
         c = confirm(accumulate(None, inc, order=NOV.number, operation="0010", now=T), "every_units", "PC")
         with engine.begin() as conn:
