@@ -31,6 +31,16 @@ def _logging_as_a_gateway_starts() -> None:
     logs.configure(level="info")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
+# The fault scenarios (kill -9, outages, races against timeouts) are timed against the clock; run in
+# parallel (pytest-xdist, ``-n 2`` in pyproject.toml) they stay in one lane, one after the other, as
+# they ran serially, while the other lane takes the rest of the suite.
+FAULT_LANE = ("tests/faults/", "tests/integration/test_kill9.py", "tests/integration/test_repetitive_kill9.py")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if item.nodeid.startswith(FAULT_LANE):
+            item.add_marker(pytest.mark.xdist_group("faults"))
 
 
 def _pg_unavailable() -> str | None:
