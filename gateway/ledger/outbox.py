@@ -23,7 +23,7 @@ over a network, or update a row outside the transitions below
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -101,37 +101,58 @@ def drop_routes(engine: Engine, targets: Iterable[str]) -> None:
             conn.execute(delete(schema.outbox_routes).where(schema.outbox_routes.c.target.in_(names)))
 
 
-def _routes(tx: LedgerTx) -> dict[str, set[str]]:
-    """The routes, read once per transaction (kept on its LedgerTx)."""
-    routes = getattr(tx, "_outbox_routes", None)
-    if routes is None:
-        routes = {}
+@dataclass
+class _Routing:
+    """The routes as one transaction sees them (read once, kept on its LedgerTx): the targets of every
+    machine, the machines of each other target, and the answers already given per machine."""
+
+    everyone: tuple[str, ...]
+    some: dict[str, set[str]]
+    by_machine: dict[str, tuple[str, ...]]
+
+    def of(self, machines: set[str]) -> tuple[str, ...]:
+        if not self.some:
+            return self.everyone
+        return tuple(sorted([*self.everyone, *(name for name, ms in self.some.items() if ms & machines)]))
+
+
+def _routing(tx: LedgerTx) -> _Routing:
+    routing = getattr(tx, "_outbox_routing", None)
+    if routing is None:
+        routes: dict[str, set[str]] = {}
         for target, machine in tx.conn.execute(select(schema.outbox_routes.c.target, schema.outbox_routes.c.machine)):
             routes.setdefault(target, set()).add(machine)
-        tx._outbox_routes = routes
-    return routes
+        routing = tx._outbox_routing = _Routing(
+            tuple(sorted(name for name, ms in routes.items() if EVERY_MACHINE in ms)),
+            {name: ms for name, ms in routes.items() if EVERY_MACHINE not in ms}, {})
+    return routing
 
 
-def _targets(tx: LedgerTx, machine: str | None, order: str | None) -> list[str]:
-    routes = _routes(tx)
-    if not routes:
-        return []
+def _targets(tx: LedgerTx, machine: str | None, order: str | None) -> tuple[str, ...]:
+    """The targets of a machine's documents; of an order's when there is no machine (its machines so far);
+    of every machine's when neither."""
+    routing = _routing(tx)
     if machine is not None:
-        machines = {machine}
-    elif order is not None:
+        found = routing.by_machine.get(machine)
+        if found is None:
+            found = routing.by_machine[machine] = routing.of({machine})
+        return found
+    if order is not None and routing.some:
         c = schema.confirmations.c
-        machines = set(tx.conn.execute(select(c.machine).where(c.order_no == order).distinct()).scalars())
-    else:
-        machines = set()
-    return sorted(name for name, ms in routes.items() if EVERY_MACHINE in ms or ms & machines)
+        return routing.of(set(tx.conn.execute(select(c.machine).where(c.order_no == order).distinct()).scalars()))
+    return routing.everyone
 
 
 def enqueue(tx: LedgerTx, what: str, document: str, *, order: str | None, machine: str | None,
-            body: dict[str, Any], now: datetime) -> int:
-    """One delivery row per target this document is routed to, buffered in ``tx``; how many."""
+            body: dict[str, Any] | Callable[[], dict[str, Any]], now: datetime) -> int:
+    """One delivery row per target this document is routed to, buffered in ``tx``; how many.
+
+    ``body`` may be a function that builds it: with no target routed (no ``outputs:``) it is not built."""
     targets = _targets(tx, machine, order)
     if not targets:
         return 0
+    if callable(body):
+        body = body()
     payload = payload_json({"version": PAYLOAD_VERSION, "what": what, "document": document,
                             "order": order, "machine": machine, **body})
     tx.insert(schema.outbox, [{

@@ -260,8 +260,8 @@ def backflush(tx: LedgerTx, c: Confirmation, masters: MasterCache, now: datetime
     write_plan(tx, c, order.number, result, now)
     tx.add_progress(c.order, c.operation, c.yield_qty, c.scrap_qty)
     tx.add_carry(c.order, result.planned)
-    outbox.enqueue(tx, "confirmation", c.id, order=c.order, machine=c.machine, now=now, body=confirmation_body(
-        c, result, now))
+    outbox.enqueue(tx, "confirmation", c.id, order=c.order, machine=c.machine, now=now,
+                   body=lambda: confirmation_body(c, result, now))
     claim(
         "confirmation_posted", c.id, confirmation_id=c.id, machine=c.machine, order=c.order, operation=c.operation,
         yield_qty=str(c.yield_qty), scrap_qty=str(c.scrap_qty), trigger=c.trigger,
