@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import random
 import socket
 from pathlib import Path
 
@@ -10,10 +12,40 @@ MASTERDATA_FIXTURES = Path(__file__).parent / "fixtures" / "masterdata"
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing uses right now, for a server a test starts a moment later.
+
+    Not one the kernel would hand out by itself (``bind(0)``): those come from the ephemeral range, which
+    every outgoing connection also takes its source port from, so in the moment between this check and
+    the server's bind a connection of the other test lane (pytest-xdist) could take it ("address already
+    in use"). The ports come from below that range, a slice of it per lane, so the lanes never meet."""
+    low, high = _lane_ports()
+    for _ in range(500):
+        port = random.randint(low, high)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free TCP port on 127.0.0.1 between {low} and {high}")
+
+
+def _lane_ports() -> tuple[int, int]:
+    ephemeral_low = 32768
+    try:
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    low, high = 10000, min(ephemeral_low, 65536) - 1
+    lanes = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    lane = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0) % lanes
+    size = (high - low + 1) // lanes
+    if size < 100:  # an unusual range: take the kernel's choice as before
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        return port, port
+    return low + lane * size, low + (lane + 1) * size - 1
 
 
 def masterdata_fixture(name: str) -> str:
