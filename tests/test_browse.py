@@ -57,7 +57,11 @@ def plc():
             try:
                 time.sleep(0.3)  # some counts first, so that values are not all 0
                 truth = sim_command_sync(endpoint, "*", "pause")
-                break
+                if all(truth[m]["good_count"] > 0 for m in ("PRESS-01", "LATHE-16", "MOLD-64")) \
+                        or time.monotonic() > deadline:
+                    break
+                # Paused as it came up (a busy machine), before every machine counted: let it count on.
+                sim_command_sync(endpoint, "*", "resume")
             except OSError:
                 if time.monotonic() > deadline or sim.poll() is not None:
                     raise
