@@ -113,11 +113,15 @@ class UtcDateTime(TypeDecorator):
 
     def bind_processor(self, dialect):
         """The conversion above, remembered for the last datetime object (a transaction binds the same
-        ``now`` into most of its rows), and on SQLite done with one ``isoformat`` instead of
-        ``process_bind_param`` followed by SQLAlchemy's text formatting (the same text,
+        ``now`` into most of its rows), and on SQLite turned into text with one ``isoformat`` instead of
+        SQLAlchemy's formatting through a dict of fields (the same text,
         ``tests/ledger/test_schema_types.py``): every counter state and pending row the writer stores
         carries a time of its own, and each conversion was a few µs of Python in the writer's thread."""
-        process = _as_sqlite_text if dialect.name == "sqlite" else super().bind_processor(dialect)
+        if dialect.name == "sqlite":
+            def process(value):
+                return None if value is None else self.process_bind_param(value, dialect).isoformat(" ", "microseconds")
+        else:
+            process = super().bind_processor(dialect)
         if process is None:
             return None
         last: tuple = (None, None)  # replaced whole, never changed in place: safe to read from any thread
@@ -132,14 +136,6 @@ class UtcDateTime(TypeDecorator):
             return out
 
         return cached
-
-
-def _as_sqlite_text(value):
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise ValueError("naive datetime given to the ledger; use UTC-aware times")
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 metadata = MetaData()
