@@ -18,7 +18,12 @@ def free_port() -> int:
     every outgoing connection also takes its source port from, so in the moment between this check and
     the server's bind a connection of the other test lane (pytest-xdist) could take it ("address already
     in use"). The ports come from below that range, a slice of it per lane, so the lanes never meet."""
-    low, high = _lane_ports()
+    lane = _lane_ports()
+    if lane is None:  # an unusual ephemeral range: the kernel's choice, as before the lanes
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    low, high = lane
     for _ in range(500):
         port = random.randint(low, high)
         with socket.socket() as s:
@@ -30,7 +35,8 @@ def free_port() -> int:
     raise RuntimeError(f"no free TCP port on 127.0.0.1 between {low} and {high}")
 
 
-def _lane_ports() -> tuple[int, int]:
+def _lane_ports() -> tuple[int, int] | None:
+    """This lane's slice of the ports below the ephemeral range; None if that range leaves too few."""
     ephemeral_low = 32768
     try:
         ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
@@ -40,11 +46,8 @@ def _lane_ports() -> tuple[int, int]:
     lanes = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
     lane = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0) % lanes
     size = (high - low + 1) // lanes
-    if size < 100:  # an unusual range: take the kernel's choice as before
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        return port, port
+    if size < 100:
+        return None
     return low + lane * size, low + (lane + 1) * size - 1
 
 
