@@ -8,10 +8,8 @@ Usage: python bench/writer_tx.py [--confirmations 100] [--transactions 10] [--ou
 It shows what one confirmation costs the writer thread, the figure behind the latency
 tail when many machines confirm at once, in wall time and in CPU time (the CPU time is
 the steadier figure on a busy machine); ``--outputs N`` routes every machine to N outputs,
-so each confirmation also writes N outbox rows, and each transaction also carries the outbox
-relay's marks as ``gateway run`` commits them (the previous transaction's rows of the first
-output marked in flight, those of the one before delivered on every output; MQTT rows are not
-marked in flight); ``--profile`` prints a pyinstrument profile
+so each confirmation also writes N outbox rows (the outbox relay's marks are its own
+transactions, not the writer's); ``--profile`` prints a pyinstrument profile
 (the ``bench`` extra). It writes only a temporary SQLite file, which it removes, or
 with ``--db`` the ledger at URL, which must be empty (e.g. a fresh PostgreSQL schema:
 ``postgresql+psycopg://host/db?options=-csearch_path%3Dmy_schema``).
@@ -92,21 +90,6 @@ def plan_alone() -> None:
     print(f"plan() for one confirmation of the bench order: {1e6 * took:.1f} µs (best of 7 × {n})")
 
 
-def relay_marks(engine, k: int, n: int, now: datetime) -> tuple[list[int], list]:
-    """The marks a relay hands in while transaction ``k`` is prepared (see the module docstring)."""
-    from sqlalchemy import select
-
-    from gateway.ledger import schema
-    from gateway.ledger.outbox import Mark
-    o = schema.outbox.c
-    with engine.connect() as conn:
-        rows = conn.execute(select(o.id, o.target, o.document).where(
-            o.document.in_([f"C-{k - 1}-{i}" for i in range(n)] + [f"C-{k - 2}-{i}" for i in range(n)]))).all()
-    in_flight = [r.id for r in rows if r.target == "out-0" and r.document.startswith(f"C-{k - 1}-")]
-    delivered = [Mark(r.id, "delivered", 1, now) for r in rows if r.document.startswith(f"C-{k - 2}-")]
-    return in_flight, delivered
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--confirmations", type=int, default=100)
@@ -145,8 +128,6 @@ def main() -> None:
         took = cpu = 0.0
         for k in range(3, 3 + args.transactions):
             changes = commit_of(k, args.confirmations, now, args.collectors)
-            if args.outputs:  # (not timed: the relay's side)
-                changes.outbox_in_flight, changes.outbox_marks = relay_marks(engine, k, args.confirmations, now)
             began, cpu_began = time.perf_counter(), time.process_time()
             with engine.begin() as conn:
                 apply(conn, changes, masters)

@@ -209,7 +209,7 @@ class Gateway:
         self._started = asyncio.Event()
         self._closed = False  # sources stopped (or given up on): no batch is applied after this
         self._timer_turn = 0  # where the next tick's due-check starts (see _confirm_all)
-        self.outputs = OutputsProcess(engine, mapping, self.writer)  # started by run()
+        self.outputs = OutputsProcess(engine, mapping)  # started by run()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -267,10 +267,10 @@ class Gateway:
         return done and not self._keeper_died
 
     async def _start_outputs(self) -> None:
-        """The delivery workers of ``outputs:`` in the outbox relay process (gateway.outputs.relay), their
-        marks committed by this gateway's writer, woken by every commit."""
+        """The delivery workers of ``outputs:`` in the outbox relay process (gateway.outputs.relay),
+        woken by every commit."""
         session = f"{leases.session_name(self.keeper.me.process)}:outputs" if self.keeper else None
-        self.outputs = OutputsProcess(self.engine, self.mapping, self.writer, owned=self._owned_machines,
+        self.outputs = OutputsProcess(self.engine, self.mapping, owned=self._owned_machines,
                                       session=session)
         await self.outputs.start()
         if self.mapping.outputs:

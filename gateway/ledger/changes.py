@@ -19,7 +19,6 @@ from decimal import Decimal
 from gateway.domain.confirming import Pending, format_positions
 from gateway.domain.records import Anomaly, Confirmation, CounterState
 from gateway.domain.repetitive import CollectorKey
-from gateway.ledger.outbox import Mark
 
 PendingKey = tuple[str, str, str]  # (machine, order, operation)
 
@@ -51,12 +50,6 @@ class ChangeSet:
     # the transaction writes a machine's changes only while its lease still carries that token.
     # A machine not named here is not fenced (tests and tools that post without leases).
     fences: dict[str, int] = field(default_factory=dict)
-    # The delivery workers' outbox marks (``gateway.ledger.outbox.mark_on``): their last round's
-    # outcomes and the rows they are about to send. Written by the one ledger writer, so no second
-    # connection competes for SQLite's write lock; a worker hands them in as a change-set of their
-    # own (no machine's changes with them, so narrowing a refused transaction never splits them).
-    outbox_marks: list[Mark] = field(default_factory=list)
-    outbox_in_flight: list[int] = field(default_factory=list)
 
     def latest_states(self) -> dict[tuple[str, str], CounterState]:
         """Each counter's last state reached: what the ledger stores."""
@@ -83,7 +76,6 @@ class ChangeSet:
             collectors=dict(self.collectors),  # no machine's: creating a collector takes nothing from anyone
             counted={k: v for k, v in self.counted.items() if k not in machines},
             fences={k: v for k, v in self.fences.items() if k not in machines},
-            outbox_marks=self.outbox_marks, outbox_in_flight=self.outbox_in_flight,
         )
 
     def merge(self, later: ChangeSet) -> None:
@@ -96,8 +88,6 @@ class ChangeSet:
         self.collectors.update(later.collectors)
         self.counted.update(later.counted)
         self.fences.update(later.fences)
-        self.outbox_marks.extend(later.outbox_marks)
-        self.outbox_in_flight.extend(later.outbox_in_flight)
 
     def describe(self) -> str:
         """A readable, complete account of the changes, for the dead-letter table and the log."""
@@ -110,11 +100,8 @@ class ChangeSet:
         parts += [f"anomaly {a.machine}/{a.counter} {a.kind.value}: {a.detail}" for a, _ in self.anomalies]
         parts += [f"units counted on {m}: {units}" for m, units in self.counted.items()]
         parts += [f"cost collector {number}" for number in self.collectors]
-        if self.outbox_marks or self.outbox_in_flight:
-            parts.append(f"outbox: {len(self.outbox_marks)} outcomes, {len(self.outbox_in_flight)} in flight")
         return "\n".join(parts)
 
     def __bool__(self) -> bool:
         return bool(self.counter_states or self.pendings or self.machine_orders or self.confirmations or self.anomalies
-                    or self.counted or self.job_resets or self.collectors or self.outbox_marks
-                    or self.outbox_in_flight)
+                    or self.counted or self.job_resets or self.collectors)

@@ -94,8 +94,6 @@ def apply(conn: Connection, batch: ChangeSet, masters: MasterCache) -> int:
             conn.execute(update(schema.machine_states).where(schema.machine_states.c.machine == m).values(
                 updated_at=now, **_job_reset_row(pending)))
     set_counted(conn, batch.counted, now)
-    if batch.outbox_marks or batch.outbox_in_flight:
-        outbox.mark_on(conn, batch.outbox_marks, batch.outbox_in_flight, now)
     return posted
 
 

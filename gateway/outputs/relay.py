@@ -11,29 +11,25 @@ the counting and posting come first and the deliveries lag, and catch up when th
 
 What stays in the gateway: the routes (written before the first posting, so no document misses
 its rows) and the outbox rows, written with their postings. The relay reads its rows on a
-connection of its own (a read, never the write lock). Its marks (``gateway.outputs.worker``: the
-last round's outcomes and the rows about to be sent): on SQLite it sends them to the gateway,
-whose ledger writer commits them in its next transaction (``ThroughWriter``), and sends nothing
-before the gateway said they are committed — so SQLite's write lock is never waited for by a
-second connection; on PostgreSQL (row locks, no contention with the writer, which never touches
-an outbox row after inserting it) it commits them in short transactions of its own.
+connection of its own (a read, never the write lock) and commits its marks
+(``gateway.outputs.worker``: the last round's outcomes and the rows about to be sent) in short
+transactions of its own, on SQLite as on PostgreSQL. On SQLite such a transaction holds the one
+write lock for a few milliseconds, which the ledger writer then waits for; the writer committing
+the marks itself (as it did until 2026-11-30) cost the gateway's process ~35 µs of CPU per
+confirmation and two outputs, and its ingestion latency more than the waits do (bench/RESULTS.md,
+"Fifth round"). The writer never touches an outbox row after inserting it, so on PostgreSQL the
+two never wait for each other.
 
-The pipe, JSON lines (the relay's stdin ← gateway, its stdout → gateway; logs go to stderr):
-
-* gateway → relay: first ``{"config": …}`` (the ledger URL, the mapping, the log settings, the
-  owned machines), then ``{"wake": 1}`` after each commit, ``{"owned": [...] | null}`` when the
-  machines this instance owns change, ``{"ack": n}`` / ``{"nack": n, "error": …}`` for marks,
-  ``{"stop": 1}``.
-* relay → gateway (SQLite): ``{"marks": n, "outcomes": [[id, status, attempts, next_at, error], …],
-  "in_flight": [id, …]}``.
+The pipe, JSON lines on the relay's stdin (its logs go to stderr): first ``{"config": …}`` (the
+ledger URL, the mapping, the log settings, the owned machines), then ``{"wake": 1}`` after each
+commit, ``{"owned": [...] | null}`` when the machines this instance owns change, ``{"stop": 1}``.
 
 The end of the relay's stdin is the end of the gateway: a gateway killed (kill -9) closes the
 pipe, and the relay stops at once — what it had in flight stays unknown in the outbox and the
 next start asks the target before sending it again. A relay that dies is started again by the
 gateway after a pause (nothing is lost: the rows wait in the outbox).
 
-Must never: write anything but outbox marks (and those on SQLite only through the gateway), or
-deliver after its gateway is gone.
+Must never: write anything but outbox marks, or deliver after its gateway is gone.
 """
 
 from __future__ import annotations
@@ -45,7 +41,6 @@ import os
 import pickle
 import sys
 from collections.abc import Callable
-from datetime import datetime
 
 import structlog
 from sqlalchemy import Engine
@@ -53,23 +48,18 @@ from sqlalchemy import Engine
 from gateway import logs
 from gateway.backoff import Backoff
 from gateway.ledger import outbox
-from gateway.ledger.outbox import Mark
 from gateway.mapping.model import Mapping
 from gateway.outputs import registry
-from gateway.outputs.worker import STOP_GRACE_S, OwnTransaction, Outputs, ThroughWriter, reload_outputs
+from gateway.outputs.worker import STOP_GRACE_S, Outputs, reload_outputs
 
 log = structlog.get_logger("gateway.outputs")
 
-PIPE_LIMIT = 64 * 2**20  # one line carries a round's marks (a few hundred kB when a thousand rows failed)
+PIPE_LIMIT = 64 * 2**20  # the first line carries the mapping
 STOP_TIMEOUT_S = 20.0  # a relay that has not written its last outcomes by then is killed (they stay unknown)
 
 
 def _encode(message: dict) -> bytes:
     return (json.dumps(message, separators=(",", ":")) + "\n").encode()
-
-
-def _marks_of(rows: list) -> list[Mark]:
-    return [Mark(i, status, attempts, datetime.fromisoformat(next_at), error) for i, status, attempts, next_at, error in rows]
 
 
 # -- the gateway's side ---------------------------------------------------------------------
@@ -78,16 +68,15 @@ def _marks_of(rows: list) -> list[Mark]:
 class OutputsProcess:
     """The outputs of a mapping, delivered by a relay process this gateway starts and watches.
 
-    The same face as ``Outputs`` (start, wake, stop, reload); the marks go through ``writer``.
+    The same face as ``Outputs`` (start, wake, stop, reload).
     """
 
-    def __init__(self, engine: Engine, mapping: Mapping, writer, *, owned: Callable[[], set[str] | None] = lambda: None,
+    def __init__(self, engine: Engine, mapping: Mapping, *, owned: Callable[[], set[str] | None] = lambda: None,
                  session: str | None = None) -> None:
         self.engine = engine
         self.mapping = mapping
         self.owned = owned
         self.session = session
-        self._marks = ThroughWriter(writer)
         self._proc: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task | None = None
         self._stopping = False
@@ -107,7 +96,7 @@ class OutputsProcess:
             proc.stdin.write(_encode({"wake": 1}))
 
     async def stop(self) -> None:
-        """Ask the relay to stop (it writes its last outcomes through the gateway first); killed after
+        """Ask the relay to stop (it writes its last outcomes first); killed after
         ``STOP_TIMEOUT_S``."""
         self._stopping = True
         proc, task = self._proc, self._task
@@ -141,41 +130,21 @@ class OutputsProcess:
             await asyncio.sleep(delay)
 
     async def _run_once(self) -> int | None:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway.outputs.relay", stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, limit=PIPE_LIMIT)
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway.outputs.relay",
+                                                    stdin=asyncio.subprocess.PIPE)
         self._proc = proc
         config = {"url": self.engine.url.render_as_string(hide_password=False), "session": self.session,
                   "mapping": base64.b64encode(pickle.dumps(self.mapping)).decode(), "log": logs.settings(),
                   "owned": _listed(self.owned())}
         proc.stdin.write(_encode({"config": config}))
         watcher = asyncio.create_task(self._send_owned(proc, config["owned"]))
-        handling: set[asyncio.Task] = set()
         try:
-            while line := await proc.stdout.readline():
-                message = json.loads(line)
-                if "marks" in message:
-                    task = asyncio.create_task(self._commit(proc, message))
-                    handling.add(task)
-                    task.add_done_callback(handling.discard)
             return await proc.wait()
         finally:
             watcher.cancel()
-            for task in handling:
-                task.cancel()
             if proc.returncode is None:  # cancelled: the gateway stops without waiting (it was asked to)
                 proc.kill()
                 await proc.wait()
-
-    async def _commit(self, proc: asyncio.subprocess.Process, message: dict) -> None:
-        n = message["marks"]
-        try:
-            await self._marks.write(_marks_of(message["outcomes"]), message["in_flight"])
-            answer = {"ack": n}
-        except Exception as exc:  # noqa: BLE001 — the relay's round fails and is tried again
-            answer = {"nack": n, "error": repr(exc)}
-        if proc.returncode is None and not proc.stdin.is_closing():
-            proc.stdin.write(_encode(answer))
 
     async def _send_owned(self, proc: asyncio.subprocess.Process, sent: list[str] | None) -> None:
         while proc.returncode is None:
@@ -193,48 +162,7 @@ def _listed(machines: set[str] | None) -> list[str] | None:
 # -- the relay's side -----------------------------------------------------------------------
 
 
-class ThroughGateway:
-    """The relay's marks, committed by the gateway's ledger writer (an ``ack`` on the pipe)."""
-
-    def __init__(self, out) -> None:
-        self._out = out
-        self._next = 0
-        self._waiting: dict[int, asyncio.Future] = {}
-        self.gone = False
-
-    async def write(self, marks: list[Mark], in_flight: list[int]) -> None:
-        if not marks and not in_flight:
-            return
-        if self.gone:
-            raise ConnectionError("the gateway is gone; the marks are not written")
-        self._next += 1
-        n = self._next
-        done = asyncio.get_running_loop().create_future()
-        self._waiting[n] = done
-        self._out.write(_encode({"marks": n, "in_flight": in_flight, "outcomes": [
-            [m.id, m.status, m.attempts, m.next_at.isoformat(), m.error] for m in marks]}))
-        self._out.flush()
-        await done
-
-    def answered(self, message: dict) -> None:
-        if "ack" in message:
-            done = self._waiting.pop(message["ack"], None)
-            if done is not None and not done.done():
-                done.set_result(None)
-        else:
-            done = self._waiting.pop(message["nack"], None)
-            if done is not None and not done.done():
-                done.set_exception(RuntimeError(f"the gateway did not write the marks: {message.get('error')}"))
-
-    def lost(self) -> None:
-        self.gone = True
-        for done in self._waiting.values():
-            if not done.done():
-                done.set_exception(ConnectionError("the gateway is gone; the marks are not written"))
-        self._waiting.clear()
-
-
-async def _relay(out) -> int:
+async def _relay() -> int:
     from gateway.ledger.schema import open_engine
 
     loop = asyncio.get_running_loop()
@@ -248,40 +176,34 @@ async def _relay(out) -> int:
     mapping: Mapping = pickle.loads(base64.b64decode(config["mapping"]))
     engine = open_engine(config["url"], create=False, check_version=False, session_name=config["session"])
     owned: list[set[str] | None] = [None if config["owned"] is None else set(config["owned"])]
-    gateway = ThroughGateway(out)
-    # SQLite has one write lock: the gateway's writer commits the marks (a second writer would wait
-    # for gaps it rarely gets, and its writes would be serialized with the postings all the same).
-    # PostgreSQL locks rows: the relay's own short transactions run beside the writer's, which never
-    # touches an outbox row after inserting it, so the marks cost the writer nothing.
-    marks = gateway if engine.dialect.name == "sqlite" else OwnTransaction(engine)
-    outputs = Outputs(engine, mapping, owned=lambda: owned[0], marks=marks, routes=False)
+    outputs = Outputs(engine, mapping, owned=lambda: owned[0], routes=False)
     await outputs.start()
     log.info("outputs_relay_started", pid=os.getpid(), outputs=sorted(mapping.outputs))
     stop = asyncio.Event()
+    gateway_gone = False
 
     async def listen() -> None:
+        nonlocal gateway_gone
         while line := await reader.readline():
             message = json.loads(line)
             if "wake" in message:
                 outputs.wake()
             elif "owned" in message:
                 owned[0] = None if message["owned"] is None else set(message["owned"])
-            elif "ack" in message or "nack" in message:
-                gateway.answered(message)
             elif "stop" in message:
                 stop.set()
         # The pipe closed: the gateway is gone (killed, or stopped without a word). Stop at once.
-        gateway.lost()
+        gateway_gone = True
         stop.set()
 
     listening = asyncio.create_task(listen())
     await stop.wait()
-    # Asked to stop: each worker ends its round and writes its outcomes through the gateway. The
-    # gateway gone: nothing more is sent, what is in flight stays in flight.
-    await outputs.stop(grace_s=0 if gateway.gone else STOP_GRACE_S)
+    # Asked to stop: each worker ends its round and writes its outcomes. The gateway gone: nothing
+    # more is sent, what is in flight stays in flight (asked about at the next start).
+    await outputs.stop(grace_s=0 if gateway_gone else STOP_GRACE_S)
     listening.cancel()
     engine.dispose()
-    log.info("outputs_relay_stopped", gateway_gone=gateway.gone)
+    log.info("outputs_relay_stopped", gateway_gone=gateway_gone)
     return 0
 
 
@@ -289,14 +211,12 @@ NICE = 10  # below the gateway: when the CPUs are short, counting and posting co
 
 
 def main() -> int:
-    # stdout is the pipe to the gateway: keep it for that, and send anything else printed to stderr.
-    out = os.fdopen(os.dup(1), "wb", buffering=0)
-    os.dup2(2, 1)
+    os.dup2(2, 1)  # anything printed goes with the logs, not into the gateway's own output
     try:
         os.nice(NICE)  # deliveries wait a little when the machine is busy; they are never lost
     except (AttributeError, OSError):
         pass
-    return asyncio.run(_relay(out))
+    return asyncio.run(_relay())
 
 
 if __name__ == "__main__":

@@ -15,16 +15,13 @@ first that is not delivered.
 
 One write per round: the outcomes of the previous round (delivered, failed, parked; kept in
 memory meanwhile and laid over what the round reads) and the in-flight marks of this round's
-rows (``unknown`` before the first call) are written together, and the round sends nothing
-before they are committed. In ``gateway run`` on SQLite they go into the ledger writer's next
-transaction (``ThroughWriter``, by way of the outbox relay): the one writer group-commits them
-with the postings, so no second connection waits for SQLite's write lock (a writer that commits
-back to back leaves it almost no gap). Elsewhere (PostgreSQL, tests, ``gateway demo``) a round
-writes them in a short transaction of its own (``OwnTransaction``); none is held across a
-network call. A stop writes the
-last outcomes; a gateway killed mid-round leaves what was in flight (and the outcomes not yet
-written) unknown, so the next start asks the target before sending it again (the target's
-dedupe by key covers what it cannot tell).
+rows (``unknown`` before the first call) are written together in a short transaction of the
+worker's own (``outbox.mark``), and the round sends nothing before it is committed; none is held
+across a network call. In ``gateway run`` the workers run in the outbox relay's process
+(``gateway.outputs.relay``), so these transactions cost the gateway's ledger writer no CPU. A
+stop writes the last outcomes; a gateway killed mid-round leaves what was in flight (and the
+outcomes not yet written) unknown, so the next start asks the target before sending it again
+(the target's dedupe by key covers what it cannot tell).
 
 At-least-once with the key: a row is marked delivered only after the target said so. An
 UNKNOWN outcome (sent, no answer) is never sent again blindly: the next attempt first asks
@@ -49,7 +46,7 @@ import dataclasses
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import orjson
 import structlog
@@ -58,47 +55,12 @@ from sqlalchemy import Engine
 from gateway.backoff import Backoff
 from gateway.clock import utcnow
 from gateway.ledger import outbox
-from gateway.ledger.changes import ChangeSet
 from gateway.ledger.outbox import Mark, Row
 from gateway.mapping.model import Mapping, Output
 from gateway.outputs.base import Delivery, Outcome, Target, Verdict, batches, looks_up, target_message
 from gateway.outputs import registry
 
-if TYPE_CHECKING:
-    from gateway.ledger.writer import LedgerWriter
-
 log = structlog.get_logger("gateway.outputs")
-
-
-class Marks(Protocol):
-    """Where a round's marks are written; ``write`` returns once they are committed."""
-
-    async def write(self, marks: list[Mark], in_flight: list[int]) -> None: ...
-
-
-class OwnTransaction:
-    """The marks in a short transaction of the worker's own (no ledger writer: tests, ``gateway demo``)."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-
-    async def write(self, marks: list[Mark], in_flight: list[int]) -> None:
-        await asyncio.to_thread(outbox.mark, self.engine, marks, in_flight=in_flight)
-
-
-class ThroughWriter:
-    """The marks in the ledger writer's next transaction (``ChangeSet.outbox_marks``); waits for its commit."""
-
-    def __init__(self, writer: LedgerWriter) -> None:
-        self.writer = writer
-
-    async def write(self, marks: list[Mark], in_flight: list[int]) -> None:
-        if not marks and not in_flight:
-            return
-        if not self.writer.alive:
-            raise RuntimeError("the ledger writer has stopped; the outbox marks wait for the next start")
-        self.writer.submit(ChangeSet(outbox_marks=marks, outbox_in_flight=in_flight))
-        await asyncio.wrap_future(self.writer.barrier())
 
 
 STOP_GRACE_S = 5.0  # a stopping worker's round in progress may finish within this
@@ -114,10 +76,8 @@ class WorkerOptions:
 
 class DeliveryWorker:
     def __init__(self, engine: Engine, target: Target, out: Output, *,
-                 owned: Callable[[], set[str] | None] = lambda: None, options: WorkerOptions | None = None,
-                 marks: Marks | None = None) -> None:
+                 owned: Callable[[], set[str] | None] = lambda: None, options: WorkerOptions | None = None) -> None:
         self.engine = engine
-        self.marks = marks or OwnTransaction(engine)
         self.target = target
         self.batch_size = batches(target)
         self.marks_in_flight = looks_up(target)
@@ -159,12 +119,18 @@ class DeliveryWorker:
         finally:
             await self.write_outcomes()
 
+    async def _write_marks(self, marks: list[Mark], in_flight: list[int]) -> None:
+        """Commit ``marks`` and the ``in_flight`` marks in a short transaction (in a thread: the loop
+        goes on delivering the other outputs meanwhile)."""
+        if marks or in_flight:
+            await asyncio.to_thread(outbox.mark, self.engine, marks, in_flight=in_flight)
+
     async def write_outcomes(self) -> None:
         """Write what the last round found out (a stop; the next round would have written it)."""
         outcomes, self._outcomes = self._outcomes, []
         if outcomes:
             try:
-                await self.marks.write(outcomes, [])
+                await self._write_marks(outcomes, [])
             except Exception as exc:  # noqa: BLE001 — those rows stay unknown: the next start asks the target
                 log.warning("outbox_outcomes_not_written", output=self.target.name, rows=len(outcomes),
                             error=target_message(repr(exc), 300))
@@ -187,7 +153,7 @@ class DeliveryWorker:
         # next round's write leaves these to be asked about first (not for a target that cannot be
         # asked: it gets them again either way).
         in_flight = [r.id for r in due if r.status == "pending"] if self.marks_in_flight else []
-        await self.marks.write(list(known.values()), in_flight)
+        await self._write_marks(list(known.values()), in_flight)
         self._outcomes = []
         if not chains:
             return 0, 0, 0
@@ -384,15 +350,14 @@ def due_chains(rows: list[Row], now) -> list[list[Row]]:
 
 class Outputs:
     """The workers of a mapping's outputs: routes written (unless ``routes`` is False: the gateway wrote
-    them), targets built, one task each, their marks written to ``marks`` (default: their own transactions)."""
+    them), targets built, one task each."""
 
     def __init__(self, engine: Engine, mapping: Mapping, *, owned: Callable[[], set[str] | None] = lambda: None,
-                 options: WorkerOptions | None = None, marks: Marks | None = None, routes: bool = True) -> None:
+                 options: WorkerOptions | None = None, routes: bool = True) -> None:
         self.engine = engine
         self.mapping = mapping
         self.owned = owned
         self.options = options
-        self.marks = marks
         self.routes = routes
         self.workers: dict[str, DeliveryWorker] = {}
         self._tasks: dict[str, asyncio.Task] = {}
@@ -404,7 +369,7 @@ class Outputs:
             await asyncio.to_thread(outbox.set_routes, self.engine, registry.routes(self.mapping))
         for name, out in self.mapping.outputs.items():
             worker = DeliveryWorker(self.engine, registry.build(name, self.mapping), out, owned=self.owned,
-                                    options=self.options, marks=self.marks)
+                                    options=self.options)
             self.workers[name] = worker
             self._tasks[name] = asyncio.create_task(worker.run(), name=f"outbox-{name}")
             log.info("output_started", output=name, kind=out.kind,
