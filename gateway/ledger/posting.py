@@ -298,10 +298,13 @@ def settle(tx: LedgerTx, masters: MasterCache, now: datetime, by: str = "") -> l
     added, tx.stock_added = tx.stock_added, {}
     if not added:
         return []
-    tx.flush()  # the posting's own rows: their failure is the posting's, never this one's
+    tx.flush()  # the posting's own rows (and the items it queued itself): their failure is the posting's
     try:
+        keys = _waiting(tx, added, masters)
+        if not keys:
+            return []
         with tx.savepoint():
-            return _settle(tx, added, masters, now, by)
+            return _settle(tx, keys, added, masters, now, by)
     except Exception as exc:
         if lost_to_transient(exc):
             raise
@@ -310,13 +313,26 @@ def settle(tx: LedgerTx, masters: MasterCache, now: datetime, by: str = "") -> l
         return []
 
 
-def _settle(tx: LedgerTx, added: dict[tuple[str, str], str | None], masters: MasterCache, now: datetime,
-            by: str) -> list[int]:
+def _waiting(tx: LedgerTx, added: dict[tuple[str, str], str | None], masters: MasterCache) -> list[tuple[str, str]]:
+    """The (material, location) of ``added`` that reprocess by themselves and have open error items.
+
+    Asked before ``tx.savepoint()``, whose copy of the transaction's state costs ~9 µs per
+    confirmation of a 500-confirmation transaction, for nothing in the usual case (no open item
+    waits for what a posting added). A read, in a database savepoint of its own: a failing
+    statement aborts a PostgreSQL transaction, and this one must never cost the posting."""
     materials = masters.materials(tx.conn)
     keys = sorted(k for k in added if k[0] in materials and materials[k[0]].auto_reprocess)
     if not keys:
         return []
-    tx.flush()  # the items this transaction queued itself are read too
+    eq = schema.error_queue.c
+    with tx.conn.begin_nested():
+        found = tx.conn.execute(select(eq.id).where(eq.status == ErrorStatus.OPEN, eq.material != "",
+                                                    tuple_(eq.material, eq.location).in_(keys)).limit(1)).first()
+    return keys if found is not None else []
+
+
+def _settle(tx: LedgerTx, keys: list[tuple[str, str]], added: dict[tuple[str, str], str | None],
+            masters: MasterCache, now: datetime, by: str) -> list[int]:
     eq = schema.error_queue.c
     rows = tx.conn.execute(select(schema.error_queue).where(
         eq.status == ErrorStatus.OPEN, eq.material != "", tuple_(eq.material, eq.location).in_(keys))
