@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from dataclasses import dataclass, replace
 from datetime import date
+from functools import lru_cache
 from fractions import Fraction
 
 from gateway.domain.lots import allocate
@@ -335,9 +336,15 @@ def _shortage_reason(material: Material, location: str, needed: Decimal, issued:
     return why + "; receive stock (`gateway stock receive`), then `gateway errors reprocess`"
 
 
-def _activities(
-    op: OrderOperation, base_qty: Decimal, wc: WorkCenter, after: Ratio, planned: Carry
-) -> list[ActivityPosting]:
+@lru_cache(maxsize=4096)
+def activity_plans(
+    op: OrderOperation, base_qty: Decimal, wc: WorkCenter
+) -> tuple[tuple[tuple[str, str, str, Linear, Linear], ...], str, Linear]:
+    """The activity figures of an order operation as functions of its cumulative quantity: per activity
+    (setup, machine, labor) its name, the carry keys of its hours and cost, hours and cost; then the
+    overhead's carry key and cost. They depend on the operation, the order's base quantity and the
+    work center only, so they are made once per order operation (the writer plans thousands of
+    confirmations a second of a few operations), not once per confirmation."""
     base = ratio(base_qty)
     labor_rate, machine_rate = ratio(wc.labor_rate), ratio(wc.machine_rate)
     setup_hours = Linear(_NONE, ratio(op.setup_hours))
@@ -345,19 +352,25 @@ def _activities(
     labor_hours = Linear(_div(ratio(op.labor_hours_per_base), base))
     overhead_cost = setup_hours.plus(labor_hours).times(_div(_mul(labor_rate, ratio(wc.overhead_pct_of_labor)),
                                                              (100, 1)))
+    each = tuple((activity, f"{op.operation}:{activity}:hours", f"{op.operation}:{activity}:cost", hours,
+                  hours.times(rate))
+                 for activity, hours, rate in (("setup", setup_hours, labor_rate),
+                                               ("machine", machine_hours, machine_rate),
+                                               ("labor", labor_hours, labor_rate)))
+    return each, f"{op.operation}:overhead:cost", overhead_cost
 
+
+def _activities(
+    op: OrderOperation, base_qty: Decimal, wc: WorkCenter, after: Ratio, planned: Carry
+) -> list[ActivityPosting]:
+    each, overhead_key, overhead_cost = activity_plans(op, base_qty, wc)
     postings = []
-    for activity, hours, rate in (
-        ("setup", setup_hours, labor_rate),
-        ("machine", machine_hours, machine_rate),
-        ("labor", labor_hours, labor_rate),
-    ):
-        key = f"{op.operation}:{activity}"
-        h = planned.due(f"{key}:hours", hours, after, HOURS_DECIMALS)
-        cost = planned.due(f"{key}:cost", hours.times(rate), after, MONEY_DECIMALS)
-        if h or cost:
-            postings.append(ActivityPosting(op.operation, op.work_center, activity, h, cost, wc.currency))
-    overhead = planned.due(f"{op.operation}:overhead:cost", overhead_cost, after, MONEY_DECIMALS)
+    for activity, hours_key, cost_key, hours, cost in each:
+        h = planned.due(hours_key, hours, after, HOURS_DECIMALS)
+        c = planned.due(cost_key, cost, after, MONEY_DECIMALS)
+        if h or c:
+            postings.append(ActivityPosting(op.operation, op.work_center, activity, h, c, wc.currency))
+    overhead = planned.due(overhead_key, overhead_cost, after, MONEY_DECIMALS)
     if overhead:
         postings.append(ActivityPosting(op.operation, op.work_center, "overhead", Decimal(0), overhead, wc.currency))
     return postings
