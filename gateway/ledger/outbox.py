@@ -228,8 +228,8 @@ def mark(engine: Engine, marks: list[Mark], now: datetime | None = None, *, in_f
 
     UPDATEs by primary key and nothing else, delivered rows and rows in flight by lists of ids (no
     per-row parameters to bind): a round of a thousand rows holds SQLite's write lock a few
-    milliseconds (the ledger writer waits that long at most, where committing them itself took it
-    ~35 µs of CPU per confirmation and two outputs)."""
+    milliseconds, which a ledger writer wanting it meanwhile waits for (committing the marks itself
+    took the writer ~35 µs of CPU per confirmation and two outputs)."""
     in_flight = sorted(in_flight)
     if not marks and not in_flight:
         return

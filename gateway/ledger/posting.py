@@ -316,9 +316,9 @@ def settle(tx: LedgerTx, masters: MasterCache, now: datetime, by: str = "") -> l
 def _waiting(tx: LedgerTx, added: dict[tuple[str, str], str | None], masters: MasterCache) -> list[tuple[str, str]]:
     """The (material, location) of ``added`` that reprocess by themselves and have open error items.
 
-    Asked before ``tx.savepoint()``, whose copy of the transaction's state costs ~9 µs per
-    confirmation of a 500-confirmation transaction, for nothing in the usual case (no open item
-    waits for what a posting added). A read, in a database savepoint of its own: a failing
+    Asked before ``tx.savepoint()``, whose copy of the transaction's state cost the writer ~15 µs
+    per confirmation of a 500-confirmation transaction (``bench/writer_tx.py``), for nothing in the
+    usual case (no open item waits for what a posting added). A read, in a database savepoint of its own: a failing
     statement aborts a PostgreSQL transaction, and this one must never cost the posting."""
     materials = masters.materials(tx.conn)
     keys = sorted(k for k in added if k[0] in materials and materials[k[0]].auto_reprocess)
