@@ -37,6 +37,7 @@ class Standin:
         self.hang_all = False  # every key as if in hang_keys
         self.effects: Counter[str] = Counter()  # key → effects taken (must end at 1 each)
         self.posts: Counter[str] = Counter()  # key → POSTs received
+        self.lookups: Counter[str] = Counter()  # key → HEADs received (the worker asking "do you have it?")
         self.order: list[str] = []  # keys in the order their effect was taken
         self.bodies: dict[str, dict] = {}
         self.requests: list[int] = []  # deliveries per POST received, in arrival order
@@ -63,6 +64,7 @@ class Standin:
             def do_HEAD(self):
                 key = unquote(self.path.rsplit("/", 1)[-1])
                 with standin.lock:
+                    standin.lookups[key] += 1
                     have = standin.effects[key] > 0
                 self.send_response(200 if have else 404)
                 self.send_header("Content-Length", "0")

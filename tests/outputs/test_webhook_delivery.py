@@ -118,7 +118,10 @@ async def test_commit_then_timeout_is_looked_up_not_resent(engine, standin, monk
     await run_until(w, lambda: len(standin.effects) == 3 and rows(engine)[keys[1]][0] == "delivered")
     assert dict(standin.effects) == {k: 1 for k in keys}
     assert standin.posts[keys[1]] == 1  # found on the target by HEAD, never POSTed again
-    assert rows(engine)[keys[1]][1] == 2  # the timed-out send, then the lookup
+    assert standin.lookups[keys[1]] >= 1
+    # the timed-out send, then the lookup: two attempts at least — more on a box so busy that an
+    # attempt's connection itself timed out (0.5 s; "not sent", seen once in CI), which is retried as such
+    assert rows(engine)[keys[1]][1] >= 2
 
 
 async def test_5xx_is_retried_and_a_business_refusal_is_parked_holding_its_order_back(engine, standin, monkeypatch):
