@@ -320,12 +320,12 @@ def _waiting(tx: LedgerTx, added: dict[tuple[str, str], str | None], masters: Ma
     per confirmation of a 500-confirmation transaction (``bench/writer_tx.py``), for nothing in the
     usual case (no open item waits for what a posting added). A read, in a database savepoint of its own: a failing
     statement aborts a PostgreSQL transaction, and this one must never cost the posting."""
-    materials = masters.materials(tx.conn)
-    keys = sorted(k for k in added if k[0] in materials and materials[k[0]].auto_reprocess)
-    if not keys:
-        return []
     eq = schema.error_queue.c
-    with tx.conn.begin_nested():
+    with tx.conn.begin_nested():  # the master-data read too: it may go to the database
+        materials = masters.materials(tx.conn)
+        keys = sorted(k for k in added if k[0] in materials and materials[k[0]].auto_reprocess)
+        if not keys:
+            return []
         found = tx.conn.execute(select(eq.id).where(eq.status == ErrorStatus.OPEN, eq.material != "",
                                                     tuple_(eq.material, eq.location).in_(keys)).limit(1)).first()
     return keys if found is not None else []

@@ -17,10 +17,10 @@ transactions of its own, on SQLite as on PostgreSQL. On SQLite such a transactio
 write lock for a few milliseconds, which the ledger writer then waits for; the writer committing
 the marks itself (as it did until 2026-11-30) cost the gateway's process ~35 µs of CPU per
 confirmation and two outputs (with outputs the gateway's CPU rose by 11 points of a core, now by
-5: bench/RESULTS.md, "Fifth round"). While the writer commits back to back (catching up a backlog after the database
-was away), a round's marks may find no gap within SQLite's busy timeout: the round fails, is
-logged (``outbox_round_failed``) and is tried again after a pause — the deliveries lag, the
-counting does not, nothing is lost. The writer never touches an outbox row after inserting it,
+5: bench/RESULTS.md, "Fifth round"). While the writer commits back to back (catching up a
+backlog after the database was away), a round's marks may find no gap within SQLite's busy
+timeout: the round fails, is logged (``outbox_round_failed``) and is tried again after a pause —
+the deliveries lag, the counting does not, nothing is lost. The writer never touches an outbox row after inserting it,
 so on PostgreSQL the two never wait for each other.
 
 The pipe, JSON lines on the relay's stdin (its logs go to stderr): first ``{"config": …}`` (the
