@@ -827,8 +827,10 @@ def run(plan: Plan, ceilings: bool = True, log_dir: Path | None = None, profile:
                 proc.wait(10)
         drop()
         if log_dir is not None:
-            for f in work.glob("stats-*.jsonl"):  # stats-1.jsonl, or gw2-stats-1.jsonl … with --instances 2
-                shutil.copy(f, log_dir / (f.name if plan.instances == 1 else f"gw{plan.instances}-{f.name}"))
+            # stats-1.jsonl, gw2-stats-1.jsonl … with --instances 2, outputs-stats-1.jsonl with the outputs
+            prefix = ("outputs-" if plan.outputs else "") + ("" if plan.instances == 1 else f"gw{plan.instances}-")
+            for f in work.glob("stats-*.jsonl"):
+                shutil.copy(f, log_dir / f"{prefix}{f.name}")
         shutil.rmtree(work, ignore_errors=True)
     return out
 

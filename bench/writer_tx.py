@@ -2,7 +2,7 @@
 postings (the bench master data of ``bench/e2e.py``, SQLite with synchronous=FULL).
 
 Usage: python bench/writer_tx.py [--confirmations 100] [--transactions 10] [--outputs N] [--profile] [--db URL]
-                                  [--collectors] [--ids sequential|hashed] [--checkpoints commit|thread]
+                                  [--collectors] [--ids sequential|hashed]
        python bench/writer_tx.py --plan      # backflush planning alone (``plan()``), no database
 
 It shows what one confirmation costs the writer thread, the figure behind the latency
@@ -18,9 +18,8 @@ with ``--db`` the ledger at URL, which must be empty (e.g. a fresh PostgreSQL sc
 hash of the machine and its counter positions) instead of ``C-<k>-<i>``: their indexes are then
 written at random places, as in the ledger of a running gateway, and what a confirmation costs
 grows with the ledger — run many transactions (``--transactions 100``) to see it. The COMMIT
-time per transaction is printed too; ``--checkpoints thread`` commits as the ledger writer does
-on SQLite (no checkpoint inside COMMIT: ``gateway.ledger.checkpoints``), ``commit`` (the default)
-leaves SQLite's automatic checkpoint in COMMIT.
+time per transaction is printed too (on SQLite it includes the checkpoint SQLite runs in a
+COMMIT that finds its log longer than 1 000 pages).
 
 ``--collectors``: the same confirmations posted to cost collectors (repetitive production, one
 per "order" of the bench master data), each change-set naming its collectors as the service's
@@ -51,7 +50,6 @@ from gateway.domain.records import Confirmation, Position
 from gateway.domain.repetitive import CollectorKey
 from gateway.ledger.masters import MasterCache
 from gateway.ledger.schema import open_engine
-from gateway.ledger.checkpoints import NO_AUTOCHECKPOINT, Checkpointer
 from gateway.ledger.posting import apply
 from gateway.ledger.changes import ChangeSet
 
@@ -111,8 +109,6 @@ def main() -> None:
     parser.add_argument("--collectors", action="store_true", help="post to cost collectors instead of orders")
     parser.add_argument("--ids", choices=("sequential", "hashed"), default="sequential",
                         help="confirmation ids C-<k>-<i>, or hashes as the gateway makes them")
-    parser.add_argument("--checkpoints", choices=("commit", "thread"), default="commit",
-                        help="SQLite: checkpoints inside COMMIT (SQLite's default), or left to a thread as the writer does")
     parser.add_argument("--plan", action="store_true", help="time plan() alone for one confirmation of the bench order")
     args = parser.parse_args()
     if args.plan:
@@ -133,9 +129,6 @@ def main() -> None:
         masters = MasterCache(ttl_s=1e9)
         now = datetime.now(UTC)
         hashed = args.ids == "hashed"
-        checkpointer = Checkpointer(engine) if args.checkpoints == "thread" and engine.dialect.name == "sqlite" else None
-        if checkpointer is not None:
-            checkpointer.start()
         commits: list[float] = []
         for k in range(1, 3):  # warm-up: caches, first setup activity, first lots
             with engine.begin() as conn:
@@ -150,25 +143,19 @@ def main() -> None:
             changes = commit_of(k, args.confirmations, now, args.collectors, hashed)
             began, cpu_began = time.perf_counter(), time.process_time()
             with engine.begin() as conn:
-                if checkpointer is not None:
-                    conn.exec_driver_sql(NO_AUTOCHECKPOINT)
                 apply(conn, changes, masters)
                 committing = time.perf_counter()
             commits.append(time.perf_counter() - committing)
-            if checkpointer is not None:
-                checkpointer.due()
             took += time.perf_counter() - began
             cpu += time.process_time() - cpu_began
         took, cpu = took / args.transactions, cpu / args.transactions
         if profiler is not None:
             profiler.stop()
             print(profiler.output_text(unicode=True, color=False))
-        if checkpointer is not None:
-            checkpointer.stop()
         engine.dispose()
         commits.sort()
         print(f"COMMIT per transaction: p50 {1000 * commits[len(commits) // 2]:.1f} ms, "
-              f"mean {1000 * sum(commits) / len(commits):.1f} ms (checkpoints: {args.checkpoints}, ids: {args.ids})")
+              f"mean {1000 * sum(commits) / len(commits):.1f} ms (ids: {args.ids})")
         print(f"{args.confirmations} confirmations per transaction{' (cost collectors)' if args.collectors else ''}, "
               f"{args.outputs} outputs: {1000 * took:.1f} ms per transaction, "
               f"{1e6 * took / args.confirmations:.0f} µs per confirmation "

@@ -32,8 +32,7 @@ stored position stays where the ledger is complete and the next start recounts t
 units from the PLC counter. The other machines go on. Nothing is dropped.
 
 What one transaction writes is ``gateway.ledger.posting.apply``; this module is the
-thread, its queue, its retries and its health. On SQLite its commits do not checkpoint the
-log; a thread beside it does (``gateway.ledger.checkpoints``). The lines that claim a posting
+thread, its queue, its retries and its health. The lines that claim a posting
 (``confirmation_posted`` …) are written here, after COMMIT returned, once per posting and
 with the commit time; a transaction that fails logs them as ``…_attempted`` with its error
 (``gateway.ledger.claims``), so a retried transaction never claims a posting twice.
@@ -54,7 +53,7 @@ from sqlalchemy import Connection, Engine, insert
 
 from gateway.backoff import Backoff
 from gateway.clock import utcnow
-from gateway.ledger import checkpoints, schema
+from gateway.ledger import schema
 from gateway.ledger.changes import ChangeSet
 from gateway.ledger.claims import transaction
 from gateway.ledger.failures import cause, lost_to_transient, root_error, short_error
@@ -123,15 +122,11 @@ class LedgerWriter:
         self._held: dict[str, str] = {}  # machine → the error that holds its stored position
         self._drained = False  # set when the thread ends with everything queued written
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
-        # SQLite: the log copied into the database file beside this thread, not in its commits
-        self.checkpointer = checkpoints.Checkpointer(engine) if checkpoints.applies(engine) else None
         self.health = WriterHealth()
         # Called in this thread after every commit (see the module docstring); add before start().
         self.after_commit: list[Callable[[Committed], None]] = []
 
     def start(self) -> None:
-        if self.checkpointer is not None:
-            self.checkpointer.start()
         self._thread.start()
 
     @property
@@ -159,8 +154,6 @@ class LedgerWriter:
         in ``dead_letters``) and the thread ended; False if it did not finish in time or died."""
         self._queue.put(None)
         self._thread.join(timeout)
-        if self.checkpointer is not None:
-            self.checkpointer.stop(timeout)
         return self._drained and not self._thread.is_alive()
 
     # -- the thread ------------------------------------------------------------------
@@ -299,8 +292,6 @@ class LedgerWriter:
         lost: set[str] = set()
         # The lines claiming its postings are written when this block ends: after COMMIT returned.
         with transaction(self._engine) as (conn, _):
-            if self.checkpointer is not None:
-                conn.exec_driver_sql(checkpoints.NO_AUTOCHECKPOINT)  # a setting of this connection, read at COMMIT
             if self._fence is not None and batch.fences:
                 # First in the transaction: the lease rows stay locked until it commits, so no
                 # other instance takes these machines over between this check and the commit.
@@ -324,8 +315,6 @@ class LedgerWriter:
         h.replays_skipped += len(batch.confirmations) - posted
         h.failing_since, h.retries, h.queued_confirmations = None, 0, 0
         self._backoff.reset()
-        if self.checkpointer is not None:
-            self.checkpointer.due()
         if self.after_commit:
             self._committed(Committed(batch, posted, began, time.time()))
 
