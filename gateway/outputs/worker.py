@@ -14,14 +14,15 @@ one delivery per call (the ERPs) gets each order's rows one after the other, sto
 first that is not delivered.
 
 One write per round: the outcomes of the previous round (delivered, failed, parked; kept in
-memory meanwhile and laid over what the round reads) and the in-flight marks of this round's
-rows (``unknown`` before the first call) are written together in a short transaction of the
-worker's own (``outbox.mark``), and the round sends nothing before it is committed; none is held
-across a network call. In ``gateway run`` the workers run in the outbox relay's process
-(``gateway.outputs.relay``), so these transactions cost the gateway's ledger writer no CPU. A
-stop writes the last outcomes; a gateway killed mid-round leaves what was in flight (and the
-outcomes not yet written) unknown, so the next start asks the target before sending it again
-(the target's dedupe by key covers what it cannot tell).
+memory meanwhile and laid over what the round reads; those delivered are not read again) and
+the in-flight marks of this round's rows (``unknown`` before the first call) are written
+together in a short transaction of the worker's own (``outbox.mark``), and the round sends
+nothing before it is committed; none is held across a network call. In ``gateway run`` the
+workers run in the outbox relay's process (``gateway.outputs.relay``), so these transactions
+cost the gateway's ledger writer no CPU. A stop writes the last outcomes; a gateway killed
+mid-round leaves what was in flight (and the outcomes not yet written) unknown, so the next
+start asks the target before sending it again (the target's dedupe by key covers what it
+cannot tell).
 
 At-least-once with the key: a row is marked delivered only after the target said so. An
 UNKNOWN outcome (sent, no answer) is never sent again blindly: the next attempt first asks
@@ -145,8 +146,10 @@ class DeliveryWorker:
     async def round(self) -> tuple[int, int, int]:
         """One pass over the undelivered rows: (attempted, failed, delivered)."""
         known = {m.id: m for m in self._outcomes}
+        delivered = [m.id for m in self._outcomes if m.status == "delivered"]  # not read again
         rows = await asyncio.to_thread(outbox.undelivered, self.engine, self.target.name,
-                                       self.options.batch + len(known), machines=self.owned())
+                                       self.options.batch + len(known) - len(delivered), machines=self.owned(),
+                                       delivered=delivered)
         chains = limited(due_chains(overlaid(rows, known), utcnow()), self.options.batch)
         due = [row for chain in chains for row in chain]
         # One write: the last round's outcomes, and this round's rows in flight — a kill before the
