@@ -318,25 +318,28 @@ def _waiting(tx: LedgerTx, added: dict[tuple[str, str], str | None], masters: Ma
 
     Asked before ``tx.savepoint()``, whose copy of the transaction's state cost the writer ~15 µs
     per confirmation of a 500-confirmation transaction (``bench/writer_tx.py``), for nothing in the
-    usual case (no open item waits for what a posting added). A read, in a database savepoint of its own: a failing
-    statement aborts a PostgreSQL transaction, and this one must never cost the posting."""
-    eq = schema.error_queue.c
+    usual case (no open item waits for what a posting added). A read, in a database savepoint of its
+    own: a failing statement aborts a PostgreSQL transaction, and this one must never cost the posting."""
     with tx.conn.begin_nested():  # the master-data read too: it may go to the database
         materials = masters.materials(tx.conn)
         keys = sorted(k for k in added if k[0] in materials and materials[k[0]].auto_reprocess)
         if not keys:
             return []
-        found = tx.conn.execute(select(eq.id).where(eq.status == ErrorStatus.OPEN, eq.material != "",
-                                                    tuple_(eq.material, eq.location).in_(keys)).limit(1)).first()
+        found = tx.conn.execute(select(schema.error_queue.c.id).where(*_open_items_of(keys)).limit(1)).first()
     return keys if found is not None else []
+
+
+def _open_items_of(keys: list[tuple[str, str]]) -> tuple:
+    """The open error items of a component at one of ``keys`` (material, location): what settling reissues."""
+    eq = schema.error_queue.c
+    return eq.status == ErrorStatus.OPEN, eq.material != "", tuple_(eq.material, eq.location).in_(keys)
 
 
 def _settle(tx: LedgerTx, keys: list[tuple[str, str]], added: dict[tuple[str, str], str | None],
             masters: MasterCache, now: datetime, by: str) -> list[int]:
     eq = schema.error_queue.c
-    rows = tx.conn.execute(select(schema.error_queue).where(
-        eq.status == ErrorStatus.OPEN, eq.material != "", tuple_(eq.material, eq.location).in_(keys))
-        .order_by(eq.id).with_for_update()).all()
+    rows = tx.conn.execute(select(schema.error_queue).where(*_open_items_of(keys))
+                           .order_by(eq.id).with_for_update()).all()
     if not rows:
         return []
     tx.lock_orders(r.order_no for r in rows)

@@ -20,8 +20,8 @@ confirmation and two outputs (with outputs the gateway's CPU rose by 11 points o
 5: bench/RESULTS.md, "Fifth round"). While the writer commits back to back (catching up a
 backlog after the database was away), a round's marks may find no gap within SQLite's busy
 timeout: the round fails, is logged (``outbox_round_failed``) and is tried again after a pause —
-the deliveries lag, the counting does not, nothing is lost. The writer never touches an outbox row after inserting it,
-so on PostgreSQL the two never wait for each other.
+the deliveries lag, the counting does not, nothing is lost. The writer never touches an outbox
+row after inserting it, so on PostgreSQL the two never wait for each other.
 
 The pipe, JSON lines on the relay's stdin (its logs go to stderr): first ``{"config": …}`` (the
 ledger URL, the mapping, the log settings, the owned machines), then ``{"wake": 1}`` after each
