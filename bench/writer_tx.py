@@ -2,7 +2,7 @@
 postings (the bench master data of ``bench/e2e.py``, SQLite with synchronous=FULL).
 
 Usage: python bench/writer_tx.py [--confirmations 100] [--transactions 10] [--outputs N] [--profile] [--db URL]
-                                  [--collectors] [--ids sequential|hashed]
+                                  [--collectors] [--ids sequential|hashed|digest]
        python bench/writer_tx.py --plan      # backflush planning alone (``plan()``), no database
 
 It shows what one confirmation costs the writer thread, the figure behind the latency
@@ -14,12 +14,13 @@ transactions, not the writer's); ``--profile`` prints a pyinstrument profile
 with ``--db`` the ledger at URL, which must be empty (e.g. a fresh PostgreSQL schema:
 ``postgresql+psycopg://host/db?options=-csearch_path%3Dmy_schema``).
 
-``--ids hashed``: confirmation ids as the gateway makes them (``confirming.confirmation_id``, a
-hash of the machine and its counter positions) instead of ``C-<k>-<i>``: their indexes are then
-written at random places, as in the ledger of a running gateway, and what a confirmation costs
-grows with the ledger — run many transactions (``--transactions 100``) to see it. The COMMIT
-time per transaction is printed too (on SQLite it includes the checkpoint SQLite runs in a
-COMMIT that finds its log longer than 1 000 pages).
+``--ids hashed``: confirmation ids as the gateway makes them (``confirming.confirmation_id``: the
+first unit's time, transaction ``k`` made at second ``k``, then a hash of the machine and its
+counter positions) instead of ``C-<k>-<i>``. ``--ids digest``: the hash alone, as the gateway
+made them before the time went in front: their indexes are then written at random places, and
+what a confirmation costs grows with the ledger — run many transactions (``--transactions
+100``) to see it. The COMMIT time per transaction is printed too (on SQLite it includes the
+checkpoint SQLite runs in a COMMIT that finds its log longer than 1 000 pages).
 
 ``--collectors``: the same confirmations posted to cost collectors (repetitive production, one
 per "order" of the bench master data), each change-set naming its collectors as the service's
@@ -35,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -54,7 +55,7 @@ from gateway.ledger.posting import apply
 from gateway.ledger.changes import ChangeSet
 
 
-def commit_of(k: int, n: int, now: datetime, collectors: bool = False, hashed: bool = False) -> ChangeSet:
+def commit_of(k: int, n: int, now: datetime, collectors: bool = False, ids: str = "sequential") -> ChangeSet:
     """Confirmation number ``k`` of ``n`` machines: 48 good and 2 scrap each."""
     c = ChangeSet()
     for i in range(n):
@@ -66,8 +67,11 @@ def commit_of(k: int, n: int, now: datetime, collectors: bool = False, hashed: b
             order = key.number
             c.collectors[order] = key
         machine = f"U{i:05d}"
-        c.confirmations.append(Confirmation(confirmation_id(machine, start, end) if hashed else f"C-{k}-{i}", machine, order, "0010",
-                                            Decimal(48), Decimal(2), "PC", start, end, now, now, "every_units"))
+        made = now + timedelta(seconds=k)
+        cid = (f"C-{k}-{i}" if ids == "sequential" else confirmation_id(machine, start, end, made) if ids == "hashed"
+               else "C-" + confirmation_id(machine, start, end, made)[13:])
+        c.confirmations.append(Confirmation(cid, machine, order, "0010",
+                                            Decimal(48), Decimal(2), "PC", start, end, made, made, "every_units"))
     return c
 
 
@@ -107,8 +111,9 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--db", help="an empty ledger database (default: a temporary SQLite file)")
     parser.add_argument("--collectors", action="store_true", help="post to cost collectors instead of orders")
-    parser.add_argument("--ids", choices=("sequential", "hashed"), default="sequential",
-                        help="confirmation ids C-<k>-<i>, or hashes as the gateway makes them")
+    parser.add_argument("--ids", choices=("sequential", "hashed", "digest"), default="sequential",
+                        help="confirmation ids C-<k>-<i>, as the gateway makes them (time, then a hash), or the "
+                             "hash alone (random order)")
     parser.add_argument("--plan", action="store_true", help="time plan() alone for one confirmation of the bench order")
     args = parser.parse_args()
     if args.plan:
@@ -128,11 +133,10 @@ def main() -> None:
             set_routes(engine, {f"out-{k}": None for k in range(args.outputs)})
         masters = MasterCache(ttl_s=1e9)
         now = datetime.now(UTC)
-        hashed = args.ids == "hashed"
         commits: list[float] = []
         for k in range(1, 3):  # warm-up: caches, first setup activity, first lots
             with engine.begin() as conn:
-                apply(conn, commit_of(k, args.confirmations, now, args.collectors, hashed), masters)
+                apply(conn, commit_of(k, args.confirmations, now, args.collectors, args.ids), masters)
         profiler = None
         if args.profile:
             from pyinstrument import Profiler
@@ -140,7 +144,7 @@ def main() -> None:
             profiler.start()
         took = cpu = 0.0
         for k in range(3, 3 + args.transactions):
-            changes = commit_of(k, args.confirmations, now, args.collectors, hashed)
+            changes = commit_of(k, args.confirmations, now, args.collectors, args.ids)
             began, cpu_began = time.perf_counter(), time.process_time()
             with engine.begin() as conn:
                 apply(conn, changes, masters)

@@ -6,9 +6,9 @@ its last confirmation, together with the range of counter positions they came fr
 plus the machine's own ``spread_seconds``, see ``timer_spread``); ``decide`` says which of
 a machine's pendings to confirm at a given moment and why (a ``Trigger``: a rule, an order
 change, shutdown, reload), and which wait (an order not known yet). ``confirm`` turns a
-Pending into a ``Confirmation`` whose id is a hash of the machine and the position ranges,
-so the same slice of production always gets the same id and a replay after a crash can be
-recognised.
+Pending into a ``Confirmation`` whose id is the time its first unit was made followed by a
+hash of the machine and the position ranges, so the same slice of production always gets
+the same id and a replay after a crash can be recognised (``confirmation_id``).
 
 Units of the ``scrap`` counter are scrap; units of any other counter are yield. On a
 machine whose parts counter is a ``total`` (good and bad), scrap is part of the total:
@@ -23,7 +23,7 @@ import enum
 import hashlib
 from collections.abc import Container, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from gateway.domain.records import Confirmation, Increment, Position, Trigger
@@ -230,7 +230,7 @@ def _count_reached(pending: Pending, every_units: int | None) -> bool:
 def confirm(pending: Pending, trigger: Trigger, uom: str) -> Confirmation:
     """The confirmation of everything pending; its id depends only on what it covers."""
     return Confirmation(
-        id=confirmation_id(pending.machine, pending.start, pending.end),
+        id=confirmation_id(pending.machine, pending.start, pending.end, pending.first_source_time),
         machine=pending.machine,
         order=pending.order,
         operation=pending.operation,
@@ -246,11 +246,24 @@ def confirm(pending: Pending, trigger: Trigger, uom: str) -> Confirmation:
     )
 
 
-def confirmation_id(machine: str, start: Positions, end: Positions) -> str:
-    """Deterministic id: counter position ranges never overlap, so neither do ids."""
+def confirmation_id(machine: str, start: Positions, end: Positions, first_source_time: datetime) -> str:
+    """Deterministic id: ``C-``, the time the first unit was made (milliseconds since 1970, 11 hex
+    digits), then a digest of the machine and its counter position ranges.
+
+    The ranges never overlap, so neither do ids. The time comes first so that ids sort roughly
+    in the order production happened: every index that holds them (the confirmations', the
+    postings', the outbox keys) then grows at its end instead of at a random place, and a
+    transaction of 500 confirmations touches a few pages of each instead of 500 — the writer's
+    CPU per confirmation stayed at ≈ 130 µs instead of growing to ≈ 200 µs by 50 000
+    confirmations (``bench/writer_tx.py --ids``). A clock before 1970 counts as 1970.
+    """
     ranges = ",".join(f"{c}={s}..{e}" for (c, s), (_, e) in zip(start, end, strict=True))
     digest = hashlib.sha256(f"{machine}|{ranges}".encode()).hexdigest()[:20]
-    return f"C-{digest}"
+    ms = min(max((first_source_time - _EPOCH) // _MS, 0), _MAX_MS)
+    return f"C-{ms:011x}{digest}"
+
+
+_EPOCH, _MS, _MAX_MS = datetime(1970, 1, 1, tzinfo=UTC), timedelta(milliseconds=1), 16**11 - 1
 
 
 def format_positions(positions: Positions) -> str:

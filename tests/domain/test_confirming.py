@@ -11,6 +11,7 @@ from gateway.domain.confirming import (
     ConfirmRule,
     accumulate,
     confirm,
+    confirmation_id,
     due,
     format_positions,
     parse_positions,
@@ -99,6 +100,37 @@ def test_same_ranges_same_id_and_different_ranges_different_id():
     b = confirm(acc(None, inc("good", 0, 10), 10, t=99), "every_units", "PC")
     c = confirm(acc(None, inc("good", 10, 20), 10), "shutdown", "PC")
     assert a.id == b.id != c.id
+
+
+@given(st.lists(st.tuples(st.text("ABCM-0123", min_size=1, max_size=12), st.integers(0, 2**32 - 2),
+                          st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2400, 1, 1),
+                                       timezones=st.just(UTC))), min_size=2, max_size=6))
+def test_ids_sort_by_when_the_first_unit_was_made(slices):
+    """The time leads the id (the ledger's indexes grow at their end); a whole millisecond apart is enough."""
+    def cid(machine, raw, made):
+        return confirmation_id(machine, (("good", Position(0, raw)),), (("good", Position(0, raw + 1)),), made)
+    for (m1, r1, t1), (m2, r2, t2) in zip(slices, slices[1:]):
+        a, b = cid(m1, r1, t1), cid(m2, r2, t2)
+        if t2 - t1 >= timedelta(milliseconds=1):
+            assert a < b
+        assert len(a) == 33 and len("R-" + a) <= 40  # a reversal's postings carry "R-" + id in a 40-character column
+        assert cid(m1, r1, t1) == a  # deterministic
+        # the digest part names the machine and its ranges, whatever the time
+        assert cid(m1, r1, t1 + timedelta(days=1))[13:] == a[13:]
+
+
+def test_an_id_is_the_first_units_millisecond_then_the_digest_of_machine_and_ranges():
+    start, end = (("good", Position(0, 0)),), (("good", Position(0, 10)),)
+    made = datetime(2026, 11, 30, 12, 0, 0, 123456, tzinfo=UTC)
+    cid = confirmation_id("M1", start, end, made)
+    assert cid[:2] == "C-" and int(cid[2:13], 16) == 1_796_040_000_123
+    assert cid[13:] != confirmation_id("M2", start, end, made)[13:]
+    assert cid[13:] != confirmation_id("M1", start, (("good", Position(0, 11)),), made)[13:]
+    # a PLC clock before 1970 (a flat battery) sorts first instead of failing the confirmation
+    assert confirmation_id("M1", start, end, datetime(1960, 1, 1, tzinfo=UTC))[:13] == "C-" + "0" * 11
+    # another unit made first: another slice of production, another id
+    assert confirm(acc(None, inc("good", 0, 10, t=1), 10), "shutdown", "PC").id != \
+        confirm(acc(None, inc("good", 0, 10, t=2), 10), "shutdown", "PC").id
 
 
 @given(st.lists(st.tuples(st.sampled_from(["good", "scrap"]), st.integers(0, 3), st.integers(0, 2**32 - 1)), max_size=3, unique_by=lambda x: x[0]))
