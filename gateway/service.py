@@ -519,6 +519,7 @@ class Gateway:
         first_states(self.machines, values)
         snapshots = state_snapshots(self.machines, values)
         machines, last_seen, orders, none = self.machines, self.last_seen, self.orders, frozenset()
+        runs: list[MachineRuntime] = []  # machines counting a run of increases (gateway.machine): settled below
         try:
             for tv in values:
                 rt = machines.get(tv.machine)
@@ -530,9 +531,11 @@ class Gateway:
                 if rt.repetitive:
                     self._roll_period(rt, changes, now)
                 rt.on_value(tv, changes, orders, now,
-                            snapshots.get((tv.machine, tv.source_time), none) if snapshots else none)
+                            snapshots.get((tv.machine, tv.source_time), none) if snapshots else none, runs)
         finally:
             # What was applied in memory must reach the ledger even if a later value raised.
+            for rt in runs:
+                rt.settle(changes, orders, now)
             self._submit(changes)
 
     def _submit(self, changes: ChangeSet) -> None:
