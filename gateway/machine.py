@@ -357,11 +357,14 @@ class MachineRuntime:
             changes.counted[self.name] = self.counted_total
         order, operation = self.order, self._operation
         key = (order, operation)
-        pending = accumulate(self.pendings.get(key), increment, order=order, operation=operation,
-                             now=now, scrap_in_total=self._scrap_in_total, serials=serials)
-        self.pendings[key] = pending
+        self._pend(accumulate(self.pendings.get(key), increment, order=order, operation=operation,
+                              now=now, scrap_in_total=self._scrap_in_total, serials=serials), tv, changes, orders, now)
+
+    def _pend(self, pending: Pending, tv: TagValue, changes: ChangeSet, orders: OrderDirectory, now: datetime) -> None:
+        """The running order's pending with units just added: kept, checked, confirmed if the count is reached."""
+        self.pendings[(pending.order, pending.operation)] = pending
         changes.pendings[pending.key] = pending
-        if order not in orders.uoms:
+        if pending.order not in orders.uoms:
             self._unknown_order(tv, changes, orders)
         else:
             self._check_work_center(tv, changes, orders)
@@ -409,15 +412,8 @@ class MachineRuntime:
         self.counted_total += units
         changes.counted[self.name] = self.counted_total
         order, operation = self.order, self._operation
-        key = (order, operation)
-        pending = accumulate_run(self.pendings.get(key), run, order=order, operation=operation, now=now)
-        self.pendings[key] = pending
-        changes.pendings[pending.key] = pending
-        if order not in orders.uoms:
-            self._unknown_order(tv, changes, orders)
-        else:
-            self._check_work_center(tv, changes, orders)
-            self.confirm_due(changes, orders, now, Moment.COUNTED)
+        self._pend(accumulate_run(self.pendings.get((order, operation)), run, order=order, operation=operation,
+                                  now=now), tv, changes, orders, now)
 
     def _with_serials(self, tv: TagValue, increment: Increment,
                       changes: ChangeSet) -> tuple[Increment, tuple[str, ...]]:
