@@ -160,6 +160,7 @@ class Plan:
     api_rps: float = 0.0  # …and this many API requests/s plus a /metrics scrape every second reach it
     outputs: bool = False  # a webhook (stand-in) and an MQTT output (--outputs)
     confirm_every: int = 0  # units per confirmation (0: 50 per unit of a cycle)
+    out_of_step: bool = False  # each machine ends its cycles at its own moment of the second (--out-of-step)
     webhook_url: str = ""
     mqtt_site: str = ""
     sims: list[Sim] = field(default_factory=list)
@@ -182,7 +183,11 @@ def sim_args(plan: Plan, sim: Sim) -> list[str]:
     specs = []
     for name in sim.machines:
         i = int(name[1:])
-        specs += ["--machine", f"{name},rate={plan.rate:g},upc={plan.upc},scrap=0.05,order={order_of(i)},seed={i}"]
+        # Out of step: machine i a golden-ratio share further into its first cycle than machine i − 1,
+        # so the machines' cycle ends spread evenly over the second instead of all falling in one tick.
+        phase = f",phase={i * 0.6180339887 % 1:.4f}" if plan.out_of_step else ""
+        specs += ["--machine", f"{name},rate={plan.rate:g},upc={plan.upc},scrap=0.05,order={order_of(i)},seed={i}"
+                  + phase]
     module = "simulators.opcua_plc" if sim.kind == "opcua" else "simulators.modbus_plc"
     args = ["-m", module, "--port", str(sim.port), "--tick", str(plan.tick), *specs]
     if sim.kind == "modbus":
@@ -730,6 +735,7 @@ def run(plan: Plan, ceilings: bool = True, log_dir: Path | None = None, profile:
         wait_for(lambda: ledger_matches(engine, plan, paused), 300, "the gateway to catch up")
         out["catch_up_s"] = time.time() - end_t
         out["outputs"] = plan.outputs
+        out["out_of_step"] = plan.out_of_step
         if plan.outputs:  # the outbox emptied before the stop (its shutdown's confirmations stay)
             wait_for(lambda: outbox_open(engine) == 0, 600, "the outputs to empty the outbox")
             out["outputs_drain_s"] = time.time() - end_t
@@ -952,7 +958,8 @@ def ledger_rates(engine, window: tuple[float, float]) -> dict:
 
 
 def describe(r: dict) -> str:
-    lines = [f"machines: {r['opcua']} OPC UA + {r['modbus']} Modbus at {r['rate']:g} Hz, ledger {r['db']}, "
+    lines = [f"machines: {r['opcua']} OPC UA + {r['modbus']} Modbus at {r['rate']:g} Hz"
+             f"{' (out of step)' if r.get('out_of_step') else ''}, ledger {r['db']}, "
              f"{r['seconds']:g} s, {r['sim_procs']} simulator process(es), {r.get('instances', 1)} gateway "
              f"instance(s), load {r.get('load_before', float('nan')):.2f} → {r.get('load_after', float('nan')):.2f}",
              f"  simulators wrote {r['sim_changes_per_s']:.0f} counter changes/s using {r['sim_cpu_pct']:.0f} % CPU",
@@ -1196,6 +1203,9 @@ def main() -> int:
                              "compare the p99 of all runs of each (a 60 s run's p99 rests on a handful of bursts)")
     parser.add_argument("--confirm-every", type=int, default=0,
                         help="units per confirmation (default 50 per unit of a cycle): the confirmation rate")
+    parser.add_argument("--out-of-step", action="store_true",
+                        help="the simulated machines out of step, as a plant's are: each ends its cycles at its own "
+                             "moment (default: all in step, every cycle of every machine in the same tick)")
     parser.add_argument("--scaling", action="store_true", help="run the scaling table and plot bench/scaling.png")
     parser.add_argument("--append", action="store_true", help="append the scaling table to bench/RESULTS.md")
     parser.add_argument("--raw-opcua", help=argparse.SUPPRESS)
@@ -1218,7 +1228,7 @@ def main() -> int:
         return Plan(opcua, modbus, rate, args.upc, args.seconds, args.publishing_ms, args.poll_ms, procs,
                     args.modbus_per_proc, args.db, min(args.tick, 0.5 / rate), instances,
                     http=api_rps is not None, api_rps=api_rps or 0.0, outputs=outputs,
-                    confirm_every=args.confirm_every)
+                    confirm_every=args.confirm_every, out_of_step=args.out_of_step)
 
     combos = [(*c, 1) for c in SCALING] if args.scaling else [(args.opcua, args.modbus, args.rate, n) for n in counts]
     rows, failed = [], False

@@ -54,6 +54,9 @@ class SimMachineConfig:
     seed: int = 0
     paused: bool = False  # start paused, e.g. a PLC that comes back from a restart in stop
     serials: bool = False  # write a serial per good cycle to a serial tag
+    # How much of its first cycle the machine has done when it starts (0 ≤ phase < 1): machines
+    # of one plant are out of step, each finishing its cycles at its own moment of the second.
+    phase: float = 0.0
 
     def __post_init__(self) -> None:
         # "*" addresses all machines in control commands, so it cannot name one.
@@ -66,6 +69,8 @@ class SimMachineConfig:
             raise ValueError(f"{self.name}: scrap_ratio must be in 0..1, got {self.scrap_ratio}")
         if self.width_bits not in COUNTER_WIDTHS:
             raise ValueError(f"{self.name}: width_bits must be one of {COUNTER_WIDTHS}, got {self.width_bits}")
+        if not 0.0 <= self.phase < 1.0:
+            raise ValueError(f"{self.name}: phase must be in [0, 1), got {self.phase}")
         if not 0 <= self.initial_count < self.modulus:
             raise ValueError(
                 f"{self.name}: initial_count must be in 0..{self.modulus - 1}, got {self.initial_count}"
@@ -90,7 +95,7 @@ class MachineModel:
         # Exact arithmetic: a float carry would drift, and "rate × elapsed time" must
         # hold to the cycle however the time is sliced into ticks.
         self._rate = Fraction(config.rate_hz)
-        self._carry = Fraction(0)
+        self._carry = Fraction(config.phase)
         self._paused = config.paused
         self._order = config.order
         self._raw = {"good": config.initial_count, "scrap": config.initial_count}

@@ -152,13 +152,15 @@ _SPEC_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "initial": ("initial_count", int),
     "seed": ("seed", int),
     "paused": ("paused", flag),
+    "phase": ("phase", float),
 }
 
 
 def parse_machine_spec(text: str) -> SimMachineConfig:
     """``"PRESS-01,rate=5,upc=4,scrap=0.02,order=1000123"`` -> SimMachineConfig.
 
-    Keys: rate (cycles/s, default 1), upc, scrap, order, width, initial, seed, paused (1: start paused).
+    Keys: rate (cycles/s, default 1), upc, scrap, order, width, initial, seed, paused (1: start paused),
+    phase (how much of its first cycle is done at the start, 0 ≤ phase < 1: machines out of step).
     """
     name, *pairs = (part.strip() for part in text.split(","))
     fields: dict[str, object] = {"rate_hz": 1.0}

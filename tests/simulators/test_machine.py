@@ -42,6 +42,16 @@ def test_a_rate_below_one_cycle_per_tick_still_adds_up():
     assert made == 100
 
 
+def test_a_phase_moves_when_the_cycles_end_not_how_many_there_are():
+    """Machines out of step: at 1 Hz, one a quarter into its cycle ends its cycles at 0.75 s, 1.75 s, …"""
+    model = machine(rate_hz=1.0, phase=0.25)
+    ends = [round(0.05 * (k + 1), 2) for k in range(60) if model.advance(0.05)]
+    assert ends == [0.75, 1.75, 2.75]
+    assert machine(rate_hz=1.0).advance(0.75) == 0
+    with pytest.raises(ValueError, match="phase"):
+        machine(phase=1.0)
+
+
 def test_pausing_makes_nothing_and_resuming_brings_no_burst():
     model = machine(rate_hz=10.0)
     model.advance(0.25)  # 2 cycles and half a cycle of credit

@@ -214,6 +214,7 @@ def test_machine_spec_keys():
         seed=9,
     )
     assert parse_machine_spec("WELD-02").rate_hz == 1.0
+    assert parse_machine_spec("WELD-02,phase=0.5").phase == 0.5
 
 
 @pytest.mark.parametrize(
