@@ -6,6 +6,7 @@ Usage:
   python bench/e2e.py --scaling [--seconds 20] [--append]     # the scaling table and bench/scaling.png
   python bench/e2e.py --opcua 1000 --rate 1 --db URL --instances 1,2   # one gateway against two, same run
   python bench/e2e.py --opcua 1000 --rate 1 --confirm-every 1 --outputs   # 1 000 confirmations/s, outputs or not
+  python bench/e2e.py … --out-of-step   # the machines end their cycles spread over the second (default: in step)
 
 One run: the simulators start (OPC UA machines spread over ``--sim-procs`` processes, Modbus
 machines in one process per ``--modbus-per-proc``), then (a) a raw asyncua client subscribes
