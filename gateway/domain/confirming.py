@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from gateway.domain.records import Confirmation, Increment, Position, Trigger
+from gateway.domain.records import Confirmation, Increment, Position, Trigger, whole_units
 
 SCRAP_COUNTER = "scrap"
 TOTAL_COUNTER = "total"  # every part, good and scrap
@@ -151,7 +151,7 @@ def accumulate_run(
             earliest = at
         elif at > latest:
             latest = at
-    units = _SMALL_UNITS[units] if units < len(_SMALL_UNITS) else Decimal(units)
+    units = whole_units(units)
     if pending is None:
         return Pending(first.machine, order, operation, units, _ZERO, ((counter, first.start),),
                        ((counter, last.end),), earliest, latest, now)
@@ -168,9 +168,6 @@ def accumulate_run(
         pending.opened_at,
         pending.serials,
     )
-
-
-_SMALL_UNITS = tuple(Decimal(n) for n in range(4096))
 
 
 def yield_before_due(pending: Pending | None, every_units: int | None) -> int | None:
@@ -289,7 +286,8 @@ def _count_reached(pending: Pending, every_units: int | None) -> bool:
 
 
 def confirm(pending: Pending, trigger: Trigger, uom: str) -> Confirmation:
-    """The confirmation of everything pending; its id depends only on what it covers."""
+    """The confirmation of everything pending; its id depends only on what it covers (its counter
+    positions, and when its first unit was made)."""
     return Confirmation(
         id=confirmation_id(pending.machine, pending.start, pending.end, pending.first_source_time),
         machine=pending.machine,
@@ -314,9 +312,10 @@ def confirmation_id(machine: str, start: Positions, end: Positions, first_source
     The ranges never overlap, so neither do ids. The time comes first so that ids sort roughly
     in the order production happened: every index that holds them (the confirmations', the
     postings', the outbox keys) then grows at its end instead of at a random place, and a
-    transaction of 500 confirmations touches a few pages of each instead of 500 — the writer's
-    CPU per confirmation stayed at ≈ 130 µs instead of growing to ≈ 200 µs by 50 000
-    confirmations (``bench/writer_tx.py --ids``). A clock before 1970 counts as 1970.
+    transaction of 500 confirmations touches a few pages of each instead of 500: with 50 000
+    confirmations in the ledger its COMMIT took 4–13 ms instead of 21–35 ms and the transaction
+    10–35 % less time (``bench/writer_tx.py --ids``, bench/RESULTS.md). A clock before 1970
+    counts as 1970.
     """
     ranges = ",".join(f"{c}={s}..{e}" for (c, s), (_, e) in zip(start, end, strict=True))
     digest = hashlib.sha256(f"{machine}|{ranges}".encode()).hexdigest()[:20]

@@ -34,6 +34,11 @@ from typing import Literal
 _SMALL = 1024
 _SMALL_DECIMALS = tuple(Decimal(n) for n in range(_SMALL))
 
+
+def whole_units(n: int) -> Decimal:
+    """``Decimal(n)`` for a whole number of units, the usual small ones not built anew."""
+    return _SMALL_DECIMALS[n] if 0 <= n < _SMALL else Decimal(n)
+
 # How far the source trusted a value: OPC UA's status class (Good, Uncertain, Bad); Modbus reads
 # are good or bad. The words of the sources' ``Quality`` enum, which the domain does not import.
 ReadingQuality = Literal["good", "uncertain", "bad"]
@@ -112,9 +117,8 @@ class Increment:
     @property
     def units(self) -> Decimal:
         """The units these counts made, in the produced material's unit of measure."""
-        units = self.counts * self.units_per_count
         # Read several times for every counter change: the usual small figures are not built anew.
-        return _SMALL_DECIMALS[units] if 0 <= units < _SMALL else Decimal(units)
+        return whole_units(self.counts * self.units_per_count)
 
 
 class AnomalyKind(enum.Enum):
