@@ -51,7 +51,7 @@ from gateway.ledger.claims import claim, tentative
 from gateway.ledger.collectors import ensure_collectors
 from gateway.ledger.failures import cause, lost_to_transient, short_error
 from gateway.ledger.masters import MasterCache
-from gateway.ledger.sql import upsert
+from gateway.ledger.sql import execute_rows, upsert
 from gateway.ledger.tx import LedgerTx, buffered
 
 log = structlog.get_logger("gateway.ledger")
@@ -84,7 +84,7 @@ def apply(conn: Connection, batch: ChangeSet, masters: MasterCache) -> int:
            ["machine", "order_no", "operation"])
     confirmed = [{"machine": m, "order": o, "operation": op} for (m, o, op), p in batch.pendings.items() if p is None]
     if confirmed:
-        conn.execute(_DELETE_PENDING, confirmed)
+        execute_rows(conn, _DELETE_PENDING, confirmed)
     upsert(conn, schema.machine_states, [
         {"machine": m, "order_no": o, "updated_at": now, **_job_reset_row(batch.job_resets.get(m))}
         for m, o in batch.machine_orders.items()

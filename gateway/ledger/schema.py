@@ -119,7 +119,11 @@ class UtcDateTime(TypeDecorator):
         carries a time of its own, and each conversion was a few µs of Python in the writer's thread."""
         if dialect.name == "sqlite":
             def process(value):
-                return None if value is None else self.process_bind_param(value, dialect).isoformat(" ", "microseconds")
+                if value is None:
+                    return None
+                if value.tzinfo is UTC:  # most of them: the text less its "+00:00", no conversion
+                    return value.isoformat(" ", "microseconds")[:-6]
+                return self.process_bind_param(value, dialect).isoformat(" ", "microseconds")
         else:
             process = super().bind_processor(dialect)
         if process is None:

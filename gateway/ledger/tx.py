@@ -64,13 +64,13 @@ from datetime import datetime
 from decimal import Decimal
 from itertools import groupby
 
-from sqlalchemy import Connection, Table, bindparam, func, insert, select, tuple_
+from sqlalchemy import Connection, Table, bindparam, func, select, tuple_
 
 from gateway.domain.records import LotStock, OperationProgress, StockView
 from gateway.domain.valuation import value
 from gateway.ledger import schema
 from gateway.ledger.claims import tentative
-from gateway.ledger.sql import LOTS_OF, STOCK_LOTS, insert_absent, movement_row, upsert
+from gateway.ledger.sql import LOTS_OF, STOCK_LOTS, insert_absent, insert_rows, movement_row, upsert
 
 _CARRY = select(schema.order_carry).where(schema.order_carry.c.order_no == bindparam("order")).with_for_update()
 _PROGRESS = select(schema.order_progress).where(schema.order_progress.c.order_no == bindparam("order"),
@@ -339,7 +339,7 @@ class LedgerTx:
         for table, rows in self._inserts.items():
             # executemany needs one set of columns: consecutive rows that share it go together.
             for _, run in groupby(rows, key=lambda r: tuple(r)):
-                self.conn.execute(insert(table), list(run))
+                insert_rows(self.conn, table, list(run))
         self._inserts.clear()
         if self._new_lots:  # another transaction may register the same lot: the first one dates it
             insert_absent(self.conn, schema.lots, [self._new_lots[k] for k in sorted(self._new_lots)], ["material", "lot"])

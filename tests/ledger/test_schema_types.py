@@ -36,6 +36,12 @@ def test_sqlite_text_is_sqlalchemys_text(value):
     assert UtcDateTime()._cached_bind_processor(SQLITE)(value) == sqlalchemy_text(value)
 
 
+@given(st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)))
+def test_utc_times_take_the_short_way_to_the_same_text(naive):
+    value = naive.replace(tzinfo=UTC)  # asyncua's and the clock's times: UTC itself, no conversion
+    assert UtcDateTime()._cached_bind_processor(SQLITE)(value) == sqlalchemy_text(value)
+
+
 @given(st.lists(aware, min_size=1, max_size=8))
 def test_the_remembered_last_value_never_answers_for_another(values):
     process = UtcDateTime()._cached_bind_processor(SQLITE)
