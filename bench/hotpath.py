@@ -126,7 +126,8 @@ async def run(args: argparse.Namespace, folder: Path) -> int:
                     "--db", url], check=True, cwd=ROOT, capture_output=True)
     engine = open_engine(url, create=False)
     mapping = load_mapping(folder / "mapping.yaml")
-    gateway = Gateway(mapping, engine, lease=LeaseOptions("bench"))  # as `gateway run`: leases, a fenced writer
+    gather = {} if args.gather is None else {"gather_s": args.gather}
+    gateway = Gateway(mapping, engine, lease=LeaseOptions("bench"), **gather)  # as `gateway run`: leases, a fenced writer
     stop = asyncio.Event()
     task = asyncio.create_task(gateway.run(stop, shutdown_timeout_s=60))
     await gateway.started()
@@ -199,6 +200,8 @@ def main() -> int:
     parser.add_argument("--machines", type=int, default=100)
     parser.add_argument("--rate", type=float, default=50.0, help="cycles/s per machine")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--gather", type=float, default=None,
+                        help="the writer's gather time in seconds (`gateway run --gather`; default: its default)")
     parser.add_argument("--profile", help="write a py-spy profile of the run (raw/collapsed stacks) to this file")
     args = parser.parse_args()
     # The gateway logs every posted confirmation at info: kept, as in production (JSON to a

@@ -65,7 +65,7 @@ from gateway.ledger.changes import ChangeSet
 from gateway.ledger.leases import LEDGER, MachinesOwned
 from gateway.ledger.resume import OrderDirectory, ResumeState, order_directory, resume_state
 from gateway.ledger.stats import StatsFile
-from gateway.ledger.writer import LedgerWriter
+from gateway.ledger.writer import DEFAULT_GATHER_S, LedgerWriter
 from gateway.machine import MachineRuntime, first_states, state_snapshots
 from gateway.mapping.model import Mapping
 from gateway.outputs.relay import OutputsProcess
@@ -182,7 +182,7 @@ class Gateway:
     def __init__(self, mapping: Mapping, engine: Engine, *, clock: Callable[[], datetime] = utcnow,
                  stats: str | None = None, lease: LeaseOptions | None = None,
                  mapping_file: str | os.PathLike[str] | None = None,
-                 reload_requests: asyncio.Event | None = None) -> None:
+                 reload_requests: asyncio.Event | None = None, gather_s: float = DEFAULT_GATHER_S) -> None:
         self.mapping = mapping
         # Where ``mapping`` was read from, read again whenever ``reload_requests`` is set (SIGHUP).
         self.mapping_file = mapping_file
@@ -193,7 +193,7 @@ class Gateway:
         self.keeper = None if lease is None else LeaseKeeper(
             engine, list(mapping.machines), lease, last_commit=lambda: self.writer.health.last_commit_at)
         self.writer = LedgerWriter(engine, fence=self.keeper.fence if self.keeper else None,
-                                   on_fenced=self._lost_from_thread)
+                                   on_fenced=self._lost_from_thread, gather_s=gather_s)
         if stats is not None:  # a JSON line per committed transaction, for benchmarks
             self.writer.after_commit.append(StatsFile(stats).committed)
         self.last_seen: dict[tuple[str, str], TagValue] = {}  # (machine, role) → latest value, owned or not

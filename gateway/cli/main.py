@@ -24,6 +24,7 @@ from gateway import diagnostics, logs
 from gateway.cli.common import DbOption, Format, FormatOption, actor, age_text, emit, fail, on_ledger, parsed
 from gateway.inputfile.errors import InputFileError
 from gateway.ledger.leases import DEFAULT_TTL_S, LEDGER
+from gateway.ledger.writer import DEFAULT_GATHER_S
 
 class _App(typer.Typer):
     """Every command: a ledger of another schema version is one line on stderr and exit 1."""
@@ -122,6 +123,10 @@ def run(
     lease_ttl: float = typer.Option(DEFAULT_TTL_S, "--lease-ttl", min=1.0,
                                     help="Seconds a machine's lease lasts without renewal (renewed every third); "
                                          "a standby takes over within this time after an owner dies."),
+    gather: float = typer.Option(DEFAULT_GATHER_S, "--gather", min=0.0, max=5.0,
+                                 help="Seconds the ledger writer gathers counter changes into one transaction "
+                                      "(from the start of the last one): fewer rows and commits per change, "
+                                      "each change at most this much later in the ledger. 0: write at once."),
     http: str = HttpOption,
     tokens: Path = TokensOption,
     http_auth_metrics: bool = AuthMetricsOption,
@@ -169,6 +174,7 @@ def run(
             return True  # stopped before the database came back: nothing was counted
         gateway = Gateway(config, engine, stats=str(stats) if stats else None,
                           lease=LeaseOptions(instance, lease_ttl, standby, me),
+                          gather_s=gather,
                           mapping_file=mapping, reload_requests=reload)
         async with serving(http_plan, gateway):
             done = await gateway.run(stop, shutdown_timeout_s=shutdown_timeout)

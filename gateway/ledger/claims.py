@@ -110,12 +110,17 @@ def collecting() -> Iterator[Claims]:
 
 
 @contextmanager
-def transaction(engine: Engine) -> Iterator[tuple[Connection, Claims]]:
-    """``engine.begin()`` whose claims are logged after its commit, or as attempted if it fails."""
+def transaction(engine: Engine | Connection) -> Iterator[tuple[Connection, Claims]]:
+    """``engine.begin()`` (or ``begin()`` on a connection the caller keeps) whose claims are logged
+    after its commit, or as attempted if it fails."""
     with collecting() as claims:
         try:
-            with engine.begin() as conn:
-                yield conn, claims
+            if isinstance(engine, Connection):
+                with engine.begin():
+                    yield engine, claims
+            else:
+                with engine.begin() as conn:
+                    yield conn, claims
         except BaseException as exc:
             claims.attempted(exc)
             raise

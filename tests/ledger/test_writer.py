@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from datetime import UTC, datetime
 from decimal import Decimal as D
 
@@ -27,7 +29,7 @@ from gateway.ledger.resume import resume_state
 from gateway.ledger.schema import open_engine
 from gateway.ledger.posting import apply
 from gateway.ledger.changes import ChangeSet
-from gateway.ledger.writer import LedgerWriter
+from gateway.ledger.writer import Committed, LedgerWriter
 from gateway.ledger.masters import MasterCache
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -318,4 +320,51 @@ def test_a_backlog_is_written_in_transactions_of_bounded_size(ledger_url):
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(schema.confirmations)).scalar() == 1300
     assert summary(engine).machines["M1"].confirmed_yield == 1300
+    engine.dispose()
+
+
+def _counted(n: int) -> ChangeSet:
+    return ChangeSet(counter_states=[CounterState("M1", "good", Position(0, n), T0)], counted={"M1": D(n)})
+
+
+def test_changes_that_come_within_the_gather_time_go_in_one_transaction(sqlite_url):
+    """Changes submitted while the writer gathers are written together, in order (the last
+    counter state and count win); a writer without gathering writes each as it comes."""
+    for gather_s, most in ((0.6, 2), (0.0, 12)):
+        engine = open_engine(sqlite_url)
+        writer = LedgerWriter(engine, gather_s=gather_s)
+        done: list[Committed] = []
+        writer.after_commit.append(done.append)
+        writer.start()
+        for n in range(1, 13):
+            writer.submit(_counted(n))
+            time.sleep(0.05)
+        assert writer.stop(30)
+        assert 1 <= len(done) <= most, (gather_s, len(done))
+        assert [n for c in done for n in c.changes.counted.values()][-1] == 12
+        with engine.connect() as conn:
+            assert conn.execute(select(schema.counted_units.c.units)).scalar() == 12
+            assert conn.execute(select(schema.counter_states.c.raw)).scalar() == 12
+        engine.dispose()
+        os.remove(sqlite_url.removeprefix("sqlite:///"))
+
+
+def test_a_barrier_or_a_stop_ends_the_gathering_at_once(sqlite_url):
+    engine = open_engine(sqlite_url)
+    writer = LedgerWriter(engine, gather_s=5.0)
+    writer.start()
+    writer.submit(_counted(1))  # the first transaction: written at once
+    writer.barrier().result(10)
+    writer.submit(_counted(2))  # would wait up to 5 s for more
+    began = time.monotonic()
+    writer.barrier().result(10)
+    assert time.monotonic() - began < 2.0
+    with engine.connect() as conn:
+        assert conn.execute(select(schema.counted_units.c.units)).scalar() == 2
+    writer.submit(_counted(3))
+    began = time.monotonic()
+    assert writer.stop(10)
+    assert time.monotonic() - began < 2.0
+    with engine.connect() as conn:
+        assert conn.execute(select(schema.counted_units.c.units)).scalar() == 3
     engine.dispose()
