@@ -162,6 +162,7 @@ class Plan:
     outputs: bool = False  # a webhook (stand-in) and an MQTT output (--outputs)
     confirm_every: int = 0  # units per confirmation (0: 50 per unit of a cycle)
     out_of_step: bool = False  # each machine ends its cycles at its own moment of the second (--out-of-step)
+    gather: float | None = None  # the gateway's `run --gather` (None: its default)
     webhook_url: str = ""
     mqtt_site: str = ""
     sims: list[Sim] = field(default_factory=list)
@@ -687,7 +688,8 @@ def run(plan: Plan, ceilings: bool = True, log_dir: Path | None = None, profile:
                 else ["--http", "off"]
             gateways.append(spawn(["-m", "gateway.cli", "run", "--mapping", str(mapping), "--db", url, "--log-json",
                                    "--log-level", "debug", "--instance", f"gw-{k + 1}",
-                                   "--stats", str(stats_files[k]), *http], log))
+                                   "--stats", str(stats_files[k]), *http,
+                                   *([] if plan.gather is None else ["--gather", str(plan.gather)])], log))
         gws = [psutil.Process(g.pid) for g in gateways]
         gateway = gateways[0]
         wait_for(lambda: ledger_matches(engine, plan, truth(plan)), 120 + plan.opcua / 20, "the gateway's baseline")
@@ -1190,6 +1192,8 @@ def main() -> int:
     parser.add_argument("--instances", default="1",
                         help="gateway processes on the one ledger, each owning a contiguous share of the machines; "
                              "a list (1,2) runs each count back to back and prints a comparison table")
+    parser.add_argument("--gather", type=float, default=None,
+                        help="the gateway's `run --gather` seconds (default: the gateway's default)")
     parser.add_argument("--lease-reps", type=int, default=50,
                         help="repetitions of the lease renewal/fence timing after each run (0: none)")
     parser.add_argument("--http-load", action="store_true",
@@ -1229,7 +1233,7 @@ def main() -> int:
         return Plan(opcua, modbus, rate, args.upc, args.seconds, args.publishing_ms, args.poll_ms, procs,
                     args.modbus_per_proc, args.db, min(args.tick, 0.5 / rate), instances,
                     http=api_rps is not None, api_rps=api_rps or 0.0, outputs=outputs,
-                    confirm_every=args.confirm_every, out_of_step=args.out_of_step)
+                    confirm_every=args.confirm_every, out_of_step=args.out_of_step, gather=args.gather)
 
     combos = [(*c, 1) for c in SCALING] if args.scaling else [(args.opcua, args.modbus, args.rate, n) for n in counts]
     rows, failed = [], False

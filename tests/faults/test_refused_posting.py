@@ -53,10 +53,10 @@ import os, sys
 import gateway.ledger.writer as w
 _drain = w.LedgerWriter._drain
 
-def drain(self, *, block):
+def drain(self, **how):
     if os.path.exists(os.environ["FAULT_FLAG"]):
         raise SystemExit("injected: the ledger writer thread ends")
-    return _drain(self, block=block)
+    return _drain(self, **how)
 
 w.LedgerWriter._drain = drain
 sys.argv = ["gateway", *sys.argv[1:]]

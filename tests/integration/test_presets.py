@@ -102,7 +102,11 @@ async def test_job_change_while_the_gateway_is_stopped_names_the_unread_tail(led
     # state it reads at the start (PRODUCTION), the only one known.
     p.gateway, p.stop = Gateway(p.mapping, p.engine), asyncio.Event()
     p.task = asyncio.create_task(p.gateway.run(p.stop))
-    await asyncio.sleep(0.5)
+    # Its first values read while the machine still produces (a slow start on a busy machine read
+    # them after the pause below: counts while not producing, held).
+    await wait_until(lambda: "IMM-01" in p.gateway.machines and p.gateway.machines["IMM-01"].order == "1000124",
+                     20, "the gateway to read the new job")
+    await asyncio.sleep(0.3)
     await p.plc.command("IMM-01", "pause")
     await p.settle()
     await p.__aexit__(None, None, None)
