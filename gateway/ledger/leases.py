@@ -36,6 +36,7 @@ transaction does.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import uuid
@@ -61,6 +62,7 @@ def session_name(process: str) -> str:
     return f"backflush-gateway:{process}"
 
 _L = schema.machine_leases.c
+_now_sql_sqlite = "((julianday('now') - 2440587.5) * 86400.0)"  # the database's clock, in Unix seconds
 _ROWS = (select(schema.machine_leases).where(_L.machine.in_(bindparam("machines", expanding=True)))
          .order_by(_L.machine).with_for_update())
 # The fence's lock: it holds back a takeover (``_ROWS``, FOR UPDATE) until the posting
@@ -74,9 +76,34 @@ def _fenced_rows(conn: Connection):
     if stmt is None:
         lapsed = (_L.expires_at <= literal_column(_now_sql(conn))).label("lapsed")
         stmt = _FENCED_ROWS[conn.dialect.name] = (
-            select(schema.machine_leases, lapsed).where(_L.machine.in_(bindparam("machines", expanding=True)))
+            select(_L.machine, _L.token, _L.process, lapsed).where(_L.machine.in_(bindparam("machines", expanding=True)))
             .order_by(_L.machine).with_for_update(of=schema.machine_leases, read=True, key_share=True))
     return stmt
+
+
+# The same on SQLite, as one statement with one parameter (the machines as a JSON list): it
+# begins every posting transaction, and SQLAlchemy's expanding IN rendered and bound a
+# parameter per machine each time, 0.7 of a transaction's ms at 100 machines against 0.3
+# (the write lock BEGIN IMMEDIATE took stands for FOR UPDATE there).
+_SQLITE_FENCED_ROWS = ("SELECT machine, token, process, expires_at <= " + _now_sql_sqlite + " FROM machine_leases "
+                       "WHERE machine IN (SELECT value FROM json_each(?))")
+_json_each: list[bool] = []  # whether this SQLite has json_each (JSON1; built in since 3.38), once asked
+
+
+def _lease_rows(conn: Connection, machines: list[str]) -> dict[str, tuple[int, str, bool]]:
+    """Machine → (token, process, lapsed by the database clock) of the lease rows of ``machines``."""
+    if conn.dialect.name == "sqlite":
+        if not _json_each:
+            try:
+                conn.exec_driver_sql("SELECT value FROM json_each('[]')").all()
+                _json_each.append(True)
+            except Exception:  # noqa: BLE001 — an SQLite without JSON1: the portable statement
+                _json_each.append(False)
+        if _json_each[0]:
+            return {m: (token, process, bool(lapsed)) for m, token, process, lapsed
+                    in conn.exec_driver_sql(_SQLITE_FENCED_ROWS, (json.dumps(machines),))}
+    return {r.machine: (r.token, r.process, bool(r.lapsed))
+            for r in conn.execute(_fenced_rows(conn), {"machines": machines})}
 
 
 @dataclass(frozen=True)
@@ -133,7 +160,7 @@ class MachinesOwned(Exception):
 def _now_sql(conn: Connection) -> str:
     if conn.dialect.name == "postgresql":
         return "extract(epoch from clock_timestamp())::float8"
-    return "((julianday('now') - 2440587.5) * 86400.0)"
+    return _now_sql_sqlite
 
 
 def db_now(conn: Connection) -> float:
@@ -255,8 +282,6 @@ def renew(conn: Connection, me: Me, tokens: dict[str, int], ttl_s: float) -> set
     return set(tokens) - kept
 
 
-def _holds(row, me: Me, token: int | None) -> bool:
-    return row.token == token and row.process == me.process
 
 
 class Fence:
@@ -267,12 +292,13 @@ class Fence:
 
     def __call__(self, conn: Connection, tokens: dict[str, int]) -> set[str]:
         machines = sorted(tokens)
-        rows = {r.machine: r for r in conn.execute(_fenced_rows(conn), {"machines": machines})}
-        lost = {m for m in machines if m not in rows or not _holds(rows[m], self.me, tokens[m])}
+        rows = _lease_rows(conn, machines)
+        process = self.me.process
+        lost = {m for m in machines if (row := rows.get(m)) is None or row[0] != tokens[m] or row[1] != process}
         if LEDGER in lost:  # SQLite: another instance has the ledger, so nothing here is ours
             return set(machines)
         # The clock is read in the same statement: this runs at the start of every posting transaction.
-        lapsed = [m for m in machines if m not in lost and rows[m].lapsed]
+        lapsed = [m for m in machines if m not in lost and rows[m][2]]
         if lapsed:  # expired, but nobody took it: still ours (see the module doc)
             conn.execute(update(schema.machine_leases).where(_L.machine.in_(lapsed))
                          .values(expires_at=literal_column(_now_sql(conn)) + self.ttl_s))

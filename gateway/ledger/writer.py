@@ -72,10 +72,11 @@ log = structlog.get_logger("gateway.ledger")
 MOST_CONFIRMATIONS_PER_TRANSACTION = 1000
 
 # How long the writer gathers changes into one transaction, from the start of the last one
-# (``LedgerWriter._gather``): 100 machines at 50 Hz cost the writer a quarter less CPU per change at
-# 0.2 s than written at once (``bench/hotpath.py --gather``), and a change is at most 0.2 s later in
-# the ledger, where nothing downstream (an ERP, a dashboard, a person) acts within a second.
-DEFAULT_GATHER_S = 0.2
+# (``LedgerWriter._gather``). 0: a transaction starts as soon as anything is queued, so a change is
+# in the ledger within one transaction's time. ``gateway run --gather 0.2`` cost the writer about a
+# quarter less CPU per change at 100 machines × 50 Hz (``bench/hotpath.py --gather``), and put the
+# changes 0.1 s (p50) to 0.2 s (p99) later in the ledger (``bench/e2e.py --gather``, bench/RESULTS.md).
+DEFAULT_GATHER_S = 0.0
 
 # Which of the machines (machine → the lease token its changes were made under) this
 # instance no longer owns, checked on the transaction's connection (``leases.fence``).

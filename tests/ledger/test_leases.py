@@ -238,3 +238,26 @@ def test_postgres_a_takeover_ends_the_sessions_of_an_expired_owner_that_holds_it
         Fence(owner, 0.5)(stalled, tokens)
     stalled.close()
     owner_engine.dispose()
+
+
+def test_sqlite_reads_the_fenced_rows_with_one_json_parameter_as_the_portable_statement_does(sqlite_url, monkeypatch):
+    """The fence's SQLite statement (json_each) and the portable one (expanding IN) see the same
+    rows: held, taken by another, lapsed, and a machine without a lease row."""
+    engine = open_engine(sqlite_url)
+    machines = [f"M{i:03d}" for i in range(120)]
+    with engine.begin() as conn:
+        leases.acquire(conn, A, machines[:100], 30.0, all_or_nothing=True)
+    expire(engine, machines[:10])
+    with engine.begin() as conn:
+        conn.execute(update(schema.machine_leases).where(schema.machine_leases.c.machine.in_(machines[10:20]))
+                     .values(process="another", token=7))
+    asked = sorted(machines[5:]) + ["M'); DROP TABLE machine_leases; --"]
+    seen = []
+    for json_each in (True, False):
+        monkeypatch.setattr(leases, "_json_each", [json_each])
+        with engine.begin() as conn:
+            seen.append(leases._lease_rows(conn, asked))
+    assert seen[0] == seen[1]
+    assert len(seen[0]) == 95 and sum(lapsed for _, _, lapsed in seen[0].values()) == 5
+    assert {m for m, (token, process, _) in seen[0].items() if process == "another"} == set(machines[10:20])
+    engine.dispose()
