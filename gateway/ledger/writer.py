@@ -78,6 +78,9 @@ MOST_CONFIRMATIONS_PER_TRANSACTION = 1000
 # changes 0.1 s (p50) to 0.2 s (p99) later in the ledger (``bench/e2e.py --gather``, bench/RESULTS.md).
 DEFAULT_GATHER_S = 0.0
 
+# The writer keeps its connection between transactions at most this long without one (``_connection``).
+KEEP_CONNECTION_IDLE_S = 10.0
+
 # Which of the machines (machine → the lease token its changes were made under) this
 # instance no longer owns, checked on the transaction's connection (``leases.fence``).
 Fence = Callable[[Connection, dict[str, int]], set[str]]
@@ -129,6 +132,7 @@ class LedgerWriter:
         self._masters = MasterCache()
         self._backoff = Backoff(retry_min_s, max(retry_min_s, retry_max_s))
         self._conn: Connection | None = None  # see _connection
+        self._conn_used_at = 0.0
         self._held: dict[str, str] = {}  # machine → the error that holds its stored position
         self._drained = False  # set when the thread ends with everything queued written
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
@@ -171,9 +175,7 @@ class LedgerWriter:
     def _run(self) -> None:
         try:
             self._loop()
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            self._drop_connection(broken=False)
         except BaseException as exc:  # ends the thread: say so loudly, the service watches ``alive``
             log.critical("ledger_writer_died", error=short_error(exc), exc_info=True,
                          hint="nothing more is written to the ledger; the gateway stops with a failure and "
@@ -358,8 +360,10 @@ class LedgerWriter:
 
         First in the transaction: the lease rows stay locked until it commits, so no other
         instance takes these machines over between this check and the commit."""
+        if self._fence is None:
+            return batch, {}, set()
         fences = batch.fences
-        if self._fence is None or not fences:
+        if not fences:
             return batch, fences, set()
         lost = self._fence(conn, fences)
         return (batch.without(lost) if lost else batch), fences, lost
@@ -367,16 +371,23 @@ class LedgerWriter:
     def _connection(self) -> Connection:
         """The writer's own connection, kept from one transaction to the next: taking one from the
         pool and giving it back (a rollback on return) for every transaction was a tenth of the
-        writer's CPU (``bench/hotpath.py``). Dropped after a failed transaction."""
+        writer's CPU (``bench/hotpath.py``). Dropped after a failed transaction; given back after
+        a quiet spell, so that the next one comes from the pool checked (``pool_pre_ping``) instead
+        of failing once on a session the server ended meanwhile (``idle_session_timeout``, a restart)."""
+        now = time.monotonic()
+        if self._conn is not None and now - self._conn_used_at > KEEP_CONNECTION_IDLE_S:
+            self._drop_connection(broken=False)
         if self._conn is None:
             self._conn = self._engine.connect()
+        self._conn_used_at = now
         return self._conn
 
-    def _drop_connection(self) -> None:
+    def _drop_connection(self, *, broken: bool = True) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
-                conn.invalidate()  # a connection that failed is not given back to the pool
+                if broken:
+                    conn.invalidate()  # a connection that failed is not given back to the pool
                 conn.close()
             except Exception as exc:  # noqa: BLE001 — it is being thrown away
                 log.debug("ledger_connection_close_failed", error=short_error(exc))

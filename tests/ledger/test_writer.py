@@ -368,3 +368,54 @@ def test_a_barrier_or_a_stop_ends_the_gathering_at_once(sqlite_url):
     with engine.connect() as conn:
         assert conn.execute(select(schema.counted_units.c.units)).scalar() == 3
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_session_the_server_ended_while_the_writer_was_quiet_costs_no_failed_transaction(pg_url, monkeypatch):
+    """The writer keeps its connection between transactions, but not through a quiet spell: a
+    session the server ended meanwhile (idle_session_timeout, a restart) is never used again."""
+    import gateway.ledger.writer as writer_module
+    from sqlalchemy import text
+
+    monkeypatch.setattr(writer_module, "KEEP_CONNECTION_IDLE_S", 0.3)
+    engine = open_engine(pg_url)
+    writer = LedgerWriter(engine, retry_min_s=0.01, retry_max_s=0.05)
+    failures: list[Exception] = []
+    failed = writer._failed
+    writer._failed = lambda exc, queued: (failures.append(exc), failed(exc, queued))
+    writer.start()
+    writer.submit(_counted(1))
+    writer.barrier().result(10)
+    writer.submit(_counted(2))  # within the quiet time: the same session
+    writer.barrier().result(10)
+    pid = writer._conn.connection.dbapi_connection.info.backend_pid
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+    time.sleep(0.6)
+    writer.submit(_counted(3))
+    writer.barrier().result(10)
+    assert writer.stop(10)
+    assert failures == []
+    with engine.connect() as conn:
+        assert conn.execute(select(schema.counted_units.c.units)).scalar() == 3
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_session_ended_under_the_writer_is_retried_on_a_new_one(pg_url):
+    from sqlalchemy import text
+
+    engine = open_engine(pg_url)
+    writer = LedgerWriter(engine, retry_min_s=0.01, retry_max_s=0.05)
+    writer.start()
+    writer.submit(_counted(1))
+    writer.barrier().result(10)
+    pid = writer._conn.connection.dbapi_connection.info.backend_pid
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+    writer.submit(_counted(2))  # the kept session is gone: one failed attempt, then a new connection
+    writer.barrier().result(10)
+    assert writer.stop(10)
+    with engine.connect() as conn:
+        assert conn.execute(select(schema.counted_units.c.units)).scalar() == 2
+    engine.dispose()
