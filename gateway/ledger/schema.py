@@ -16,7 +16,7 @@ SQLite runs in WAL mode with ``synchronous=FULL`` and every transaction starts w
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from sqlalchemy import (
@@ -92,6 +92,9 @@ class UInt64(TypeDecorator):
         return None if value is None else int(value)
 
 
+_MEMO = 4096  # texts of recent times each UtcDateTime bind processor keeps
+
+
 class UtcDateTime(TypeDecorator):
     """Aware UTC datetimes in, aware UTC datetimes out, on every database."""
 
@@ -112,8 +115,9 @@ class UtcDateTime(TypeDecorator):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
     def bind_processor(self, dialect):
-        """The conversion above, remembered for the last datetime object (a transaction binds the same
-        ``now`` into most of its rows), and on SQLite turned into text with one ``isoformat`` instead of
+        """The conversion above, remembered for recent times (a transaction binds the same ``now`` into
+        most of its rows, and a pending's first time and a counter's last time into every transaction
+        until they change), and on SQLite turned into text with one ``isoformat`` instead of
         SQLAlchemy's formatting through a dict of fields (the same text,
         ``tests/ledger/test_schema_types.py``): every counter state and pending row the writer stores
         carries a time of its own, and each conversion was a few µs of Python in the writer's thread."""
@@ -128,15 +132,18 @@ class UtcDateTime(TypeDecorator):
             process = super().bind_processor(dialect)
         if process is None:
             return None
-        last: tuple = (None, None)  # replaced whole, never changed in place: safe to read from any thread
+        # Equal datetimes are one instant, so one text: a value's text is kept (up to _MEMO values, then
+        # forgotten all at once). Dict reads and writes are atomic: safe from any thread.
+        memo: dict[datetime, object] = {}
 
         def cached(value):
-            nonlocal last
-            seen = last
-            if value is seen[0] and value is not None:
-                return seen[1]
-            out = process(value)
-            last = (value, out)
+            if value is None:
+                return None
+            out = memo.get(value)
+            if out is None:
+                if len(memo) >= _MEMO:
+                    memo.clear()
+                out = memo[value] = process(value)
             return out
 
         return cached

@@ -72,3 +72,16 @@ def test_a_stored_time_reads_back_and_compares_in_sql(sqlite_url):
         assert conn.execute(select(outbox.c.id).where(outbox.c.next_at < later)).scalar() is not None
         assert conn.execute(select(outbox.c.id).where(outbox.c.next_at < when)).scalar() is None
     engine.dispose()
+
+
+@given(st.lists(aware, min_size=1, max_size=30))
+def test_the_remembered_texts_are_forgotten_in_bounds_and_never_answer_for_another(values):
+    import gateway.ledger.schema as schema_module
+
+    old, schema_module._MEMO = schema_module._MEMO, 4
+    try:
+        process = UtcDateTime().bind_processor(SQLITE)
+        for v in values + values[::-1] + values:
+            assert process(v) == sqlalchemy_text(v)
+    finally:
+        schema_module._MEMO = old
