@@ -110,16 +110,16 @@ def collecting() -> Iterator[Claims]:
 
 
 @contextmanager
-def transaction(engine: Engine | Connection) -> Iterator[tuple[Connection, Claims]]:
-    """``engine.begin()`` (or ``begin()`` on a connection the caller keeps) whose claims are logged
-    after its commit, or as attempted if it fails."""
+def transaction(bind: Engine | Connection) -> Iterator[tuple[Connection, Claims]]:
+    """``begin()`` on an engine, or on a connection the caller keeps, whose claims are logged after
+    its commit, or as attempted if it fails."""
     with collecting() as claims:
         try:
-            if isinstance(engine, Connection):
-                with engine.begin():
-                    yield engine, claims
+            if isinstance(bind, Connection):
+                with bind.begin():
+                    yield bind, claims
             else:
-                with engine.begin() as conn:
+                with bind.begin() as conn:
                     yield conn, claims
         except BaseException as exc:
             claims.attempted(exc)

@@ -121,7 +121,8 @@ class LedgerWriter:
     def __init__(self, engine: Engine, *, retry_min_s: float = 0.2, retry_max_s: float = 15.0,
                  fence: Fence | None = None,
                  on_fenced: Callable[[dict[str, int]], None] | None = None,
-                 most_confirmations: int = MOST_CONFIRMATIONS_PER_TRANSACTION, gather_s: float = 0.0) -> None:
+                 most_confirmations: int = MOST_CONFIRMATIONS_PER_TRANSACTION,
+                 gather_s: float = DEFAULT_GATHER_S) -> None:
         self._engine = engine
         self._gather_s = gather_s  # see _gather
         self._began = 0.0  # time.monotonic() when the last transaction began
