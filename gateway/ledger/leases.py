@@ -282,8 +282,6 @@ def renew(conn: Connection, me: Me, tokens: dict[str, int], ttl_s: float) -> set
     return set(tokens) - kept
 
 
-
-
 class Fence:
     """The check that begins every posting transaction of this process (see the module doc)."""
 
