@@ -111,6 +111,9 @@ class MachineModel:
         self._serial_events: list[tuple[str | None, int]] = []  # (serial written or None, good count after)
         self._faults = {"miss": 0, "repeat": 0}  # good cycles still to come with that serial fault
         self._serial_faults = {"missed": 0, "repeated": 0}
+        # Moves with every change a tag can show (counts, order, state): a publisher that saw
+        # this revision already has nothing new to write for the machine.
+        self.revision = 0
 
     # --- what a PLC shows ----------------------------------------------------------
 
@@ -154,7 +157,7 @@ class MachineModel:
 
     # --- production ----------------------------------------------------------------
 
-    def advance(self, dt_seconds: float) -> int:
+    def advance(self, dt_seconds: float | Fraction) -> int:
         """Let ``dt_seconds`` pass; return how many cycles (good + scrap) were made."""
         if not math.isfinite(dt_seconds) or dt_seconds < 0:
             raise ValueError(f"elapsed time must be finite and >= 0, got dt_seconds={dt_seconds!r}")
@@ -164,10 +167,21 @@ class MachineModel:
         self._carry += self._rate * Fraction(dt_seconds)
         cycles = math.floor(self._carry)
         self._carry -= cycles
+        if not cycles:
+            return 0
+        self.revision += 1
         scrap = sum(1 for _ in range(cycles) if self._rng.random() < self.config.scrap_ratio)
         self._produce("good", cycles - scrap)
         self._produce("scrap", scrap)
         return cycles
+
+    def seconds_to_next_cycle(self) -> float:
+        """How long until the next cycle ends at the present rate (infinite while paused or at
+        rate 0); rounded as a float, so a caller that skips ``advance`` until then must allow a
+        margin."""
+        if self._paused or not self._rate:
+            return math.inf
+        return float((1 - self._carry) / self._rate)
 
     def _produce(self, counter: str, cycles: int) -> None:
         self._truth[counter] += cycles
@@ -207,9 +221,11 @@ class MachineModel:
 
     def pause(self) -> None:
         self._paused = True
+        self.revision += 1
 
     def resume(self) -> None:
         self._paused = False
+        self.revision += 1
 
     def set_rate(self, rate_hz: float) -> None:
         _check_rate(rate_hz)
@@ -231,12 +247,14 @@ class MachineModel:
             # The forward distance a counter reader sees, so raw = start + truth + jumped.
             self._jumped[counter] += (target - value) % modulus
             self._raw[counter] = target
+        self.revision += 1
 
     def set_order(self, number: str, reset_counters: bool = False) -> None:
         """Start making another order; with ``reset_counters`` the job counters restart
         at 0, as EUROMAP 77 ``ResetJobCounters`` does (an expected reset, not a fault)."""
         self._order = number
         self._touch_order(number)
+        self.revision += 1
         if reset_counters:
             self.reset_job_counters()
 
@@ -248,6 +266,7 @@ class MachineModel:
 
     def _zero_counters(self) -> None:
         self._raw = {"good": 0, "scrap": 0}
+        self.revision += 1
 
     def _touch_order(self, number: str) -> None:
         self._by_order.setdefault(number, {"good": 0, "scrap": 0})

@@ -136,12 +136,18 @@ class _MachineNodes:
         self._model = model
         self._node_ids = node_ids
         self._written: dict[str, object] = {}
+        self._shown: tuple[int, str | None] | None = None  # the model's revision and the fault written
 
     @property
     def name(self) -> str:
         return self._model.name
 
+    def has_news(self, fault: str | None) -> bool:
+        """Whether the model or its fault changed since the last ``publish``: if not, it writes nothing."""
+        return (self._model.revision, fault) != self._shown
+
     async def publish(self, server: Server, stamps: _Stamps, fault: str | None = None) -> None:
+        shown = (self._model.revision, fault)
         await self._publish_serials(server, stamps)
         for tag, nid in self._node_ids:
             value = tag.read(self._model)
@@ -161,7 +167,7 @@ class _MachineNodes:
                 data = ua.DataValue(ua.Variant(value, tag.variant), SourceTimestamp=stamp, ServerTimestamp=stamp)
             await server.write_attribute_value(nid, data)
             self._written[tag.name] = value
-
+        self._shown = shown
 
     async def _publish_serials(self, server: Server, stamps: _Stamps) -> None:
         """Each good cycle of a machine with serials: its serial, then the good count that counts it."""
@@ -351,8 +357,11 @@ class OpcUaPlc(SimulatedPlant):
             await self._beat(self._server)
 
     async def _publish_to(self, server: Server, machine_nodes: Sequence[_MachineNodes]) -> None:
+        faults = self._faults
         for nodes in machine_nodes:
-            await nodes.publish(server, self._stamps, self._faults.get(nodes.name))
+            fault = faults.get(nodes.name)
+            if nodes.has_news(fault):
+                await nodes.publish(server, self._stamps, fault)
 
     async def _beat(self, server: Server) -> None:
         """Move ServerStatus/CurrentTime (i=2258), the heartbeat clients watch."""
