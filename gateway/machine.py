@@ -63,7 +63,7 @@ from decimal import Decimal
 import structlog
 
 from gateway.domain.confirming import (SCRAP_COUNTER, ConfirmRule, Moment, Pending, accumulate, accumulate_run, confirm,
-                                       decide, timer_spread, yield_before_due)
+                                       decide, quiet_until, timer_spread, yield_before_due)
 from gateway.domain.counting import Ignored, advance, advance_increase
 from gateway.domain.records import Anomaly, AnomalyKind, CounterReading, CounterSpec, CounterState, Increment
 from gateway.sources.base import Quality
@@ -139,6 +139,9 @@ class MachineRuntime:
     _run: list[Increment] = field(default_factory=list, init=False, repr=False, compare=False)
     _run_value: TagValue | None = field(default=None, init=False, repr=False, compare=False)
     _run_room: int | None = field(default=None, init=False, repr=False, compare=False)
+    # What the confirm timer found quiet (``quiet_until``): the pendings, running order, known orders (a
+    # directory is replaced when the master data is reloaded) and rule it asked about, and until when.
+    _quiet: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -520,7 +523,15 @@ class MachineRuntime:
         """Confirm what ``decide`` says is due at ``moment`` (orders not known wait); how many."""
         if self._run_role is not None:  # the run's units first: they were counted before this moment
             self.settle(changes, orders, now)
+        elif moment is Moment.TICK and (quiet := self._quiet) is not None and now < quiet[4] and \
+                quiet[1] == self.order and quiet[2] is orders.uoms and quiet[3] is self.rule and \
+                quiet[0] == tuple(self.pendings.values()):
+            return 0  # nothing changed but the clock, and no timer has come: ``decide`` would find nothing
         decided = decide(self.pendings, self.order, orders.uoms, self.rule, now, moment)
+        if moment is Moment.TICK and not decided:
+            until = quiet_until(self.pendings, self.order, orders.uoms, self.rule)
+            self._quiet = None if until is None else (tuple(self.pendings.values()), self.order, orders.uoms,
+                                                      self.rule, until)
         for key, trigger in decided:
             pending = self.pendings.pop(key)
             changes.confirmations.append(confirm(pending, trigger, orders.uoms[pending.order]))

@@ -571,7 +571,7 @@ class Gateway:
                 self._timer_turn = start + i  # the next tick starts with this machine
                 break
             if rt.owned:
-                if rt.config.repetitive:
+                if rt.repetitive:
                     self._roll_period(rt, changes, now)
                 rt.confirm_due(changes, self.orders, now, moment)
         self._submit(changes)

@@ -4,10 +4,11 @@ Each test feeds ``TagValue`` s to a ``MachineRuntime`` and reads the ``ChangeSet
 as the gateway would hand it to the ledger writer.
 """
 
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from gateway.domain.confirming import Moment
+from gateway.domain.confirming import ConfirmRule, Moment, Pending
 from gateway.domain.counting import Ignored
 from gateway.domain.records import AnomalyKind, Position, Trigger
 from gateway.sources.base import Quality
@@ -155,3 +156,28 @@ def test_shutdown_confirms_every_known_order_and_leaves_the_unknown_pending():
     rt.confirm_due(changes, ORDERS, T0, Moment.SHUTDOWN)
     assert [(c.order, c.yield_qty, c.trigger) for c in changes.confirmations] == [("A", Decimal(3), Trigger.SHUTDOWN)]
     assert list(rt.pendings) == [("X", "0010")]
+
+
+def test_a_quiet_machine_is_asked_again_when_its_timer_comes_or_its_pendings_or_rule_change():
+    """The confirm timer skips a machine until ``quiet_until`` says; anything but the clock changing ends that."""
+    rt = machine(confirm={"every_units": 100, "every_seconds": 60, "jitter_seconds": 0})
+    feed(rt, value(ORDER_ROLE, "A"), value("good", 0, 1), value("good", 5, 2))
+    assert rt.confirm_due(ChangeSet(), ORDERS, T0 + timedelta(seconds=10), Moment.TICK) == 0
+    assert rt._quiet is not None and rt._quiet[4] == T0 + timedelta(seconds=60, milliseconds=-1)
+    # The same pending, older (as a resumed or reassigned one would be): asked, and due.
+    p = rt.pendings[("A", "0010")]
+    older = Pending(**{f.name: getattr(p, f.name) for f in fields(Pending)} | {"opened_at": T0 - timedelta(minutes=5)})
+    rt.pendings[("A", "0010")] = older
+    tick = ChangeSet()
+    assert rt.confirm_due(tick, ORDERS, T0 + timedelta(seconds=10), Moment.TICK) == 1
+    assert [c.trigger for c in tick.confirmations] == [Trigger.EVERY_SECONDS]
+    # A new pending, quiet again; a shorter timer (a reloaded rule) is asked at once.
+    feed(rt, value("good", 8, 3), now=T0 + timedelta(seconds=20))
+    assert rt.confirm_due(ChangeSet(), ORDERS, T0 + timedelta(seconds=30), Moment.TICK) == 0
+    rt.rule = ConfirmRule(every_units=100, every_seconds=5)
+    assert rt.confirm_due(ChangeSet(), ORDERS, T0 + timedelta(seconds=30), Moment.TICK) == 1
+    # Quiet until its timer: nothing one millisecond before, the confirmation at it.
+    feed(rt, value("good", 9, 4), now=T0 + timedelta(seconds=40))
+    assert rt.confirm_due(ChangeSet(), ORDERS, T0 + timedelta(seconds=41), Moment.TICK) == 0
+    assert rt.confirm_due(ChangeSet(), ORDERS, T0 + timedelta(seconds=44.998), Moment.TICK) == 0
+    assert rt.confirm_due(ChangeSet(), ORDERS, T0 + timedelta(seconds=45), Moment.TICK) == 1

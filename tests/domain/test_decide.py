@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.domain.confirming import ConfirmRule, Moment, Pending, accumulate, decide, due
+from gateway.domain.confirming import NEVER, ConfirmRule, Moment, Pending, accumulate, decide, due, quiet_until
 from gateway.domain.records import Increment, Position, Trigger
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -129,3 +129,43 @@ def test_after_a_count_only_the_running_orders_count_threshold_fires(spec, runni
     expected = [(k, Trigger.EVERY_UNITS) for k, p in pendings.items()
                 if k[0] == running and k[0] in KNOWN and due(p, rule, T0) is Trigger.EVERY_UNITS]
     assert decide(pendings, running, KNOWN, rule, T0, Moment.COUNTED) == expected
+
+
+rules = st.sampled_from([ConfirmRule(every_units=100, every_seconds=60), ConfirmRule(every_seconds=60),
+                         ConfirmRule(every_seconds=0.25, spread_seconds=7.3), ConfirmRule(every_units=1),
+                         ConfirmRule(every_units=100), ConfirmRule()])
+
+
+@given(st.dictionaries(orders, st.tuples(st.integers(1, 300), st.floats(0, 120), st.booleans()), max_size=3),
+       orders, rules, st.lists(st.floats(0, 200), max_size=8))
+def test_the_timer_may_skip_a_machine_until_quiet_until_and_never_later(spec, running, rule, later_s):
+    """``quiet_until``: the confirm timer asks a machine again only when it says; until then ``decide`` at
+    TICK finds nothing, and at that moment (or a tick after it) it finds what is due."""
+    pendings = {(order, "0010"): (scrap_before_total(units) if negative and order == "A" else
+                                  pending(order, units, age_s=age))
+                for order, (units, age, negative) in spec.items()}
+    until = quiet_until(pendings, running, KNOWN, rule)
+    if decide(pendings, running, KNOWN, rule, T0, Moment.TICK):
+        assert until is None or until <= T0  # due now: no quiet to promise
+        return
+    if until is None:
+        return  # no promise (an order not known yet): asked every tick, as without it
+    for s in later_s:
+        t = T0 + timedelta(seconds=s)
+        if t < until:
+            assert decide(pendings, running, KNOWN, rule, t, Moment.TICK) == []
+    if until != NEVER:  # the first timer ends the quiet at most a few milliseconds before it fires
+        assert decide(pendings, running, KNOWN, rule, until + timedelta(milliseconds=2), Moment.TICK)
+    else:
+        assert decide(pendings, running, KNOWN, rule, T0 + timedelta(days=3650), Moment.TICK) == []
+
+
+def test_quiet_until_is_the_timer_of_the_running_orders_pending():
+    rule = ConfirmRule(every_units=100, every_seconds=60, spread_seconds=1.5)
+    p = pending("A", 5, age_s=10)
+    assert quiet_until({("A", "0010"): p}, "A", KNOWN, rule) == p.opened_at + timedelta(seconds=61.499)
+    assert quiet_until({("A", "0010"): p}, "B", KNOWN, rule) is None  # another order's: due at once
+    assert quiet_until({("X", "0010"): pending("X", 5)}, "X", KNOWN, rule) is None  # may become known
+    assert quiet_until({("A", "0010"): pending("A", 100)}, "A", KNOWN, rule) is None  # count reached
+    assert quiet_until({("A", "0010"): p}, "A", KNOWN, ConfirmRule(every_units=100)) == NEVER
+    assert quiet_until({}, "A", KNOWN, rule) == NEVER
