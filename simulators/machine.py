@@ -181,7 +181,10 @@ class MachineModel:
         margin."""
         if self._paused or not self._rate:
             return math.inf
-        return float((1 - self._carry) / self._rate)
+        try:
+            return float((1 - self._carry) / self._rate)
+        except OverflowError:  # a rate so low that the next cycle is beyond any float
+            return math.inf
 
     def _produce(self, counter: str, cycles: int) -> None:
         self._truth[counter] += cycles

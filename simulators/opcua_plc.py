@@ -16,8 +16,9 @@ What a client sees, in namespace ``urn:backflush-gateway:simulator`` (resolve it
 
 How values are written, which a subscriber can rely on:
 
-* a tick loop (default every 20 ms) advances every model by the real elapsed time and
-  writes only the nodes whose value changed;
+* a tick loop (default every 20 ms) advances the models by the real elapsed time (those
+  whose next cycle may have ended: ``SimulatedPlant._advance_models``) and writes only the
+  nodes whose value changed (of the machines whose model moved: ``MachineModel.revision``);
 * every write carries a SourceTimestamp (UTC) that is strictly greater than the one
   before, across the whole server; within a machine the order tag is written before the
   counters and the counters before the state, so after an order change with a job reset

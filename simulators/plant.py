@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import math
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,6 +29,7 @@ from simulators.commands import apply_to_machines
 from simulators.machine import MachineModel, SimMachineConfig
 
 _DUE_MARGIN_NS = 1_000
+_LONGEST_WAIT_S = 60.0
 
 __all__ = ["SimulatedPlant", "add_machine_arguments", "machines_from_args", "parse_machine_spec", "run_cli"]
 
@@ -57,7 +57,7 @@ class SimulatedPlant:
         # from when its next cycle may end. A tick advances only the models whose cycle may have
         # ended (the others would make nothing); a command first advances all of them.
         self._advanced_ns = dict.fromkeys(self.models, time.monotonic_ns())
-        self._due_ns: dict[str, float] = dict.fromkeys(self.models, 0)
+        self._due_ns = dict.fromkeys(self.models, 0)
         self._log = logging.getLogger(type(self).__module__)
 
     async def start(self) -> None:
@@ -126,9 +126,10 @@ class SimulatedPlant:
                 continue
             model.advance(Fraction(now - advanced[name], 1_000_000_000))
             advanced[name] = now
-            wait = model.seconds_to_next_cycle()
-            # The float may be a rounding later than the exact moment: a microsecond early is safe.
-            due[name] = math.inf if wait == math.inf else now + int(wait * 1e9) - _DUE_MARGIN_NS
+            # The float may be a rounding later than the exact moment: a microsecond early is safe. A
+            # paused machine, or one whose next cycle is far off, is looked at again after a minute.
+            wait = min(model.seconds_to_next_cycle(), _LONGEST_WAIT_S)
+            due[name] = now + int(wait * 1e9) - _DUE_MARGIN_NS
 
     async def _advance_and_publish(self, every: bool = False) -> None:
         self._advance_models(every)

@@ -249,3 +249,26 @@ async def test_cli_serves_until_sigterm():
     finally:
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), timeout=10) == 0
+
+
+def test_a_machine_is_written_again_only_when_its_model_or_its_fault_changed():
+    """What the tick skips: a machine whose model did not move since it was written (``has_news``)."""
+    from simulators.machine import MachineModel
+    from simulators.opcua_plc import _MachineNodes
+
+    model = MachineModel(SimMachineConfig(name="M", rate_hz=1.0))
+    nodes = _MachineNodes(model, [])
+    assert nodes.has_news(None)  # never written
+    asyncio.run(nodes.publish(None, None))  # no nodes: nothing to write, the revision is taken as shown
+    assert not nodes.has_news(None)
+    assert nodes.has_news("bad")  # a fault to show
+    model.advance(0.5)
+    assert not nodes.has_news(None)  # half a cycle: nothing a tag shows
+    model.advance(0.5)
+    assert nodes.has_news(None)  # a cycle
+    asyncio.run(nodes.publish(None, None))
+    model.pause()
+    assert nodes.has_news(None)  # the state tag
+    asyncio.run(nodes.publish(None, None))
+    model.set_order("B")
+    assert nodes.has_news(None)  # the order tag

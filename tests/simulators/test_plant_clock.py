@@ -22,10 +22,8 @@ from simulators.plant import SimulatedPlant
 class _Plant(SimulatedPlant):
     """A plant that shows nothing: the clock alone."""
 
-    published = 0
-
     async def _publish(self) -> None:
-        self.published += 1
+        pass
 
 
 class _Clock:
@@ -104,5 +102,21 @@ def test_a_machine_between_cycles_is_not_advanced_and_not_shown_again():
         assert sorted(set(revisions)) == [0, 1, 2, 3]  # moved once per cycle: the publisher writes three times
         # Advanced at the first tick (to learn when its cycle ends), then at each cycle's end only.
         assert advanced == [Fraction(1, 20), Fraction(19, 20), Fraction(1), Fraction(1)]
+    finally:
+        plant_module.time.monotonic_ns = real
+
+
+def test_a_machine_too_slow_for_a_float_does_not_stop_the_others():
+    clock = _Clock()
+    real = plant_module.time.monotonic_ns
+    plant_module.time.monotonic_ns = clock
+    try:
+        plc = _Plant([SimMachineConfig(name="slow", rate_hz=1e-300), SimMachineConfig(name="m", rate_hz=2.0)],
+                     tick_s=0.05)
+        for _ in range(40):  # 2 s
+            clock.ns += 50_000_000
+            plc._advance_models()
+        assert plc.models["m"].truth()["good_cycles"] + plc.models["m"].truth()["scrap_cycles"] == 4
+        assert plc.models["slow"].revision == 0
     finally:
         plant_module.time.monotonic_ns = real
