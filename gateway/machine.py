@@ -139,8 +139,10 @@ class MachineRuntime:
     _run: list[Increment] = field(default_factory=list, init=False, repr=False, compare=False)
     _run_value: TagValue | None = field(default=None, init=False, repr=False, compare=False)
     _run_room: int | None = field(default=None, init=False, repr=False, compare=False)
-    # What the confirm timer found quiet (``quiet_until``): the pendings, running order, known orders (a
-    # directory is replaced when the master data is reloaded) and rule it asked about, and until when.
+    # What the confirm timer found quiet (``quiet_until``): the pendings, running order, known orders and
+    # rule it asked about, and until when. The directory is compared by identity: a reload replaces it,
+    # and what is added to it in place (a new collector) can only make a pending of an order not known
+    # yet confirmable — and with such a pending ``quiet_until`` promises nothing.
     _quiet: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
