@@ -99,9 +99,18 @@ async def test_long_lived_objects_are_frozen_once_the_sources_are_up_and_the_tas
     from gateway.service import _freeze_long_lived_objects
 
     gc.unfreeze()
-    task = asyncio.create_task(_freeze_long_lived_objects(first_s=0.01, every_s=60))
+    task = asyncio.create_task(_freeze_long_lived_objects(early_s=(0.01, 0.05), every_s=60))
     try:
-        for _ in range(100):
+        for _ in range(100):  # an early freeze, long before the periodic one
+            await asyncio.sleep(0.02)
+            if gc.get_freeze_count():
+                break
+        assert gc.get_freeze_count() > 0
+        task.cancel()
+        await asyncio.wait([task], timeout=2)
+        gc.unfreeze()
+        task = asyncio.create_task(_freeze_long_lived_objects(early_s=(), every_s=0.05))
+        for _ in range(100):  # the periodic full collection
             await asyncio.sleep(0.02)
             if gc.get_freeze_count():
                 break
