@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from gateway.domain.records import Confirmation, Increment, Position, Trigger, whole_units
+from gateway.domain.records import Confirmation, Increment, Position, Trigger, quick_init, whole_units
 
 SCRAP_COUNTER = "scrap"
 TOTAL_COUNTER = "total"  # every part, good and scrap
@@ -56,6 +56,7 @@ def timer_spread(machine: str, jitter_seconds: float) -> float:
     return int.from_bytes(digest, "big") / 2**64 * jitter_seconds
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Pending:
     """Units counted for one order operation and not yet confirmed."""

@@ -23,7 +23,7 @@ no float is ever stored here. This module holds records only: no I/O, no clock.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Literal
@@ -39,11 +39,48 @@ def whole_units(n: int) -> Decimal:
     """``Decimal(n)`` for a whole number of units, the usual small ones not built anew."""
     return _SMALL_DECIMALS[n] if 0 <= n < _SMALL else Decimal(n)
 
+
+def quick_init(cls: type) -> type:
+    """A frozen, slotted dataclass built for every counter change: its ``__init__`` sets the slots directly.
+
+    The ``__init__`` that ``dataclass(frozen=True)`` writes goes round the class's own ``__setattr__``
+    (which raises) by calling ``object.__setattr__(self, name, value)`` for each field; this one
+    calls each slot's descriptor instead, about twice as fast (≈ 1 µs of a change's CPU for the
+    four records a change builds). Built from the field names, as ``dataclasses`` builds its
+    own. Same parameters, defaults and values; still frozen (assigning afterwards raises
+    ``FrozenInstanceError``); ``replace``, pickling, equality and hashing unchanged
+    (``tests/domain/test_quick_init.py``). Only for classes whose fields are all plain
+    positional ones, without default factories or ``__post_init__``: anything else raises here.
+    """
+    params = cls.__dataclass_params__  # type: ignore[attr-defined]
+    if not (params.frozen and "__slots__" in cls.__dict__) or hasattr(cls, "__post_init__"):
+        raise TypeError(f"{cls.__name__}: quick_init is for frozen slotted dataclasses without __post_init__")
+    names: dict[str, object] = {}
+    args, body = [], []
+    for f in fields(cls):
+        if not f.init or f.kw_only or f.default_factory is not MISSING or not f.name.isidentifier():
+            raise TypeError(f"{cls.__name__}.{f.name}: quick_init takes plain positional fields only")
+        names[f"_set_{f.name}"] = cls.__dict__[f.name].__set__
+        if f.default is MISSING:
+            args.append(f.name)
+        else:
+            names[f"_default_{f.name}"] = f.default
+            args.append(f"{f.name}=_default_{f.name}")
+        body.append(f"    _set_{f.name}(self, {f.name})\n")
+    exec(f"def __init__(self, {', '.join(args)}):\n{''.join(body)}", names)  # noqa: S102 - field names only
+    init = names["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"  # type: ignore[attr-defined]
+    init.__module__ = cls.__module__
+    init.__doc__ = cls.__init__.__doc__
+    cls.__init__ = init  # type: ignore[misc]
+    return cls
+
 # How far the source trusted a value: OPC UA's status class (Good, Uncertain, Bad); Modbus reads
 # are good or bad. The words of the sources' ``Quality`` enum, which the domain does not import.
 ReadingQuality = Literal["good", "uncertain", "bad"]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Position:
     """Where a counter stands: ``epoch`` counts observed rollovers and resets."""
@@ -92,6 +129,7 @@ class CounterReading:
     received_at: datetime | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class CounterState:
     """What the gateway last accepted from a counter; persisted with every commit."""
@@ -102,6 +140,7 @@ class CounterState:
     source_time: datetime
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Increment:
     """Counts between two positions of one counter, and the units they make."""
