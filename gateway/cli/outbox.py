@@ -15,7 +15,8 @@ outbox_app = typer.Typer(no_args_is_help=True, help="Outbox: deliveries to the o
 @outbox_app.command("list")
 def outbox_list(status: str | None = typer.Option(None, "--status", help="pending, unknown, delivered, parked, "
                                                   "skipped or all (default: not delivered yet)"),
-                target: str | None = typer.Option(None, "--target"), order: str | None = typer.Option(None, "--order"),
+                target: str | None = typer.Option(None, "--target"), order: str | None = typer.Option(
+                    None, "--order", help="an order's deliveries, and the goods issues posted for its error items"),
                 last: int = typer.Option(500, "--last"), db: str = DbOption, format: Format = FormatOption) -> None:
     """Deliveries, newest first, with their state, attempts and the target's last message."""
     from gateway.app import outbox

@@ -30,7 +30,8 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import (Connection, Engine, String, and_, bindparam, cast, delete, exists, func, insert, literal, or_,
+                        select, update)
 
 from gateway.clock import utcnow
 from gateway.ledger import schema
@@ -306,7 +307,8 @@ def stats(engine: Engine, now: datetime | None = None) -> list[TargetStats]:
 
 def listed(engine: Engine, *, status: str | None = None, target: str | None = None, order: str | None = None,
            limit: int = 500) -> list[Row]:
-    """Rows newest first; by default those not delivered (pending, unknown, parked)."""
+    """Rows newest first; by default those not delivered (pending, unknown, parked). ``order``: the
+    order's deliveries, and the goods issues posted for its error items (``_reissued_for``)."""
     q = select(schema.outbox)
     if status == "all":
         pass
@@ -319,9 +321,19 @@ def listed(engine: Engine, *, status: str | None = None, target: str | None = No
     if target is not None:
         q = q.where(_O.target == target)
     if order is not None:
-        q = q.where(_O.order_no == order)
+        q = q.where(or_(_O.order_no == order, _reissued_for(order)))
     with engine.connect() as conn:
         return [_row(r) for r in conn.execute(q.order_by(_O.id.desc()).limit(limit))]
+
+
+def _reissued_for(order: str):
+    """The goods issues that reprocessing an error item of ``order`` posted (``posting.reissue``): their
+    rows name no order (they are not chained behind the order's deliveries), their document is
+    ``error:<item id>:<attempt>``; an operator listing an order's deliveries expects them there too."""
+    eq = schema.error_queue.c
+    return and_(_O.what == "stock", _O.order_no.is_(None), _O.document.like("error:%"),
+                exists().where(eq.order_no == order,
+                               _O.document.like(literal("error:") + cast(eq.id, String) + literal(":%"))))
 
 
 _MOVES = {  # action → (from these statuses, to this one)

@@ -195,5 +195,10 @@ async def test_goods_issues_posted_by_reprocessing_an_error_are_delivered_as_doc
         for body in standin.bodies.values():
             validate.validate(body)
         assert set(standin.effects.values()) == {1}
+        # Listed with their order (`gateway outbox list --order`), though not chained behind it.
+        of_order = {r.key for r in outbox.listed(engine, status="all", order="7000001")}
+        assert of_order == {k for k in standin.effects if not k.startswith("movement:")}  # not the receipts
+        assert set(issues) < of_order and sum(k.startswith("C-") for k in of_order) == 2
+        assert outbox.listed(engine, status="all", order="7000002") == []
     finally:
         engine.dispose()
