@@ -75,6 +75,7 @@ def quick_init(cls: type) -> type:
     cls.__init__ = init  # type: ignore[misc]
     return cls
 
+
 # How far the source trusted a value: OPC UA's status class (Good, Uncertain, Bad); Modbus reads
 # are good or bad. The words of the sources' ``Quality`` enum, which the domain does not import.
 ReadingQuality = Literal["good", "uncertain", "bad"]

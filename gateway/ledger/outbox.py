@@ -326,14 +326,22 @@ def listed(engine: Engine, *, status: str | None = None, target: str | None = No
         return [_row(r) for r in conn.execute(q.order_by(_O.id.desc()).limit(limit))]
 
 
+def reissue_document(error_id: int, attempt: int) -> str:
+    """The document name of a goods issue that reprocessing an error item posted (``posting.reissue``)."""
+    return f"{_REISSUE}{error_id}:{attempt}"
+
+
+_REISSUE = "error:"
+
+
 def _reissued_for(order: str):
-    """The goods issues that reprocessing an error item of ``order`` posted (``posting.reissue``): their
-    rows name no order (they are not chained behind the order's deliveries), their document is
-    ``error:<item id>:<attempt>``; an operator listing an order's deliveries expects them there too."""
+    """The goods issues that reprocessing an error item of ``order`` posted (``reissue_document``): their
+    rows name no order (they are not chained behind the order's deliveries); an operator listing an
+    order's deliveries expects them there too."""
     eq = schema.error_queue.c
-    return and_(_O.what == "stock", _O.order_no.is_(None), _O.document.like("error:%"),
+    return and_(_O.what == "stock", _O.order_no.is_(None), _O.document.like(f"{_REISSUE}%"),
                 exists().where(eq.order_no == order,
-                               _O.document.like(literal("error:") + cast(eq.id, String) + literal(":%"))))
+                               _O.document.like(literal(_REISSUE) + cast(eq.id, String) + literal(":%"))))
 
 
 _MOVES = {  # action → (from these statuses, to this one)

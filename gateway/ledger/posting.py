@@ -370,7 +370,7 @@ def reissue(tx: LedgerTx, row, masters: MasterCache, now: datetime) -> tuple[Dec
         # Not chained behind the order's deliveries (order=None for the outbox; the body names it): an
         # ERP target parks it for a person to post by hand, and must not hold the order's later
         # confirmations back meanwhile.
-        outbox.enqueue(tx, "stock", f"error:{row.id}:{row.attempts + 1}", order=None, machine=machine,
+        outbox.enqueue(tx, "stock", outbox.reissue_document(row.id, row.attempts + 1), order=None, machine=machine,
                        now=now, body={"posted_at": now, "order": order.number, "confirmation_id": row.confirmation_id,
                                       "reason": f"error {row.id} reprocessed: what the confirmation could not issue",
                                       "movements": outbox.movements(issued.movements)})
