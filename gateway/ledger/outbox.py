@@ -326,12 +326,12 @@ def listed(engine: Engine, *, status: str | None = None, target: str | None = No
         return [_row(r) for r in conn.execute(q.order_by(_O.id.desc()).limit(limit))]
 
 
+_REISSUE = "error:"  # the prefix of a reissued goods issue's document name
+
+
 def reissue_document(error_id: int, attempt: int) -> str:
     """The document name of a goods issue that reprocessing an error item posted (``posting.reissue``)."""
     return f"{_REISSUE}{error_id}:{attempt}"
-
-
-_REISSUE = "error:"
 
 
 def _reissued_for(order: str):
